@@ -1,0 +1,51 @@
+// faasvisor: a Function-as-a-Service node on one io_uring event loop.
+//
+// The node is a library: the daemon (faasvisord), the tests and the benchmarks embed it.
+// A Node owns its ring, listening socket, instances and their cgroups; run() drives the loop
+// on the calling thread until the node stops (SIGINT/SIGTERM or request_stop()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace faasvisor {
+
+struct NodeImpl;
+
+struct NodeOptions {
+  std::string listen = "127.0.0.1:8080";     // ADDR:PORT; port 0 picks a free one
+  uint32_t max_connections = 1024;
+  uint64_t idle_timeout_ms = 60'000;         // keep-alive connections with no request
+  uint64_t shutdown_grace_ms = 10'000;       // in-flight invocations may finish this long
+  uint64_t stop_grace_ms = 2'000;            // instance SIGTERM -> SIGKILL
+  uint32_t max_header_bytes = 16 * 1024;     // 431 beyond
+  uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
+  uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
+  bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
+  unsigned ring_entries = 4096;
+};
+
+class Node {
+ public:
+  // Sets up the ring, the listener and the cgroup subtree. On failure returns null and
+  // explains in *error.
+  static std::unique_ptr<Node> create(const NodeOptions &options, std::string *error);
+  ~Node();
+  Node(const Node &) = delete;
+  Node &operator=(const Node &) = delete;
+
+  // The address actually bound (useful with port 0).
+  std::string listen_address() const;
+  // Runs the loop until the node has stopped; returns the process exit code (0 on a clean
+  // shutdown).
+  int run();
+  // Starts a graceful shutdown (same as SIGTERM). Call from the loop thread.
+  void request_stop();
+
+ private:
+  explicit Node(std::unique_ptr<NodeImpl> impl);
+  std::unique_ptr<NodeImpl> impl_;
+};
+
+}  // namespace faasvisor

@@ -1,0 +1,271 @@
+#include "api/deploy.h"
+
+#include <sys/stat.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <simdjson.h>
+
+#include "proc/spawn.h"
+
+namespace faasvisor {
+namespace {
+
+namespace dom = simdjson::dom;
+
+Error field_error(std::string_view field, std::string_view what) {
+  return plain_error("invalid deployment",
+                     "field '" + std::string(field) + "': " + std::string(what));
+}
+
+Result<double> parse_number_with_suffix(std::string_view text, std::string_view *suffix) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
+  if (i == 0) return plain_error("number", "expected digits");
+  std::string digits(text.substr(0, i));
+  char *end = nullptr;
+  double value = std::strtod(digits.c_str(), &end);
+  if (end != digits.c_str() + digits.size() || !std::isfinite(value) || value < 0)
+    return plain_error("number", "not a number");
+  *suffix = text.substr(i);
+  return value;
+}
+
+// Reads an object of string -> string into `out`.
+template <typename Out>
+Status read_string_map(dom::element value, std::string_view field, Out &&put) {
+  dom::object object;
+  if (value.get_object().get(object)) return field_error(field, "must be an object of strings");
+  for (auto [key, member] : object) {
+    std::string_view text;
+    if (member.get_string().get(text))
+      return field_error(field, "value of '" + std::string(key) + "' must be a string");
+    put(std::string(key), std::string(text));
+  }
+  return {};
+}
+
+Status read_limits(dom::element value, FunctionSpec &spec) {
+  dom::object object;
+  if (value.get_object().get(object)) return field_error("limits", "must be an object");
+  for (auto [key, member] : object) {
+    std::string_view text;
+    if (key != "memory" && key != "cpu") continue;
+    if (member.get_string().get(text))
+      return field_error("limits." + std::string(key), "must be a string such as \"128Mi\"");
+    if (key == "memory") spec.limits_memory = std::string(text);
+    else spec.limits_cpu = std::string(text);
+  }
+  return {};
+}
+
+Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, const char *key,
+                             uint64_t fallback, uint64_t min, uint64_t max, const char *field) {
+  auto it = map.find(key);
+  if (it == map.end()) return fallback;
+  const std::string &text = it->second;
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || text[0] == '-' || v < min || v > max)
+    return field_error(std::string(field) + "." + key,
+                       "must be a whole number from " + std::to_string(min) + " to " +
+                           std::to_string(max));
+  return static_cast<uint64_t>(v);
+}
+
+Status derive(FunctionSpec &spec, const DeployLimits &limits) {
+  if (spec.name.empty()) return field_error("service", "required");
+  if (!valid_function_name(spec.name))
+    return field_error("service", "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.', "
+                                  "not starting with '.' or '-'");
+  if (spec.image.empty()) return field_error("image", "required (the function's directory)");
+  struct stat st {};
+  if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
+  if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    return field_error("image", "'" + spec.image + "' is not a directory on this node");
+  if (spec.env_process.empty()) return field_error("envProcess", "required (the command to run)");
+  auto argv = proc::split_command(spec.env_process);
+  if (!argv) return field_error("envProcess", argv.error().message());
+  spec.argv = std::move(*argv);
+  for (const auto &[name, value] : spec.env_vars) {
+    if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos ||
+        value.find('\0') != std::string::npos)
+      return field_error("envVars", "bad variable name '" + name + "'");
+  }
+  if (!spec.limits_memory.empty()) {
+    auto bytes = parse_memory_bytes(spec.limits_memory);
+    if (!bytes || *bytes < (4ull << 20))
+      return field_error("limits.memory", "must be a quantity of at least 4Mi, such as \"128Mi\"");
+    spec.memory_bytes = *bytes;
+  }
+  if (!spec.limits_cpu.empty()) {
+    auto millis = parse_cpu_millis(spec.limits_cpu);
+    if (!millis || *millis < 10)
+      return field_error("limits.cpu", "must be a CPU count of at least 10m, such as \"1\" or \"500m\"");
+    spec.cpu_millis = *millis;
+  }
+  auto max = parse_count(spec.labels, "com.openfaas.scale.max", spec.max_instances, 1,
+                         limits.max_instances_cap, "labels");
+  if (!max) return max.error();
+  spec.max_instances = static_cast<uint32_t>(*max);
+  auto min = parse_count(spec.labels, "com.openfaas.scale.min", 0, 0, spec.max_instances, "labels");
+  if (!min) return min.error();
+  spec.min_instances = static_cast<uint32_t>(*min);
+  auto queue = parse_count(spec.annotations, "faasvisor.queue", spec.queue_limit, 0, 100000,
+                           "annotations");
+  if (!queue) return queue.error();
+  spec.queue_limit = static_cast<uint32_t>(*queue);
+  auto pids = parse_count(spec.annotations, "faasvisor.pids", spec.pids_max, 1, 65536, "annotations");
+  if (!pids) return pids.error();
+  spec.pids_max = static_cast<uint32_t>(*pids);
+  for (auto [key, target] : {std::pair{"faasvisor.timeout", &spec.timeout_ms},
+                             std::pair{"faasvisor.boot_timeout", &spec.boot_timeout_ms}}) {
+    auto it = spec.annotations.find(key);
+    if (it == spec.annotations.end()) continue;
+    auto ms = parse_duration_ms(it->second);
+    if (!ms || *ms == 0 || *ms > 3'600'000)
+      return field_error(std::string("annotations.") + key,
+                         "must be a duration from 1ms to 1h, such as \"30s\"");
+    *target = *ms;
+  }
+  if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
+    spec.backend = it->second;
+  return {};
+}
+
+}  // namespace
+
+bool valid_function_name(std::string_view name) {
+  if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-') return false;
+  for (char c : name) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return name != "." && name != "..";
+}
+
+Result<uint64_t> parse_duration_ms(std::string_view text) {
+  std::string_view suffix;
+  auto number = parse_number_with_suffix(text, &suffix);
+  if (!number) return number.error();
+  double scale;
+  if (suffix == "ms") scale = 1;
+  else if (suffix == "s" || suffix.empty()) scale = 1000;
+  else if (suffix == "m") scale = 60'000;
+  else if (suffix == "h") scale = 3'600'000;
+  else return plain_error("duration", "unknown unit");
+  double ms = *number * scale;
+  if (ms > 1e15) return plain_error("duration", "too large");
+  return static_cast<uint64_t>(std::llround(ms));
+}
+
+Result<uint64_t> parse_memory_bytes(std::string_view text) {
+  std::string_view suffix;
+  auto number = parse_number_with_suffix(text, &suffix);
+  if (!number) return number.error();
+  static const std::pair<std::string_view, double> kUnits[] = {
+      {"", 1},          {"k", 1e3},         {"K", 1e3},          {"M", 1e6},
+      {"G", 1e9},       {"T", 1e12},        {"Ki", 1024.0},      {"Mi", 1048576.0},
+      {"Gi", 1073741824.0}, {"Ti", 1099511627776.0}};
+  for (const auto &[unit, scale] : kUnits) {
+    if (suffix == unit) {
+      double bytes = *number * scale;
+      if (bytes > 1e15) return plain_error("memory", "too large");
+      return static_cast<uint64_t>(bytes);
+    }
+  }
+  return plain_error("memory", "unknown unit");
+}
+
+Result<uint32_t> parse_cpu_millis(std::string_view text) {
+  std::string_view suffix;
+  auto number = parse_number_with_suffix(text, &suffix);
+  if (!number) return number.error();
+  double millis;
+  if (suffix == "m") millis = *number;
+  else if (suffix.empty()) millis = *number * 1000;
+  else return plain_error("cpu", "unknown unit");
+  if (millis > 1e6) return plain_error("cpu", "too large");
+  return static_cast<uint32_t>(std::llround(millis));
+}
+
+Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json,
+                                                   const DeployLimits &limits) {
+  auto spec = std::make_shared<FunctionSpec>();
+  dom::parser parser;
+  dom::element doc;
+  if (auto err = parser.parse(json.data(), json.size()).get(doc))
+    return plain_error("invalid JSON", simdjson::error_message(err));
+  dom::object object;
+  if (doc.get_object().get(object)) return plain_error("invalid deployment", "expected a JSON object");
+  for (auto [key, value] : object) {
+    std::string_view text;
+    auto string_field = [&](std::string &out) -> Status {
+      if (value.get_string().get(text)) return field_error(key, "must be a string");
+      out = std::string(text);
+      return {};
+    };
+    Status st;
+    if (key == "service") st = string_field(spec->name);
+    else if (key == "image") st = string_field(spec->image);
+    else if (key == "envProcess") st = string_field(spec->env_process);
+    else if (key == "namespace") st = string_field(spec->namespace_name);
+    else if (key == "envVars")
+      st = read_string_map(value, key, [&](std::string k, std::string v) {
+        spec->env_vars.emplace_back(std::move(k), std::move(v));
+      });
+    else if (key == "labels")
+      st = read_string_map(value, key, [&](std::string k, std::string v) { spec->labels[k] = v; });
+    else if (key == "annotations")
+      st = read_string_map(value, key,
+                           [&](std::string k, std::string v) { spec->annotations[k] = v; });
+    else if (key == "limits") st = read_limits(value, *spec);
+    if (!st.ok()) return st.error();
+  }
+  Status st = derive(*spec, limits);
+  if (!st.ok()) return st.error();
+  return spec;
+}
+
+Result<std::string> parse_delete(std::string_view json) {
+  dom::parser parser;
+  dom::element doc;
+  std::string_view name;
+  if (auto err = parser.parse(json.data(), json.size()).get(doc))
+    return plain_error("invalid JSON", simdjson::error_message(err));
+  dom::object object;
+  if (doc.get_object().get(object)) return plain_error("invalid request", "expected a JSON object");
+  if (object["functionName"].get_string().get(name)) return field_error("functionName", "required string");
+  return std::string(name);
+}
+
+Result<ScaleRequest> parse_scale(std::string_view json) {
+  dom::parser parser;
+  dom::element doc;
+  ScaleRequest out;
+  if (auto err = parser.parse(json.data(), json.size()).get(doc))
+    return plain_error("invalid JSON", simdjson::error_message(err));
+  dom::object object;
+  if (doc.get_object().get(object)) return plain_error("invalid request", "expected a JSON object");
+  bool have_replicas = false;
+  for (auto [key, member] : object) {
+    if (key == "serviceName") {
+      std::string_view name;
+      if (member.get_string().get(name)) return field_error("serviceName", "must be a string");
+      out.service_name = std::string(name);
+    } else if (key == "replicas") {
+      int64_t n = 0;
+      have_replicas = true;
+      if (member.get_int64().get(n) || n < 0 || n > 100000)
+        return field_error("replicas", "must be a whole number from 0 to 100000");
+      out.replicas = static_cast<uint64_t>(n);
+    }
+  }
+  if (!have_replicas) return field_error("replicas", "required");
+  return out;
+}
+
+}  // namespace faasvisor

@@ -1,0 +1,63 @@
+// Deploy requests (OpenFaaS provider's FunctionDeployment shape) parsed into a FunctionSpec.
+// Pure: no I/O besides checking that the image directory exists.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "util/result.h"
+
+namespace faasvisor {
+
+struct FunctionSpec {
+  // As deployed (echoed back by GET /system/functions).
+  std::string name;
+  std::string namespace_name = "openfaas-fn";
+  std::string image;        // the function's directory on the node
+  std::string env_process;  // command run there
+  std::vector<std::pair<std::string, std::string>> env_vars;
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> annotations;
+  std::string limits_memory;  // raw, e.g. "128Mi"
+  std::string limits_cpu;     // raw, e.g. "1" or "500m"
+
+  // Derived.
+  std::vector<std::string> argv;
+  uint64_t memory_bytes = 128ull << 20;
+  uint32_t cpu_millis = 1000;
+  uint32_t max_instances = 100;
+  uint32_t min_instances = 0;
+  uint32_t queue_limit = 1024;  // invocations waiting for an instance
+  uint32_t pids_max = 256;
+  uint64_t timeout_ms = 30'000;
+  uint64_t boot_timeout_ms = 10'000;
+  std::string backend = "process";
+};
+
+struct DeployLimits {
+  uint32_t max_instances_cap = 4096;  // the node's ceiling for com.openfaas.scale.max
+};
+
+// Parses and validates a deploy body. Errors name the field: "field 'service': required".
+Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json, const DeployLimits &limits);
+
+// Pieces, exposed for tests and for other parsers.
+Result<uint64_t> parse_duration_ms(std::string_view text);  // "500ms", "30s", "2m", "1h", "1.5s"
+Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "1048576"
+Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
+bool valid_function_name(std::string_view name);
+
+// {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
+Result<std::string> parse_delete(std::string_view json);
+struct ScaleRequest {
+  std::string service_name;
+  uint64_t replicas = 0;
+};
+Result<ScaleRequest> parse_scale(std::string_view json);
+
+}  // namespace faasvisor

@@ -1,0 +1,52 @@
+// A small streaming JSON writer for API responses: it tracks commas so handlers read as the
+// document they produce.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace faasvisor::api {
+
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string &out) : out_(out) {}
+
+  JsonWriter &begin_object();
+  JsonWriter &end_object();
+  JsonWriter &begin_array();
+  JsonWriter &end_array();
+  JsonWriter &key(std::string_view k);
+  JsonWriter &string(std::string_view v);
+  JsonWriter &number(uint64_t v);
+  JsonWriter &number(int64_t v);
+  JsonWriter &number(double v);
+  JsonWriter &boolean(bool v);
+  JsonWriter &raw(std::string_view json);  // an already-encoded value
+
+  template <typename T>
+  JsonWriter &field(std::string_view k, const T &v) {
+    key(k);
+    return value(v);
+  }
+
+ private:
+  JsonWriter &value(std::string_view v) { return string(v); }
+  JsonWriter &value(const std::string &v) { return string(v); }
+  JsonWriter &value(const char *v) { return string(v); }
+  JsonWriter &value(bool v) { return boolean(v); }
+  JsonWriter &value(double v) { return number(v); }
+  template <typename I>
+  JsonWriter &value(I v) requires std::is_integral_v<I> {
+    if constexpr (std::is_signed_v<I>) return number(static_cast<int64_t>(v));
+    else return number(static_cast<uint64_t>(v));
+  }
+  void comma();
+
+  std::string &out_;
+  std::vector<bool> first_{};  // per open container: no element written yet
+  bool after_key_ = false;
+};
+
+}  // namespace faasvisor::api

@@ -1,0 +1,53 @@
+#include "api/router.h"
+
+namespace faasvisor::api {
+namespace {
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+Route by_method(std::string_view method, const char *allow,
+                std::initializer_list<std::pair<std::string_view, RouteKind>> table) {
+  for (const auto &[m, kind] : table)
+    if (method == m) return {kind, {}, {}, ""};
+  return {RouteKind::method_not_allowed, {}, {}, allow};
+}
+
+}  // namespace
+
+Route route(std::string_view method, std::string_view path) {
+  if (starts_with(path, "/function/")) {
+    std::string_view rest = path.substr(10);
+    size_t slash = rest.find('/');
+    Route r{RouteKind::invoke, rest.substr(0, slash), "/", ""};
+    if (slash != std::string_view::npos) r.subpath = rest.substr(slash);
+    if (r.name.empty()) r.kind = RouteKind::not_found;
+    return r;
+  }
+  if (path == "/healthz") return by_method(method, "GET, HEAD", {{"GET", RouteKind::healthz}, {"HEAD", RouteKind::healthz}});
+  if (path == "/system/info") return by_method(method, "GET", {{"GET", RouteKind::info}});
+  if (path == "/system/functions")
+    return by_method(method, "GET, POST, PUT, DELETE",
+                     {{"GET", RouteKind::list_functions},
+                      {"POST", RouteKind::deploy},
+                      {"PUT", RouteKind::update},
+                      {"DELETE", RouteKind::remove}});
+  if (path == "/system/stats")
+    return by_method(method, "GET, DELETE", {{"GET", RouteKind::stats}, {"DELETE", RouteKind::reset_stats}});
+  if (starts_with(path, "/system/function/")) {
+    Route r = by_method(method, "GET", {{"GET", RouteKind::get_function}});
+    r.name = path.substr(17);
+    if (r.name.empty() || r.name.find('/') != std::string_view::npos) r.kind = RouteKind::not_found;
+    return r;
+  }
+  if (starts_with(path, "/system/scale-function/")) {
+    Route r = by_method(method, "POST", {{"POST", RouteKind::scale}});
+    r.name = path.substr(23);
+    if (r.name.empty() || r.name.find('/') != std::string_view::npos) r.kind = RouteKind::not_found;
+    return r;
+  }
+  return {};
+}
+
+}  // namespace faasvisor::api

@@ -1,0 +1,33 @@
+// HTTP request -> typed route (STYLE.md 8). Pure: testable without a ring.
+#pragma once
+
+#include <string_view>
+
+namespace faasvisor::api {
+
+enum class RouteKind {
+  healthz,
+  info,
+  list_functions,   // GET /system/functions
+  deploy,           // POST /system/functions
+  update,           // PUT /system/functions
+  remove,           // DELETE /system/functions
+  get_function,     // GET /system/function/NAME
+  scale,            // POST /system/scale-function/NAME
+  stats,            // GET /system/stats
+  reset_stats,      // DELETE /system/stats
+  invoke,           // any method on /function/NAME[/sub/path]
+  not_found,
+  method_not_allowed,
+};
+
+struct Route {
+  RouteKind kind = RouteKind::not_found;
+  std::string_view name;     // function name where the path has one
+  std::string_view subpath;  // invoke: the rest of the path, "/" if none
+  const char *allow = "";    // method_not_allowed: the Allow header
+};
+
+Route route(std::string_view method, std::string_view path);
+
+}  // namespace faasvisor::api

@@ -1,0 +1,38 @@
+// A backend turns a function spec into a running instance that speaks the instance protocol
+// over a pair of byte streams. Everything after launch (framing, readiness, invocation,
+// watching the exit, stopping) is the same for every backend and lives in pool::Instance.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "api/deploy.h"
+#include "proc/cgroup.h"
+#include "proc/child.h"
+
+namespace faasvisor::backend {
+
+struct Launched {
+  proc::Child child;        // the process whose exit ends the instance (the function, a VMM...)
+  int to_instance = -1;     // node writes frames (non-blocking)
+  int from_instance = -1;   // node reads frames (non-blocking)
+  int log = -1;             // the instance's stderr, or -1
+  proc::InstanceCgroup cgroup;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char *name() const = 0;
+  // Whether the host can run this backend; if not, why (shown by /system/info and deploy).
+  virtual bool available(std::string *why_not) const = 0;
+  // Checks a spec at deploy time (e.g. that an image is runnable). Default: nothing to check.
+  virtual Status validate(const FunctionSpec &) const { return {}; }
+  virtual Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) = 0;
+  // Releases what launch created once the process is gone. EBUSY asks to be called again.
+  virtual Status cleanup(Launched &launched) = 0;
+  // True where firmware or a kernel may print on the stream before the first frame.
+  virtual bool console_preamble() const { return false; }
+};
+
+}  // namespace faasvisor::backend

@@ -1,0 +1,37 @@
+// HTTP/1.1 response writer: appends complete responses to the connection's output buffer.
+// Framing (Content-Length, Connection) is always ours, never the caller's, so a function's
+// headers cannot desynchronize the connection or split the response.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "http/parser.h"  // Header
+
+namespace faasvisor::http {
+
+// Standard reason phrase for a status code; "Unknown" otherwise.
+const char* reason_phrase(int status);
+
+// Appends "HTTP/1.1 <status> <reason>", the caller's headers, Content-Length and, when
+// !keep_alive, "Connection: close", then the body.
+// - Caller headers named Content-Length, Transfer-Encoding or Connection (any case) are
+//   dropped, as are headers whose name is not an HTTP token or whose value holds CR, LF or NUL.
+// - 1xx, 204 and 304 responses carry no body and no Content-Length (RFC 9110 8.6, 15.4.5);
+//   a body passed with them is not written.
+// - A status outside 100..999 is written as 500.
+// HEAD responses are the caller's business: pass an empty body (Content-Length is then 0).
+void write_response(std::string& out, int status, std::span<const Header> headers, std::string_view body,
+                    bool keep_alive);
+
+// Same, with "Content-Type: application/json" and the body {"error": "<message>"} (the
+// message escaped by append_json_string()).
+void write_json_error(std::string& out, int status, std::string_view message, bool keep_alive,
+                      std::span<const Header> extra_headers = {});
+
+// Appends s as a JSON string: quoted, '"' and '\\' escaped, control characters (< 0x20) as
+// \u00XX, each maximal invalid UTF-8 subsequence replaced by U+FFFD (Unicode 15 sec. 3.9).
+void append_json_string(std::string& out, std::string_view s);
+
+}  // namespace faasvisor::http

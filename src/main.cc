@@ -1,0 +1,85 @@
+// faasvisord: wires the faasvisor library to the command line. Nothing else lives here.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "faasvisor/node.h"
+#include "util/log.h"
+
+namespace {
+
+void usage(FILE *out) {
+  std::fprintf(out,
+               "usage: faasvisord [--listen ADDR:PORT] [--max-connections N]\n"
+               "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
+               "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
+               "                  [--log-level debug|info|warn|error]\n");
+}
+
+bool parse_u64(const char *text, uint64_t *out) {
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-') return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  faasvisor::NodeOptions options;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "faasvisord: %s needs a value\n", arg.c_str());
+      usage(stderr);
+      return 2;
+    }
+    const char *value = argv[++i];
+    uint64_t n = 0;
+    bool numeric = parse_u64(value, &n);
+    auto need_number = [&]() {
+      if (numeric) return true;
+      std::fprintf(stderr, "faasvisord: %s wants a whole number, not '%s'\n", arg.c_str(), value);
+      return false;
+    };
+    if (arg == "--listen") options.listen = value;
+    else if (arg == "--log-level") {
+      using faasvisor::log::Level;
+      std::string v = value;
+      if (v == "debug") faasvisor::log::set_level(Level::debug);
+      else if (v == "info") faasvisor::log::set_level(Level::info);
+      else if (v == "warn") faasvisor::log::set_level(Level::warn);
+      else if (v == "error") faasvisor::log::set_level(Level::error);
+      else {
+        std::fprintf(stderr, "faasvisord: unknown log level '%s'\n", value);
+        return 2;
+      }
+    } else if (!need_number()) return 2;
+    else if (arg == "--max-connections") options.max_connections = static_cast<uint32_t>(n);
+    else if (arg == "--idle-timeout-ms") options.idle_timeout_ms = n;
+    else if (arg == "--shutdown-grace-ms") options.shutdown_grace_ms = n;
+    else if (arg == "--stop-grace-ms") options.stop_grace_ms = n;
+    else if (arg == "--max-body-bytes") options.max_body_bytes = n;
+    else if (arg == "--max-header-bytes") options.max_header_bytes = static_cast<uint32_t>(n);
+    else if (arg == "--queue") options.max_queue_per_function = static_cast<uint32_t>(n);
+    else {
+      std::fprintf(stderr, "faasvisord: unknown option %s\n", arg.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  std::string error;
+  auto node = faasvisor::Node::create(options, &error);
+  if (!node) {
+    std::fprintf(stderr, "faasvisord: %s\n", error.c_str());
+    return 1;
+  }
+  return node->run();
+}

@@ -1,0 +1,506 @@
+#include "pool/instance.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstring>
+
+#include "faasvisor/frame.h"
+#include "pool/function.h"
+#include "pool/scheduler.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace faasvisor::pool {
+namespace {
+
+constexpr size_t kInitialReadBytes = 4096;
+constexpr size_t kKeepBufferBytes = 64 * 1024;  // larger buffers are released when idle
+constexpr size_t kLogTailBytes = 2048;
+constexpr size_t kLogLineMax = 4096;
+constexpr uint64_t kCleanupRetryNs = 20'000'000;
+constexpr uint32_t kCleanupAttempts = 100;
+
+// Hop-by-hop headers are the connection's business, not the function's (RFC 9110 7.6.1).
+bool hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kNames[] = {"connection", "keep-alive", "transfer-encoding",
+                                                "te", "upgrade", "proxy-connection",
+                                                "proxy-authorization", "trailer"};
+  for (std::string_view h : kNames) {
+    if (name.size() != h.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < h.size() && same; ++i)
+      same = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i]))) == h[i];
+    if (same) return true;
+  }
+  return false;
+}
+
+// The RESPONSE view is large (128 header slots); the loop is single-threaded and uses it
+// only between decode and delivery, so one instance of it serves every instance.
+fv_response_view g_response_view;
+
+}  // namespace
+
+const char *to_string(InstanceState state) {
+  switch (state) {
+    case InstanceState::booting: return "booting";
+    case InstanceState::warm: return "warm";
+    case InstanceState::busy: return "busy";
+    case InstanceState::stopping: return "stopping";
+  }
+  return "?";
+}
+
+Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
+    : pool_(pool), function_(std::move(function)), id_(id), generation_(function_->generation()) {
+  name_ = function_->name() + "-" + std::to_string(id);
+  console_preamble_ = function_->backend().console_preamble();
+  function_->instances.push_back(*this);
+  ++function_->booting;
+  for (io::Completion *c : {&read_op_, &write_op_, &log_op_, &exit_op_}) c->owner = this;
+  read_op_.callback = &Instance::on_read;
+  write_op_.callback = &Instance::on_write;
+  log_op_.callback = &Instance::on_log;
+  exit_op_.callback = &Instance::on_exit;
+  timer_.owner = this;
+  timer_.callback = &Instance::on_timer;
+}
+
+Instance::~Instance() {
+  assert(released_);
+  assert(!read_op_.in_flight && !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight);
+  pool_.timers().stop(timer_);
+  close_streams();
+}
+
+bool Instance::finished() const {
+  return state_ == InstanceState::stopping && reaped_ && cleaned_ && !read_op_.in_flight &&
+         !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight;
+}
+
+void Instance::set_state(InstanceState next) {
+  Function &fn = *function_;
+  [[maybe_unused]] bool allowed = false;
+  switch (state_) {
+    case InstanceState::booting: allowed = next == InstanceState::warm || next == InstanceState::stopping; break;
+    case InstanceState::warm: allowed = next == InstanceState::busy || next == InstanceState::stopping; break;
+    case InstanceState::busy: allowed = next == InstanceState::warm || next == InstanceState::stopping; break;
+    case InstanceState::stopping: allowed = false; break;
+  }
+  assert(allowed && "invalid instance state transition");
+  auto counter = [&fn](InstanceState s) -> uint32_t & {
+    switch (s) {
+      case InstanceState::booting: return fn.booting;
+      case InstanceState::warm: return fn.warm;
+      case InstanceState::busy: return fn.busy;
+      case InstanceState::stopping: break;
+    }
+    return fn.stopping;
+  };
+  --counter(state_);
+  ++counter(next);
+  state_ = next;
+}
+
+Status Instance::start(uint64_t now_ns) {
+  spawn_ns_ = now_ns;
+  last_used_ns_ = now_ns;
+  auto launched = function_->backend().launch(function_->spec(), name_);
+  if (!launched) {
+    Error error = launched.error();
+    // Nothing was started: the instance goes straight to released.
+    set_state(InstanceState::stopping);
+    reaped_ = true;
+    cleaned_ = true;
+    pool_.instance_stopping(*this, true, error.message());
+    maybe_release();
+    return error;
+  }
+  launched_ = std::move(*launched);
+  FV_DEBUG("instance %s: started, pid %d", name_.c_str(), launched_.child.pid());
+  in_.resize(kInitialReadBytes);
+  arm_read();
+  arm_log();
+  pool_.ring().poll(exit_op_, launched_.child.pidfd(), POLLIN);
+  timer_purpose_ = TimerPurpose::boot;
+  pool_.timers().start(timer_, now_ns + function_->spec().boot_timeout_ms * 1'000'000ull);
+  return {};
+}
+
+void Instance::assign(Invocation &inv, uint64_t now_ns) {
+  assert(state_ == InstanceState::warm);
+  assert(current_ == nullptr && !current_abandoned_);
+  if (warm_hook.linked()) function_->warm_list.remove(*this);
+  set_state(InstanceState::busy);
+  current_ = &inv;
+  inv.instance = this;
+  last_used_ns_ = now_ns;
+
+  // Encode the REQUEST frame: header, then the payload in protocol order.
+  size_t payload = 4 + inv.method.size() + 4 + inv.path.size() + 4 + inv.query.size() + 4 + 4 +
+                   inv.body.size();
+  uint32_t header_count = 0;
+  for (const http::Header &h : inv.headers) {
+    if (hop_by_hop(h.name) || header_count == FV_FRAME_MAX_HEADERS) continue;
+    payload += 8 + h.name.size() + h.value.size();
+    ++header_count;
+  }
+  out_.resize(FV_FRAME_HEADER_SIZE + payload);
+  out_sent_ = 0;
+  uint8_t *p = out_.data();
+  fv_frame_header_write(p, FV_FRAME_REQUEST, static_cast<uint32_t>(payload));
+  p += FV_FRAME_HEADER_SIZE;
+  p = fv_put_str(p, inv.method.data(), static_cast<uint32_t>(inv.method.size()));
+  p = fv_put_str(p, inv.path.data(), static_cast<uint32_t>(inv.path.size()));
+  p = fv_put_str(p, inv.query.data(), static_cast<uint32_t>(inv.query.size()));
+  p = fv_put_u32(p, header_count);
+  uint32_t written = 0;
+  for (const http::Header &h : inv.headers) {
+    if (hop_by_hop(h.name) || written == header_count) continue;
+    p = fv_put_str(p, h.name.data(), static_cast<uint32_t>(h.name.size()));
+    p = fv_put_str(p, h.value.data(), static_cast<uint32_t>(h.value.size()));
+    ++written;
+  }
+  p = fv_put_str(p, inv.body.data(), static_cast<uint32_t>(inv.body.size()));
+  assert(p == out_.data() + out_.size());
+  write_more();
+
+  // The execution deadline belongs to the instance, so it holds even if the client leaves.
+  uint64_t deadline = inv.arrival_ns + function_->spec().timeout_ms * 1'000'000ull;
+  timer_purpose_ = TimerPurpose::exec;
+  pool_.timers().start(timer_, std::max(deadline, now_ns + 1'000'000));
+}
+
+void Instance::abandon(Invocation &inv) {
+  assert(current_ == &inv);
+  (void)inv;
+  current_ = nullptr;
+  current_abandoned_ = true;
+}
+
+void Instance::stop(const char *why) {
+  if (state_ == InstanceState::stopping) return;
+  assert(state_ != InstanceState::busy && "busy instances are killed, not stopped");
+  FV_DEBUG("instance %s: stopping (%s)", name_.c_str(), why);
+  begin_stopping();
+  // End of input asks a well-behaved instance to exit; SIGTERM asks the rest; SIGKILL after
+  // the grace period. The write end is idle here (no invocation), so closing it is safe.
+  if (launched_.to_instance >= 0 && !write_op_.in_flight) {
+    close(launched_.to_instance);
+    launched_.to_instance = -1;
+  }
+  launched_.child.signal(SIGTERM);
+  timer_purpose_ = TimerPurpose::stop_grace;
+  pool_.timers().start(timer_, monotonic_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
+  pool_.instance_stopping(*this, false, why);
+}
+
+void Instance::kill(int status, std::string reason) {
+  if (state_ == InstanceState::stopping) return;
+  bool was_booting = state_ == InstanceState::booting;
+  FV_INFO("instance %s: killed: %s", name_.c_str(), reason.c_str());
+  if (current_ != nullptr || current_abandoned_) {
+    InvocationResult result;
+    result.status = status;
+    result.error = reason;
+    result.instance_id = id_;
+    finish_invocation(result);
+  }
+  begin_stopping();
+  launched_.child.signal(SIGKILL);
+  pool_.instance_stopping(*this, was_booting, reason);
+}
+
+void Instance::fault(std::string reason) { kill(502, std::move(reason)); }
+
+void Instance::begin_stopping() {
+  pool_.timers().stop(timer_);
+  timer_purpose_ = TimerPurpose::none;
+  if (warm_hook.linked()) function_->warm_list.remove(*this);
+  set_state(InstanceState::stopping);
+}
+
+void Instance::finish_invocation(const InvocationResult &result) {
+  Invocation *inv = current_;
+  current_ = nullptr;
+  current_abandoned_ = false;
+  if (inv != nullptr) {
+    InvocationResult copy = result;
+    pool_.deliver(*inv, copy);
+  }
+}
+
+// --- reading frames -------------------------------------------------------------------
+
+void Instance::arm_read() {
+  if (in_len_ == in_.size()) {
+    size_t limit = FV_FRAME_HEADER_SIZE + pool_.options().max_frame_bytes;
+    in_.resize(std::min(in_.size() * 2, limit));
+  }
+  pool_.ring().read(read_op_, launched_.from_instance, in_.data() + in_len_, in_.size() - in_len_);
+}
+
+void Instance::on_read(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Instance>();
+  ++self.depth_;
+  if (self.state_ != InstanceState::stopping) {
+    if (result < 0) {
+      self.fault(std::string("reading from the instance failed: ") + std::strerror(-result));
+    } else if (result == 0) {
+      self.fault("the instance closed its output" + self.log_tail());
+    } else {
+      self.in_len_ += static_cast<size_t>(result);
+      self.handle_frames();
+      if (self.state_ != InstanceState::stopping) self.arm_read();
+    }
+  }
+  --self.depth_;
+  self.maybe_release();
+}
+
+void Instance::handle_frames() {
+  for (;;) {
+    if (console_preamble_ && !seen_frame_) {
+      // Skip console text until the first frame's magic; keep it as the instance's log.
+      size_t i = 0;
+      while (i + 4 <= in_len_ && !(in_[i] == 'F' && in_[i + 1] == 'V' && in_[i + 2] == 'P' && in_[i + 3] == '1'))
+        ++i;
+      if (i + 4 > in_len_) i = in_len_ >= 3 ? in_len_ - 3 : 0;
+      if (i > 0) {
+        log_tail_.append(reinterpret_cast<char *>(in_.data()), i);
+        if (log_tail_.size() > kLogTailBytes) log_tail_.erase(0, log_tail_.size() - kLogTailBytes);
+        std::memmove(in_.data(), in_.data() + i, in_len_ - i);
+        in_len_ -= i;
+      }
+      if (in_len_ < 4) return;
+    }
+    fv_frame_header header{};
+    int rc = fv_frame_header_parse(in_.data(), in_len_, pool_.options().max_frame_bytes, &header);
+    if (rc == FV_NEED_MORE) return;
+    if (rc != FV_OK) {
+      fault(std::string("instance protocol error: ") + fv_frame_strerror(rc));
+      return;
+    }
+    seen_frame_ = true;
+    size_t total = FV_FRAME_HEADER_SIZE + header.length;
+    if (in_len_ < total) {
+      if (in_.size() < total) in_.resize(total);  // bounded by max_frame_bytes above
+      return;
+    }
+    if (!handle_frame(header.type, in_.data() + FV_FRAME_HEADER_SIZE, header.length)) return;
+    std::memmove(in_.data(), in_.data() + total, in_len_ - total);
+    in_len_ -= total;
+    if (in_len_ == 0 && in_.size() > kKeepBufferBytes) {
+      in_.resize(kInitialReadBytes);
+      in_.shrink_to_fit();
+    }
+  }
+}
+
+bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t length) {
+  switch (type) {
+    case FV_FRAME_LOG:
+      FV_DEBUG("instance %s: %.*s", name_.c_str(), static_cast<int>(length),
+               reinterpret_cast<const char *>(payload));
+      return true;
+    case FV_FRAME_READY: {
+      if (state_ != InstanceState::booting) {
+        fault("instance protocol error: READY frame after the instance was ready");
+        return false;
+      }
+      uint64_t now = monotonic_ns();
+      pool_.timers().stop(timer_);
+      timer_purpose_ = TimerPurpose::none;
+      set_state(InstanceState::warm);
+      last_used_ns_ = now;
+      pool_.instance_ready(*this, now - spawn_ns_);
+      return state_ != InstanceState::stopping;
+    }
+    case FV_FRAME_RESPONSE: {
+      if (state_ != InstanceState::busy) {
+        fault("instance protocol error: RESPONSE frame with no request outstanding");
+        return false;
+      }
+      int rc = fv_response_decode(payload, length, &g_response_view);
+      if (rc != FV_OK) {
+        fault(std::string("instance protocol error in RESPONSE: ") + fv_frame_strerror(rc));
+        return false;
+      }
+      pool_.timers().stop(timer_);
+      timer_purpose_ = TimerPurpose::none;
+      InvocationResult result;
+      result.status = g_response_view.status;
+      result.cold = served_ == 0;
+      result.instance_id = id_;
+      result.body = {g_response_view.body.ptr, g_response_view.body.len};
+      for (uint32_t i = 0; i < g_response_view.header_count; ++i) {
+        const fv_header &h = g_response_view.headers[i];
+        result.headers.emplace_back(std::string_view{h.name.ptr, h.name.len},
+                                    std::string_view{h.value.ptr, h.value.len});
+      }
+      ++served_;
+      last_used_ns_ = monotonic_ns();
+      set_state(InstanceState::warm);
+      finish_invocation(result);
+      if (state_ == InstanceState::warm) pool_.instance_idle(*this);
+      return state_ != InstanceState::stopping;
+    }
+    default:
+      fault("instance protocol error: unexpected frame type " + std::to_string(type));
+      return false;
+  }
+}
+
+// --- writing frames -------------------------------------------------------------------
+
+void Instance::write_more() {
+  pool_.ring().write(write_op_, launched_.to_instance, out_.data() + out_sent_, out_.size() - out_sent_);
+}
+
+void Instance::on_write(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Instance>();
+  ++self.depth_;
+  if (self.state_ != InstanceState::stopping) {
+    if (result <= 0) {
+      self.fault(std::string("writing to the instance failed: ") +
+                 std::strerror(result < 0 ? -result : EPIPE) + self.log_tail());
+    } else {
+      self.out_sent_ += static_cast<size_t>(result);
+      if (self.out_sent_ < self.out_.size()) {
+        self.write_more();
+      } else if (self.out_.capacity() > kKeepBufferBytes) {
+        std::vector<uint8_t>().swap(self.out_);
+      }
+    }
+  }
+  --self.depth_;
+  self.maybe_release();
+}
+
+// --- the log stream -------------------------------------------------------------------
+
+void Instance::arm_log() {
+  if (launched_.log >= 0) pool_.ring().read(log_op_, launched_.log, log_buf_, sizeof log_buf_);
+}
+
+void Instance::on_log(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Instance>();
+  if (result > 0) {
+    for (int i = 0; i < result; ++i) {
+      char ch = self.log_buf_[i];
+      if (ch != '\n' && self.log_line_.size() < kLogLineMax) {
+        self.log_line_ += ch;
+        continue;
+      }
+      if (ch != '\n') continue;  // the rest of an over-long line is cut
+      FV_DEBUG("instance %s: %s", self.name_.c_str(), self.log_line_.c_str());
+      self.log_tail_ += self.log_line_;
+      self.log_tail_ += '\n';
+      if (self.log_tail_.size() > kLogTailBytes)
+        self.log_tail_.erase(0, self.log_tail_.size() - kLogTailBytes);
+      self.log_line_.clear();
+    }
+    self.arm_log();  // keep draining even while stopping, until end of stream
+  }
+  self.maybe_release();
+}
+
+std::string Instance::log_tail() const {
+  std::string tail = log_tail_ + log_line_;
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  if (tail.empty()) return {};
+  if (tail.size() > 512) tail = "..." + tail.substr(tail.size() - 512);
+  return "; its last output: " + tail;
+}
+
+// --- exit, stop, cleanup --------------------------------------------------------------
+
+void Instance::on_exit(io::Completion &c, int, uint32_t) {
+  auto &self = c.owner_as<Instance>();
+  ++self.depth_;
+  proc::ExitStatus status;
+  auto reaped = self.launched_.child.try_reap(&status);
+  if (reaped && !*reaped) {
+    // Spurious wake-up: keep watching.
+    self.pool_.ring().poll(self.exit_op_, self.launched_.child.pidfd(), POLLIN);
+  } else {
+    self.reaped_ = true;
+    std::string how = reaped ? status.describe() : reaped.error().message();
+    FV_DEBUG("instance %s: process %s", self.name_.c_str(), how.c_str());
+    if (self.state_ != InstanceState::stopping) {
+      bool oom = reaped && !status.exited && status.code_or_signal == SIGKILL;
+      self.fault("the instance " + how + (oom ? " (out of memory?)" : "") + self.log_tail());
+    }
+    self.after_exit();
+  }
+  --self.depth_;
+  self.maybe_release();
+}
+
+void Instance::after_exit() {
+  pool_.timers().stop(timer_);
+  timer_purpose_ = TimerPurpose::none;
+  // Everything that could still be pending completes with EOF/EPIPE now the process is
+  // gone; cancel anyway so a stray holder of the pipe cannot keep us waiting.
+  pool_.ring().cancel(read_op_);
+  pool_.ring().cancel(write_op_);
+  pool_.ring().cancel(log_op_);
+  try_cleanup();
+}
+
+void Instance::try_cleanup() {
+  Status st = function_->backend().cleanup(launched_);
+  if (st.ok() || ++cleanup_attempts_ >= kCleanupAttempts) {
+    if (!st.ok()) FV_WARN("instance %s: cleanup failed: %s", name_.c_str(), st.error().message().c_str());
+    cleaned_ = true;
+    return;
+  }
+  timer_purpose_ = TimerPurpose::cleanup_retry;
+  pool_.timers().start(timer_, monotonic_ns() + kCleanupRetryNs);
+}
+
+void Instance::on_timer(io::Timer &t) {
+  auto &self = t.owner_as<Instance>();
+  ++self.depth_;
+  TimerPurpose purpose = self.timer_purpose_;
+  self.timer_purpose_ = TimerPurpose::none;
+  switch (purpose) {
+    case TimerPurpose::boot:
+      self.fault("the instance did not become ready within " +
+                 std::to_string(self.function_->spec().boot_timeout_ms) + " ms" + self.log_tail());
+      break;
+    case TimerPurpose::exec:
+      self.kill(504, "the invocation timed out after " +
+                         std::to_string(self.function_->spec().timeout_ms) + " ms");
+      break;
+    case TimerPurpose::stop_grace:
+      self.launched_.child.signal(SIGKILL);
+      break;
+    case TimerPurpose::cleanup_retry:
+      self.try_cleanup();
+      break;
+    case TimerPurpose::none:
+      break;
+  }
+  --self.depth_;
+  self.maybe_release();
+}
+
+void Instance::close_streams() {
+  for (int *fd : {&launched_.to_instance, &launched_.from_instance, &launched_.log}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
+void Instance::maybe_release() {
+  if (depth_ > 0 || released_ || !finished()) return;
+  released_ = true;
+  close_streams();
+  pool_.instance_finished(*this);  // deletes this: nothing may follow
+}
+
+}  // namespace faasvisor::pool

@@ -1,0 +1,123 @@
+// One function instance: a launched backend process speaking the instance protocol.
+//
+// States and their transitions (asserted):
+//   booting --READY--> warm --assign--> busy --RESPONSE--> warm
+//   any --fault/stop--> stopping --exit reaped, I/O drained, cleanup done--> (freed by Pool)
+// The instance owns its child (by pidfd), its stream fds, its cgroup and four completions:
+// reading frames, writing frames, reading the log stream, and watching the exit. It is freed
+// only when none of them is in flight.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "pool/invocation.h"
+#include "util/intrusive_list.h"
+
+namespace faasvisor::pool {
+
+class Function;
+class Pool;
+
+enum class InstanceState { booting, warm, busy, stopping };
+const char *to_string(InstanceState state);
+
+class Instance {
+ public:
+  Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id);
+  Instance(const Instance &) = delete;
+  Instance &operator=(const Instance &) = delete;
+  ~Instance();
+
+  // Launches the backend process and starts watching it. On error the instance is already
+  // stopping (nothing to clean up but itself).
+  Status start(uint64_t now_ns);
+
+  // Sends the invocation's request (warm -> busy).
+  void assign(Invocation &inv, uint64_t now_ns);
+  // The invocation no longer wants the answer (client gone). The instance finishes the
+  // request and returns to warm, dropping the response.
+  void abandon(Invocation &inv);
+  // Graceful stop: end of input, SIGTERM, SIGKILL after the grace period.
+  void stop(const char *why);
+  // Immediate stop: SIGKILL. The invocation in flight (if any) is answered with `status`.
+  void kill(int status, std::string reason);
+
+  InstanceState state() const { return state_; }
+  uint64_t id() const { return id_; }
+  const std::string &name() const { return name_; }
+  Function &function() const { return *function_; }
+  uint64_t generation() const { return generation_; }
+  pid_t pid() const { return launched_.child.pid(); }
+  uint64_t spawn_ns() const { return spawn_ns_; }
+  uint64_t last_used_ns() const { return last_used_ns_; }
+  uint32_t served() const { return served_; }
+  bool finished() const;  // stopping, reaped, drained, cleaned: the pool may free it
+
+  ListHook member_hook;  // Function::instances
+  ListHook warm_hook;    // Function::warm_list
+  ListHook pool_hook;    // Pool::all_
+
+ private:
+  static void on_read(io::Completion &c, int result, uint32_t flags);
+  static void on_write(io::Completion &c, int result, uint32_t flags);
+  static void on_log(io::Completion &c, int result, uint32_t flags);
+  static void on_exit(io::Completion &c, int result, uint32_t flags);
+  static void on_timer(io::Timer &t);
+
+  void set_state(InstanceState next);
+  void arm_read();
+  void arm_log();
+  void write_more();
+  void handle_frames();
+  bool handle_frame(uint8_t type, const uint8_t *payload, uint32_t length);
+  void fault(std::string reason);        // protocol or I/O fault: kill, 502 for the invocation
+  void finish_invocation(const InvocationResult &result);
+  void begin_stopping();
+  void after_exit();
+  void try_cleanup();
+  void close_streams();
+  void maybe_release();
+  std::string log_tail() const;
+
+  Pool &pool_;
+  std::shared_ptr<Function> function_;
+  uint64_t id_;
+  uint64_t generation_;
+  std::string name_;
+  InstanceState state_ = InstanceState::booting;
+  backend::Launched launched_;
+  bool console_preamble_ = false;
+  bool seen_frame_ = false;
+
+  io::Completion read_op_{}, write_op_{}, log_op_{}, exit_op_{};
+  io::Timer timer_;  // boot deadline, stop grace, cleanup retry: one at a time
+  enum class TimerPurpose { none, boot, exec, stop_grace, cleanup_retry } timer_purpose_ = TimerPurpose::none;
+
+  std::vector<uint8_t> in_;   // frames from the instance; in_[0..in_len_) is unparsed
+  size_t in_len_ = 0;
+  std::vector<uint8_t> out_;  // the frame being written; out_[out_sent_..) is still to go
+  size_t out_sent_ = 0;
+  char log_buf_[1024];
+  std::string log_line_;      // a partial log line
+  std::string log_tail_;      // the last few lines, for failure messages
+
+  Invocation *current_ = nullptr;
+  bool current_abandoned_ = false;
+  bool reaped_ = false;
+  bool exit_reported_ = false;
+  bool cleaned_ = false;
+  bool released_ = false;
+  int depth_ = 0;  // callbacks of this instance on the stack: defer release until 0
+  uint32_t cleanup_attempts_ = 0;
+  uint32_t served_ = 0;
+  uint64_t spawn_ns_ = 0, ready_ns_ = 0, last_used_ns_ = 0;
+  std::string exit_description_;
+};
+
+}  // namespace faasvisor::pool

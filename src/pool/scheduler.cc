@@ -1,0 +1,288 @@
+#include "pool/scheduler.h"
+
+#include <cassert>
+
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace faasvisor::pool {
+
+Pool::Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options)
+    : ring_(ring), timers_(timers), options_(options) {}
+
+Pool::~Pool() {
+  // The node stops every instance and waits for them before destroying the pool.
+  assert(live_instances_ == 0 && "pool destroyed with live instances");
+}
+
+void Pool::add_backend(std::unique_ptr<backend::Backend> backend) {
+  backends_.push_back(std::move(backend));
+}
+
+backend::Backend *Pool::find_backend(std::string_view name) const {
+  for (const auto &b : backends_)
+    if (name == b->name()) return b.get();
+  return nullptr;
+}
+
+Function *Pool::find(std::string_view name) const {
+  auto it = functions_.find(name);
+  return it == functions_.end() ? nullptr : it->second.get();
+}
+
+namespace {
+PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Backend **out) {
+  backend::Backend *b = pool.find_backend(spec.backend);
+  if (b == nullptr) {
+    std::string known;
+    for (const auto &each : pool.backends()) known += (known.empty() ? "" : ", ") + std::string(each->name());
+    return {Outcome::bad_backend, "field 'annotations.faasvisor.backend': unknown backend '" +
+                                      spec.backend + "' (this node has: " + known + ")"};
+  }
+  std::string why;
+  if (!b->available(&why))
+    return {Outcome::bad_backend, "backend '" + spec.backend + "' cannot run on this host: " + why};
+  Status st = b->validate(spec);
+  if (!st.ok()) return {Outcome::bad_backend, st.error().message()};
+  *out = b;
+  return {Outcome::ok, {}};
+}
+}  // namespace
+
+PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
+  if (find(spec->name) != nullptr)
+    return {Outcome::exists, "function '" + spec->name + "' already exists (use PUT to update)"};
+  backend::Backend *b = nullptr;
+  PoolError err = check_backend(*this, *spec, &b);
+  if (err.outcome != Outcome::ok) return err;
+  std::string name = spec->name;
+  functions_.emplace(name, std::make_shared<Function>(std::move(spec), *b));
+  FV_INFO("deployed function %s", name.c_str());
+  return {Outcome::ok, {}};
+}
+
+PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
+  Function *fn = find(spec->name);
+  if (fn == nullptr) return {Outcome::not_found, "function '" + spec->name + "' not found"};
+  backend::Backend *b = nullptr;
+  PoolError err = check_backend(*this, *spec, &b);
+  if (err.outcome != Outcome::ok) return err;
+  fn->replace_spec(std::move(spec), *b);
+  // Warm instances of the old definition retire now; busy and booting ones when they
+  // next become idle (dispatch checks the generation).
+  while (Instance *inst = fn->warm_list.pop_front()) inst->stop("function updated");
+  ensure_capacity(*fn);
+  FV_INFO("updated function %s (generation %llu)", fn->name().c_str(),
+          static_cast<unsigned long long>(fn->generation()));
+  return {Outcome::ok, {}};
+}
+
+PoolError Pool::remove(std::string_view name) {
+  auto it = functions_.find(name);
+  if (it == functions_.end())
+    return {Outcome::not_found, "function '" + std::string(name) + "' not found"};
+  std::shared_ptr<Function> fn = it->second;
+  functions_.erase(it);
+  fn->deleted = true;
+  fail_queued(*fn, 503, "function '" + fn->name() + "' was deleted", SIZE_MAX);
+  // Busy instances finish their invocation first; dispatch stops them then.
+  fn->instances.for_each([](Instance &inst) {
+    if (inst.state() != InstanceState::busy) inst.stop("function deleted");
+  });
+  FV_INFO("removed function %s", fn->name().c_str());
+  return {Outcome::ok, {}};
+}
+
+PoolError Pool::scale(std::string_view name, uint64_t replicas) {
+  Function *fn = find(name);
+  if (fn == nullptr) return {Outcome::not_found, "function '" + std::string(name) + "' not found"};
+  uint64_t target = std::min<uint64_t>(replicas, fn->spec().max_instances);
+  while (fn->active() < target && !shutting_down_) {
+    if (!spawn_instance(*fn)) break;
+  }
+  // Scaling down stops idle instances only, least recently used first.
+  while (fn->active() > target) {
+    Instance *inst = fn->warm_list.pop_back();
+    if (inst == nullptr) break;
+    inst->stop("scaled down");
+  }
+  return {Outcome::ok, {}};
+}
+
+void Pool::reset_stats() {
+  for (auto &[name, fn] : functions_) fn->stats.reset();
+}
+
+void Pool::invoke(Function &fn, Invocation &inv) {
+  assert(inv.state == Invocation::State::idle);
+  assert(inv.sink != nullptr);
+  inv.function = &fn;
+  ++fn.invocation_count;
+  ++running_;
+  inv.state = Invocation::State::queued;  // until assigned or answered
+  if (shutting_down_) return answer(inv, 503, "the node is shutting down", 1);
+  inv.deadline.callback = &Pool::on_deadline;
+  inv.deadline.owner = this;
+  timers_.start(inv.deadline, inv.arrival_ns + fn.spec().timeout_ms * 1'000'000ull);
+  if (Instance *inst = fn.warm_list.pop_front()) {
+    timers_.stop(inv.deadline);
+    inv.state = Invocation::State::running;
+    inst->assign(inv, monotonic_ns());
+    return;
+  }
+  if (fn.queue.size() >= fn.spec().queue_limit) {
+    return answer(inv, 429,
+                  "too many invocations waiting for '" + fn.name() + "' (queue limit " +
+                      std::to_string(fn.spec().queue_limit) + ")",
+                  options_.retry_after_s);
+  }
+  fn.queue.push_back(inv);
+  ensure_capacity(fn);
+}
+
+void Pool::abandon(Invocation &inv) {
+  switch (inv.state) {
+    case Invocation::State::idle: return;
+    case Invocation::State::queued:
+      if (inv.queue_hook.linked()) inv.function->queue.remove(inv);
+      break;
+    case Invocation::State::running:
+      if (inv.instance != nullptr) inv.instance->abandon(inv);
+      break;
+  }
+  timers_.stop(inv.deadline);
+  inv.state = Invocation::State::idle;
+  inv.instance = nullptr;
+  --running_;
+}
+
+void Pool::on_deadline(io::Timer &t) {
+  auto &pool = t.owner_as<Pool>();
+  // The timer is embedded in the invocation: recover it.
+  auto *inv = reinterpret_cast<Invocation *>(reinterpret_cast<char *>(&t) -
+                                             offsetof(Invocation, deadline));
+  assert(inv->state == Invocation::State::queued);
+  inv->function->queue.remove(*inv);
+  pool.answer(*inv, 504,
+              "timed out after " + std::to_string(inv->function->spec().timeout_ms) +
+                  " ms waiting for an instance of '" + inv->function->name() + "'");
+}
+
+void Pool::ensure_capacity(Function &fn) {
+  if (shutting_down_ || fn.deleted) return;
+  while (fn.queue.size() > fn.booting && fn.active() < fn.spec().max_instances) {
+    if (!spawn_instance(fn)) break;
+  }
+}
+
+bool Pool::spawn_instance(Function &fn) {
+  std::shared_ptr<Function> owner = functions_.at(fn.name());
+  auto *inst = new Instance(*this, std::move(owner), next_instance_id_++);
+  all_.push_back(*inst);
+  ++live_instances_;
+  Status st = inst->start(monotonic_ns());
+  // On failure the instance is already stopping and reported through instance_stopping.
+  return st.ok();
+}
+
+void Pool::instance_ready(Instance &inst, uint64_t init_ns) {
+  inst.function().stats.init_ms.add(static_cast<double>(init_ns) / 1e6);
+  dispatch(inst);
+}
+
+void Pool::instance_idle(Instance &inst) { dispatch(inst); }
+
+void Pool::dispatch(Instance &inst) {
+  Function &fn = inst.function();
+  assert(inst.state() == InstanceState::warm);
+  if (fn.deleted || shutting_down_ || inst.generation() != fn.generation()) {
+    inst.stop(fn.deleted ? "function deleted" : shutting_down_ ? "node shutting down" : "function updated");
+    ensure_capacity(fn);
+    return;
+  }
+  if (Invocation *inv = fn.queue.pop_front()) {
+    timers_.stop(inv->deadline);
+    inv->state = Invocation::State::running;
+    inst.assign(*inv, monotonic_ns());
+    return;
+  }
+  fn.warm_list.push_front(inst);
+}
+
+void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string &reason) {
+  Function &fn = inst.function();
+  if (inst.warm_hook.linked()) fn.warm_list.remove(inst);
+  if (failed_boot) {
+    // The instance that was to serve the oldest waiting invocation failed: answer that one,
+    // so a function that never boots drains its queue instead of respawning forever.
+    fail_queued(fn, 502, "instance of '" + fn.name() + "' failed to start: " + reason, 1);
+  }
+  ensure_capacity(fn);
+}
+
+void Pool::instance_finished(Instance &inst) {
+  Function &fn = inst.function();
+  fn.instances.remove(inst);
+  all_.remove(inst);
+  --live_instances_;
+  delete &inst;
+}
+
+void Pool::deliver(Invocation &inv, InvocationResult &result) {
+  Function &fn = *inv.function;
+  uint64_t now = monotonic_ns();
+  double exec_ms = static_cast<double>(now - inv.arrival_ns) / 1e6;
+  if (result.error.empty()) {
+    if (result.cold) {
+      ++fn.stats.cold;
+      fn.stats.exec_cold_ms.add(exec_ms);
+    } else {
+      ++fn.stats.warm;
+      fn.stats.exec_warm_ms.add(exec_ms);
+    }
+  }
+  if (result.status >= 500 || result.status == 429) ++fn.stats.errors;
+  timers_.stop(inv.deadline);
+  inv.state = Invocation::State::idle;
+  inv.instance = nullptr;
+  --running_;
+  inv.sink->invocation_done(inv, result);
+}
+
+void Pool::answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s) {
+  InvocationResult result;
+  result.status = status;
+  result.error = std::move(error);
+  result.retry_after_s = retry_after_s;
+  deliver(inv, result);
+}
+
+void Pool::fail_queued(Function &fn, int status, const std::string &reason, size_t max_count) {
+  for (size_t i = 0; i < max_count; ++i) {
+    Invocation *inv = fn.queue.pop_front();
+    if (inv == nullptr) break;
+    answer(*inv, status, reason);
+  }
+}
+
+void Pool::begin_shutdown() {
+  shutting_down_ = true;
+  // Idle instances can go now; queued invocations are still served by busy ones.
+  for (auto &[name, fn] : functions_) {
+    if (!fn->queue.empty()) continue;
+    while (Instance *inst = fn->warm_list.pop_front()) inst->stop("node shutting down");
+  }
+}
+
+bool Pool::drained() const { return running_ == 0; }
+
+void Pool::stop_all(const char *why) {
+  for (auto &[name, fn] : functions_) fail_queued(*fn, 503, "the node is shutting down", SIZE_MAX);
+  // Every instance, including those of functions already deleted.
+  all_.for_each([&](Instance &inst) {
+    if (inst.state() == InstanceState::busy) inst.kill(503, "the node is shutting down");
+    else if (inst.state() != InstanceState::stopping) inst.stop(why);
+  });
+}
+
+}  // namespace faasvisor::pool

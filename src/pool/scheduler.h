@@ -1,0 +1,104 @@
+// The pool: deployed functions, their instances, and the scheduling of invocations onto
+// them. An invocation takes a warm instance, or waits in its function's bounded FIFO while
+// an instance boots (if the function is below its instance limit) or until a busy one is
+// released. Everything runs on the loop thread; there is no locking.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "pool/function.h"
+#include "pool/instance.h"
+#include "pool/invocation.h"
+
+namespace faasvisor::pool {
+
+struct PoolOptions {
+  uint64_t stop_grace_ms = 2000;             // SIGTERM to SIGKILL
+  uint32_t max_frame_bytes = 16u << 20;      // instance protocol frame limit
+  uint32_t retry_after_s = 1;                // for 429
+};
+
+enum class Outcome { ok, exists, not_found, bad_backend };
+struct PoolError {
+  Outcome outcome;
+  std::string message;
+};
+
+class Pool {
+ public:
+  Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options);
+  ~Pool();
+  Pool(const Pool &) = delete;
+  Pool &operator=(const Pool &) = delete;
+
+  void add_backend(std::unique_ptr<backend::Backend> backend);
+  backend::Backend *find_backend(std::string_view name) const;
+  const std::vector<std::unique_ptr<backend::Backend>> &backends() const { return backends_; }
+
+  // Function registry.
+  PoolError deploy(std::shared_ptr<FunctionSpec> spec);
+  PoolError update(std::shared_ptr<FunctionSpec> spec);
+  PoolError remove(std::string_view name);
+  Function *find(std::string_view name) const;
+  template <typename Fn>
+  void for_each_function(Fn &&fn) const {
+    for (const auto &[name, f] : functions_) fn(*f);
+  }
+  PoolError scale(std::string_view name, uint64_t replicas);
+  void reset_stats();
+
+  // Invocations. The caller fills the request views, arrival_ns and sink. The sink is called
+  // exactly once, possibly before invoke() returns (warm queue full, shutting down).
+  void invoke(Function &fn, Invocation &inv);
+  // The caller no longer wants the result (connection closed). No sink call follows.
+  void abandon(Invocation &inv);
+
+  // Shutdown: stop taking invocations (new ones get 503). drain_done() is true once nothing
+  // is queued or running; stop_all() then stops every instance; empty() once all are gone.
+  void begin_shutdown();
+  bool drained() const;
+  void stop_all(const char *why);
+  bool empty() const { return live_instances_ == 0; }
+
+  // Used by Instance.
+  io::Ring &ring() { return ring_; }
+  io::TimerQueue &timers() { return timers_; }
+  const PoolOptions &options() const { return options_; }
+  void instance_ready(Instance &inst, uint64_t init_ns);
+  void instance_idle(Instance &inst);
+  void instance_stopping(Instance &inst, bool failed_boot, const std::string &reason);
+  void instance_finished(Instance &inst);
+  void deliver(Invocation &inv, InvocationResult &result);
+
+  uint64_t live_instances() const { return live_instances_; }
+  uint64_t running_invocations() const { return running_; }
+
+ private:
+  static void on_deadline(io::Timer &t);
+  void ensure_capacity(Function &fn);
+  bool spawn_instance(Function &fn);
+  void dispatch(Instance &inst);
+  void fail_queued(Function &fn, int status, const std::string &reason, size_t max_count);
+  void answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s = 0);
+
+  io::Ring &ring_;
+  io::TimerQueue &timers_;
+  PoolOptions options_;
+  std::vector<std::unique_ptr<backend::Backend>> backends_;
+  std::map<std::string, std::shared_ptr<Function>, std::less<>> functions_;
+  IntrusiveList<Instance, &Instance::pool_hook> all_;  // every live instance, any function
+  uint64_t next_instance_id_ = 1;
+  uint64_t live_instances_ = 0;
+  uint64_t running_ = 0;  // invocations queued or running
+  bool shutting_down_ = false;
+};
+
+}  // namespace faasvisor::pool

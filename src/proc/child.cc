@@ -1,0 +1,69 @@
+#include "proc/child.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace faasvisor::proc {
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+std::string ExitStatus::describe() const {
+  if (exited) return "exited with status " + std::to_string(code_or_signal);
+  std::string name = sigabbrev_np(code_or_signal) ? sigabbrev_np(code_or_signal) : "?";
+  return "killed by signal SIG" + name;
+}
+
+Child &Child::operator=(Child &&other) noexcept {
+  if (this != &other) {
+    release();
+    pid_ = other.pid_;
+    pidfd_ = other.pidfd_;
+    reaped_ = other.reaped_;
+    other.pid_ = -1;
+    other.pidfd_ = -1;
+    other.reaped_ = false;
+  }
+  return *this;
+}
+
+Child::~Child() { release(); }
+
+void Child::release() {
+  if (pidfd_ < 0) return;
+  if (!reaped_) {
+    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    siginfo_t info{};
+    waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
+  }
+  close(pidfd_);
+  pidfd_ = -1;
+  pid_ = -1;
+}
+
+Status Child::signal(int signo) {
+  if (pidfd_ < 0 || reaped_) return {};
+  if (syscall(SYS_pidfd_send_signal, pidfd_, signo, nullptr, 0) < 0 && errno != ESRCH)
+    return errno_error("pidfd_send_signal");
+  return {};
+}
+
+Result<bool> Child::try_reap(ExitStatus *status) {
+  if (reaped_) return true;
+  siginfo_t info{};
+  if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | WNOHANG) <
+      0)
+    return errno_error("waitid");
+  if (info.si_pid == 0) return false;  // still running
+  reaped_ = true;
+  status->exited = info.si_code == CLD_EXITED;
+  status->code_or_signal = info.si_status;
+  return true;
+}
+
+}  // namespace faasvisor::proc

@@ -1,0 +1,264 @@
+#include "server/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstring>
+
+#include "http/response.h"
+#include "server/node_impl.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace faasvisor {
+namespace {
+constexpr size_t kRecvBufferBytes = 16 * 1024;
+
+bool skip_response_header(std::string_view name) {
+  // The node frames the response itself; these would contradict it.
+  static constexpr std::string_view kNames[] = {"content-length", "transfer-encoding", "connection",
+                                                "keep-alive", "upgrade", "trailer"};
+  for (std::string_view h : kNames) {
+    if (name.size() != h.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < h.size() && same; ++i)
+      same = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i]))) == h[i];
+    if (same) return true;
+  }
+  return false;
+}
+
+bool header_safe(std::string_view s) {
+  return s.find_first_of("\r\n") == std::string_view::npos && s.find('\0') == std::string_view::npos;
+}
+}  // namespace
+
+Connection::Connection(NodeImpl &node, int fd)
+    : node_(node), fd_(fd), parser_(node.http_limits) {
+  recv_op_.owner = send_op_.owner = this;
+  recv_op_.callback = &Connection::on_recv;
+  send_op_.callback = &Connection::on_send;
+  idle_timer_.owner = this;
+  idle_timer_.callback = &Connection::on_idle;
+  invocation_.sink = this;
+}
+
+Connection::~Connection() {
+  assert(!recv_op_.in_flight && !send_op_.in_flight);
+  node_.timers->stop(idle_timer_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Connection::start() {
+  in_.resize(kRecvBufferBytes);
+  arm_recv();
+}
+
+void Connection::arm_recv() {
+  if (closing_ || recv_op_.in_flight || in_len_ == in_.size()) return;
+  node_.ring->recv(recv_op_, fd_, in_.data() + in_len_, in_.size() - in_len_);
+  node_.timers->start(idle_timer_, monotonic_ns() + node_.options.idle_timeout_ms * 1'000'000ull);
+}
+
+void Connection::on_recv(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Connection>();
+  if (self.closing_) return self.maybe_free();
+  if (result <= 0) {
+    // End of stream or an error. A client may half-close after its last request: answer what
+    // is in progress, then close.
+    if (result == 0 && self.request_active_) self.close_when_idle();
+    else self.close();
+    return self.maybe_free();
+  }
+  self.in_len_ += static_cast<size_t>(result);
+  self.process_input();
+  self.arm_recv();
+  self.maybe_free();
+}
+
+void Connection::process_input() {
+  if (processing_) return;  // a response finished inside handle_request: the loop continues
+  processing_ = true;
+  while (!request_active_ && !closing_ && !close_after_send_ && in_len_ > 0) {
+    auto result = parser_.feed(in_.data(), in_len_);
+    std::memmove(in_.data(), in_.data() + result.consumed, in_len_ - result.consumed);
+    in_len_ -= result.consumed;
+    if (result.status == http::RequestParser::Status::need_more) {
+      if (parser_.take_continue_request()) {
+        out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+        flush();
+      }
+      break;
+    }
+    request_active_ = true;
+    if (result.status == http::RequestParser::Status::error) {
+      keep_alive_ = false;
+      const http::Error &err = parser_.error();
+      respond_error(err.status, err.message);
+      break;
+    }
+    handle_request();
+  }
+  processing_ = false;
+}
+
+void Connection::handle_request() {
+  http::Request &req = parser_.request();
+  keep_alive_ = req.keep_alive && node_.phase == NodeImpl::Phase::running;
+  node_.handle(*this, req, invocation_);
+}
+
+void Connection::append_status_line(int status) {
+  out_ += "HTTP/1.1 ";
+  out_ += std::to_string(status);
+  out_ += ' ';
+  out_ += http::reason_phrase(status);
+  out_ += "\r\n";
+}
+
+void Connection::respond(int status, std::string_view content_type, std::string_view body,
+                         std::string_view extra_headers) {
+  assert(request_active_);
+  append_status_line(status);
+  if (!content_type.empty()) {
+    out_ += "Content-Type: ";
+    out_ += content_type;
+    out_ += "\r\n";
+  }
+  out_ += extra_headers;
+  out_ += "Content-Length: ";
+  out_ += std::to_string(body.size());
+  out_ += keep_alive_ ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
+  out_ += body;
+  finish_request();
+}
+
+void Connection::respond_error(int status, std::string_view message, std::string_view extra_headers) {
+  std::string body = "{\"error\":";
+  http::append_json_string(body, message);
+  body += "}";
+  respond(status, "application/json", body, extra_headers);
+}
+
+void Connection::invocation_done(pool::Invocation &, const pool::InvocationResult &result) {
+  if (closing_) return;  // the pool does not call an abandoned invocation's sink; defensive
+  std::string extra = "X-Faasvisor-Start: ";
+  extra += result.cold ? "cold" : "warm";
+  extra += "\r\n";
+  if (result.instance_id != 0) {
+    extra += "X-Faasvisor-Instance: ";
+    extra += std::to_string(result.instance_id);
+    extra += "\r\n";
+  }
+  if (result.retry_after_s != 0) {
+    extra += "Retry-After: ";
+    extra += std::to_string(result.retry_after_s);
+    extra += "\r\n";
+  }
+  if (!result.error.empty()) {
+    respond_error(result.status, result.error, extra);
+  } else {
+    std::string_view content_type;
+    for (const auto &[name, value] : result.headers) {
+      if (skip_response_header(name) || !header_safe(name) || !header_safe(value) || name.empty())
+        continue;
+      extra += name;
+      extra += ": ";
+      extra += value;
+      extra += "\r\n";
+    }
+    respond(result.status, content_type, result.body, extra);
+  }
+  // The response was queued from an instance's callback: continue with pipelined input.
+  process_input();
+  arm_recv();
+}
+
+void Connection::finish_request() {
+  request_active_ = false;
+  parser_.next();
+  if (!keep_alive_) close_after_send_ = true;
+  flush();
+}
+
+void Connection::flush() {
+  if (send_op_.in_flight || out_.empty() || closing_) return;
+  sending_.swap(out_);
+  out_.clear();
+  sent_ = 0;
+  node_.ring->send(send_op_, fd_, sending_.data(), sending_.size());
+}
+
+void Connection::on_send(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Connection>();
+  if (self.closing_) return self.maybe_free();
+  if (result < 0) {
+    self.close();
+    return self.maybe_free();
+  }
+  self.sent_ += static_cast<size_t>(result);
+  if (self.sent_ < self.sending_.size()) {
+    self.node_.ring->send(self.send_op_, self.fd_, self.sending_.data() + self.sent_,
+                          self.sending_.size() - self.sent_);
+    return;
+  }
+  self.sending_.clear();
+  if (self.sending_.capacity() > 256 * 1024) std::string().swap(self.sending_);
+  if (self.out_.empty() && self.close_after_send_) {
+    self.close();
+    return self.maybe_free();
+  }
+  self.flush();
+  self.arm_recv();
+  self.maybe_free();
+}
+
+void Connection::on_idle(io::Timer &t) {
+  auto &self = t.owner_as<Connection>();
+  if (self.request_active_) {
+    // An invocation is running: its own deadline governs. Look again later.
+    self.node_.timers->start(self.idle_timer_,
+                             monotonic_ns() + self.node_.options.idle_timeout_ms * 1'000'000ull);
+    return;
+  }
+  if (self.parser_.in_message() && !self.send_op_.in_flight) {
+    // A request started but never finished: tell the client why we hang up.
+    self.request_active_ = true;
+    self.keep_alive_ = false;
+    self.respond_error(408, "request not completed within the idle timeout");
+    return;
+  }
+  self.close();
+  self.maybe_free();
+}
+
+void Connection::close_when_idle() {
+  if (closing_) return;
+  if (!request_active_ && !send_op_.in_flight && out_.empty()) {
+    close();
+    return;
+  }
+  keep_alive_ = false;
+  close_after_send_ = true;
+}
+
+void Connection::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (request_active_) node_.pool->abandon(invocation_);
+  request_active_ = false;
+  node_.timers->stop(idle_timer_);
+  node_.ring->cancel(recv_op_);
+  node_.ring->cancel(send_op_);
+  // Stop the peer from writing more; the fd itself closes when the completions are done.
+  ::shutdown(fd_, SHUT_RDWR);
+}
+
+void Connection::maybe_free() {
+  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
+  freed_ = true;
+  node_.connection_closed(*this);  // unlinks and deletes this
+}
+
+}  // namespace faasvisor

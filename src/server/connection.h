@@ -1,0 +1,75 @@
+// One HTTP/1.1 client connection on the ring: receive, parse (one request at a time, so
+// pipelined requests are answered in order), act, send. It owns a receive completion, a
+// send completion and an idle timer, and is freed only once neither completion is in flight.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "http/parser.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "pool/invocation.h"
+#include "util/intrusive_list.h"
+
+namespace faasvisor {
+struct NodeImpl;
+
+class Connection final : public pool::InvocationSink {
+ public:
+  Connection(NodeImpl &node, int fd);
+  ~Connection();
+  Connection(const Connection &) = delete;
+  Connection &operator=(const Connection &) = delete;
+
+  void start();
+  // Graceful: finish the request in progress (if any), then close.
+  void close_when_idle();
+  // Immediate: abandon everything and close.
+  void close();
+  bool busy() const { return request_active_; }
+  // Frees the connection if it is closed and no completion is in flight. Callers outside
+  // the connection's own callbacks call it after close().
+  void maybe_free();
+
+  // The request handlers answer through these. Each completes the current request.
+  void respond(int status, std::string_view content_type, std::string_view body,
+               std::string_view extra_headers = {});
+  void respond_error(int status, std::string_view message, std::string_view extra_headers = {});
+
+  void invocation_done(pool::Invocation &inv, const pool::InvocationResult &result) override;
+
+  ListHook node_hook;
+
+ private:
+  static void on_recv(io::Completion &c, int result, uint32_t flags);
+  static void on_send(io::Completion &c, int result, uint32_t flags);
+  static void on_idle(io::Timer &t);
+
+  void arm_recv();
+  void process_input();
+  void handle_request();
+  void finish_request();
+  void append_status_line(int status);
+  void flush();
+
+  NodeImpl &node_;
+  int fd_;
+  io::Completion recv_op_{}, send_op_{};
+  io::Timer idle_timer_;
+  std::vector<char> in_;
+  size_t in_len_ = 0;
+  std::string out_;      // responses waiting to be sent
+  std::string sending_;  // the bytes the kernel is sending now; stable until the CQE
+  size_t sent_ = 0;
+  http::RequestParser parser_;
+  pool::Invocation invocation_;
+  bool request_active_ = false;
+  bool keep_alive_ = true;
+  bool close_after_send_ = false;
+  bool closing_ = false;
+  bool processing_ = false;
+  bool freed_ = false;
+};
+
+}  // namespace faasvisor

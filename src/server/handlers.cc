@@ -1,0 +1,196 @@
+// The HTTP API: a typed route, then one small handler per resource.
+#include <unistd.h>
+
+#include "api/deploy.h"
+#include "api/json.h"
+#include "api/router.h"
+#include "server/node_impl.h"
+#include "util/clock.h"
+
+namespace faasvisor {
+namespace {
+
+constexpr const char *kJson = "application/json";
+
+int status_for(pool::Outcome outcome) {
+  switch (outcome) {
+    case pool::Outcome::ok: return 200;
+    case pool::Outcome::exists: return 409;
+    case pool::Outcome::not_found: return 404;
+    case pool::Outcome::bad_backend: return 400;
+  }
+  return 500;
+}
+
+void write_function(api::JsonWriter &w, const pool::Function &fn) {
+  const FunctionSpec &spec = fn.spec();
+  w.begin_object();
+  w.field("name", spec.name).field("image", spec.image).field("namespace", spec.namespace_name);
+  w.field("envProcess", spec.env_process);
+  w.key("envVars").begin_object();
+  for (const auto &[k, v] : spec.env_vars) w.field(k, v);
+  w.end_object();
+  w.key("labels").begin_object();
+  for (const auto &[k, v] : spec.labels) w.field(k, v);
+  w.end_object();
+  w.key("annotations").begin_object();
+  for (const auto &[k, v] : spec.annotations) w.field(k, v);
+  w.end_object();
+  w.key("limits").begin_object();
+  w.field("memory", spec.limits_memory.empty() ? std::to_string(spec.memory_bytes) : spec.limits_memory);
+  w.field("cpu", spec.limits_cpu.empty() ? std::to_string(spec.cpu_millis) + "m" : spec.limits_cpu);
+  w.end_object();
+  w.field("replicas", fn.active());
+  w.field("availableReplicas", fn.warm + fn.busy);
+  w.field("invocationCount", fn.invocation_count);
+  w.key("faasvisor").begin_object();
+  w.field("backend", spec.backend).field("generation", fn.generation());
+  w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
+  w.field("queued", fn.queue.size());
+  w.key("instances").begin_array();
+  const_cast<pool::Function &>(fn).instances.for_each([&](pool::Instance &inst) {
+    w.begin_object().field("id", inst.id()).field("state", pool::to_string(inst.state()));
+    w.field("pid", static_cast<int64_t>(inst.pid())).field("served", inst.served()).end_object();
+  });
+  w.end_array();
+  w.end_object();
+  w.end_object();
+}
+
+void write_stats(api::JsonWriter &w, pool::Function &fn) {
+  w.begin_object();
+  w.key("instances").begin_object();
+  w.field("booting", fn.booting).field("warm", fn.warm).field("busy", fn.busy);
+  w.field("stopping", fn.stopping);
+  w.end_object();
+  w.key("invocations").begin_object();
+  w.field("cold", fn.stats.cold).field("warm", fn.stats.warm).field("errors", fn.stats.errors);
+  w.field("queued", fn.queue.size());
+  w.end_object();
+  std::string s;
+  stats::append_json(s, fn.stats.init_ms.view());
+  w.key("init_ms").raw(s);
+  w.key("exec_ms").begin_object();
+  s.clear();
+  stats::append_json(s, fn.stats.exec_cold_ms.view());
+  w.key("cold").raw(s);
+  s.clear();
+  stats::append_json(s, fn.stats.exec_warm_ms.view());
+  w.key("warm").raw(s);
+  w.end_object();
+  w.end_object();
+}
+
+}  // namespace
+
+void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
+  api::Route r = api::route(req.method, req.path());
+  std::string body;
+  api::JsonWriter w(body);
+  switch (r.kind) {
+    case api::RouteKind::invoke: {
+      pool::Function *fn = pool->find(r.name);
+      if (fn == nullptr)
+        return conn.respond_error(404, "function '" + std::string(r.name) + "' not found");
+      inv.method = req.method;
+      inv.path = r.subpath;
+      inv.query = req.query();
+      inv.headers = req.header_list();
+      inv.body = req.body;
+      inv.arrival_ns = monotonic_ns();
+      return pool->invoke(*fn, inv);
+    }
+    case api::RouteKind::healthz:
+      return conn.respond(200, kJson, "{\"status\":\"ok\"}");
+    case api::RouteKind::info: {
+      w.begin_object();
+      w.key("provider").begin_object();
+      w.field("provider", "faasvisor").field("orchestration", "faasvisor");
+      w.key("version").begin_object().field("release", "0.1.0").end_object();
+      w.end_object();
+      w.key("faasvisor").begin_object();
+      w.field("pid", static_cast<int64_t>(getpid()));
+      w.field("uptime_s", static_cast<double>(monotonic_ns() - started_ns) / 1e9);
+      w.field("cgroups", proc::to_string(cgroups.mode()));
+      if (cgroups.mode() == proc::CgroupMode::none) w.field("cgroups_why_none", cgroups.why_none());
+      w.key("cgroup_roots").begin_array();
+      for (const std::string &root : cgroups.roots()) w.string(root);
+      w.end_array();
+      w.key("backends").begin_array();
+      for (const auto &b : pool->backends()) {
+        std::string why;
+        bool ok = b->available(&why);
+        w.begin_object().field("name", b->name()).field("available", ok);
+        if (!ok) w.field("why_not", why);
+        w.end_object();
+      }
+      w.end_array();
+      w.field("instances", pool->live_instances());
+      w.field("connections", connections.size());
+      w.end_object();
+      w.end_object();
+      return conn.respond(200, kJson, body);
+    }
+    case api::RouteKind::list_functions: {
+      w.begin_array();
+      pool->for_each_function([&](const pool::Function &fn) { write_function(w, fn); });
+      w.end_array();
+      return conn.respond(200, kJson, body);
+    }
+    case api::RouteKind::get_function: {
+      pool::Function *fn = pool->find(r.name);
+      if (fn == nullptr)
+        return conn.respond_error(404, "function '" + std::string(r.name) + "' not found");
+      write_function(w, *fn);
+      return conn.respond(200, kJson, body);
+    }
+    case api::RouteKind::deploy:
+    case api::RouteKind::update: {
+      DeployLimits limits;
+      auto spec = parse_deploy(req.body, limits);
+      if (!spec) return conn.respond_error(400, spec.error().message());
+      if ((*spec)->queue_limit == 1024 && !(*spec)->annotations.count("faasvisor.queue"))
+        (*spec)->queue_limit = options.max_queue_per_function;
+      pool::PoolError err = r.kind == api::RouteKind::deploy ? pool->deploy(std::move(*spec))
+                                                             : pool->update(std::move(*spec));
+      if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
+      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+    }
+    case api::RouteKind::remove: {
+      auto name = parse_delete(req.body);
+      if (!name) return conn.respond_error(400, name.error().message());
+      pool::PoolError err = pool->remove(*name);
+      if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
+      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+    }
+    case api::RouteKind::scale: {
+      auto scale = parse_scale(req.body);
+      if (!scale) return conn.respond_error(400, scale.error().message());
+      if (!scale->service_name.empty() && scale->service_name != r.name)
+        return conn.respond_error(400, "field 'serviceName': does not match the function in the path");
+      pool::PoolError err = pool->scale(r.name, scale->replicas);
+      if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
+      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+    }
+    case api::RouteKind::stats: {
+      w.begin_object().key("functions").begin_object();
+      pool->for_each_function([&](pool::Function &fn) {
+        w.key(fn.name());
+        write_stats(w, fn);
+      });
+      w.end_object().end_object();
+      return conn.respond(200, kJson, body);
+    }
+    case api::RouteKind::reset_stats:
+      pool->reset_stats();
+      return conn.respond(200, kJson, "{\"status\":\"reset\"}");
+    case api::RouteKind::method_not_allowed:
+      return conn.respond_error(405, "method " + req.method + " not allowed on " + std::string(req.path()),
+                                std::string("Allow: ") + r.allow + "\r\n");
+    case api::RouteKind::not_found:
+      break;
+  }
+  conn.respond_error(404, "no such endpoint: " + std::string(req.path()));
+}
+
+}  // namespace faasvisor

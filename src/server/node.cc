@@ -1,0 +1,257 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstring>
+
+#include "backend/process.h"
+#include "server/node_impl.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace faasvisor {
+namespace {
+
+Result<sockaddr_in> parse_listen(const std::string &text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return plain_error("--listen", "expected ADDR:PORT");
+  std::string host = text.substr(0, colon);
+  std::string port_text = text.substr(colon + 1);
+  char *end = nullptr;
+  long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port < 0 || port > 65535)
+    return plain_error("--listen", "bad port '" + port_text + "'");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (host == "localhost") host = "127.0.0.1";
+  if (host.empty()) host = "0.0.0.0";
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1)
+    return plain_error("--listen", "bad IPv4 address '" + host + "'");
+  return addr;
+}
+
+void on_accept(io::Completion &c, int result, uint32_t flags);
+void on_signal(io::Completion &c, int result, uint32_t flags);
+void on_shutdown_timer(io::Timer &t);
+
+void raise_fd_limit() {
+  // Each instance holds four descriptors (pidfd and three pipes) and each connection one.
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+void arm_accept(NodeImpl &node) { node.ring->accept_multishot(node.accept_op, node.listen_fd); }
+
+void on_accept(io::Completion &c, int result, uint32_t flags) {
+  auto &node = c.owner_as<NodeImpl>();
+  if (result >= 0) {
+    if (node.phase != NodeImpl::Phase::running) {
+      ::close(result);
+    } else if (node.connections.size() >= node.options.max_connections) {
+      // Tell the client why instead of leaving it hanging. A fresh socket's send buffer is
+      // empty, so this non-blocking send does not wait.
+      static const char kRefusal[] =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Retry-After: 1\r\nConnection: close\r\nContent-Length: 42\r\n\r\n"
+          "{\"error\":\"the node's connection limit is reached\"}";
+      (void)!send(result, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      ::close(result);
+      ++node.connections_refused;
+    } else {
+      int one = 1;
+      setsockopt(result, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto *conn = new Connection(node, result);
+      node.connections.push_back(*conn);
+      ++node.connections_accepted;
+      conn->start();
+    }
+  } else if (result != -ECANCELED && node.phase == NodeImpl::Phase::running) {
+    FV_WARN("accept: %s", std::strerror(-result));
+  }
+  // Multishot accept ends on errors (e.g. EMFILE): re-arm while we are still accepting.
+  if (!(flags & IORING_CQE_F_MORE) && node.phase == NodeImpl::Phase::running && !c.in_flight)
+    arm_accept(node);
+}
+
+void arm_signal(NodeImpl &node) {
+  node.ring->read(node.signal_op, node.signal_fd, &node.signal_info, sizeof node.signal_info);
+}
+
+void on_signal(io::Completion &c, int result, uint32_t) {
+  auto &node = c.owner_as<NodeImpl>();
+  if (result == static_cast<int>(sizeof(signalfd_siginfo))) {
+    FV_INFO("received %s: shutting down", sigabbrev_np(static_cast<int>(node.signal_info.ssi_signo)));
+    node.begin_shutdown();
+  }
+  if (node.phase != NodeImpl::Phase::stopped) arm_signal(node);
+}
+
+void on_shutdown_timer(io::Timer &t) {
+  auto &node = t.owner_as<NodeImpl>();
+  if (node.phase == NodeImpl::Phase::draining) {
+    FV_WARN("shutdown grace period over: stopping %llu running invocations",
+            static_cast<unsigned long long>(node.pool->running_invocations()));
+    node.phase = NodeImpl::Phase::stopping;
+    node.pool->stop_all("node shutting down");
+  }
+  node.step_shutdown();
+}
+
+}  // namespace
+
+void NodeImpl::begin_shutdown() {
+  if (phase != Phase::running) return;
+  phase = Phase::draining;
+  ring->cancel(accept_op);
+  ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
+  listen_fd = -1;
+  pool->begin_shutdown();
+  connections.for_each([](Connection &conn) {
+    conn.close_when_idle();
+    conn.maybe_free();
+  });
+  shutdown_timer.owner = this;
+  shutdown_timer.callback = &on_shutdown_timer;
+  timers->start(shutdown_timer, monotonic_ns() + options.shutdown_grace_ms * 1'000'000ull);
+  step_shutdown();
+}
+
+// Advances the shutdown as far as it can go; called whenever something finishes.
+void NodeImpl::step_shutdown() {
+  if (phase == Phase::draining && pool->drained()) {
+    phase = Phase::stopping;
+    pool->stop_all("node shutting down");
+  }
+  if (phase == Phase::stopping && pool->empty()) {
+    connections.for_each([](Connection &conn) {
+      conn.close();
+      conn.maybe_free();
+    });
+    if (connections.empty()) {
+      timers->stop(shutdown_timer);
+      phase = Phase::stopped;
+    }
+  }
+}
+
+void NodeImpl::connection_closed(Connection &conn) {
+  connections.remove(conn);
+  delete &conn;
+}
+
+std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *error) {
+  auto impl = std::make_unique<NodeImpl>();
+  impl->options = options;
+  impl->started_ns = monotonic_ns();
+  impl->http_limits.max_header_bytes = options.max_header_bytes;
+  impl->http_limits.max_body_bytes = options.max_body_bytes;
+  impl->node_name = "node-" + std::to_string(getpid());
+
+  auto addr = parse_listen(options.listen);
+  if (!addr) {
+    *error = addr.error().message();
+    return nullptr;
+  }
+  raise_fd_limit();
+  signal(SIGPIPE, SIG_IGN);
+
+  auto ring = io::Ring::create(options.ring_entries);
+  if (!ring) {
+    *error = ring.error().message();
+    return nullptr;
+  }
+  impl->ring.reset(*ring);
+  impl->timers = std::make_unique<io::TimerQueue>(impl->ring.get());
+
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&*addr), sizeof *addr) < 0 ||
+      listen(fd, 4096) < 0) {
+    *error = "cannot listen on " + options.listen + ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return nullptr;
+  }
+  sockaddr_in bound{};
+  socklen_t len = sizeof bound;
+  getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &len);
+  char host[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
+  impl->bound_address = std::string(host) + ":" + std::to_string(ntohs(bound.sin_port));
+  impl->listen_fd = fd;
+
+  impl->cgroups = proc::CgroupTree::detect(impl->node_name);
+  if (impl->cgroups.mode() == proc::CgroupMode::none)
+    FV_WARN("instances run without cgroup limits: %s", impl->cgroups.why_none().c_str());
+
+  pool::PoolOptions pool_options;
+  pool_options.stop_grace_ms = options.stop_grace_ms;
+  impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
+  impl->pool->add_backend(std::make_unique<backend::ProcessBackend>(impl->cgroups));
+
+  if (options.handle_signals) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    impl->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    impl->signal_op.owner = impl.get();
+    impl->signal_op.callback = &on_signal;
+    arm_signal(*impl);
+  }
+  impl->accept_op.owner = impl.get();
+  impl->accept_op.callback = &on_accept;
+  arm_accept(*impl);
+  return std::unique_ptr<Node>(new Node(std::move(impl)));
+}
+
+Node::Node(std::unique_ptr<NodeImpl> impl) : impl_(std::move(impl)) {}
+
+Node::~Node() {
+  NodeImpl &node = *impl_;
+  if (node.phase != NodeImpl::Phase::stopped) {
+    // Destroyed without run() finishing: stop everything now, synchronously.
+    request_stop();
+    node.phase = NodeImpl::Phase::stopping;
+    node.pool->stop_all("node destroyed");
+    while (node.phase != NodeImpl::Phase::stopped) {
+      node.ring->run_once();
+      node.step_shutdown();
+      node.timers->sync_kernel_timeout();
+    }
+  }
+  // Drain the completions still armed on the node itself (signal read, kernel timeout).
+  node.ring->cancel(node.signal_op);
+  node.timers->stop(node.shutdown_timer);
+  while (node.signal_op.in_flight || node.accept_op.in_flight) node.ring->run_once();
+  if (node.signal_fd >= 0) ::close(node.signal_fd);
+  node.cgroups.remove_roots();
+}
+
+std::string Node::listen_address() const { return impl_->bound_address; }
+
+void Node::request_stop() { impl_->begin_shutdown(); }
+
+int Node::run() {
+  NodeImpl &node = *impl_;
+  FV_INFO("listening on %s (cgroups: %s)", node.bound_address.c_str(), proc::to_string(node.cgroups.mode()));
+  while (node.phase != NodeImpl::Phase::stopped) {
+    node.timers->sync_kernel_timeout();
+    node.ring->run_once();
+    if (node.phase != NodeImpl::Phase::running) node.step_shutdown();
+  }
+  FV_INFO("stopped");
+  return node.exit_code;
+}
+
+}  // namespace faasvisor

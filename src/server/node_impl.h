@@ -1,0 +1,55 @@
+// The node's private state, shared by the connection and the request handlers.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/signalfd.h>
+
+#include <memory>
+#include <string>
+
+#include "faasvisor/node.h"
+#include "http/parser.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "pool/scheduler.h"
+#include "proc/cgroup.h"
+#include "server/connection.h"
+#include "util/intrusive_list.h"
+
+namespace faasvisor {
+
+struct NodeImpl {
+  enum class Phase { running, draining, stopping, stopped };
+
+  NodeOptions options;
+  std::unique_ptr<io::Ring> ring;
+  std::unique_ptr<io::TimerQueue> timers;
+  proc::CgroupTree cgroups;
+  std::unique_ptr<pool::Pool> pool;
+  http::Limits http_limits;
+  std::string node_name;
+  std::string bound_address;
+  uint64_t started_ns = 0;
+
+  int listen_fd = -1;
+  io::Completion accept_op{};
+  int signal_fd = -1;
+  io::Completion signal_op{};
+  signalfd_siginfo signal_info{};  // written by the kernel while signal_op is in flight
+  io::Timer shutdown_timer;
+
+  IntrusiveList<Connection, &Connection::node_hook> connections;
+  uint64_t connections_accepted = 0;
+  uint64_t connections_refused = 0;
+  Phase phase = Phase::running;
+  int exit_code = 0;
+
+  // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
+  void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
+
+  void begin_shutdown();
+  void step_shutdown();
+  void connection_closed(Connection &conn);
+};
+
+}  // namespace faasvisor

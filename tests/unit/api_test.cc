@@ -1,0 +1,118 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "api/deploy.h"
+#include "api/json.h"
+#include "api/router.h"
+
+using namespace faasvisor;
+using api::RouteKind;
+
+TEST_CASE("routes map methods and paths to typed actions") {
+  CHECK(api::route("GET", "/healthz").kind == RouteKind::healthz);
+  CHECK(api::route("GET", "/system/functions").kind == RouteKind::list_functions);
+  CHECK(api::route("POST", "/system/functions").kind == RouteKind::deploy);
+  CHECK(api::route("PUT", "/system/functions").kind == RouteKind::update);
+  CHECK(api::route("DELETE", "/system/functions").kind == RouteKind::remove);
+  CHECK(api::route("DELETE", "/system/stats").kind == RouteKind::reset_stats);
+  auto g = api::route("GET", "/system/function/echo");
+  CHECK(g.kind == RouteKind::get_function);
+  CHECK(g.name == "echo");
+  auto s = api::route("POST", "/system/scale-function/hash");
+  CHECK(s.kind == RouteKind::scale);
+  CHECK(s.name == "hash");
+}
+
+TEST_CASE("invocation routes keep the function name and the sub-path") {
+  auto r = api::route("PATCH", "/function/echo/a/b");
+  CHECK(r.kind == RouteKind::invoke);
+  CHECK(r.name == "echo");
+  CHECK(r.subpath == "/a/b");
+  auto bare = api::route("GET", "/function/echo");
+  CHECK(bare.subpath == "/");
+  CHECK(api::route("GET", "/function/").kind == RouteKind::not_found);
+}
+
+TEST_CASE("a known path with the wrong method is 405 with an Allow list") {
+  auto r = api::route("PATCH", "/system/functions");
+  CHECK(r.kind == RouteKind::method_not_allowed);
+  CHECK(std::string(r.allow) == "GET, POST, PUT, DELETE");
+  CHECK(api::route("GET", "/nope").kind == RouteKind::not_found);
+  CHECK(api::route("GET", "/system/function/a/b").kind == RouteKind::not_found);
+}
+
+TEST_CASE("durations, memory and cpu quantities parse as Kubernetes and Go write them") {
+  CHECK(*parse_duration_ms("500ms") == 500);
+  CHECK(*parse_duration_ms("30s") == 30000);
+  CHECK(*parse_duration_ms("1.5s") == 1500);
+  CHECK(*parse_duration_ms("2m") == 120000);
+  CHECK(!parse_duration_ms("soon"));
+  CHECK(!parse_duration_ms("10x"));
+  CHECK(*parse_memory_bytes("128Mi") == 128ull << 20);
+  CHECK(*parse_memory_bytes("1G") == 1000000000ull);
+  CHECK(*parse_memory_bytes("4096") == 4096);
+  CHECK(!parse_memory_bytes("12Qi"));
+  CHECK(*parse_cpu_millis("1") == 1000);
+  CHECK(*parse_cpu_millis("0.5") == 500);
+  CHECK(*parse_cpu_millis("250m") == 250);
+  CHECK(!parse_cpu_millis("-1"));
+}
+
+TEST_CASE("a full deployment parses with derived limits") {
+  std::string json = R"({"service":"echo","image":"/tmp","envProcess":"./echo --fast 'two words'",
+    "envVars":{"A":"1"},"limits":{"memory":"64Mi","cpu":"500m"},
+    "labels":{"com.openfaas.scale.max":"7"},
+    "annotations":{"faasvisor.backend":"process","faasvisor.timeout":"2s","faasvisor.queue":"3"},
+    "secrets":[], "constraints":[]})";
+  auto spec = parse_deploy(json, DeployLimits{});
+  REQUIRE(spec.ok());
+  auto &s = **spec;
+  CHECK(s.name == "echo");
+  CHECK(s.argv == std::vector<std::string>{"./echo", "--fast", "two words"});
+  CHECK(s.memory_bytes == 64ull << 20);
+  CHECK(s.cpu_millis == 500);
+  CHECK(s.max_instances == 7);
+  CHECK(s.timeout_ms == 2000);
+  CHECK(s.queue_limit == 3);
+  CHECK(s.env_vars.size() == 1);
+}
+
+TEST_CASE("bad deployments name the field that is wrong") {
+  auto message = [](std::string json) {
+    auto r = parse_deploy(json, DeployLimits{});
+    REQUIRE(!r.ok());
+    return r.error().message();
+  };
+  CHECK(message("{").find("invalid JSON") != std::string::npos);
+  CHECK(message("[1]").find("object") != std::string::npos);
+  CHECK(message(R"({"image":"/tmp","envProcess":"x"})").find("'service'") != std::string::npos);
+  CHECK(message(R"({"service":"a b","image":"/tmp","envProcess":"x"})").find("'service'") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/nonexistent-dir","envProcess":"x"})").find("'image'") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/tmp"})").find("'envProcess'") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/tmp","envProcess":"x","limits":{"memory":"lots"}})").find("'limits.memory'") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/tmp","envProcess":"x","labels":{"com.openfaas.scale.max":"0"}})").find("com.openfaas.scale.max") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/tmp","envProcess":"x","annotations":{"faasvisor.timeout":"forever"}})").find("faasvisor.timeout") != std::string::npos);
+  CHECK(message(R"({"service":"a","image":"/tmp","envProcess":"x","envVars":{"A":1}})").find("'envVars'") != std::string::npos);
+  CHECK(message(R"({"service":5})").find("'service'") != std::string::npos);
+}
+
+TEST_CASE("delete and scale bodies are validated") {
+  CHECK(*parse_delete(R"({"functionName":"echo"})") == "echo");
+  CHECK(!parse_delete(R"({"name":"echo"})"));
+  auto s = parse_scale(R"({"serviceName":"echo","replicas":20})");
+  REQUIRE(s.ok());
+  CHECK(s->replicas == 20);
+  CHECK(!parse_scale(R"({"serviceName":"echo","replicas":-1})"));
+  CHECK(!parse_scale(R"({"replicas":"many"})"));
+}
+
+TEST_CASE("the JSON writer places commas and escapes strings") {
+  std::string out;
+  api::JsonWriter w(out);
+  w.begin_object().field("a", 1).field("b", "x\"y");
+  w.key("c").begin_array().number(uint64_t{1}).string("z").end_array();
+  w.key("d").begin_object().end_object();
+  w.end_object();
+  CHECK(out == R"({"a":1,"b":"x\"y","c":[1,"z"],"d":{}})");
+}
