@@ -14,6 +14,7 @@ void usage(FILE *out) {
                "usage: faasvisord [--listen ADDR:PORT] [--max-connections N]\n"
                "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
+               "                  [--stem-pool N] [--stem PATH]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
 
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
       return false;
     };
     if (arg == "--listen") options.listen = value;
+    else if (arg == "--stem") options.stem_path = value;
     else if (arg == "--log-level") {
       using faasvisor::log::Level;
       std::string v = value;
@@ -69,6 +71,7 @@ int main(int argc, char **argv) {
     else if (arg == "--max-body-bytes") options.max_body_bytes = n;
     else if (arg == "--max-header-bytes") options.max_header_bytes = static_cast<uint32_t>(n);
     else if (arg == "--queue") options.max_queue_per_function = static_cast<uint32_t>(n);
+    else if (arg == "--stem-pool") options.stem_pool_size = static_cast<uint32_t>(n);
     else {
       std::fprintf(stderr, "faasvisord: unknown option %s\n", arg.c_str());
       usage(stderr);

@@ -22,6 +22,8 @@ struct NodeOptions {
   uint32_t max_header_bytes = 16 * 1024;     // 431 beyond
   uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
+  std::string stem_path;                     // faasvisor-stem; default: beside the running program
+  uint32_t stem_pool_size = 16;              // sandboxes prepared ahead of cold starts
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

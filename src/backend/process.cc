@@ -1,29 +1,57 @@
 #include "backend/process.h"
 
+#include <unistd.h>
+
 #include "proc/spawn.h"
+#include "util/clock.h"
+#include "util/log.h"
 
 namespace faasvisor::backend {
+namespace {
+// Refills run just after the cold start that emptied a slot, never inside it.
+constexpr uint64_t kRefillDelayNs = 2'000'000;
+constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 
-bool ProcessBackend::available(std::string *) const { return true; }
+bool has_env(const std::vector<std::string> &env, std::string_view name) {
+  for (const std::string &e : env)
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
+      return true;
+  return false;
+}
+}  // namespace
 
-Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
-  proc::CgroupLimits limits;
-  limits.memory_bytes = spec.memory_bytes;
-  limits.cpu_millis = spec.cpu_millis;
-  limits.pids_max = spec.pids_max;
-  auto cgroup = cgroups_.create(instance_name, limits);
+ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
+                               ProcessBackendOptions options)
+    : cgroups_(cgroups), timers_(timers), options_(std::move(options)) {
+  refill_timer_.owner = this;
+  refill_timer_.callback = &ProcessBackend::on_refill;
+  if (options_.stem_pool_size > 0) timers_.start(refill_timer_, monotonic_ns());
+}
+
+ProcessBackend::~ProcessBackend() {
+  timers_.stop(refill_timer_);
+  while (!stems_.empty()) {
+    discard(stems_.front());
+    stems_.pop_front();
+  }
+}
+
+bool ProcessBackend::available(std::string *why_not) const {
+  if (access(options_.stem_path.c_str(), X_OK) != 0) {
+    *why_not = "the sandbox helper " + options_.stem_path + " is missing";
+    return false;
+  }
+  return true;
+}
+
+Result<Launched> ProcessBackend::make_stem() {
+  std::string name = "stem-" + std::to_string(next_stem_id_++);
+  auto cgroup = cgroups_.create(name);
   if (!cgroup) return cgroup.error();
-
-  proc::SpawnSpec s;
-  s.directory = spec.image;
-  s.argv = spec.argv;
-  s.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8",
-           "FAASVISOR_FUNCTION=" + spec.name, "FAASVISOR_INSTANCE=" + std::string(instance_name)};
-  for (const auto &[name, value] : spec.env_vars) s.env.push_back(name + "=" + value);
-  // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
-  s.tmp_size_bytes = spec.memory_bytes / 4;
-  s.cgroup = &*cgroup;
-  auto spawned = proc::spawn(s);
+  proc::StemSpec spec;
+  spec.stem_path = options_.stem_path;
+  spec.cgroup = &*cgroup;
+  auto spawned = proc::spawn_stem(spec);
   cgroup->close_fds();
   if (!spawned) {
     cgroups_.remove(*cgroup);
@@ -36,6 +64,77 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   out.log = spawned->stderr_fd;
   out.cgroup = std::move(*cgroup);
   return out;
+}
+
+void ProcessBackend::discard(Launched &stem) {
+  for (int fd : {stem.to_instance, stem.from_instance, stem.log})
+    if (fd >= 0) close(fd);
+  stem.to_instance = stem.from_instance = stem.log = -1;
+  stem.child = proc::Child();  // kills and reaps an unused stem (it only waits on stdin)
+  cgroups_.remove(stem.cgroup);
+}
+
+void ProcessBackend::on_refill(io::Timer &t) {
+  auto &self = t.owner_as<ProcessBackend>();
+  while (self.stems_.size() < self.options_.stem_pool_size) {
+    auto stem = self.make_stem();
+    if (!stem) {
+      if (!self.refill_failing_)
+        FV_WARN("cannot prepare a sandbox: %s (retrying)", stem.error().message().c_str());
+      self.refill_failing_ = true;
+      self.timers_.start(self.refill_timer_, monotonic_ns() + kRefillRetryNs);
+      return;
+    }
+    self.refill_failing_ = false;
+    self.stems_.push_back(std::move(*stem));
+  }
+}
+
+Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
+  proc::GoSpec go;
+  go.directory = spec.image;
+  go.argv = spec.argv;
+  for (const auto &[name, value] : spec.env_vars) go.env.push_back(name + "=" + value);
+  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
+    std::string_view f = fallback;
+    if (!has_env(go.env, f.substr(0, f.find('=')))) go.env.emplace_back(f);
+  }
+  go.env.push_back("FAASVISOR_FUNCTION=" + spec.name);
+  go.env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
+  go.tmp_size_bytes = spec.memory_bytes / 4;
+  std::string message = proc::encode_go(go);
+
+  proc::CgroupLimits limits;
+  limits.memory_bytes = spec.memory_bytes;
+  limits.cpu_millis = spec.cpu_millis;
+  limits.pids_max = spec.pids_max;
+
+  for (;;) {
+    Launched stem;
+    if (!stems_.empty()) {
+      stem = std::move(stems_.front());
+      stems_.pop_front();
+    } else {
+      auto fresh = make_stem();
+      if (!fresh) return fresh.error();
+      stem = std::move(*fresh);
+    }
+    if (options_.stem_pool_size > 0 && !refill_timer_.armed())
+      timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
+    Status st = cgroups_.apply_limits(stem.cgroup, limits);
+    if (!st.ok()) {
+      discard(stem);
+      return st.error();
+    }
+    // The pipe is empty and the message is far below its capacity, so this non-blocking
+    // write completes at once; EPIPE means the stem died in the pool: take another.
+    ssize_t n = ::write(stem.to_instance, message.data(), message.size());
+    if (n == static_cast<ssize_t>(message.size())) return stem;
+    int err = n < 0 ? errno : EAGAIN;
+    discard(stem);
+    if (err != EPIPE) return errno_error("write GO message to the sandbox", err);
+  }
 }
 
 Status ProcessBackend::cleanup(Launched &launched) { return cgroups_.remove(launched.cgroup); }

@@ -222,6 +222,8 @@ void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string
 
 void Pool::instance_finished(Instance &inst) {
   Function &fn = inst.function();
+  assert(inst.state() == InstanceState::stopping && fn.stopping > 0);
+  --fn.stopping;
   fn.instances.remove(inst);
   all_.remove(inst);
   --live_instances_;

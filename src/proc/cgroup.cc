@@ -132,18 +132,35 @@ CgroupTree CgroupTree::detect(std::string_view node_name) {
   return tree;
 }
 
-Result<InstanceCgroup> CgroupTree::create(std::string_view instance_name,
-                                          const CgroupLimits &limits) const {
+Result<InstanceCgroup> CgroupTree::create(std::string_view instance_name) const {
   InstanceCgroup cg;
   if (mode_ == CgroupMode::none) return cg;
-  for (size_t i = 0; i < roots_.size(); ++i) {
-    std::string dir = roots_[i] + "/" + std::string(instance_name);
+  for (const std::string &root : roots_) {
+    std::string dir = root + "/" + std::string(instance_name);
     Status st = make_dir(dir);
+    if (st.ok()) {
+      cg.dirs.push_back(dir);
+      if (mode_ == CgroupMode::v2) {
+        cg.dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cg.dir_fd < 0) st = Error{errno, "open", dir};
+      } else {
+        int fd = open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) st = Error{errno, "open", dir + "/cgroup.procs"};
+        else cg.procs_fds.push_back(fd);
+      }
+    }
     if (!st.ok()) {
       remove(cg);
       return st.error();
     }
-    cg.dirs.push_back(dir);
+  }
+  return cg;
+}
+
+Status CgroupTree::apply_limits(const InstanceCgroup &cg, const CgroupLimits &limits) const {
+  Status st;
+  for (size_t i = 0; i < cg.dirs.size() && st.ok(); ++i) {
+    const std::string &dir = cg.dirs[i];
     const std::string &controller = controllers_[i];
     if (mode_ == CgroupMode::v2) {
       if (limits.memory_bytes) st = write_file(dir + "/memory.max", std::to_string(limits.memory_bytes));
@@ -151,30 +168,15 @@ Result<InstanceCgroup> CgroupTree::create(std::string_view instance_name,
       if (st.ok() && limits.pids_max) st = write_file(dir + "/pids.max", std::to_string(limits.pids_max));
       if (st.ok() && limits.cpu_millis)
         st = write_file(dir + "/cpu.max", std::to_string(limits.cpu_millis * 100) + " 100000");
-      if (st.ok()) {
-        cg.dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cg.dir_fd < 0) st = Error{errno, "open", dir};
-      }
-    } else {
-      if (controller == "memory" && limits.memory_bytes)
-        st = write_file(dir + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes));
-      else if (controller == "cpu" && limits.cpu_millis)
-        st = write_file(dir + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100));
-      else if (controller == "pids" && limits.pids_max)
-        st = write_file(dir + "/pids.max", std::to_string(limits.pids_max));
-      if (st.ok()) {
-        int fd = open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0) st = Error{errno, "open", dir + "/cgroup.procs"};
-        else cg.procs_fds.push_back(fd);
-      }
-    }
-    if (!st.ok()) {
-      cg.close_fds();
-      remove(cg);
-      return st.error();
+    } else if (controller == "memory" && limits.memory_bytes) {
+      st = write_file(dir + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes));
+    } else if (controller == "cpu" && limits.cpu_millis) {
+      st = write_file(dir + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100));
+    } else if (controller == "pids" && limits.pids_max) {
+      st = write_file(dir + "/pids.max", std::to_string(limits.pids_max));
     }
   }
-  return cg;
+  return st;
 }
 
 Status CgroupTree::remove(InstanceCgroup &cg) const {

@@ -45,7 +45,10 @@ class CgroupTree {
   const std::string &why_none() const { return why_none_; }
   const std::vector<std::string> &roots() const { return roots_; }
 
-  Result<InstanceCgroup> create(std::string_view instance_name, const CgroupLimits &limits) const;
+  // Creates an instance cgroup with no limits yet (stems are made before their function is
+  // known), then apply_limits() sets them; the writes are cheap even with tasks inside.
+  Result<InstanceCgroup> create(std::string_view instance_name) const;
+  Status apply_limits(const InstanceCgroup &cg, const CgroupLimits &limits) const;
   // rmdir of every directory; EBUSY (tasks not yet released) is returned so the caller retries.
   Status remove(InstanceCgroup &cg) const;
   // Reads the memory usage of an instance (bytes), or an error.

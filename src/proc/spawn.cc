@@ -54,22 +54,20 @@ void bring_up_loopback() {
   close(sock);
 }
 
-void setup_filesystem(const SpawnSpec &spec) {
+void setup_filesystem(uint64_t tmp_size_bytes) {
   // Our mounts must not propagate back to the host.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) child_fail("make / private");
   // Fresh /proc for the new pid namespace: the function sees only its own processes.
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
     child_fail("mount /proc");
   char opts[64];
-  snprintf(opts, sizeof opts, "size=%llu,mode=1777",
-           static_cast<unsigned long long>(spec.tmp_size_bytes));
+  snprintf(opts, sizeof opts, "size=%llu,mode=1777", static_cast<unsigned long long>(tmp_size_bytes));
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) child_fail("mount /tmp");
-  // Everything but the mounts made above becomes read-only, recursively. mount_setattr
-  // changes this namespace's copies only.
-  MountAttr attr{};
-  attr.attr_set = MOUNT_ATTR_RDONLY;
-  // Apply to the root tree, then undo for /tmp, which must stay writable.
-  if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof attr) < 0)
+  // Everything becomes read-only, recursively, then /tmp is made writable again.
+  // mount_setattr changes this namespace's copies only.
+  MountAttr ro{};
+  ro.attr_set = MOUNT_ATTR_RDONLY;
+  if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0)
     child_fail("mount_setattr / read-only");
   MountAttr rw{};
   rw.attr_clr = MOUNT_ATTR_RDONLY;
@@ -77,13 +75,13 @@ void setup_filesystem(const SpawnSpec &spec) {
     child_fail("mount_setattr /tmp read-write");
 }
 
-[[noreturn]] void run_child(const SpawnSpec &spec, int in_read, int out_write, int err_write,
-                            char **argv, char **envp) {
+[[noreturn]] void run_child(const StemSpec &spec, int in_read, int out_write, int err_write) {
   // The instance dies with the node, whatever the node died of.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (dup2(err_write, 2) < 0) _exit(127);
   if (dup2(in_read, 0) < 0 || dup2(out_write, 1) < 0) child_fail("dup2");
-  // v1 cgroups: join by writing "0" (this process) before anything else runs.
+  // v1 cgroups: join by writing "0" (this process). This is the slow step that stems take
+  // off the cold-start path.
   if (spec.cgroup != nullptr) {
     for (int fd : spec.cgroup->procs_fds) {
       if (write(fd, "0", 1) < 0) child_fail("join cgroup");
@@ -93,20 +91,13 @@ void setup_filesystem(const SpawnSpec &spec) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  if (spec.new_namespaces) {
-    if (spec.read_only_root) setup_filesystem(spec);
-    bring_up_loopback();
-    sethostname("faasvisor", 9);
-  }
-  if (chdir(spec.directory.c_str()) < 0) child_fail("chdir to the function directory");
-  if (spec.uid != 0) {
-    if (setgroups(0, nullptr) < 0) child_fail("setgroups");
-    if (setresgid(spec.gid, spec.gid, spec.gid) < 0) child_fail("setgid");
-    if (setresuid(spec.uid, spec.uid, spec.uid) < 0) child_fail("setuid");
-  }
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail("no_new_privs");
-  execvpe(argv[0], argv, envp);
-  child_fail(argv[0]);
+  setup_filesystem(spec.tmp_size_bytes);
+  bring_up_loopback();
+  sethostname("faasvisor", 9);
+  char *argv[] = {const_cast<char *>("faasvisor-stem"), nullptr};
+  char *envp[] = {const_cast<char *>("PATH=/usr/local/bin:/usr/bin:/bin"), nullptr};
+  execve(spec.stem_path.c_str(), argv, envp);
+  child_fail(spec.stem_path.c_str());
 }
 
 struct Pipes {
@@ -122,10 +113,17 @@ struct Pipes {
   }
 };
 
+void put_u32(std::string &out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+void put_str(std::string &out, std::string_view s) {
+  put_u32(out, static_cast<uint32_t>(s.size()));
+  out += s;
+}
+
 }  // namespace
 
-Result<SpawnedProcess> spawn(const SpawnSpec &spec) {
-  if (spec.argv.empty()) return plain_error("spawn", "empty command");
+Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   Pipes pipes;
   // Node ends are non-blocking; the instance's ends are blocking, as programs expect.
   for (int i = 0; i < 3; ++i) {
@@ -135,18 +133,9 @@ Result<SpawnedProcess> spawn(const SpawnSpec &spec) {
   fcntl(pipes.fds[2], F_SETFL, O_NONBLOCK);  // stdout, read end (node)
   fcntl(pipes.fds[4], F_SETFL, O_NONBLOCK);  // stderr, read end (node)
 
-  std::vector<char *> argv;
-  for (const std::string &a : spec.argv) argv.push_back(const_cast<char *>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char *> envp;
-  for (const std::string &e : spec.env) envp.push_back(const_cast<char *>(e.c_str()));
-  envp.push_back(nullptr);
-
   int pidfd = -1;
   clone_args args{};
-  args.flags = CLONE_PIDFD;
-  if (spec.new_namespaces)
-    args.flags |= CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+  args.flags = CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = 0;  // exits are seen through the pidfd, not SIGCHLD
   if (spec.cgroup != nullptr && spec.cgroup->dir_fd >= 0) {
@@ -155,7 +144,7 @@ Result<SpawnedProcess> spawn(const SpawnSpec &spec) {
   }
   long pid = syscall(SYS_clone3, &args, sizeof args);
   if (pid < 0) return errno_error("clone3");
-  if (pid == 0) run_child(spec, pipes.fds[0], pipes.fds[3], pipes.fds[5], argv.data(), envp.data());
+  if (pid == 0) run_child(spec, pipes.fds[0], pipes.fds[3], pipes.fds[5]);
 
   SpawnedProcess out;
   out.child = Child(static_cast<pid_t>(pid), pidfd);
@@ -163,6 +152,23 @@ Result<SpawnedProcess> spawn(const SpawnSpec &spec) {
   out.stdout_fd = pipes.take(2);
   out.stderr_fd = pipes.take(4);
   return out;
+}
+
+std::string encode_go(const GoSpec &spec) {
+  std::string payload;
+  put_u32(payload, spec.uid);
+  put_u32(payload, spec.gid);
+  put_u32(payload, static_cast<uint32_t>(spec.tmp_size_bytes & 0xffffffffu));
+  put_u32(payload, static_cast<uint32_t>(spec.tmp_size_bytes >> 32));
+  put_str(payload, spec.directory);
+  put_u32(payload, static_cast<uint32_t>(spec.argv.size()));
+  for (const std::string &a : spec.argv) put_str(payload, a);
+  put_u32(payload, static_cast<uint32_t>(spec.env.size()));
+  for (const std::string &e : spec.env) put_str(payload, e);
+  std::string out;
+  put_u32(out, 0x4f475646u);  // "FVGO"
+  put_u32(out, static_cast<uint32_t>(payload.size()));
+  return out + payload;
 }
 
 Result<std::vector<std::string>> split_command(std::string_view command) {

@@ -1,5 +1,8 @@
-// Spawning an isolated instance process with clone3(CLONE_PIDFD) into new pid, mount, ipc,
-// uts and (loopback-only) net namespaces.
+// Spawning sandboxes. A *stem* is a process started with clone3(CLONE_PIDFD) in new pid,
+// mount, ipc, uts and (loopback-only) net namespaces, with the host read-only and private
+// /tmp and /proc, joined to its own cgroup, running faasvisor-stem: it waits for one GO
+// message naming the function to become (src/stem/stem.c). Making stems ahead of demand takes
+// namespace creation and cgroup migration off the cold-start path.
 #pragma once
 
 #include <string>
@@ -10,28 +13,33 @@
 
 namespace faasvisor::proc {
 
-struct SpawnSpec {
-  std::string directory;               // working directory (the function's directory)
-  std::vector<std::string> argv;       // argv[0] is resolved against PATH in `env`, or relative to directory
-  std::vector<std::string> env;        // "NAME=value"
+struct StemSpec {
+  std::string stem_path;               // the faasvisor-stem binary
   const InstanceCgroup *cgroup = nullptr;
-  bool new_namespaces = true;          // pid, mount, ipc, uts, net
-  bool read_only_root = true;          // host fs read-only, private /tmp and /proc
   uint64_t tmp_size_bytes = 64ull << 20;
-  uid_t uid = 65534;                   // nobody; 0 keeps root (namespaced)
-  gid_t gid = 65534;
 };
 
 struct SpawnedProcess {
   Child child;
-  int stdin_fd = -1;   // node writes frames here (non-blocking, close-on-exec)
-  int stdout_fd = -1;  // node reads frames here
-  int stderr_fd = -1;  // node reads the instance's log here
+  int stdin_fd = -1;   // node writes (the GO message, then frames); non-blocking, cloexec
+  int stdout_fd = -1;  // node reads frames
+  int stderr_fd = -1;  // node reads the instance's log
 };
 
-// Failures inside the child after clone (mount, exec) are written to its stderr and it exits
-// with status 127, so the node sees them as a failed boot with the reason in the log tail.
-Result<SpawnedProcess> spawn(const SpawnSpec &spec);
+// Failures inside the child (mounts, exec) are written to its stderr and it exits 127, so
+// the node sees a failed boot with the reason in the log tail.
+Result<SpawnedProcess> spawn_stem(const StemSpec &spec);
+
+// What a stem becomes.
+struct GoSpec {
+  std::string directory;
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "NAME=value"
+  uid_t uid = 65534;             // nobody; 0 keeps (namespaced) root
+  gid_t gid = 65534;
+  uint64_t tmp_size_bytes = 0;   // 0 leaves /tmp as the stem made it
+};
+std::string encode_go(const GoSpec &spec);
 
 // Splits a command line on whitespace, honouring single and double quotes (no expansion).
 Result<std::vector<std::string>> split_command(std::string_view command);

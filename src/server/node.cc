@@ -49,6 +49,15 @@ void raise_fd_limit() {
   }
 }
 
+// faasvisor-stem is installed beside the daemon.
+std::string default_stem_path() {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return "faasvisor-stem";
+  std::string path(exe, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/') + 1) + "faasvisor-stem";
+}
+
 void arm_accept(NodeImpl &node) { node.ring->accept_multishot(node.accept_op, node.listen_fd); }
 
 void on_accept(io::Completion &c, int result, uint32_t flags) {
@@ -196,7 +205,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   pool::PoolOptions pool_options;
   pool_options.stop_grace_ms = options.stop_grace_ms;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
-  impl->pool->add_backend(std::make_unique<backend::ProcessBackend>(impl->cgroups));
+  backend::ProcessBackendOptions process_options;
+  process_options.stem_path = options.stem_path.empty() ? default_stem_path() : options.stem_path;
+  process_options.stem_pool_size = options.stem_pool_size;
+  impl->pool->add_backend(
+      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
 
   if (options.handle_signals) {
     sigset_t mask;

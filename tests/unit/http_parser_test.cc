@@ -262,6 +262,13 @@ TEST_CASE("keep-alive follows HTTP/1.0 and HTTP/1.1 rules and the Connection hea
   CHECK(drive_whole("GET / HTTP/1.0\r\n\r\n").requests[0].http_minor == 0);
 }
 
+TEST_CASE("bytes after a request without keep-alive are discarded, never parsed as a request") {
+  Outcome out = drive_whole("GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+  REQUIRE(out.requests.size() == 1);
+  CHECK_FALSE(out.requests[0].keep_alive);
+  CHECK(out.error_status == 0);
+}
+
 TEST_CASE("a Content-Length body is read exactly, also when it arrives in pieces") {
   http::RequestParser parser(http::Limits{});
   std::string head = "PUT /f HTTP/1.1\r\nContent-Length: 10\r\n\r\n";

@@ -202,7 +202,9 @@ class PythonRuntimeTest(unittest.TestCase):
         status, headers, body = inst.invoke(path="/text")
         self.assertEqual((status, body), (200, b"hello"))
         self.assertIn(("Content-Type", "text/plain; charset=utf-8"), headers)
-        self.assertEqual(inst.invoke(path="/status"), (418, [("X-A", "1"), ("X-B", "2")], b"teapot"))
+        self.assertEqual(
+            inst.invoke(path="/status"), (418, [("X-A", "1"), ("X-B", "2")], b"teapot")
+        )
         self.assertEqual(inst.invoke(path="/badstatus")[0], 500)
         self.assertEqual(inst.invoke(path="/badtype")[0], 500)
         self.assertEqual(inst.close()[0], 0)

@@ -1,0 +1,118 @@
+/* faasvisor-stem: a pre-made sandbox waiting for its function.
+ *
+ * The node starts stems ahead of demand: each is already in its own namespaces, with a
+ * read-only view of the host, private /tmp and /proc, and its own cgroup (joining a cgroup
+ * v1 hierarchy can take milliseconds: the kernel waits for an RCU grace period). On a cold
+ * start the node writes one GO message to the stem's stdin; the stem then becomes the
+ * function: it sizes /tmp, enters the function's directory, drops to the function's user,
+ * sets no_new_privs and execs the command. stdin/stdout/stderr stay the instance's streams.
+ *
+ * GO message (little-endian, strings are u32 length + bytes, no NUL):
+ *   u32 magic 0x4f475646 ("FVGO"), u32 payload length, then:
+ *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
+ *   u32 argc, argc x string, u32 envc, envc x string
+ * Any failure is written to stderr and the stem exits 127: the node sees a failed boot. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define GO_MAGIC 0x4f475646u
+#define GO_MAX_BYTES (256u * 1024u)
+#define GO_MAX_ITEMS 1024u
+
+static void fail(const char *what) {
+  fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
+  _exit(127);
+}
+
+static void read_exact(void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(0, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) _exit(0); /* the node closed us before use: nothing to do */
+    if (n < 0) fail("read GO message");
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+struct cursor {
+  const unsigned char *p, *end;
+};
+
+static uint32_t get_u32(struct cursor *c) {
+  if (c->end - c->p < 4) { errno = 0; fail("GO message truncated"); }
+  uint32_t v = (uint32_t)c->p[0] | (uint32_t)c->p[1] << 8 | (uint32_t)c->p[2] << 16 | (uint32_t)c->p[3] << 24;
+  c->p += 4;
+  return v;
+}
+
+/* Returns a NUL-terminated copy (the message buffer is ours to keep until exec). */
+static char *get_str(struct cursor *c) {
+  uint32_t len = get_u32(c);
+  if ((size_t)(c->end - c->p) < len) { errno = 0; fail("GO message string truncated"); }
+  char *s = malloc((size_t)len + 1);
+  if (!s) fail("malloc");
+  memcpy(s, c->p, len);
+  s[len] = '\0';
+  if (strlen(s) != len) { errno = 0; fail("GO message string contains NUL"); }
+  c->p += len;
+  return s;
+}
+
+static char **get_list(struct cursor *c) {
+  uint32_t n = get_u32(c);
+  if (n > GO_MAX_ITEMS) { errno = 0; fail("GO message list too long"); }
+  char **list = calloc((size_t)n + 1, sizeof *list);
+  if (!list) fail("calloc");
+  for (uint32_t i = 0; i < n; ++i) list[i] = get_str(c);
+  return list;
+}
+
+int main(void) {
+  unsigned char head[8];
+  read_exact(head, sizeof head);
+  struct cursor hc = {head, head + 8};
+  if (get_u32(&hc) != GO_MAGIC) { errno = 0; fail("bad GO magic"); }
+  uint32_t len = get_u32(&hc);
+  if (len > GO_MAX_BYTES) { errno = 0; fail("GO message too large"); }
+  unsigned char *msg = malloc(len ? len : 1);
+  if (!msg) fail("malloc");
+  read_exact(msg, len);
+  struct cursor c = {msg, msg + len};
+  uint32_t uid = get_u32(&c);
+  uint32_t gid = get_u32(&c);
+  uint64_t tmp_size = get_u32(&c);
+  tmp_size |= (uint64_t)get_u32(&c) << 32;
+  char *dir = get_str(&c);
+  char **argv = get_list(&c);
+  char **envp = get_list(&c);
+  if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
+  if (argv[0] == NULL) { errno = 0; fail("empty command"); }
+
+  if (tmp_size > 0) {
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)tmp_size);
+    if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
+  }
+  if (chdir(dir) < 0) fail("enter the function directory");
+  if (uid != 0) {
+    if (setgroups(0, NULL) < 0) fail("setgroups");
+    if (setresgid(gid, gid, gid) < 0) fail("setgid");
+    if (setresuid(uid, uid, uid) < 0) fail("setuid");
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
+  signal(SIGPIPE, SIG_DFL);
+  execvpe(argv[0], argv, envp);
+  fail(argv[0]);
+  return 127;
+}
