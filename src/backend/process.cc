@@ -9,7 +9,10 @@
 namespace faasvisor::backend {
 namespace {
 // Refills run just after the cold start that emptied a slot, never inside it.
-constexpr uint64_t kRefillDelayNs = 2'000'000;
+// A refill joins new stems to their cgroups, and a cgroup migration makes every fork on
+// the machine wait for it (cgroup_threadgroup_rwsem): keep it clear of the cold start that
+// triggered it, which forks the function moments later.
+constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 
 bool has_env(const std::vector<std::string> &env, std::string_view name) {

@@ -27,6 +27,9 @@ class ProcessBackend final : public Backend {
   bool available(std::string *why_not) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
+  bool out_of_memory(const Launched &launched) const override {
+    return cgroups_.oom_kills(launched.cgroup) > 0;
+  }
 
   size_t stems_ready() const { return stems_.size(); }
 

@@ -10,7 +10,10 @@ namespace {
 
 // CR or LF would let the value end the header (response splitting); NUL truncates in some peers.
 bool is_safe_value(std::string_view s) {
-  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  for (char c : s) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
 }
 
 // Framing headers are ours: a caller's copy could contradict what we actually send.

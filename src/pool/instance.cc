@@ -22,6 +22,7 @@ constexpr size_t kLogTailBytes = 2048;
 constexpr size_t kLogLineMax = 4096;
 constexpr uint64_t kCleanupRetryNs = 20'000'000;
 constexpr uint32_t kCleanupAttempts = 100;
+constexpr uint64_t kEofGraceNs = 200'000'000;
 
 // Hop-by-hop headers are the connection's business, not the function's (RFC 9110 7.6.1).
 bool hop_by_hop(std::string_view name) {
@@ -67,12 +68,21 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
   exit_op_.callback = &Instance::on_exit;
   timer_.owner = this;
   timer_.callback = &Instance::on_timer;
+  eof_timer_.owner = this;
+  eof_timer_.callback = [](io::Timer &t) {
+    auto &self = t.owner_as<Instance>();
+    ++self.depth_;
+    self.fault("the instance closed its output" + self.log_tail());
+    --self.depth_;
+    self.maybe_release();
+  };
 }
 
 Instance::~Instance() {
   assert(released_);
   assert(!read_op_.in_flight && !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight);
   pool_.timers().stop(timer_);
+  pool_.timers().stop(eof_timer_);
   close_streams();
 }
 
@@ -218,6 +228,7 @@ void Instance::fault(std::string reason) { kill(502, std::move(reason)); }
 
 void Instance::begin_stopping() {
   pool_.timers().stop(timer_);
+  pool_.timers().stop(eof_timer_);
   timer_purpose_ = TimerPurpose::none;
   if (warm_hook.linked()) function_->warm_list.remove(*this);
   set_state(InstanceState::stopping);
@@ -250,7 +261,9 @@ void Instance::on_read(io::Completion &c, int result, uint32_t) {
     if (result < 0) {
       self.fault(std::string("reading from the instance failed: ") + std::strerror(-result));
     } else if (result == 0) {
-      self.fault("the instance closed its output" + self.log_tail());
+      // Usually the process is exiting: give the exit watcher a moment so the failure
+      // names the exit status or signal rather than just the closed stream.
+      self.pool_.timers().start(self.eof_timer_, monotonic_ns() + kEofGraceNs);
     } else {
       self.in_len_ += static_cast<size_t>(result);
       self.handle_frames();
@@ -431,8 +444,11 @@ void Instance::on_exit(io::Completion &c, int, uint32_t) {
     std::string how = reaped ? status.describe() : reaped.error().message();
     FV_DEBUG("instance %s: process %s", self.name_.c_str(), how.c_str());
     if (self.state_ != InstanceState::stopping) {
-      bool oom = reaped && !status.exited && status.code_or_signal == SIGKILL;
-      self.fault("the instance " + how + (oom ? " (out of memory?)" : "") + self.log_tail());
+      std::string why = "the instance " + how;
+      if (self.function_->backend().out_of_memory(self.launched_))
+        why = "the instance ran out of memory (limit " +
+              std::to_string(self.function_->spec().memory_bytes >> 20) + " MiB) and " + how;
+      self.fault(why + self.log_tail());
     }
     self.after_exit();
   }

@@ -96,7 +96,8 @@ class Instance {
   bool seen_frame_ = false;
 
   io::Completion read_op_{}, write_op_{}, log_op_{}, exit_op_{};
-  io::Timer timer_;  // boot deadline, stop grace, cleanup retry: one at a time
+  io::Timer timer_;  // boot deadline, exec deadline, stop grace, cleanup retry: one at a time
+  io::Timer eof_timer_;  // output closed: wait briefly for the exit status
   enum class TimerPurpose { none, boot, exec, stop_grace, cleanup_retry } timer_purpose_ = TimerPurpose::none;
 
   std::vector<uint8_t> in_;   // frames from the instance; in_[0..in_len_) is unparsed

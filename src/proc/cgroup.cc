@@ -202,6 +202,16 @@ Result<uint64_t> CgroupTree::memory_usage(const InstanceCgroup &cg) const {
   return static_cast<uint64_t>(std::strtoull(text.c_str(), nullptr, 10));
 }
 
+uint64_t CgroupTree::oom_kills(const InstanceCgroup &cg) const {
+  if (mode_ == CgroupMode::none || cg.dirs.empty()) return 0;
+  // v1: memory.oom_control has "oom_kill N"; v2: memory.events has the same line.
+  std::string file = cg.dirs[0] + (mode_ == CgroupMode::v2 ? "/memory.events" : "/memory.oom_control");
+  std::string text = read_small_file(file);
+  size_t at = text.find("oom_kill ");
+  if (at == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + at + 9, nullptr, 10);
+}
+
 void CgroupTree::remove_roots() const {
   for (const std::string &root : roots_) {
     remove_tree(root);

@@ -51,6 +51,8 @@ class CgroupTree {
   Status apply_limits(const InstanceCgroup &cg, const CgroupLimits &limits) const;
   // rmdir of every directory; EBUSY (tasks not yet released) is returned so the caller retries.
   Status remove(InstanceCgroup &cg) const;
+  // How many times the kernel's OOM killer acted inside the cgroup (0 if unknown).
+  uint64_t oom_kills(const InstanceCgroup &cg) const;
   // Reads the memory usage of an instance (bytes), or an error.
   Result<uint64_t> memory_usage(const InstanceCgroup &cg) const;
   // Removes the node's subtree (and "faasvisor" if it is then empty).

@@ -16,7 +16,7 @@ namespace faasvisor::proc {
 std::string ExitStatus::describe() const {
   if (exited) return "exited with status " + std::to_string(code_or_signal);
   std::string name = sigabbrev_np(code_or_signal) ? sigabbrev_np(code_or_signal) : "?";
-  return "killed by signal SIG" + name;
+  return "was killed by signal SIG" + name;
 }
 
 Child &Child::operator=(Child &&other) noexcept {

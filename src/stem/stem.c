@@ -11,7 +11,13 @@
  *   u32 magic 0x4f475646 ("FVGO"), u32 payload length, then:
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
  *   u32 argc, argc x string, u32 envc, envc x string
- * Any failure is written to stderr and the stem exits 127: the node sees a failed boot. */
+ * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
+ *
+ * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
+ * kernel ignores default-action signals sent to a pid namespace's init, even its own
+ * abort(); as a child the function gets ordinary signal semantics, and orphans it leaves
+ * are reaped. The stem forwards SIGTERM/SIGINT to the function and exits with its status
+ * (128 + signal for a signal, which it also names on stderr). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
@@ -22,6 +28,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GO_MAGIC 0x4f475646u
@@ -78,6 +85,53 @@ static char **get_list(struct cursor *c) {
   return list;
 }
 
+static volatile pid_t g_function_pid;
+
+static void forward(int signo) {
+  if (g_function_pid > 0) kill(g_function_pid, signo);
+}
+
+/* Runs the function as our child and mirrors its end. */
+static int run_as_init(char **argv, char **envp) {
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
+  pid_t pid = fork();
+  if (pid < 0) fail("fork");
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    execvpe(argv[0], argv, envp);
+    fail(argv[0]);
+  }
+  g_function_pid = pid;
+  /* The function owns the protocol streams now: without our copies, its closing them is
+   * seen by the node as end of stream. */
+  close(0);
+  close(1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  for (;;) {
+    int status = 0;
+    pid_t done = wait(&status);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      _exit(127);
+    }
+    if (done != pid) continue; /* an orphan the function left behind */
+    if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+    int sig = WTERMSIG(status);
+    const char *name = sigabbrev_np(sig);
+    fprintf(stderr, "faasvisor-stem: the function was killed by signal SIG%s\n", name ? name : "?");
+    _exit(128 + sig);
+  }
+}
+
 int main(void) {
   unsigned char head[8];
   read_exact(head, sizeof head);
@@ -111,8 +165,5 @@ int main(void) {
     if (setresuid(uid, uid, uid) < 0) fail("setuid");
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
-  signal(SIGPIPE, SIG_DFL);
-  execvpe(argv[0], argv, envp);
-  fail(argv[0]);
-  return 127;
+  return run_as_init(argv, envp);
 }

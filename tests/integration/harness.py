@@ -1,0 +1,677 @@
+"""Test harness for faasvisord integration tests (Python 3 stdlib only).
+
+Starts a real daemon on an ephemeral port, talks HTTP to it (http.client and raw sockets),
+deploys the test functions, and checks after shutdown that the daemon left nothing behind:
+no child process, no cgroup directory, no descriptor and no /tmp entry.
+
+Leak checking works from three vantage points:
+  * a sampler thread records every direct child of the daemon (pid, start time, cgroup
+    directories) while it runs, and so does every GET /system/function;
+  * this process makes itself a child subreaper, so any process the daemon leaves behind when
+    it exits is re-parented to us, where it is easy to spot (even as a zombie);
+  * before SIGTERM the daemon's descriptors and cgroup subtrees are compared with a baseline
+    taken right after start-up, once every function is deleted and the stem pool is full.
+
+Environment: FV_BUILD (build directory, set by run.py), FV_TIME_SCALE (multiplies every
+deadline; run.py raises it for sanitizer builds).
+"""
+
+import ctypes
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.abspath(os.environ.get("FV_BUILD", os.path.join(ROOT, "build")))
+TIME_SCALE = float(os.environ.get("FV_TIME_SCALE", "1"))
+
+DAEMON = os.path.join(BUILD, "src", "faasvisord")
+ECHO_IMAGE = os.path.join(BUILD, "examples", "echo")
+HASH_IMAGE = os.path.join(BUILD, "examples", "hash")
+MISBEHAVE_IMAGE = os.path.join(BUILD, "tests", "functions")
+PYECHO_IMAGE = os.path.join(ROOT, "examples", "pyecho")
+PYECHO_PROCESS = "/usr/bin/python3 ../../runtimes/python/faasvisor_runtime.py handler"
+
+DEFAULT_STEM_POOL = 16
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "ThreadSanitizer", "Assertion `", "assertion failed")
+
+
+def scaled(seconds):
+    """A deadline in seconds, stretched for slow (sanitizer) builds."""
+    return seconds * TIME_SCALE
+
+
+def become_subreaper():
+    """Orphans of the daemon are re-parented to us instead of init, so leaks are visible."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_CHILD_SUBREAPER = 36
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+SUBREAPER = become_subreaper()
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    """Polls predicate() until it returns a truthy value; fails the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """(comm, state, ppid, starttime) of a process, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm may contain spaces and parentheses: it ends at the last ')'.
+    close = data.rfind(")")
+    comm = data[data.find("(") + 1:close]
+    fields = data[close + 2:].split()
+    return comm, fields[0], int(fields[1]), int(fields[19])
+
+
+def children_of(ppid):
+    """{pid: (comm, state, starttime)} of the direct children of ppid."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = proc_stat(int(name))
+        if st is not None and st[2] == ppid:
+            out[int(name)] = (st[0], st[1], st[3])
+    return out
+
+
+def cgroup_dirs_of(pid):
+    """The v1 memory/cpu/pids (or v2 unified) cgroup directories the process is in."""
+    dirs = []
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return dirs
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or "faasvisor" not in parts[2]:
+            continue
+        controllers = parts[1].split(",")
+        if parts[1] == "":
+            dirs.append("/sys/fs/cgroup" + parts[2])
+        for c in controllers:
+            if c in CGROUP_CONTROLLERS:
+                dirs.append("/sys/fs/cgroup/%s%s" % (c, parts[2]))
+    return dirs
+
+
+def process_alive(pid, starttime=None):
+    """True if pid exists (and, given starttime, is still the same process)."""
+    st = proc_stat(pid)
+    if st is None:
+        return False
+    return starttime is None or st[3] == starttime
+
+
+def fd_summary(pid):
+    """{kind: count} of a process's descriptors (pipe, socket, anon_inode:[...], file...)."""
+    counts = {}
+    try:
+        names = os.listdir("/proc/%d/fd" % pid)
+    except FileNotFoundError:
+        return None
+    for fd in names:
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        kind = re.sub(r"[:\[].*$", "", target) if not target.startswith("anon_inode:") else target
+        if target.startswith("/"):
+            kind = "file:" + target
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def open_sockets(pid):
+    summary = fd_summary(pid) or {}
+    return summary.get("socket", 0)
+
+
+def tmp_entries(pid=None):
+    """Entries in /tmp and /dev/shm that the daemon (or its stems) could have made.
+
+    Other programs share /tmp while the tests run, so only names that point at the daemon
+    count: "faasvisord*", "faasvisor-stem*", "faasvisor-node*", or the daemon's pid."""
+    out = set()
+    pid_token = re.compile(r"(^|[^0-9])%d([^0-9]|$)" % pid) if pid else None
+    for d in ("/tmp", "/dev/shm"):
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            low = name.lower()
+            if (low.startswith(("faasvisord", "faasvisor-stem", "faasvisor-node"))
+                    or (pid_token is not None and pid_token.search(name))):
+                out.add(os.path.join(d, name))
+    return out
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.header_list = headers  # [(name, value)] as received
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<Response %d %r %r>" % (self.status, self.headers, self.body[:200])
+
+
+class RawReader:
+    """Reads HTTP/1.1 responses from a raw socket (the node always sends Content-Length)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by the node")
+        self.buf += chunk
+
+    def read_response(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        length = int(dict((k.lower(), v) for k, v in headers).get("content-length", "0"))
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return Response(status, headers, body)
+
+    def at_eof(self, timeout):
+        """True if the node closes the connection within timeout with nothing more to say."""
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+        if chunk:
+            self.buf += chunk
+            return False
+        return True
+
+
+def raw_request(method, path, body=b"", headers=None, keep_alive=True):
+    """Bytes of one HTTP/1.1 request with Content-Length."""
+    if isinstance(body, str):
+        body = body.encode()
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: test"]
+    for k, v in (headers or {}).items():
+        lines.append("%s: %s" % (k, v))
+    if body or method in ("POST", "PUT"):
+        lines.append("Content-Length: %d" % len(body))
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# --- the daemon -------------------------------------------------------------------------
+
+LIVE_DAEMONS = set()
+
+
+class Daemon:
+    """One faasvisord on 127.0.0.1:<ephemeral>, with leak tracking."""
+
+    def __init__(self, *flags):
+        self.flags = list(flags)
+        self.stem_pool = DEFAULT_STEM_POOL
+        for i, f in enumerate(self.flags):
+            if f == "--stem-pool":
+                self.stem_pool = int(self.flags[i + 1])
+        self.proc = None
+        self.port = None
+        self.pid = None
+        self.log_lines = []
+        self.log_lock = threading.Lock()
+        self.seen = {}  # pid -> {"start": starttime, "comm": str, "cgroups": [dirs]}
+        self.seen_lock = threading.Lock()
+        self.cgroup_roots = []
+        self.baseline_fds = None
+        self.tmp_before = set()
+        self.exit_code = None
+        self._stop_sampler = threading.Event()
+        self._listening = threading.Event()
+        self._threads = []
+
+    # -- lifecycle --
+
+    def start(self):
+        self.tmp_before = tmp_entries()  # before the pid is known: the generic names
+        argv = [DAEMON, "--listen", "127.0.0.1:0"] + self.flags
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.pid = self.proc.pid
+        LIVE_DAEMONS.add(self.pid)
+        t = threading.Thread(target=self._drain_stderr, daemon=True)
+        t.start()
+        self._threads.append(t)
+        deadline = time.monotonic() + scaled(10)
+        while not self._listening.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._kill_hard()
+                raise AssertionError("faasvisord did not start (exit %r):\n%s"
+                                     % (self.proc.returncode, self.log_text()))
+        self.cgroup_roots = ["/sys/fs/cgroup/%s/faasvisor/node-%d" % (c, self.pid)
+                             for c in CGROUP_CONTROLLERS]
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            self.cgroup_roots = ["/sys/fs/cgroup/faasvisor/node-%d" % self.pid]
+        s = threading.Thread(target=self._sample_children, daemon=True)
+        s.start()
+        self._threads.append(s)
+        self._take_baseline()
+        info = self.get("/system/info").json()
+        self.cgroup_roots = info["faasvisor"].get("cgroup_roots") or []
+        return self
+
+    def _drain_stderr(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.log_lock:
+                self.log_lines.append(line)
+            if self.port is None:
+                m = re.search(r"listening on [0-9.]+:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    self._listening.set()
+        self.proc.stderr.close()
+
+    def log_text(self, last=60):
+        with self.log_lock:
+            return "\n".join(self.log_lines[-last:])
+
+    def _sample_children(self):
+        while not self._stop_sampler.is_set():
+            self.record_children()
+            self._stop_sampler.wait(0.03)
+
+    def record_children(self):
+        for pid, (comm, _state, start) in children_of(self.pid).items():
+            self.record_pid(pid, start, comm)
+
+    def record_pid(self, pid, start=None, comm=None):
+        with self.seen_lock:
+            known = self.seen.get(pid)
+            if known is not None and (start is None or known["start"] == start):
+                if not known["cgroups"]:
+                    known["cgroups"] = cgroup_dirs_of(pid)
+                return known
+        st = proc_stat(pid)
+        if st is None or st[2] != self.pid:
+            return None
+        entry = {"start": st[3], "comm": st[0], "cgroups": cgroup_dirs_of(pid)}
+        with self.seen_lock:
+            self.seen[pid] = entry
+        return entry
+
+    def _take_baseline(self):
+        """Descriptors once the stem pool is full and no connection is open."""
+        wait_until(lambda: len(children_of(self.pid)) >= self.stem_pool, scaled(20),
+                   "the stem pool to fill (%d sandboxes)" % self.stem_pool)
+        prev = None
+
+        def stable():
+            nonlocal prev
+            cur = fd_summary(self.pid)
+            same = cur == prev
+            prev = cur
+            return same
+
+        wait_until(stable, scaled(10), "the daemon's descriptors to settle", interval=0.05)
+        self.baseline_fds = prev
+
+    def _kill_hard(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        LIVE_DAEMONS.discard(self.pid)
+        self._stop_sampler.set()
+
+    def settle_problems(self):
+        """Deletes every function, then compares descriptors/cgroups with the baseline."""
+        problems = []
+        try:
+            for fn in self.get("/system/functions").json():
+                self.request("DELETE", "/system/functions", {"functionName": fn["name"]})
+            wait_until(lambda: self.get("/system/info").json()["faasvisor"]["instances"] == 0,
+                       scaled(15), "every instance to stop after deleting all functions")
+        except AssertionError as e:
+            return [str(e)]
+        try:
+            wait_until(lambda: len(children_of(self.pid)) == self.stem_pool, scaled(10),
+                       "only the %d stems to remain as children" % self.stem_pool)
+        except AssertionError as e:
+            problems.append("%s; children now: %r" % (e, children_of(self.pid)))
+        try:
+            wait_until(lambda: fd_summary(self.pid) == self.baseline_fds, scaled(10),
+                       "the daemon's descriptors to return to the baseline", interval=0.05)
+        except AssertionError as e:
+            problems.append("%s: baseline %r, now %r" % (e, self.baseline_fds, fd_summary(self.pid)))
+        # Each root may hold only the cgroups of the live stems.
+        live = set()
+        for pid in children_of(self.pid):
+            live.update(cgroup_dirs_of(pid))
+        for root in self.cgroup_roots:
+            try:
+                subdirs = {os.path.join(root, n) for n in os.listdir(root)
+                           if os.path.isdir(os.path.join(root, n))}
+            except FileNotFoundError:
+                continue
+            extra = subdirs - live
+            if extra:
+                problems.append("cgroup directories without a live process under %s: %s"
+                                % (root, sorted(extra)))
+        return problems
+
+    def stop(self, sig=signal.SIGTERM, timeout=None, settle=True):
+        """Stops the daemon with sig; returns a list of problems (empty = clean)."""
+        problems = []
+        if self.proc is None:
+            return problems
+        if settle and self.proc.poll() is None:
+            problems += self.settle_problems()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        problems += self.finish(timeout)
+        return problems
+
+    def finish(self, timeout=None):
+        """Waits for the daemon to exit (after a signal was sent) and checks for leftovers."""
+        problems = []
+        try:
+            self.exit_code = self.proc.wait(timeout if timeout is not None else scaled(20))
+        except subprocess.TimeoutExpired:
+            problems.append("daemon did not exit within the timeout; killed")
+            self._kill_hard()
+            self.exit_code = self.proc.returncode
+        LIVE_DAEMONS.discard(self.pid)
+        self._stop_sampler.set()
+        for t in self._threads:
+            t.join(scaled(5))
+        if self.exit_code != 0:
+            problems.append("daemon exited with %r, expected 0" % self.exit_code)
+        problems += self.leak_problems()
+        self.proc = None
+        return problems
+
+    def leak_problems(self):
+        problems = []
+        # Orphans re-parented to us (the subreaper): anything but our own daemons is a leak.
+        if SUBREAPER:
+            for pid, (comm, state, _start) in children_of(os.getpid()).items():
+                if pid in LIVE_DAEMONS or pid == self.pid:
+                    continue
+                problems.append("orphan process %d (%s, state %s) outlived the daemon"
+                                % (pid, comm, state))
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        with self.seen_lock:
+            seen = dict(self.seen)
+        for pid, entry in seen.items():
+            if process_alive(pid, entry["start"]):
+                problems.append("instance/stem process %d (%s) survived the daemon"
+                                % (pid, entry["comm"]))
+            for d in entry["cgroups"]:
+                if os.path.exists(d):
+                    problems.append("cgroup %s of process %d survived the daemon" % (d, pid))
+        for root in self.cgroup_roots:
+            if os.path.exists(root):
+                problems.append("cgroup root %s survived the daemon" % root)
+        extra = tmp_entries(self.pid) - self.tmp_before
+        if extra:
+            problems.append("new /tmp or /dev/shm entries: %s" % sorted(extra))
+        log = self.log_text(last=100000)
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                idx = log.find(marker)
+                problems.append("daemon log reports %r:\n%s" % (marker, log[max(0, idx - 200):idx + 3000]))
+                break
+        return problems
+
+    # -- HTTP --
+
+    def connect(self, timeout=None):
+        return http.client.HTTPConnection("127.0.0.1", self.port,
+                                          timeout=timeout if timeout is not None else scaled(30))
+
+    def request(self, method, path, body=None, headers=None, timeout=None, conn=None):
+        """One request; body may be bytes, str, or an object (sent as JSON)."""
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        own = conn is None
+        c = conn or self.connect(timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return Response(r.status, r.getheaders(), data)
+        finally:
+            if own:
+                c.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def raw_socket(self, timeout=None):
+        s = socket.create_connection(("127.0.0.1", self.port),
+                                     timeout=timeout if timeout is not None else scaled(30))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    # -- functions --
+
+    def deploy(self, name, image=None, process=None, env=None, memory=None, cpu=None,
+               max_instances=None, timeout=None, boot_timeout=None, queue=None,
+               method="POST", expect=202):
+        spec = deploy_spec(name, image, process, env, memory, cpu, max_instances, timeout,
+                           boot_timeout, queue)
+        r = self.request(method, "/system/functions", spec)
+        if expect is not None and r.status != expect:
+            raise AssertionError("deploy %s: expected %d, got %d %r" % (name, expect, r.status, r.body))
+        return r
+
+    def invoke(self, name, body=b"", query="", path="", headers=None, method="POST",
+               timeout=None, conn=None):
+        url = "/function/" + name + path + ("?" + query if query else "")
+        return self.request(method, url, body, headers, timeout=timeout, conn=conn)
+
+    def function(self, name):
+        """GET /system/function/NAME (records instance pids), or None when 404."""
+        r = self.get("/system/function/" + name)
+        if r.status == 404:
+            return None
+        if r.status != 200:
+            raise AssertionError("GET function %s: %d %r" % (name, r.status, r.body))
+        info = r.json()
+        for inst in info["faasvisor"]["instances"]:
+            if inst.get("pid", 0) > 0:
+                self.record_pid(inst["pid"])
+        return info
+
+    def instances(self, name):
+        info = self.function(name)
+        return [] if info is None else info["faasvisor"]["instances"]
+
+    def instance_pid(self, name, instance_id):
+        for inst in self.instances(name):
+            if inst["id"] == instance_id:
+                return inst["pid"]
+        return None
+
+    def stats(self, name=None):
+        data = self.get("/system/stats").json()
+        return data["functions"].get(name) if name else data
+
+    def scale(self, name, replicas):
+        return self.request("POST", "/system/scale-function/" + name,
+                            {"serviceName": name, "replicas": replicas})
+
+    def wait_warm(self, name, count, timeout=None):
+        def ready():
+            insts = self.instances(name)
+            return sum(1 for i in insts if i["state"] == "warm") >= count
+        wait_until(ready, timeout or scaled(20), "%d warm instances of %s" % (count, name))
+
+    def healthy(self):
+        r = self.get("/healthz")
+        return r.status == 200 and r.json().get("status") == "ok"
+
+    def assert_process_gone(self, pid, timeout=None):
+        """The instance process and its cgroup directories disappear while the node runs."""
+        entry = self.record_pid(pid) or self.seen.get(pid)
+        start = entry["start"] if entry else None
+        cgroups = list(entry["cgroups"]) if entry else []
+        wait_until(lambda: not process_alive(pid, start), timeout or scaled(10),
+                   "instance process %d to exit" % pid)
+        wait_until(lambda: not any(os.path.exists(d) for d in cgroups), timeout or scaled(10),
+                   "the cgroups of process %d to be removed: %s" % (pid, cgroups))
+        return cgroups
+
+
+def deploy_spec(name, image=None, process=None, env=None, memory=None, cpu=None,
+                max_instances=None, timeout=None, boot_timeout=None, queue=None):
+    spec = {"service": name, "image": image or ECHO_IMAGE, "envProcess": process or "./echo"}
+    if env:
+        spec["envVars"] = env
+    limits = {}
+    if memory:
+        limits["memory"] = memory
+    if cpu:
+        limits["cpu"] = cpu
+    if limits:
+        spec["limits"] = limits
+    if max_instances is not None:
+        spec["labels"] = {"com.openfaas.scale.max": str(max_instances)}
+    annotations = {}
+    if timeout:
+        annotations["faasvisor.timeout"] = timeout
+    if boot_timeout:
+        annotations["faasvisor.boot_timeout"] = boot_timeout
+    if queue is not None:
+        annotations["faasvisor.queue"] = str(queue)
+    if annotations:
+        spec["annotations"] = annotations
+    return spec
+
+
+def misbehave_spec(name, **kw):
+    return dict(name=name, image=MISBEHAVE_IMAGE, process="./misbehave", **kw)
+
+
+def parallel(fn, args_list, timeout=None):
+    """Runs fn(*args) for each args on its own thread, all released together.
+
+    Returns the results in order; an exception in a worker is returned in its slot."""
+    results = [None] * len(args_list)
+    barrier = threading.Barrier(len(args_list))
+
+    def worker(i, args):
+        try:
+            barrier.wait(scaled(10))
+            results[i] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i, a), daemon=True)
+               for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + (timeout or scaled(60))
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = sum(1 for t in threads if t.is_alive())
+    if stuck:
+        raise AssertionError("%d of %d parallel calls did not finish in time" % (stuck, len(threads)))
+    return results
+
+
+class DaemonTestCase(unittest.TestCase):
+    """A test class sharing one daemon; tearDownClass stops it and fails on any leak."""
+
+    FLAGS = ()
+    daemon = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(*cls.FLAGS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        d, cls.daemon = cls.daemon, None
+        if d is None:
+            return
+        problems = d.stop()
+        if problems:
+            raise AssertionError("%s: daemon shutdown/leak check failed:\n  - %s\n--- daemon log tail ---\n%s"
+                                 % (cls.__name__, "\n  - ".join(problems), d.log_text()))
+
+    # helpers
+
+    def assertJsonError(self, r, status, contains=None):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.header("Content-Type"), "application/json", r)
+        data = r.json()
+        self.assertIsInstance(data, dict, r)
+        self.assertIn("error", data, r)
+        self.assertIsInstance(data["error"], str, r)
+        if contains is not None:
+            for needle in ([contains] if isinstance(contains, str) else contains):
+                self.assertIn(needle, data["error"], r)
+        return data["error"]

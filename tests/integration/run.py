@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Runs the faasvisord integration tests.
+
+    tests/integration/run.py [--build DIR] [-k PATTERN] [-v]
+
+Starts real daemons from DIR (default: <repo>/build), so it needs root (namespaces, cgroups).
+Ends with exactly one summary line "N passed, N failed" and exits non-zero on any failure.
+A failed leak check after a test class's daemon stops counts as one more failure.
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def is_sanitized(binary):
+    """ASan/UBSan builds are several times slower: deadlines are stretched for them."""
+    try:
+        with open(binary, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return b"AddressSanitizer" in data or b"__asan_init" in data or b"__ubsan_" in data
+
+
+class CountingResult(unittest.TextTestResult):
+    """Counts each test once as passed or failed; class fixture errors count as failures."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passed = 0
+        self.failed = 0
+        self.failed_names = []
+        self._started = {}
+
+    def startTest(self, test):
+        self._started[test.id()] = time.monotonic()
+        super().startTest(test)
+
+    def _elapsed(self, test):
+        t0 = self._started.get(test.id())
+        return "" if t0 is None else " (%.2fs)" % (time.monotonic() - t0)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+        if self.showAll:
+            self.stream.writeln("    took%s" % self._elapsed(test))
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed += 1
+        self.failed_names.append(test.id() if hasattr(test, "id") else str(test))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed += 1
+        self.failed_names.append(test.id() if hasattr(test, "id") else str(test))
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self.failed += 1
+        self.failed_names.append(test.id())
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self.passed += 1
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            # The parent test also fails; count the subtest once and the parent not again.
+            self.failed += 1
+            self.failed_names.append(subtest.id())
+
+
+class Runner(unittest.TextTestRunner):
+    resultclass = CountingResult
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1].strip())
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"),
+                        help="meson build directory holding src/faasvisord (default: build)")
+    parser.add_argument("-k", dest="patterns", action="append", default=[],
+                        help="only tests whose id contains PATTERN (fnmatch * allowed; repeatable)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per test")
+    args = parser.parse_args()
+
+    build = os.path.abspath(args.build)
+    os.environ["FV_BUILD"] = build
+    daemon = os.path.join(build, "src", "faasvisord")
+    if "FV_TIME_SCALE" not in os.environ:
+        os.environ["FV_TIME_SCALE"] = "3" if is_sanitized(daemon) else "1"
+    if not os.access(daemon, os.X_OK):
+        print("cannot run %s: build it first (ninja -C %s)" % (daemon, build), file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
+    sys.path.insert(0, HERE)
+
+    loader = unittest.TestLoader()
+    if args.patterns:
+        loader.testNamePatterns = [p if "*" in p else "*%s*" % p for p in args.patterns]
+    try:
+        suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE)
+    except Exception:  # noqa: BLE001 - an import error is one failure, reported
+        traceback.print_exc()
+        print("0 passed, 1 failed")
+        return 1
+
+    started = time.monotonic()
+    print("faasvisor integration tests: build %s, time scale %s"
+          % (build, os.environ["FV_TIME_SCALE"]), file=sys.stderr)
+    result = Runner(verbosity=2 if args.verbose else 1, stream=sys.stderr).run(suite)
+    # Loader errors (a module that fails to import) show up as failed tests already.
+    elapsed = time.monotonic() - started
+    if result.failed_names:
+        print("failed:", file=sys.stderr)
+        for name in result.failed_names:
+            print("  " + name, file=sys.stderr)
+    print("took %.1fs" % elapsed, file=sys.stderr)
+    sys.stderr.flush()
+    print("%d passed, %d failed" % (result.passed, result.failed))
+    return 0 if result.failed == 0 and result.passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+// The pool's state machine, driven on a real ring with real instances (the process backend
+// and the misbehave test function), but with no HTTP in between: a test sink collects the
+// results. Each case runs the loop until a condition holds, with a deadline.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/deploy.h"
+#include "backend/process.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "pool/scheduler.h"
+#include "proc/cgroup.h"
+#include "util/clock.h"
+
+using namespace faasvisor;
+
+namespace {
+
+struct Collected {
+  int status = 0;
+  bool cold = false;
+  std::string body;
+  std::string error;
+  bool done = false;
+};
+
+struct TestInvocation final : pool::InvocationSink {
+  pool::Invocation inv;
+  Collected result;
+  std::string query;
+  std::string body = "payload";
+  TestInvocation() { inv.sink = this; }
+  void invocation_done(pool::Invocation &, const pool::InvocationResult &r) override {
+    result.status = r.status;
+    result.cold = r.cold;
+    result.body = std::string(r.body);
+    result.error = r.error;
+    result.done = true;
+  }
+};
+
+struct Fixture {
+  std::unique_ptr<io::Ring> ring;
+  std::unique_ptr<io::TimerQueue> timers;
+  proc::CgroupTree cgroups = proc::CgroupTree::detect("unit-" + std::to_string(getpid()));
+  std::unique_ptr<pool::Pool> pool;
+
+  Fixture() {
+    ring.reset(*io::Ring::create(256));
+    timers = std::make_unique<io::TimerQueue>(ring.get());
+    pool::PoolOptions options;
+    options.stop_grace_ms = 500;
+    pool = std::make_unique<pool::Pool>(*ring, *timers, options);
+    backend::ProcessBackendOptions po;
+    po.stem_path = std::string(FV_BUILD_DIR) + "/src/faasvisor-stem";
+    po.stem_pool_size = 2;
+    pool->add_backend(std::make_unique<backend::ProcessBackend>(cgroups, *timers, po));
+  }
+
+  ~Fixture() {
+    pool->stop_all("test over");
+    run_until([&] { return pool->empty(); });
+    pool.reset();  // the backend's stems are killed and reaped here
+    cgroups.remove_roots();
+  }
+
+  bool run_until(const std::function<bool()> &cond, uint64_t timeout_ms = 10'000) {
+    uint64_t deadline = monotonic_ns() + timeout_ms * 1'000'000ull;
+    // A heartbeat timer keeps the loop turning so the deadline is checked.
+    io::Timer beat;
+    beat.owner = this;
+    beat.callback = [](io::Timer &) {};
+    while (!cond()) {
+      if (monotonic_ns() > deadline) {
+        timers->stop(beat);
+        return false;
+      }
+      timers->start(beat, monotonic_ns() + 50'000'000);
+      timers->sync_kernel_timeout();
+      ring->run_once();
+    }
+    timers->stop(beat);
+    return true;
+  }
+
+  pool::Function &deploy(const std::string &name, const std::string &extra = "") {
+    std::string json = R"({"service":")" + name + R"(","image":")" FV_BUILD_DIR
+                       R"(/tests/functions","envProcess":"./misbehave")" + extra + "}";
+    auto spec = parse_deploy(json, DeployLimits{});
+    REQUIRE_MESSAGE(spec.ok(), (spec.ok() ? "" : spec.error().message()));
+    REQUIRE(pool->deploy(*spec).outcome == pool::Outcome::ok);
+    return *pool->find(name);
+  }
+
+  void invoke(pool::Function &fn, TestInvocation &t) {
+    t.inv.method = "POST";
+    t.inv.path = "/";
+    t.inv.query = t.query;
+    t.inv.body = t.body;
+    t.inv.arrival_ns = monotonic_ns();
+    pool->invoke(fn, t.inv);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a cold invocation boots an instance, which then serves warm ones") {
+  Fixture f;
+  auto &fn = f.deploy("states");
+  TestInvocation first;
+  f.invoke(fn, first);
+  CHECK(fn.booting == 1);
+  CHECK(fn.queue.size() == 1);
+  REQUIRE(f.run_until([&] { return first.result.done; }));
+  CHECK(first.result.status == 200);
+  CHECK(first.result.cold);
+  CHECK(first.result.body == "payload");
+  CHECK(fn.warm == 1);
+  CHECK(fn.warm_list.size() == 1);
+  CHECK(fn.stats.init_ms.count() == 1);
+
+  TestInvocation second;
+  f.invoke(fn, second);
+  CHECK(fn.busy == 1);  // taken from the warm list at once
+  CHECK(fn.warm == 0);
+  REQUIRE(f.run_until([&] { return second.result.done; }));
+  CHECK(!second.result.cold);
+  CHECK(fn.warm == 1);
+  CHECK(fn.stats.cold == 1);
+  CHECK(fn.stats.warm == 1);
+}
+
+TEST_CASE("an instance that crashes while busy answers 502 and is dropped") {
+  Fixture f;
+  auto &fn = f.deploy("crashy");
+  TestInvocation t;
+  t.query = "mode=crash";
+  f.invoke(fn, t);
+  REQUIRE(f.run_until([&] { return t.result.done; }));
+  CHECK(t.result.status == 502);
+  INFO(t.result.error);
+  CHECK(t.result.error.find("killed by signal SIGABRT") != std::string::npos);
+  REQUIRE(f.run_until([&] { return fn.instances.empty(); }));
+  CHECK(fn.active() == 0);
+  CHECK(fn.stopping == 0);
+  CHECK(fn.stats.errors == 1);
+}
+
+TEST_CASE("the invocation deadline kills a hung instance with 504") {
+  Fixture f;
+  auto &fn = f.deploy("hangs", R"(,"annotations":{"faasvisor.timeout":"300ms"})");
+  TestInvocation t;
+  t.query = "mode=hang";
+  f.invoke(fn, t);
+  REQUIRE(f.run_until([&] { return t.result.done; }));
+  CHECK(t.result.status == 504);
+  REQUIRE(f.run_until([&] { return fn.instances.empty(); }));
+}
+
+TEST_CASE("a full queue answers 429 and the limit holds instances to scale.max") {
+  Fixture f;
+  auto &fn = f.deploy("bounded", R"(,"labels":{"com.openfaas.scale.max":"1"},"annotations":{"faasvisor.queue":"2"})");
+  TestInvocation a, b, c;
+  for (TestInvocation *t : {&a, &b, &c}) {
+    t->query = "mode=slow&ms=50";
+    f.invoke(fn, *t);
+  }
+  CHECK(c.result.done);
+  CHECK(c.result.status == 429);
+  CHECK(fn.active() == 1);
+  REQUIRE(f.run_until([&] { return a.result.done && b.result.done; }));
+  CHECK(a.result.status == 200);
+  CHECK(b.result.status == 200);
+  CHECK(fn.instances.size() == 1);  // b waited for a's instance rather than booting another
+}
+
+TEST_CASE("an instance that never becomes ready fails one waiting invocation with 502") {
+  Fixture f;
+  auto &fn = f.deploy("sleepy", R"(,"envVars":{"FV_TEST_NO_READY":"1"},"annotations":{"faasvisor.boot_timeout":"200ms"})");
+  TestInvocation t;
+  f.invoke(fn, t);
+  REQUIRE(f.run_until([&] { return t.result.done; }));
+  CHECK(t.result.status == 502);
+  CHECK(t.result.error.find("did not become ready") != std::string::npos);
+  REQUIRE(f.run_until([&] { return fn.instances.empty(); }));
+}
+
+TEST_CASE("scaling pre-boots instances and scaling to zero stops the idle ones") {
+  Fixture f;
+  auto &fn = f.deploy("scaled");
+  CHECK(f.pool->scale("scaled", 3).outcome == pool::Outcome::ok);
+  CHECK(fn.booting == 3);
+  REQUIRE(f.run_until([&] { return fn.warm == 3; }));
+  CHECK(f.pool->scale("scaled", 0).outcome == pool::Outcome::ok);
+  CHECK(fn.warm == 0);
+  REQUIRE(f.run_until([&] { return fn.instances.empty(); }));
+  CHECK(f.pool->scale("nope", 1).outcome == pool::Outcome::not_found);
+}
+
+TEST_CASE("an abandoned invocation leaves its instance to finish and return to warm") {
+  Fixture f;
+  auto &fn = f.deploy("abandon");
+  CHECK(f.pool->scale("abandon", 1).outcome == pool::Outcome::ok);
+  REQUIRE(f.run_until([&] { return fn.warm == 1; }));
+  TestInvocation t;
+  t.query = "mode=slow&ms=100";
+  f.invoke(fn, t);
+  CHECK(fn.busy == 1);
+  f.pool->abandon(t.inv);
+  REQUIRE(f.run_until([&] { return fn.warm == 1; }));
+  CHECK(!t.result.done);  // the sink is never called for an abandoned invocation
+  CHECK(f.pool->running_invocations() == 0);
+}
