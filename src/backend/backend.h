@@ -31,6 +31,8 @@ class Backend {
   virtual Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) = 0;
   // Releases what launch created once the process is gone. EBUSY asks to be called again.
   virtual Status cleanup(Launched &launched) = 0;
+  // The node is shutting down: release anything prepared ahead of demand.
+  virtual void drain() {}
   // Whether the instance's memory limit was hit (the kernel killed something for it).
   virtual bool out_of_memory(const Launched &) const { return false; }
   // True where firmware or a kernel may print on the stream before the first frame.

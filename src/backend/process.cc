@@ -31,7 +31,10 @@ ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &
   if (options_.stem_pool_size > 0) timers_.start(refill_timer_, monotonic_ns());
 }
 
-ProcessBackend::~ProcessBackend() {
+ProcessBackend::~ProcessBackend() { drain(); }
+
+void ProcessBackend::drain() {
+  draining_ = true;
   timers_.stop(refill_timer_);
   while (!stems_.empty()) {
     discard(stems_.front());
@@ -123,7 +126,7 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
       if (!fresh) return fresh.error();
       stem = std::move(*fresh);
     }
-    if (options_.stem_pool_size > 0 && !refill_timer_.armed())
+    if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
     Status st = cgroups_.apply_limits(stem.cgroup, limits);
     if (!st.ok()) {

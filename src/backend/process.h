@@ -31,6 +31,7 @@ class ProcessBackend final : public Backend {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }
 
+  void drain() override;
   size_t stems_ready() const { return stems_.size(); }
 
  private:
@@ -45,6 +46,7 @@ class ProcessBackend final : public Backend {
   io::Timer refill_timer_;
   uint64_t next_stem_id_ = 1;
   bool refill_failing_ = false;
+  bool draining_ = false;
 };
 
 }  // namespace faasvisor::backend

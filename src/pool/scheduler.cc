@@ -269,6 +269,7 @@ void Pool::fail_queued(Function &fn, int status, const std::string &reason, size
 
 void Pool::begin_shutdown() {
   shutting_down_ = true;
+  for (const auto &b : backends_) b->drain();
   // Idle instances can go now; queued invocations are still served by busy ones.
   for (auto &[name, fn] : functions_) {
     if (!fn->queue.empty()) continue;

@@ -238,9 +238,9 @@ Node::~Node() {
     node.phase = NodeImpl::Phase::stopping;
     node.pool->stop_all("node destroyed");
     while (node.phase != NodeImpl::Phase::stopped) {
+      node.timers->sync_kernel_timeout();
       node.ring->run_once();
       node.step_shutdown();
-      node.timers->sync_kernel_timeout();
     }
   }
   // Drain the completions still armed on the node itself (signal read, kernel timeout).
@@ -248,6 +248,9 @@ Node::~Node() {
   node.timers->stop(node.shutdown_timer);
   while (node.signal_op.in_flight || node.accept_op.in_flight) node.ring->run_once();
   if (node.signal_fd >= 0) ::close(node.signal_fd);
+  // The backends release their prepared sandboxes (and those sandboxes' cgroups) first;
+  // only then is the node's cgroup subtree empty enough to remove.
+  node.pool.reset();
   node.cgroups.remove_roots();
 }
 

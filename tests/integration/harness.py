@@ -569,6 +569,13 @@ class Daemon:
             return sum(1 for i in insts if i["state"] == "warm") >= count
         wait_until(ready, timeout or scaled(20), "%d warm instances of %s" % (count, name))
 
+    def probe(self):
+        """True if the daemon answers /healthz (never raises)."""
+        try:
+            return self.request("GET", "/healthz", timeout=scaled(5)).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
     def healthy(self):
         r = self.get("/healthz")
         return r.status == 200 and r.json().get("status") == "ok"
@@ -643,7 +650,10 @@ def parallel(fn, args_list, timeout=None):
 
 
 class DaemonTestCase(unittest.TestCase):
-    """A test class sharing one daemon; tearDownClass stops it and fails on any leak."""
+    """A test class sharing one daemon; tearDownClass stops it and fails on any leak.
+
+    If the daemon dies during a test, that test fails (with the daemon's last words) and a
+    fresh daemon is started for the rest of the class, so one crash is reported once."""
 
     FLAGS = ()
     daemon = None
@@ -651,6 +661,11 @@ class DaemonTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.daemon = Daemon(*cls.FLAGS).start()
+        cls.prepare_daemon()
+
+    @classmethod
+    def prepare_daemon(cls):
+        """Deploys what the class's tests share (called again after a restart)."""
 
     @classmethod
     def tearDownClass(cls):
@@ -661,6 +676,35 @@ class DaemonTestCase(unittest.TestCase):
         if problems:
             raise AssertionError("%s: daemon shutdown/leak check failed:\n  - %s\n--- daemon log tail ---\n%s"
                                  % (cls.__name__, "\n  - ".join(problems), d.log_text()))
+
+    def setUp(self):
+        cls = type(self)
+        if cls.daemon is None or cls.daemon.proc is None:
+            cls.daemon = Daemon(*cls.FLAGS).start()
+            cls.prepare_daemon()
+
+    def tearDown(self):
+        cls = type(self)
+        d = cls.daemon
+        if d is None or d.proc is None:
+            return
+        if d.proc.poll() is None:
+            # A crash can lag the test's last request: probe, and give a dying daemon time.
+            if d.probe():
+                return
+            try:
+                d.proc.wait(scaled(5))
+            except subprocess.TimeoutExpired:
+                return  # alive but unresponsive: the next test will say so
+        problems = d.finish(timeout=scaled(5))
+        cls.daemon = None
+        try:
+            cls.daemon = Daemon(*cls.FLAGS).start()
+            cls.prepare_daemon()
+        finally:
+            self.fail("the daemon died during this test (exit %r); leftovers:\n  - %s\n"
+                      "--- daemon log tail ---\n%s"
+                      % (d.exit_code, "\n  - ".join(problems[:12]), d.log_text(last=15)))
 
     # helpers
 

@@ -30,54 +30,63 @@ def is_sanitized(binary):
 
 
 class CountingResult(unittest.TextTestResult):
-    """Counts each test once as passed or failed; class fixture errors count as failures."""
+    """Counts each test once, as passed or failed (a failed subtest fails its test); errors
+    in class fixtures (e.g. a leak found after a class's daemon stopped) count as failures."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.passed = 0
-        self.failed = 0
-        self.failed_names = []
+        self.outcome = {}  # test id -> True (passed) / False (failed), in order of first report
         self._started = {}
+
+    def _mark(self, test, ok):
+        key = test.id() if hasattr(test, "id") else str(test)
+        if key not in self.outcome or not ok:
+            self.outcome[key] = ok and self.outcome.get(key, True)
+
+    @property
+    def passed(self):
+        return sum(1 for ok in self.outcome.values() if ok)
+
+    @property
+    def failed_names(self):
+        return [k for k, ok in self.outcome.items() if not ok]
+
+    @property
+    def failed(self):
+        return len(self.failed_names)
 
     def startTest(self, test):
         self._started[test.id()] = time.monotonic()
         super().startTest(test)
 
-    def _elapsed(self, test):
-        t0 = self._started.get(test.id())
-        return "" if t0 is None else " (%.2fs)" % (time.monotonic() - t0)
-
     def addSuccess(self, test):
         super().addSuccess(test)
-        self.passed += 1
+        self._mark(test, True)
         if self.showAll:
-            self.stream.writeln("    took%s" % self._elapsed(test))
+            t0 = self._started.get(test.id())
+            if t0 is not None:
+                self.stream.writeln("    took %.2fs" % (time.monotonic() - t0))
 
     def addFailure(self, test, err):
         super().addFailure(test, err)
-        self.failed += 1
-        self.failed_names.append(test.id() if hasattr(test, "id") else str(test))
+        self._mark(test, False)
 
     def addError(self, test, err):
         super().addError(test, err)
-        self.failed += 1
-        self.failed_names.append(test.id() if hasattr(test, "id") else str(test))
+        self._mark(test, False)
 
     def addUnexpectedSuccess(self, test):
         super().addUnexpectedSuccess(test)
-        self.failed += 1
-        self.failed_names.append(test.id())
+        self._mark(test, False)
 
     def addExpectedFailure(self, test, err):
         super().addExpectedFailure(test, err)
-        self.passed += 1
+        self._mark(test, True)
 
     def addSubTest(self, test, subtest, err):
         super().addSubTest(test, subtest, err)
         if err is not None:
-            # The parent test also fails; count the subtest once and the parent not again.
-            self.failed += 1
-            self.failed_names.append(subtest.id())
+            self._mark(test, False)
 
 
 class Runner(unittest.TextTestRunner):

@@ -15,8 +15,7 @@ class HttpTests(DaemonTestCase):
              "--idle-timeout-ms", str(IDLE_MS), "--stem-pool", "4")
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
+    def prepare_daemon(cls):
         cls.daemon.deploy("echo")
 
     def exchange(self, data, timeout=None):
