@@ -201,7 +201,10 @@ Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json,
     return plain_error("invalid JSON", simdjson::error_message(err));
   dom::object object;
   if (doc.get_object().get(object)) return plain_error("invalid deployment", "expected a JSON object");
-  for (auto [key, value] : object) {
+  for (dom::key_value_pair member : object) {
+    // Named copies, not structured bindings: clang 14 cannot capture those in a lambda.
+    std::string_view key = member.key;
+    dom::element value = member.value;
     std::string_view text;
     auto string_field = [&](std::string &out) -> Status {
       if (value.get_string().get(text)) return field_error(key, "must be a string");

@@ -92,15 +92,38 @@ def proc_stat(pid):
     return comm, fields[0], int(fields[1]), int(fields[19])
 
 
-def children_of(ppid):
-    """{pid: (comm, state, starttime)} of the direct children of ppid."""
-    out = {}
+def process_table():
+    """{pid: (comm, state, ppid, starttime)} of every process, from one /proc scan."""
+    table = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st is not None:
+                table[int(name)] = st
+    return table
+
+
+def children_of(ppid, table=None):
+    """{pid: (comm, state, starttime)} of the direct children of ppid."""
+    table = process_table() if table is None else table
+    return {pid: (st[0], st[1], st[3]) for pid, st in table.items() if st[2] == ppid}
+
+
+def descendants_of(root, table=None):
+    """{pid: (comm, state, starttime, parent)} of every process below root."""
+    table = process_table() if table is None else table
+    kids = {}
+    for pid, st in table.items():
+        kids.setdefault(st[2], []).append(pid)
+    out = {}
+    todo = list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid in out:
             continue
-        st = proc_stat(int(name))
-        if st is not None and st[2] == ppid:
-            out[int(name)] = (st[0], st[1], st[3])
+        st = table[pid]
+        out[pid] = (st[0], st[1], st[3], st[2])
+        todo.extend(kids.get(pid, []))
     return out
 
 
@@ -155,6 +178,26 @@ def fd_summary(pid):
 def open_sockets(pid):
     summary = fd_summary(pid) or {}
     return summary.get("socket", 0)
+
+
+def remove_cgroup_trees(roots):
+    """Removes a dead daemon's node-<pid> cgroup subtrees (the next daemon would, too)."""
+    for root in roots:
+        deadline = time.monotonic() + scaled(5)
+        while os.path.isdir(root):
+            for name in os.listdir(root):
+                path = os.path.join(root, name)
+                if os.path.isdir(path):
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(root)
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # members of a SIGKILLed tree still exiting
 
 
 def tmp_entries(pid=None):
@@ -335,10 +378,11 @@ class Daemon:
             self._stop_sampler.wait(0.03)
 
     def record_children(self):
-        for pid, (comm, _state, start) in children_of(self.pid).items():
-            self.record_pid(pid, start, comm)
+        """Records every process below the daemon: stems, instances and function processes."""
+        for pid, (comm, _state, start, parent) in descendants_of(self.pid).items():
+            self.record_pid(pid, start, comm, parent)
 
-    def record_pid(self, pid, start=None, comm=None):
+    def record_pid(self, pid, start=None, comm=None, parent=None):
         with self.seen_lock:
             known = self.seen.get(pid)
             if known is not None and (start is None or known["start"] == start):
@@ -346,12 +390,29 @@ class Daemon:
                     known["cgroups"] = cgroup_dirs_of(pid)
                 return known
         st = proc_stat(pid)
-        if st is None or st[2] != self.pid:
+        if st is None:
             return None
-        entry = {"start": st[3], "comm": st[0], "cgroups": cgroup_dirs_of(pid)}
+        with self.seen_lock:
+            ours = st[2] == self.pid or st[2] in self.seen
+        if not ours:
+            return None
+        entry = {"start": st[3], "comm": st[0], "parent": st[2], "cgroups": cgroup_dirs_of(pid)}
         with self.seen_lock:
             self.seen[pid] = entry
         return entry
+
+    def recorded_below(self, pid):
+        """Recorded processes below pid (e.g. the function process under its stem)."""
+        with self.seen_lock:
+            seen = dict(self.seen)
+        out, todo = {}, [pid]
+        while todo:
+            parent = todo.pop()
+            for child, entry in seen.items():
+                if entry.get("parent") == parent and child not in out:
+                    out[child] = entry
+                    todo.append(child)
+        return out
 
     def _take_baseline(self):
         """Descriptors once the stem pool is full and no connection is open."""
@@ -396,20 +457,29 @@ class Daemon:
                        "the daemon's descriptors to return to the baseline", interval=0.05)
         except AssertionError as e:
             problems.append("%s: baseline %r, now %r" % (e, self.baseline_fds, fd_summary(self.pid)))
-        # Each root may hold only the cgroups of the live stems.
-        live = set()
-        for pid in children_of(self.pid):
-            live.update(cgroup_dirs_of(pid))
-        for root in self.cgroup_roots:
-            try:
-                subdirs = {os.path.join(root, n) for n in os.listdir(root)
-                           if os.path.isdir(os.path.join(root, n))}
-            except FileNotFoundError:
-                continue
-            extra = subdirs - live
-            if extra:
+        # Each root may hold only the cgroups of the live stems (instance cgroups are removed
+        # once their process is reaped, with retries: poll).
+        def stray_cgroups():
+            live = set()
+            for pid in children_of(self.pid):
+                live.update(cgroup_dirs_of(pid))
+            extra = {}
+            for root in self.cgroup_roots:
+                try:
+                    subdirs = {os.path.join(root, n) for n in os.listdir(root)
+                               if os.path.isdir(os.path.join(root, n))}
+                except FileNotFoundError:
+                    continue
+                if subdirs - live:
+                    extra[root] = sorted(subdirs - live)
+            return extra
+
+        try:
+            wait_until(lambda: not stray_cgroups(), scaled(5), "instance cgroups to be removed")
+        except AssertionError:
+            for root, dirs in stray_cgroups().items():
                 problems.append("cgroup directories without a live process under %s: %s"
-                                % (root, sorted(extra)))
+                                % (root, dirs))
         return problems
 
     def stop(self, sig=signal.SIGTERM, timeout=None, settle=True):
@@ -440,6 +510,8 @@ class Daemon:
         if self.exit_code != 0:
             problems.append("daemon exited with %r, expected 0" % self.exit_code)
         problems += self.leak_problems()
+        if self.exit_code != 0:
+            remove_cgroup_trees(self.cgroup_roots)  # a crashed daemon's leftovers
         self.proc = None
         return problems
 
@@ -581,14 +653,19 @@ class Daemon:
         return r.status == 200 and r.json().get("status") == "ok"
 
     def assert_process_gone(self, pid, timeout=None):
-        """The instance process and its cgroup directories disappear while the node runs."""
+        """The instance process, everything below it and its cgroup directories disappear
+        while the node keeps running."""
         entry = self.record_pid(pid) or self.seen.get(pid)
-        start = entry["start"] if entry else None
-        cgroups = list(entry["cgroups"]) if entry else []
-        wait_until(lambda: not process_alive(pid, start), timeout or scaled(10),
-                   "instance process %d to exit" % pid)
+        self.record_children()
+        procs = {pid: entry}
+        procs.update(self.recorded_below(pid))
+        cgroups = sorted({d for e in procs.values() if e for d in e["cgroups"]})
+        for p, e in procs.items():
+            start = e["start"] if e else None
+            wait_until(lambda: not process_alive(p, start), timeout or scaled(10),
+                       "process %d (%s) of the instance to exit" % (p, e["comm"] if e else "?"))
         wait_until(lambda: not any(os.path.exists(d) for d in cgroups), timeout or scaled(10),
-                   "the cgroups of process %d to be removed: %s" % (pid, cgroups))
+                   "the cgroups of instance process %d to be removed: %s" % (pid, cgroups))
         return cgroups
 
 

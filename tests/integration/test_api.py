@@ -1,0 +1,259 @@
+"""The management API: deploy validation, duplicates, update, delete, scale, listing."""
+
+import os
+import threading
+
+from harness import (DaemonTestCase, ECHO_IMAGE, MISBEHAVE_IMAGE, deploy_spec, process_alive,
+                     scaled, wait_until)
+
+
+class ApiTests(DaemonTestCase):
+    FLAGS = ("--stem-pool", "4")
+
+    def post(self, body):
+        return self.daemon.request("POST", "/system/functions", body)
+
+    def test_bad_json_400(self):
+        for body in (b"{", b"not json", b"", b"[1,2", b'{"service": "x",}'):
+            with self.subTest(body=body):
+                self.assertJsonError(self.post(body), 400)
+        self.assertJsonError(self.post(b"[]"), 400)
+        self.assertJsonError(self.post(b'"string"'), 400)
+
+    def test_missing_fields_400_name_the_field(self):
+        full = deploy_spec("valid-name")
+        for field in ("service", "image", "envProcess"):
+            with self.subTest(missing=field):
+                spec = dict(full)
+                del spec[field]
+                self.assertJsonError(self.post(spec), 400, "'%s'" % field)
+
+    def test_bad_field_values_400_name_the_field(self):
+        cases = [
+            ("service", {"service": 42}),
+            ("service", {"service": ""}),
+            ("service", {"service": "bad/name"}),
+            ("service", {"service": "x" * 64}),
+            ("image", {"image": "relative/dir"}),
+            ("image", {"image": "/no/such/directory/for/faasvisor"}),
+            ("image", {"image": os.path.join(ECHO_IMAGE, "echo")}),  # a file, not a directory
+            ("envProcess", {"envProcess": ""}),
+            ("envProcess", {"envProcess": "'unterminated"}),
+            ("envVars", {"envVars": ["A=1"]}),
+            ("envVars", {"envVars": {"A": 1}}),
+            ("envVars", {"envVars": {"A=B": "1"}}),
+            ("labels.com.openfaas.scale.max", {"labels": {"com.openfaas.scale.max": "0"}}),
+            ("labels.com.openfaas.scale.max", {"labels": {"com.openfaas.scale.max": "many"}}),
+            ("limits.memory", {"limits": {"memory": "lots"}}),
+            ("limits.memory", {"limits": {"memory": "1Ki"}}),
+            ("limits.cpu", {"limits": {"cpu": "fast"}}),
+            ("annotations.faasvisor.timeout", {"annotations": {"faasvisor.timeout": "soon"}}),
+            ("annotations.faasvisor.timeout", {"annotations": {"faasvisor.timeout": "0s"}}),
+            ("annotations.faasvisor.boot_timeout", {"annotations": {"faasvisor.boot_timeout": "-1s"}}),
+            ("annotations.faasvisor.queue", {"annotations": {"faasvisor.queue": "x"}}),
+            ("annotations.faasvisor.backend", {"annotations": {"faasvisor.backend": "nonesuch"}}),
+        ]
+        for field, override in cases:
+            with self.subTest(field=field, value=override):
+                spec = deploy_spec("valid-name")
+                spec.update(override)
+                self.assertJsonError(self.post(spec), 400, "'%s'" % field)
+        # None of them was deployed.
+        self.assertIsNone(self.daemon.function("valid-name"))
+
+    def test_duplicate_409(self):
+        d = self.daemon
+        d.deploy("dup")
+        self.assertJsonError(self.post(deploy_spec("dup")), 409, "dup")
+        names = [f["name"] for f in d.get("/system/functions").json()]
+        self.assertEqual(names.count("dup"), 1)
+
+    def test_list_and_get(self):
+        d = self.daemon
+        d.deploy("listed", env={"GREETING": "hi"}, memory="64Mi", cpu="500m", max_instances=7,
+                 timeout="3s")
+        r = d.get("/system/functions")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        listed = {f["name"]: f for f in r.json()}
+        self.assertIn("listed", listed)
+        f = d.function("listed")
+        self.assertEqual(f, listed["listed"])
+        self.assertEqual(f["image"], ECHO_IMAGE)
+        self.assertEqual(f["envProcess"], "./echo")
+        self.assertEqual(f["envVars"], {"GREETING": "hi"})
+        self.assertEqual(f["limits"], {"memory": "64Mi", "cpu": "500m"})
+        self.assertEqual(f["labels"], {"com.openfaas.scale.max": "7"})
+        self.assertEqual(f["replicas"], 0)
+        self.assertEqual(f["availableReplicas"], 0)
+        self.assertEqual(f["invocationCount"], 0)
+        self.assertEqual(f["faasvisor"]["instances"], [])
+        self.assertEqual(f["faasvisor"]["generation"], 1)
+        self.assertEqual(f["faasvisor"]["maxInstances"], 7)
+        self.assertEqual(f["faasvisor"]["timeoutMs"], 3000)
+        self.assertJsonError(d.get("/system/function/not-deployed"), 404)
+
+    def test_put_unknown_404(self):
+        r = self.daemon.request("PUT", "/system/functions", deploy_spec("never-deployed"))
+        self.assertJsonError(r, 404, "never-deployed")
+
+    def test_put_validates_400(self):
+        d = self.daemon
+        d.deploy("put-bad")
+        spec = deploy_spec("put-bad")
+        spec["image"] = "/no/such/dir"
+        self.assertJsonError(d.request("PUT", "/system/functions", spec), 400, "'image'")
+        self.assertEqual(d.function("put-bad")["faasvisor"]["generation"], 1)
+
+    def test_put_update_retires_old_instances(self):
+        d = self.daemon
+        d.deploy("upd", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=4)
+        r = d.invoke("upd", b"v1")
+        self.assertEqual(r.status, 200, r)
+        old_id = int(r.header("X-Faasvisor-Instance"))
+        old_pid = d.instance_pid("upd", old_id)
+        self.assertIsNotNone(old_pid)
+        self.assertEqual(d.function("upd")["faasvisor"]["generation"], 1)
+
+        r = d.deploy("upd", image=ECHO_IMAGE, process="./echo", max_instances=4, method="PUT")
+        self.assertEqual(r.status, 202)
+        info = d.function("upd")
+        self.assertEqual(info["faasvisor"]["generation"], 2)
+        self.assertEqual(info["image"], ECHO_IMAGE)
+        self.assertEqual(info["envProcess"], "./echo")
+        # The warm instance of generation 1 retires: its process and cgroups go away.
+        d.assert_process_gone(old_pid)
+        wait_until(lambda: all(i["id"] != old_id for i in d.instances("upd")), scaled(10),
+                   "the old instance to leave the function's list")
+        # New invocations run the new definition on a new instance: echo ignores ?mode.
+        r = d.invoke("upd", b"v2", query="mode=status&code=299")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b"v2")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "cold")
+        self.assertNotEqual(int(r.header("X-Faasvisor-Instance")), old_id)
+
+    def test_put_update_while_busy_retires_after(self):
+        d = self.daemon
+        d.deploy("upd-busy", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=2,
+                 timeout="30s")
+        got = []
+        ms = int(scaled(800))
+        t = threading.Thread(target=lambda: got.append(
+            d.invoke("upd-busy", b"slow", query="mode=slow&ms=%d" % ms)))
+        t.start()
+        wait_until(lambda: d.stats("upd-busy")["instances"]["busy"] == 1, scaled(10),
+                   "the slow invocation to start")
+        busy_pid = d.instances("upd-busy")[0]["pid"]
+        d.deploy("upd-busy", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=2,
+                 timeout="30s", env={"V": "2"}, method="PUT")
+        t.join(scaled(30))
+        self.assertEqual(got[0].status, 200, got)
+        self.assertEqual(got[0].body, b"slow")
+        # The busy instance finished its invocation under the old definition, then retired.
+        d.assert_process_gone(busy_pid)
+        r = d.invoke("upd-busy", b"next")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.header("X-Faasvisor-Start"), "cold")
+
+    def test_delete_stops_instances(self):
+        d = self.daemon
+        d.deploy("del", max_instances=3)
+        self.assertEqual(d.scale("del", 3).status, 202)
+        d.wait_warm("del", 3)
+        pids = [i["pid"] for i in d.instances("del")]
+        self.assertEqual(len(pids), 3)
+        r = d.request("DELETE", "/system/functions", {"functionName": "del"})
+        self.assertEqual(r.status, 202, r)
+        self.assertIsNone(d.function("del"))
+        for pid in pids:
+            d.assert_process_gone(pid)
+        self.assertJsonError(d.invoke("del", b"x"), 404)
+        self.assertJsonError(d.request("DELETE", "/system/functions", {"functionName": "del"}), 404)
+        self.assertNotIn("del", d.stats()["functions"])
+        # The name can be used again.
+        d.deploy("del")
+        self.assertEqual(d.invoke("del", b"again").body, b"again")
+
+    def test_delete_bad_body_400(self):
+        d = self.daemon
+        self.assertJsonError(d.request("DELETE", "/system/functions", b"{"), 400)
+        self.assertJsonError(d.request("DELETE", "/system/functions", {"name": "x"}), 400,
+                             "'functionName'")
+
+    def test_scale_to_zero_stops_idle(self):
+        d = self.daemon
+        d.deploy("scale0", max_instances=5)
+        self.assertEqual(d.scale("scale0", 2).status, 202)
+        d.wait_warm("scale0", 2)
+        pids = [i["pid"] for i in d.instances("scale0")]
+        self.assertEqual(d.scale("scale0", 0).status, 202)
+        for pid in pids:
+            d.assert_process_gone(pid)
+        wait_until(lambda: d.instances("scale0") == [], scaled(10), "no instances left")
+        info = d.function("scale0")
+        self.assertEqual(info["replicas"], 0)
+        # Still deployed: the next invocation is a cold start.
+        r = d.invoke("scale0", b"back")
+        self.assertEqual((r.status, r.body, r.header("X-Faasvisor-Start")), (200, b"back", "cold"))
+
+    def test_scale_down_keeps_busy(self):
+        d = self.daemon
+        d.deploy("scale-busy", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=2,
+                 timeout="30s")
+        got = []
+        ms = int(scaled(800))
+        t = threading.Thread(target=lambda: got.append(
+            d.invoke("scale-busy", b"b", query="mode=slow&ms=%d" % ms)))
+        t.start()
+        wait_until(lambda: d.stats("scale-busy")["instances"]["busy"] == 1, scaled(10),
+                   "the invocation to start")
+        self.assertEqual(d.scale("scale-busy", 0).status, 202)
+        t.join(scaled(30))
+        self.assertEqual(got[0].status, 200, got)
+
+    def test_scale_errors(self):
+        d = self.daemon
+        d.deploy("scale-err")
+        path = "/system/scale-function/scale-err"
+        self.assertJsonError(d.request("POST", path, {"serviceName": "scale-err"}), 400, "'replicas'")
+        self.assertJsonError(d.request("POST", path, {"serviceName": "scale-err", "replicas": -1}),
+                             400, "'replicas'")
+        self.assertJsonError(d.request("POST", path, {"serviceName": "other", "replicas": 1}),
+                             400, "'serviceName'")
+        self.assertJsonError(d.request("POST", path, b"nope"), 400)
+        self.assertJsonError(d.scale("not-deployed", 1), 404)
+
+    def test_info_and_health(self):
+        d = self.daemon
+        r = d.get("/healthz")
+        self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
+        info = d.get("/system/info").json()
+        self.assertEqual(info["provider"]["provider"], "faasvisor")
+        self.assertEqual(info["faasvisor"]["pid"], d.pid)
+        roots = info["faasvisor"]["cgroup_roots"]
+        self.assertTrue(roots, info)
+        for root in roots:
+            self.assertTrue(root.endswith("/faasvisor/node-%d" % d.pid), root)
+            self.assertTrue(os.path.isdir(root), root)
+        # The pre-made sandboxes live there as stem-N.
+        stems = [n for n in os.listdir(roots[0]) if n.startswith("stem-")]
+        self.assertGreaterEqual(len(stems), 1, os.listdir(roots[0]))
+        self.assertTrue(any(b["name"] == "process" and b["available"]
+                            for b in info["faasvisor"]["backends"]))
+
+    def test_instance_pids_are_daemon_children_in_cgroups(self):
+        d = self.daemon
+        d.deploy("tree")
+        r = d.invoke("tree", b"x")
+        pid = d.instance_pid("tree", int(r.header("X-Faasvisor-Instance")))
+        self.assertTrue(process_alive(pid))
+        entry = d.record_pid(pid)
+        self.assertIsNotNone(entry, "instance %d is not a child of the daemon" % pid)
+        self.assertTrue(entry["cgroups"], "instance %d is in no faasvisor cgroup" % pid)
+        for path in entry["cgroups"]:
+            self.assertIn("/faasvisor/node-%d/" % d.pid, path)
+        # The memory limit is applied to the instance's cgroup (v1: memory.limit_in_bytes).
+        mem = [p for p in entry["cgroups"] if "/memory/" in p]
+        if mem:
+            with open(os.path.join(mem[0], "memory.limit_in_bytes")) as f:
+                self.assertEqual(int(f.read()), 128 << 20)

@@ -1,0 +1,162 @@
+"""Graceful shutdown: in-flight invocations finish within the grace, hung ones are cut off
+after it, the daemon exits 0 and leaves nothing behind. Each test owns its daemon."""
+
+import signal
+import socket
+import threading
+import time
+import unittest
+
+from harness import Daemon, MISBEHAVE_IMAGE, parallel, scaled, wait_until
+
+
+class ShutdownTests(unittest.TestCase):
+    def setUp(self):
+        self.daemon = None
+
+    def tearDown(self):
+        # A test that failed half-way must not leave its daemon running.
+        if self.daemon is not None and self.daemon.proc is not None:
+            self.daemon.proc.kill()
+            self.daemon.finish(timeout=scaled(10))
+
+    def start(self, *flags):
+        self.daemon = Daemon(*flags).start()
+        return self.daemon
+
+    def assertClean(self, problems):
+        if problems:
+            self.fail("shutdown/leak check failed:\n  - %s\n--- daemon log tail ---\n%s"
+                      % ("\n  - ".join(problems), self.daemon.log_text()))
+
+    def assertRefusesConnections(self, port):
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return False
+            except (ConnectionRefusedError, ConnectionResetError):
+                return True
+        wait_until(refused, scaled(5), "the node to stop accepting connections")
+
+    def test_sigterm_during_load_finishes_in_flight(self):
+        grace_ms = int(scaled(10000))
+        d = self.start("--shutdown-grace-ms", str(grace_ms), "--stem-pool", "4")
+        d.deploy("slow", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=20,
+                 timeout="60s")
+        n = 20
+        outcome = {}
+
+        def call(i):
+            return d.invoke("slow", b"load %d" % i, query="mode=slow&ms=500", timeout=scaled(60))
+
+        def run_all():
+            outcome["results"] = parallel(call, [(i,) for i in range(n)], timeout=scaled(60))
+
+        runner = threading.Thread(target=run_all)
+        runner.start()
+        # Every invocation has reached the node (counted) before the signal.
+        wait_until(lambda: d.function("slow")["invocationCount"] == n, scaled(20),
+                   "all %d invocations to arrive" % n)
+        d.record_children()
+        signalled = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        self.assertRefusesConnections(d.port)
+        runner.join(grace_ms / 1000 + scaled(10))
+        self.assertFalse(runner.is_alive(), "invocations not answered")
+        answered_s = time.monotonic() - signalled
+        results = outcome["results"]
+        for i, r in enumerate(results):
+            self.assertNotIsInstance(r, BaseException, "invocation %d" % i)
+            self.assertEqual((r.status, r.body), (200, b"load %d" % i), r)
+        self.assertLess(answered_s, grace_ms / 1000, "answers came after the grace period")
+        self.assertClean(d.finish(timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+
+    def test_sigterm_hung_invocation_past_grace(self):
+        grace_ms = 500
+        d = self.start("--shutdown-grace-ms", str(grace_ms), "--stop-grace-ms", "500",
+                       "--stem-pool", "2")
+        d.deploy("hung", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=2,
+                 timeout="120s")
+        got = []
+        t = threading.Thread(target=lambda: got.append(
+            d.invoke("hung", b"forever", query="mode=hang", timeout=scaled(60))))
+        t.start()
+        wait_until(lambda: d.stats("hung")["instances"]["busy"] == 1, scaled(10),
+                   "the hung invocation to start")
+        d.instances("hung")  # records the instance pid for the leak check
+        d.record_children()
+        signalled = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        t.join(scaled(30))
+        self.assertFalse(t.is_alive(), "the hung invocation was never answered")
+        r = got[0]
+        self.assertEqual(r.status, 503, r)
+        self.assertIn("error", r.json())
+        self.assertClean(d.finish(timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+        took = time.monotonic() - signalled
+        self.assertGreaterEqual(took, grace_ms / 1000 * 0.9, "did not wait for the grace period")
+        self.assertLess(took, scaled(10), "shutdown took far longer than the grace period")
+
+    def test_sigint_with_warm_and_idle_instances(self):
+        d = self.start("--stem-pool", "3")
+        d.deploy("idle", max_instances=4)
+        self.assertEqual(d.scale("idle", 4).status, 202)
+        d.wait_warm("idle", 4)
+        d.deploy("never-invoked")
+        d.record_children()
+        self.assertClean(d.stop(sig=signal.SIGINT, settle=False, timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+
+    def test_sigterm_with_booting_and_queued(self):
+        # Invocations waiting for a slow-to-boot instance when the signal arrives.
+        d = self.start("--shutdown-grace-ms", str(int(scaled(1000))), "--stop-grace-ms", "300",
+                       "--stem-pool", "2")
+        d.deploy("noready", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=1,
+                 env={"FV_TEST_NO_READY": "1"}, boot_timeout="60s", timeout="60s")
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(
+            d.invoke("noready", b"q", timeout=scaled(30)))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: d.function("noready")["invocationCount"] == 3, scaled(10),
+                   "the invocations to queue")
+        d.record_children()
+        d.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(scaled(30))
+        self.assertEqual(len(got), 3)
+        for r in got:
+            self.assertIn(r.status, (502, 503), r)
+            self.assertIn("error", r.json())
+        self.assertClean(d.finish(timeout=scaled(20)))
+
+    def test_sigterm_immediately_after_start(self):
+        d = self.start()
+        self.assertClean(d.stop(settle=False, timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+
+
+class LeakCheckerSelfTest(unittest.TestCase):
+    """The leak checks must not be vacuous: a daemon killed with SIGKILL leaves its cgroups
+    (and, for a moment, its children) behind, and the checker has to notice."""
+
+    def test_killed_daemon_is_reported(self):
+        d = Daemon("--stem-pool", "2").start()
+        try:
+            d.deploy("victim")
+            self.assertEqual(d.invoke("victim", b"x").status, 200)
+            d.record_children()
+            self.assertGreaterEqual(len(d.seen), 3, "sampler recorded no processes: %r" % d.seen)
+            self.assertTrue(any(e["cgroups"] for e in d.seen.values()), "no cgroups recorded")
+            d.proc.kill()
+            problems = d.finish(timeout=scaled(10))
+        finally:
+            if d.proc is not None:
+                d.proc.kill()
+                d.finish(timeout=scaled(10))
+        text = "\n".join(problems)
+        self.assertIn("exited with -9", text)
+        self.assertIn("cgroup root", text)
+
