@@ -29,13 +29,8 @@ bool hop_by_hop(std::string_view name) {
   static constexpr std::string_view kNames[] = {"connection", "keep-alive", "transfer-encoding",
                                                 "te", "upgrade", "proxy-connection",
                                                 "proxy-authorization", "trailer"};
-  for (std::string_view h : kNames) {
-    if (name.size() != h.size()) continue;
-    bool same = true;
-    for (size_t i = 0; i < h.size() && same; ++i)
-      same = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i]))) == h[i];
-    if (same) return true;
-  }
+  for (std::string_view h : kNames)
+    if (http::iequals(name, h)) return true;
   return false;
 }
 

@@ -19,13 +19,8 @@ bool skip_response_header(std::string_view name) {
   // The node frames the response itself; these would contradict it.
   static constexpr std::string_view kNames[] = {"content-length", "transfer-encoding", "connection",
                                                 "keep-alive", "upgrade", "trailer"};
-  for (std::string_view h : kNames) {
-    if (name.size() != h.size()) continue;
-    bool same = true;
-    for (size_t i = 0; i < h.size() && same; ++i)
-      same = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i]))) == h[i];
-    if (same) return true;
-  }
+  for (std::string_view h : kNames)
+    if (http::iequals(name, h)) return true;
   return false;
 }
 

@@ -17,6 +17,7 @@
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 using namespace faasvisor;
 
@@ -52,6 +53,7 @@ struct Fixture {
   std::unique_ptr<pool::Pool> pool;
 
   Fixture() {
+    log::set_level(log::Level::warn);
     ring.reset(*io::Ring::create(256));
     timers = std::make_unique<io::TimerQueue>(ring.get());
     pool::PoolOptions options;
