@@ -118,6 +118,18 @@ def comm(pid):
         return None
 
 
+def status_field(pid, field, index=0):
+    """Word index of a field of /proc/PID/status (e.g. 'Uid'), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return line.split()[1 + index]
+    except (OSError, IndexError):
+        pass
+    return None
+
+
 def status_kib(pid, field):
     """A kB field of /proc/PID/status (VmRSS, VmHWM, ...), or None."""
     try:
@@ -149,6 +161,33 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times():
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return sum(vals), idle
+
+
+def background_busy_percent(window_s=0.5):
+    """How busy the machine's CPUs are with no benchmark running (100 = every CPU busy).
+    The machine may be shared: figures taken while this is high are slower and noisier."""
+    total0, idle0 = _cpu_times()
+    time.sleep(window_s)
+    total1, idle1 = _cpu_times()
+    dt = total1 - total0
+    return 0.0 if dt <= 0 else 100.0 * (1 - (idle1 - idle0) / dt)
+
+
+def log_background_load():
+    """Logs how loaded the machine is before a benchmark starts; returns the busy percent."""
+    busy = background_busy_percent()
+    note = f"background CPU use before the run: {busy:.0f}% of {os.cpu_count()} CPUs"
+    if busy > 10:
+        note += " (WARNING: something else is running; figures will be slower and noisier)"
+    log(note)
+    return busy
 
 
 def machine_line():
@@ -271,8 +310,10 @@ class Node:
             time.sleep(poll_s)
 
     def stems(self):
-        """Pids of the pre-made sandboxes (children that have not become a function yet)."""
-        return [p for p in children(self.pid) if comm(p) == "faasvisor-stem"]
+        """Pids of the pre-made sandboxes waiting in the pool. A stem stays on as its
+        instance's init once used, but then it has dropped root for the function's user."""
+        return [p for p in children(self.pid)
+                if comm(p) == "faasvisor-stem" and status_field(p, "Uid", 0) == "0"]
 
     def wait_stems(self, timeout_s=5):
         """Waits until the stem pool is full again; returns how many stems there are."""
@@ -417,10 +458,11 @@ def row(measure, value, reference="", ratio_text="", target="", command=""):
             "target": target, "command": command}
 
 
-def write_rows(path, rows):
+def write_rows(path, rows, busy_percent):
+    """Hands the summary rows to run-all, with the background load they were measured under."""
     if path:
         with open(path, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"busy_percent": busy_percent, "rows": rows}, f, indent=1)
 
 
 def markdown_table(rows):

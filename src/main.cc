@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "api/deploy.h"
 #include "faasvisor/node.h"
 #include "util/log.h"
 
@@ -14,7 +15,8 @@ void usage(FILE *out) {
                "usage: faasvisord [--listen ADDR:PORT] [--max-connections N]\n"
                "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
-               "                  [--stem-pool N] [--stem PATH]\n"
+               "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
+               "                  [--memory-sample-ms N]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
 
@@ -51,6 +53,14 @@ int main(int argc, char **argv) {
       return false;
     };
     if (arg == "--listen") options.listen = value;
+    else if (arg == "--memory-budget") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes || *bytes == 0) {
+        std::fprintf(stderr, "faasvisord: --memory-budget wants a size such as 2Gi, not '%s'\n", value);
+        return 2;
+      }
+      options.memory_budget_bytes = *bytes;
+    }
     else if (arg == "--stem") options.stem_path = value;
     else if (arg == "--log-level") {
       using faasvisor::log::Level;
@@ -72,6 +82,7 @@ int main(int argc, char **argv) {
     else if (arg == "--max-header-bytes") options.max_header_bytes = static_cast<uint32_t>(n);
     else if (arg == "--queue") options.max_queue_per_function = static_cast<uint32_t>(n);
     else if (arg == "--stem-pool") options.stem_pool_size = static_cast<uint32_t>(n);
+    else if (arg == "--memory-sample-ms") options.memory_sample_ms = n ? n : 1;
     else {
       std::fprintf(stderr, "faasvisord: unknown option %s\n", arg.c_str());
       usage(stderr);

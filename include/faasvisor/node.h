@@ -23,7 +23,9 @@ struct NodeOptions {
   uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
-  uint32_t stem_pool_size = 16;              // sandboxes prepared ahead of cold starts
+  uint32_t stem_pool_size = 16;
+  uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
+  uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured              // sandboxes prepared ahead of cold starts
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

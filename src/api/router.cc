@@ -26,6 +26,8 @@ Route route(std::string_view method, std::string_view path) {
     return r;
   }
   if (path == "/healthz") return by_method(method, "GET, HEAD", {{"GET", RouteKind::healthz}, {"HEAD", RouteKind::healthz}});
+  if (path == "/metrics") return by_method(method, "GET", {{"GET", RouteKind::metrics}});
+  if (path == "/system/logs") return by_method(method, "GET", {{"GET", RouteKind::logs}});
   if (path == "/system/info") return by_method(method, "GET", {{"GET", RouteKind::info}});
   if (path == "/system/functions")
     return by_method(method, "GET, POST, PUT, DELETE",

@@ -31,6 +31,8 @@ class Backend {
   virtual Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) = 0;
   // Releases what launch created once the process is gone. EBUSY asks to be called again.
   virtual Status cleanup(Launched &launched) = 0;
+  // The instance's current memory footprint (its whole sandbox), if the backend can tell.
+  virtual Result<uint64_t> memory_usage(const Launched &) const { return plain_error("not measured"); }
   // The node is shutting down: release anything prepared ahead of demand.
   virtual void drain() {}
   // Whether the instance's memory limit was hit (the kernel killed something for it).

@@ -27,6 +27,9 @@ class ProcessBackend final : public Backend {
   bool available(std::string *why_not) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
+  Result<uint64_t> memory_usage(const Launched &launched) const override {
+    return cgroups_.memory_usage(launched.cgroup);
+  }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }

@@ -9,6 +9,10 @@
 #include "api/deploy.h"
 #include "pool/instance.h"
 #include "pool/invocation.h"
+#include "pool/logbook.h"
+#include <map>
+
+#include "stats/histogram.h"
 #include "stats/summary.h"
 #include "util/intrusive_list.h"
 
@@ -25,8 +29,25 @@ struct FunctionStats {
   stats::Summary init_ms;
   stats::Summary exec_cold_ms;
   stats::Summary exec_warm_ms;
+  // For /metrics.
+  std::map<int, uint64_t> by_status;
+  stats::Histogram exec_seconds;
+  stats::Histogram init_seconds;
+  uint64_t evictions = 0;        // idle instances stopped to make room under the memory budget
+  uint64_t keepalive_stops = 0;  // idle instances stopped by the keep-alive policy
+
+  // Utilisation accounting: instance-time by state, and idle memory-time. Closed intervals
+  // are added here when an instance leaves a state; open ones are added at query time.
+  uint64_t boot_ns = 0;
+  uint64_t idle_ns = 0;
+  uint64_t busy_ns = 0;
+  double idle_memory_byte_ns = 0;
 
   void reset() { *this = FunctionStats(); }
+};
+
+struct Utilisation {
+  double boot_s = 0, idle_s = 0, busy_s = 0, idle_memory_byte_s = 0;
 };
 
 class Function {
@@ -58,6 +79,12 @@ class Function {
   IntrusiveList<Invocation, &Invocation::queue_hook> queue;   // waiting, oldest first
 
   FunctionStats stats;
+  LogBook logs;
+  // Closed intervals plus the open interval of every live instance, at now_ns.
+  Utilisation utilisation(uint64_t now_ns);
+  // Sum and count of the latest measured memory of live instances.
+  uint64_t memory_total_bytes();
+  uint32_t memory_sampled_instances();
   uint64_t invocation_count = 0;
   bool deleted = false;
 

@@ -53,6 +53,8 @@ const char *to_string(InstanceState state) {
 Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
     : pool_(pool), function_(std::move(function)), id_(id), generation_(function_->generation()) {
   name_ = function_->name() + "-" + std::to_string(id);
+  reserved_bytes_ = function_->spec().memory_bytes;
+  state_since_ns_ = monotonic_ns();
   console_preamble_ = function_->backend().console_preamble();
   function_->instances.push_back(*this);
   ++function_->booting;
@@ -107,7 +109,26 @@ void Instance::set_state(InstanceState next) {
   };
   --counter(state_);
   ++counter(next);
+  // Close the interval spent in the state being left.
+  uint64_t now = monotonic_ns();
+  uint64_t spent = now > state_since_ns_ ? now - state_since_ns_ : 0;
+  switch (state_) {
+    case InstanceState::booting: fn.stats.boot_ns += spent; break;
+    case InstanceState::warm:
+      fn.stats.idle_ns += spent;
+      fn.stats.idle_memory_byte_ns += static_cast<double>(spent) * static_cast<double>(memory_bytes_);
+      break;
+    case InstanceState::busy: fn.stats.busy_ns += spent; break;
+    case InstanceState::stopping: break;
+  }
+  state_since_ns_ = now;
   state_ = next;
+}
+
+void Instance::sample_memory() {
+  if (state_ == InstanceState::stopping) return;
+  auto usage = function_->backend().memory_usage(launched_);
+  if (usage) memory_bytes_ = *usage;
 }
 
 Status Instance::start(uint64_t now_ns) {
@@ -311,8 +332,7 @@ void Instance::handle_frames() {
 bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t length) {
   switch (type) {
     case FV_FRAME_LOG:
-      FV_DEBUG("instance %s: %.*s", name_.c_str(), static_cast<int>(length),
-               reinterpret_cast<const char *>(payload));
+      function_->logs.append(name_, {reinterpret_cast<const char *>(payload), length}, false, realtime_ns());
       return true;
     case FV_FRAME_READY: {
       if (state_ != InstanceState::booting) {
@@ -322,6 +342,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       uint64_t now = monotonic_ns();
       pool_.timers().stop(timer_);
       timer_purpose_ = TimerPurpose::none;
+      sample_memory();
       set_state(InstanceState::warm);
       last_used_ns_ = now;
       pool_.instance_ready(*this, now - spawn_ns_);
@@ -403,8 +424,12 @@ void Instance::on_log(io::Completion &c, int result, uint32_t) {
         self.log_line_ += ch;
         continue;
       }
-      if (ch != '\n') continue;  // the rest of an over-long line is cut
-      FV_DEBUG("instance %s: %s", self.name_.c_str(), self.log_line_.c_str());
+      if (ch != '\n') {  // the rest of an over-long line is cut
+        self.log_line_cut_ = true;
+        continue;
+      }
+      self.function_->logs.append(self.name_, self.log_line_, self.log_line_cut_, realtime_ns());
+      self.log_line_cut_ = false;
       self.log_tail_ += self.log_line_;
       self.log_tail_ += '\n';
       if (self.log_tail_.size() > kLogTailBytes)
@@ -412,6 +437,8 @@ void Instance::on_log(io::Completion &c, int result, uint32_t) {
       self.log_line_.clear();
     }
     self.arm_log();  // keep draining even while stopping, until end of stream
+  } else if (!self.log_line_.empty()) {
+    self.function_->logs.append(self.name_, self.log_line_, self.log_line_cut_, realtime_ns());
   }
   self.maybe_release();
 }

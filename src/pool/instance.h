@@ -57,6 +57,12 @@ class Instance {
   uint64_t spawn_ns() const { return spawn_ns_; }
   uint64_t last_used_ns() const { return last_used_ns_; }
   uint32_t served() const { return served_; }
+  uint64_t state_since_ns() const { return state_since_ns_; }
+  // Measured footprint (the cgroup's usage), refreshed by the pool's sampler; 0 until then.
+  uint64_t memory_bytes() const { return memory_bytes_; }
+  void sample_memory();
+  // Memory held against the node's budget: the function's limit when the instance started.
+  uint64_t reserved_bytes() const { return reserved_bytes_; }
   bool finished() const;  // stopping, reaped, drained, cleaned: the pool may free it
 
   ListHook member_hook;  // Function::instances
@@ -106,6 +112,7 @@ class Instance {
   size_t out_sent_ = 0;
   char log_buf_[1024];
   std::string log_line_;      // a partial log line
+  bool log_line_cut_ = false;
   std::string log_tail_;      // the last few lines, for failure messages
 
   Invocation *current_ = nullptr;
@@ -118,6 +125,9 @@ class Instance {
   uint32_t cleanup_attempts_ = 0;
   uint32_t served_ = 0;
   uint64_t spawn_ns_ = 0, ready_ns_ = 0, last_used_ns_ = 0;
+  uint64_t state_since_ns_ = 0;
+  uint64_t memory_bytes_ = 0;
+  uint64_t reserved_bytes_ = 0;
   std::string exit_description_;
 };
 

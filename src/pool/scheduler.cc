@@ -8,9 +8,14 @@
 namespace faasvisor::pool {
 
 Pool::Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options)
-    : ring_(ring), timers_(timers), options_(options) {}
+    : ring_(ring), timers_(timers), options_(options) {
+  sample_timer_.owner = this;
+  sample_timer_.callback = &Pool::on_sample;
+  timers_.start(sample_timer_, monotonic_ns() + options_.memory_sample_ms * 1'000'000ull);
+}
 
 Pool::~Pool() {
+  timers_.stop(sample_timer_);
   // The node stops every instance and waits for them before destroying the pool.
   assert(live_instances_ == 0 && "pool destroyed with live instances");
 }
@@ -49,9 +54,19 @@ PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Bac
 }
 }  // namespace
 
+namespace {
+PoolError check_budget(const FunctionSpec &spec, uint64_t budget) {
+  if (spec.memory_bytes <= budget) return {Outcome::ok, {}};
+  return {Outcome::bad_backend, "field 'limits.memory': " + std::to_string(spec.memory_bytes >> 20) +
+                                    " MiB is more than the node's whole memory budget (" +
+                                    std::to_string(budget >> 20) + " MiB)"};
+}
+}  // namespace
+
 PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   if (find(spec->name) != nullptr)
     return {Outcome::exists, "function '" + spec->name + "' already exists (use PUT to update)"};
+  if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
@@ -64,6 +79,7 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
 PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   Function *fn = find(spec->name);
   if (fn == nullptr) return {Outcome::not_found, "function '" + spec->name + "' not found"};
+  if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
@@ -97,7 +113,9 @@ PoolError Pool::scale(std::string_view name, uint64_t replicas) {
   Function *fn = find(name);
   if (fn == nullptr) return {Outcome::not_found, "function '" + std::string(name) + "' not found"};
   uint64_t target = std::min<uint64_t>(replicas, fn->spec().max_instances);
-  while (fn->active() < target && !shutting_down_) {
+  // Pre-booting uses free budget only: it never evicts other functions' instances.
+  while (fn->active() < target && !shutting_down_ &&
+         reserved_bytes_ + fn->spec().memory_bytes <= options_.memory_budget_bytes) {
     if (!spawn_instance(*fn)) break;
   }
   // Scaling down stops idle instances only, least recently used first.
@@ -162,10 +180,18 @@ void Pool::on_deadline(io::Timer &t) {
   auto *inv = reinterpret_cast<Invocation *>(reinterpret_cast<char *>(&t) -
                                              offsetof(Invocation, deadline));
   assert(inv->state == Invocation::State::queued);
-  inv->function->queue.remove(*inv);
-  pool.answer(*inv, 504,
-              "timed out after " + std::to_string(inv->function->spec().timeout_ms) +
-                  " ms waiting for an instance of '" + inv->function->name() + "'");
+  Function &fn = *inv->function;
+  fn.queue.remove(*inv);
+  std::string waited = std::to_string(fn.spec().timeout_ms) + " ms";
+  if (fn.booting == 0 && fn.active() < fn.spec().max_instances) {
+    // Nothing was booting for it although the function had room: the memory budget held it.
+    pool.answer(*inv, 503,
+                "no memory for an instance of '" + fn.name() + "' within " + waited +
+                    " (the node's memory budget is taken by busy instances)",
+                pool.options_.retry_after_s);
+    return;
+  }
+  pool.answer(*inv, 504, "timed out after " + waited + " waiting for an instance of '" + fn.name() + "'");
 }
 
 void Pool::ensure_capacity(Function &fn) {
@@ -175,11 +201,49 @@ void Pool::ensure_capacity(Function &fn) {
   }
 }
 
+bool Pool::reserve(uint64_t need) {
+  uint64_t budget = options_.memory_budget_bytes;
+  if (reserved_bytes_ + need <= budget) return true;
+  // Stop idle instances, least recently used first, until what stops would make room. The
+  // room exists only once they have exited (stopping instances still hold their memory), so
+  // the caller waits for instance_finished to retry: the budget is never overcommitted.
+  uint64_t freeing = 0;
+  all_.for_each([&](Instance &inst) {
+    if (inst.state() == InstanceState::stopping) freeing += inst.reserved_bytes();
+  });
+  while (reserved_bytes_ - freeing + need > budget) {
+    Instance *victim = nullptr;
+    for (auto &[name, f] : functions_) {
+      Instance *candidate = f->warm_list.back();  // the least recently used of that function
+      if (candidate == nullptr || f->warm <= f->spec().min_instances) continue;
+      if (victim == nullptr || candidate->last_used_ns() < victim->last_used_ns()) victim = candidate;
+    }
+    if (victim == nullptr) return false;
+    ++victim->function().stats.evictions;
+    freeing += victim->reserved_bytes();
+    victim->stop("evicted to make room under the memory budget");
+  }
+  return false;
+}
+
+void Pool::retry_waiting() {
+  for (auto &[name, fn] : functions_)
+    if (!fn->queue.empty()) ensure_capacity(*fn);
+}
+
+void Pool::on_sample(io::Timer &t) {
+  auto &pool = t.owner_as<Pool>();
+  pool.all_.for_each([](Instance &inst) { inst.sample_memory(); });
+  pool.timers_.start(pool.sample_timer_, monotonic_ns() + pool.options_.memory_sample_ms * 1'000'000ull);
+}
+
 bool Pool::spawn_instance(Function &fn) {
+  if (!reserve(fn.spec().memory_bytes)) return false;
   std::shared_ptr<Function> owner = functions_.at(fn.name());
   auto *inst = new Instance(*this, std::move(owner), next_instance_id_++);
   all_.push_back(*inst);
   ++live_instances_;
+  reserved_bytes_ += inst->reserved_bytes();
   Status st = inst->start(monotonic_ns());
   // On failure the instance is already stopping and reported through instance_stopping.
   return st.ok();
@@ -187,6 +251,7 @@ bool Pool::spawn_instance(Function &fn) {
 
 void Pool::instance_ready(Instance &inst, uint64_t init_ns) {
   inst.function().stats.init_ms.add(static_cast<double>(init_ns) / 1e6);
+  inst.function().stats.init_seconds.observe(static_cast<double>(init_ns) / 1e9);
   dispatch(inst);
 }
 
@@ -227,7 +292,10 @@ void Pool::instance_finished(Instance &inst) {
   fn.instances.remove(inst);
   all_.remove(inst);
   --live_instances_;
+  reserved_bytes_ -= inst.reserved_bytes();
   delete &inst;
+  // Memory came free: invocations that waited for the budget may go now.
+  retry_waiting();
 }
 
 void Pool::deliver(Invocation &inv, InvocationResult &result) {
@@ -244,6 +312,8 @@ void Pool::deliver(Invocation &inv, InvocationResult &result) {
     }
   }
   if (result.status >= 500 || result.status == 429) ++fn.stats.errors;
+  ++fn.stats.by_status[result.status];
+  fn.stats.exec_seconds.observe(exec_ms / 1e3);
   timers_.stop(inv.deadline);
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;

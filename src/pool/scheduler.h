@@ -23,7 +23,9 @@ namespace faasvisor::pool {
 struct PoolOptions {
   uint64_t stop_grace_ms = 2000;             // SIGTERM to SIGKILL
   uint32_t max_frame_bytes = 16u << 20;      // instance protocol frame limit
-  uint32_t retry_after_s = 1;                // for 429
+  uint32_t retry_after_s = 1;                // for 429 and 503
+  uint64_t memory_budget_bytes = UINT64_MAX; // the sum of instances' memory limits may not pass it
+  uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured
 };
 
 enum class Outcome { ok, exists, not_found, bad_backend };
@@ -79,10 +81,16 @@ class Pool {
   void deliver(Invocation &inv, InvocationResult &result);
 
   uint64_t live_instances() const { return live_instances_; }
+  uint64_t reserved_bytes() const { return reserved_bytes_; }
   uint64_t running_invocations() const { return running_; }
 
  private:
   static void on_deadline(io::Timer &t);
+  static void on_sample(io::Timer &t);
+  // Makes room for `need` bytes under the budget by stopping idle instances, least recently
+  // used first across all functions. True if the room is there now.
+  bool reserve(uint64_t need);
+  void retry_waiting();
   void ensure_capacity(Function &fn);
   bool spawn_instance(Function &fn);
   void dispatch(Instance &inst);
@@ -98,6 +106,8 @@ class Pool {
   uint64_t next_instance_id_ = 1;
   uint64_t live_instances_ = 0;
   uint64_t running_ = 0;  // invocations queued or running
+  uint64_t reserved_bytes_ = 0;  // memory limits of live instances (stopping ones included)
+  io::Timer sample_timer_;
   bool shutting_down_ = false;
 };
 

@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <cassert>
+#include <cstdio>
 #include <cstring>
 
 #include "http/response.h"
+#include "server/logs.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -62,7 +64,7 @@ void Connection::on_recv(io::Completion &c, int result, uint32_t) {
   if (result <= 0) {
     // End of stream or an error. A client may half-close after its last request: answer what
     // is in progress, then close.
-    if (result == 0 && self.request_active_) self.close_when_idle();
+    if (result == 0 && self.request_active_ && !self.streaming_) self.close_when_idle();
     else self.close();
     return self.maybe_free();
   }
@@ -170,6 +172,60 @@ void Connection::invocation_done(pool::Invocation &, const pool::InvocationResul
   arm_recv();
 }
 
+void Connection::start_stream(int status, std::string_view content_type) {
+  assert(request_active_ && !streaming_);
+  streaming_ = true;
+  append_status_line(status);
+  out_ += "Content-Type: ";
+  out_ += content_type;
+  out_ += "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
+  flush();
+}
+
+void Connection::stream(std::string_view data) {
+  assert(streaming_);
+  if (data.empty() || closing_) return;
+  // A reader that does not keep up is dropped rather than buffered without bound.
+  constexpr size_t kMaxBacklogBytes = 1u << 20;
+  if (out_.size() + sending_.size() > kMaxBacklogBytes) {
+    FV_WARN("dropping a log follower that does not keep up");
+    close();
+    return;
+  }
+  char size[20];
+  int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  out_.append(size, static_cast<size_t>(n));
+  out_ += data;
+  out_ += "\r\n";
+  flush();
+}
+
+void Connection::end_stream() {
+  if (!streaming_ || closing_) return;
+  out_ += "0\r\n\r\n";
+  streaming_ = false;
+  keep_alive_ = false;
+  finish_request();
+}
+
+void Connection::follow(pool::LogBook &book, std::string function_name, std::string namespace_name) {
+  following_ = &book;
+  follow_name_ = std::move(function_name);
+  follow_namespace_ = std::move(namespace_name);
+  book.follow(*this);
+}
+
+void Connection::log_line(const pool::LogEntry &entry) {
+  std::string line;
+  append_log_json(line, follow_name_, follow_namespace_, entry);
+  stream(line);
+}
+
+void Connection::log_ended() {
+  following_ = nullptr;
+  end_stream();
+}
+
 void Connection::finish_request() {
   request_active_ = false;
   parser_.next();
@@ -241,6 +297,8 @@ void Connection::close_when_idle() {
 void Connection::close() {
   if (closing_) return;
   closing_ = true;
+  if (following_ != nullptr) following_->unfollow(*this);
+  following_ = nullptr;
   if (request_active_) node_.pool->abandon(invocation_);
   request_active_ = false;
   node_.timers->stop(idle_timer_);

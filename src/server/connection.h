@@ -10,12 +10,13 @@
 #include "io/ring.h"
 #include "io/timer.h"
 #include "pool/invocation.h"
+#include "pool/logbook.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor {
 struct NodeImpl;
 
-class Connection final : public pool::InvocationSink {
+class Connection final : public pool::InvocationSink, public pool::LogFollower {
  public:
   Connection(NodeImpl &node, int fd);
   ~Connection();
@@ -38,6 +39,16 @@ class Connection final : public pool::InvocationSink {
   void respond_error(int status, std::string_view message, std::string_view extra_headers = {});
 
   void invocation_done(pool::Invocation &inv, const pool::InvocationResult &result) override;
+
+  // A streamed response (chunked): the request stays active until end_stream() or the
+  // client leaves. Used by GET /system/logs?follow=true.
+  void start_stream(int status, std::string_view content_type);
+  void stream(std::string_view data);
+  void end_stream();
+  // Follows a function's log until the client goes away or the function is deleted.
+  void follow(pool::LogBook &book, std::string function_name, std::string namespace_name);
+  void log_line(const pool::LogEntry &entry) override;
+  void log_ended() override;
 
   ListHook node_hook;
 
@@ -70,6 +81,9 @@ class Connection final : public pool::InvocationSink {
   bool closing_ = false;
   bool processing_ = false;
   bool freed_ = false;
+  bool streaming_ = false;
+  pool::LogBook *following_ = nullptr;
+  std::string follow_name_, follow_namespace_;
 };
 
 }  // namespace faasvisor

@@ -43,6 +43,9 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.field("replicas", fn.active());
   w.field("availableReplicas", fn.warm + fn.busy);
   w.field("invocationCount", fn.invocation_count);
+  w.key("usage").begin_object();
+  w.field("totalMemoryBytes", static_cast<double>(const_cast<pool::Function &>(fn).memory_total_bytes()));
+  w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
@@ -78,6 +81,17 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
   stats::append_json(s, fn.stats.exec_warm_ms.view());
   w.key("warm").raw(s);
   w.end_object();
+  uint64_t total = fn.memory_total_bytes();
+  uint32_t sampled = fn.memory_sampled_instances();
+  w.key("memory_bytes").begin_object();
+  w.field("per_instance_mean", sampled ? total / sampled : 0).field("total", total);
+  w.end_object();
+  pool::Utilisation u = fn.utilisation(monotonic_ns());
+  w.key("utilisation").begin_object();
+  w.field("boot_instance_s", u.boot_s).field("idle_instance_s", u.idle_s);
+  w.field("busy_instance_s", u.busy_s).field("idle_memory_byte_s", u.idle_memory_byte_s);
+  w.end_object();
+  w.field("evictions", fn.stats.evictions).field("keepalive_stops", fn.stats.keepalive_stops);
   w.end_object();
 }
 
@@ -126,6 +140,8 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       }
       w.end_array();
       w.field("instances", pool->live_instances());
+      w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
+      w.field("memory_reserved_bytes", pool->reserved_bytes());
       w.field("connections", connections.size());
       w.end_object();
       w.end_object();
@@ -181,6 +197,10 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       w.end_object().end_object();
       return conn.respond(200, kJson, body);
     }
+    case api::RouteKind::metrics:
+      return conn.respond(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*this));
+    case api::RouteKind::logs:
+      return handle_logs(conn, req);
     case api::RouteKind::reset_stats:
       pool->reset_stats();
       return conn.respond(200, kJson, "{\"status\":\"reset\"}");

@@ -204,6 +204,12 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
 
   pool::PoolOptions pool_options;
   pool_options.stop_grace_ms = options.stop_grace_ms;
+  pool_options.memory_budget_bytes = options.memory_budget_bytes;
+  if (pool_options.memory_budget_bytes == 0) {
+    uint64_t ram = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    pool_options.memory_budget_bytes = ram / 5 * 4;
+  }
+  pool_options.memory_sample_ms = options.memory_sample_ms;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? default_stem_path() : options.stem_path;

@@ -18,6 +18,9 @@
 
 namespace faasvisor {
 
+struct NodeImpl;
+std::string render_metrics(NodeImpl &node);  // server/metrics.cc
+
 struct NodeImpl {
   enum class Phase { running, draining, stopping, stopped };
 
@@ -46,8 +49,10 @@ struct NodeImpl {
 
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
+  void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
 
   void begin_shutdown();
+  friend std::string render_metrics(NodeImpl &node);
   void step_shutdown();
   void connection_closed(Connection &conn);
 };

@@ -1,0 +1,131 @@
+#include "pool/keepalive.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <string>
+
+#include "api/deploy.h"
+
+namespace faasvisor::pool {
+
+namespace {
+
+constexpr std::string_view kExpected = "expected \"fixed:DURATION\" (such as \"fixed:10m\"), "
+                                       "\"adaptive\" or \"adaptive:DURATION\"";
+
+Result<uint64_t> parse_keepalive_duration(std::string_view text) {
+  if (text.empty()) return plain_error("keepalive", "missing duration after ':'");
+  auto ms = parse_duration_ms(text);
+  if (!ms)
+    return plain_error("keepalive", "bad duration \"" + std::string(text) +
+                                        "\": " + ms.error().message());
+  if (*ms > kMaxKeepAliveMs) return plain_error("keepalive", "duration longer than 24h");
+  return *ms;
+}
+
+uint64_t scaled_ms(uint64_t ms, double factor) {
+  return static_cast<uint64_t>(std::llround(static_cast<double>(ms) * factor));
+}
+
+}  // namespace
+
+Result<KeepAliveSpec> parse_keepalive(std::string_view text) {
+  size_t colon = text.find(':');
+  std::string_view kind = text.substr(0, colon);
+  KeepAliveSpec spec;
+  if (kind == "fixed") {
+    spec.kind = KeepAliveSpec::Kind::fixed;
+    if (colon == std::string_view::npos) return plain_error("keepalive", std::string(kExpected));
+  } else if (kind == "adaptive") {
+    spec.kind = KeepAliveSpec::Kind::adaptive;
+    if (colon == std::string_view::npos) return spec;  // fallback: the default fixed_ms
+  } else {
+    return plain_error("keepalive", "unknown policy \"" + std::string(kind) + "\": " +
+                                        std::string(kExpected));
+  }
+  auto ms = parse_keepalive_duration(text.substr(colon + 1));
+  if (!ms) return ms.error();
+  spec.fixed_ms = *ms;
+  return spec;
+}
+
+// ---------------------------------------------------------------------------- histogram
+
+void IdleHistogram::add(uint64_t idle_ms) {
+  if (idle_ms >= kRangeMs) {
+    ++out_of_bounds_;
+    return;
+  }
+  uint64_t &bin = bins_[idle_ms / kBinMs];
+  sum_squares_ += 2 * bin + 1;  // (c + 1)^2 - c^2
+  ++bin;
+  ++in_bounds_;
+}
+
+uint32_t IdleHistogram::percentile_bin(double p) const {
+  assert(p >= 0.0 && p <= 1.0);
+  if (in_bounds_ == 0) return 0;
+  // ceil(p * n) in integers (p in 1/10000ths), so 0.99 * 100 is 99, not 98.99999.
+  uint64_t p_bp = static_cast<uint64_t>(std::llround(p * 10'000.0));
+  uint64_t rank = (p_bp * in_bounds_ + 9'999) / 10'000;
+  if (rank == 0) rank = 1;
+  uint64_t cumulative = 0;
+  for (uint32_t i = 0; i < kBins; ++i) {
+    cumulative += bins_[i];
+    if (cumulative >= rank) return i;
+  }
+  assert(false && "cumulative count ends at in_bounds_");
+  return kBins - 1;
+}
+
+double IdleHistogram::cv() const {
+  if (in_bounds_ == 0) return 0.0;
+  double n = kBins;
+  double mean = static_cast<double>(in_bounds_) / n;
+  double variance = static_cast<double>(sum_squares_) / n - mean * mean;
+  return std::sqrt(std::max(variance, 0.0)) / mean;
+}
+
+// ---------------------------------------------------------------------------- policy
+
+KeepAlivePolicy::KeepAlivePolicy(KeepAliveSpec spec) : spec_(spec) { update_windows(); }
+
+void KeepAlivePolicy::on_arrival(uint64_t now_ms, uint32_t running_before) {
+  if (running_before != 0 || !has_end_) return;
+  // The caller's clock is monotonic; a completion and an arrival in the same tick may
+  // still be reported out of order, which is an idle time of 0.
+  histogram_.add(now_ms > last_end_ms_ ? now_ms - last_end_ms_ : 0);
+  if (spec_.kind == KeepAliveSpec::Kind::adaptive) update_windows();
+}
+
+void KeepAlivePolicy::on_completion(uint64_t now_ms, uint32_t running_after) {
+  if (running_after != 0) return;  // still running: the function is not idle yet
+  last_end_ms_ = now_ms;
+  has_end_ = true;
+}
+
+bool KeepAlivePolicy::representative() const {
+  uint64_t total = histogram_.total();
+  if (total < kMinSamples) return false;
+  double oob_fraction =
+      static_cast<double>(histogram_.out_of_bounds()) / static_cast<double>(total);
+  if (oob_fraction > kMaxOutOfBoundsFraction) return false;
+  return histogram_.cv() >= kMinCv;
+}
+
+// Recomputed when the histogram changes (once per idle period), so windows() is a copy.
+void KeepAlivePolicy::update_windows() {
+  if (spec_.kind == KeepAliveSpec::Kind::fixed || !representative()) {
+    windows_ = KeepAliveWindows{0, spec_.fixed_ms, false};
+    return;
+  }
+  uint64_t head_ms = histogram_.percentile(kHeadPercentile);  // lower edge: pre-warm early
+  uint64_t tail_ms = histogram_.percentile(kTailPercentile) + IdleHistogram::kBinMs;
+  uint64_t prewarm_ms = scaled_ms(head_ms, kHeadMargin);
+  uint64_t horizon_ms = scaled_ms(tail_ms, kTailMargin);
+  assert(horizon_ms > prewarm_ms);  // tail's upper edge > head's lower edge
+  windows_ = KeepAliveWindows{prewarm_ms, horizon_ms - prewarm_ms, true};
+}
+
+}  // namespace faasvisor::pool
