@@ -266,6 +266,9 @@ class Node:
             except (OSError, http.client.HTTPException):
                 self.conn.close()
                 self.conn = None
+                if self.proc.poll() is not None:
+                    sys.exit(f"bench: faasvisord exited (status {self.proc.returncode}) during "
+                             f"{method} {path}; its log ({self.log.name}):\n{self.log_text()[-4000:]}")
                 if attempt == 1:
                     raise
         try:
@@ -335,7 +338,10 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        os.unlink(self.log.name)
+        if self.proc.returncode == 0:
+            os.unlink(self.log.name)
+        else:
+            log(f"bench: faasvisord exited with status {self.proc.returncode}; log kept in {self.log.name}")
 
 
 # ---------------------------------------------------------------------------- nginx

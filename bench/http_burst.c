@@ -6,7 +6,8 @@
  * client on a warm keep-alive connection sees. One line per request, in sending order:
  *   STATUS START LATENCY_US
  * where START is the X-Faasvisor-Start header ("cold", "warm", or "-" when absent) and
- * STATUS is 0 when the response never came (timeout, reset). Exit status 1 if any failed.
+ * STATUS is 0 when the response never came (timeout, reset). Exit status 1 if any failed;
+ * the body of each failed response goes to stderr.
  *
  *   http_burst [-c CONNECTIONS] [-t TIMEOUT_MS] [-b BODY] HOST PORT PATH */
 #define _GNU_SOURCE
@@ -40,6 +41,18 @@ static int on_readable(struct conn *c) {
       return 1;
     }
   }
+}
+
+/* Says on stderr why request i failed: the body of an error response names the cause. */
+static void report_failure(long i, const struct conn *c) {
+  if (c->resp.status == 0) {
+    fprintf(stderr, "http_burst: request %ld: no complete response (%zu bytes read)\n", i, c->have);
+    return;
+  }
+  const char *body = memmem(c->buf, c->have, "\r\n\r\n", 4);
+  size_t len = body ? c->resp.total_bytes - (size_t)(body + 4 - c->buf) : 0;
+  fprintf(stderr, "http_burst: request %ld: HTTP %d: %.*s\n", i, c->resp.status,
+          (int)(len > 300 ? 300 : len), body ? body + 4 : "");
 }
 
 static int usage(void) {
@@ -124,6 +137,7 @@ int main(int argc, char **argv) {
     if (status == 0) failed = 1;
     double latency_us = status ? (double)(c->done_ns - c->sent_ns) / 1e3 : -1.0;
     printf("%d %s %.1f\n", status, c->resp.start[0] ? c->resp.start : "-", latency_us);
+    if (status != 200) report_failure(i, c);
     close(c->fd);
   }
   free(conns);

@@ -16,7 +16,7 @@ void usage(FILE *out) {
                "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
-               "                  [--memory-sample-ms N]\n"
+               "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
 
@@ -62,6 +62,15 @@ int main(int argc, char **argv) {
       options.memory_budget_bytes = *bytes;
     }
     else if (arg == "--stem") options.stem_path = value;
+    else if (arg == "--policy-time-scale") {
+      char *end = nullptr;
+      double scale = std::strtod(value, &end);
+      if (*end != '\0' || !(scale >= 1 && scale <= 1e6)) {
+        std::fprintf(stderr, "faasvisord: --policy-time-scale wants a number from 1 to 1e6\n");
+        return 2;
+      }
+      options.policy_time_scale = scale;
+    }
     else if (arg == "--log-level") {
       using faasvisor::log::Level;
       std::string v = value;

@@ -25,7 +25,8 @@ struct NodeOptions {
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
   uint32_t stem_pool_size = 16;
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
-  uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured              // sandboxes prepared ahead of cold starts
+  uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured
+  double policy_time_scale = 1.0;            // keep-alive policies' clock: N policy seconds per real second              // sandboxes prepared ahead of cold starts
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

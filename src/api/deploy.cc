@@ -133,6 +133,11 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   }
   if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
     spec.backend = it->second;
+  if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
+    auto keepalive = pool::parse_keepalive(it->second);
+    if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
+    spec.keepalive = *keepalive;
+  }
   return {};
 }
 

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "pool/keepalive.h"
 #include "util/result.h"
 
 namespace faasvisor {
@@ -37,6 +38,7 @@ struct FunctionSpec {
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
+  pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 };
 
 struct DeployLimits {

@@ -8,7 +8,9 @@
 
 #include "api/deploy.h"
 #include "pool/instance.h"
+#include "io/timer.h"
 #include "pool/invocation.h"
+#include "pool/keepalive.h"
 #include "pool/logbook.h"
 #include <map>
 
@@ -21,6 +23,8 @@ class Backend;
 }
 
 namespace faasvisor::pool {
+
+class Pool;
 
 struct FunctionStats {
   uint64_t cold = 0;
@@ -35,6 +39,7 @@ struct FunctionStats {
   stats::Histogram init_seconds;
   uint64_t evictions = 0;        // idle instances stopped to make room under the memory budget
   uint64_t keepalive_stops = 0;  // idle instances stopped by the keep-alive policy
+  uint64_t prewarms = 0;         // instances started by the policy ahead of an expected arrival
 
   // Utilisation accounting: instance-time by state, and idle memory-time. Closed intervals
   // are added here when an instance leaves a state; open ones are added at query time.
@@ -53,7 +58,7 @@ struct Utilisation {
 class Function {
  public:
   Function(std::shared_ptr<const FunctionSpec> spec, backend::Backend &backend)
-      : spec_(std::move(spec)), backend_(&backend) {}
+      : policy(spec->keepalive), spec_(std::move(spec)), backend_(&backend) {}
   Function(const Function &) = delete;
   Function &operator=(const Function &) = delete;
   ~Function();
@@ -64,6 +69,8 @@ class Function {
   backend::Backend &backend() const { return *backend_; }
   uint64_t generation() const { return generation_; }
   void replace_spec(std::shared_ptr<const FunctionSpec> spec, backend::Backend &backend) {
+    if (spec->keepalive.kind != spec_->keepalive.kind || spec->keepalive.fixed_ms != spec_->keepalive.fixed_ms)
+      policy = KeepAlivePolicy(spec->keepalive);
     spec_ = std::move(spec);
     backend_ = &backend;
     ++generation_;
@@ -80,6 +87,10 @@ class Function {
 
   FunctionStats stats;
   LogBook logs;
+  KeepAlivePolicy policy;
+  uint32_t in_flight = 0;  // invocations queued or running, as the policy counts them
+  io::Timer prewarm_timer; // the adaptive policy's pre-warm of the next instance
+  Pool *owner_pool = nullptr;
   // Closed intervals plus the open interval of every live instance, at now_ns.
   Utilisation utilisation(uint64_t now_ns);
   // Sum and count of the latest measured memory of live instances.

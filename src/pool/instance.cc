@@ -200,6 +200,12 @@ void Instance::assign(Invocation &inv, uint64_t now_ns) {
   pool_.timers().start(timer_, std::max(deadline, now_ns + 1'000'000));
 }
 
+void Instance::set_idle_deadline(uint64_t deadline_ns) {
+  assert(state_ == InstanceState::warm);
+  timer_purpose_ = TimerPurpose::idle;
+  pool_.timers().start(timer_, deadline_ns);
+}
+
 void Instance::abandon(Invocation &inv) {
   assert(current_ == &inv);
   (void)inv;
@@ -513,6 +519,9 @@ void Instance::on_timer(io::Timer &t) {
     case TimerPurpose::exec:
       self.kill(504, "the invocation timed out after " +
                          std::to_string(self.function_->spec().timeout_ms) + " ms");
+      break;
+    case TimerPurpose::idle:
+      if (self.state_ == InstanceState::warm) self.pool_.instance_idle_expired(self);
       break;
     case TimerPurpose::stop_grace:
       self.launched_.child.signal(SIGKILL);

@@ -47,6 +47,9 @@ class Instance {
   void stop(const char *why);
   // Immediate stop: SIGKILL. The invocation in flight (if any) is answered with `status`.
   void kill(int status, std::string reason);
+  // While warm: stop when the keep-alive runs out (the pool decides at that moment).
+  void set_idle_deadline(uint64_t deadline_ns);
+  bool prewarmed = false;  // started by the keep-alive policy's pre-warm
 
   InstanceState state() const { return state_; }
   uint64_t id() const { return id_; }
@@ -104,7 +107,7 @@ class Instance {
   io::Completion read_op_{}, write_op_{}, log_op_{}, exit_op_{};
   io::Timer timer_;  // boot deadline, exec deadline, stop grace, cleanup retry: one at a time
   io::Timer eof_timer_;  // output closed: wait briefly for the exit status
-  enum class TimerPurpose { none, boot, exec, stop_grace, cleanup_retry } timer_purpose_ = TimerPurpose::none;
+  enum class TimerPurpose { none, boot, exec, idle, stop_grace, cleanup_retry } timer_purpose_ = TimerPurpose::none;
 
   std::vector<uint8_t> in_;   // frames from the instance; in_[0..in_len_) is unparsed
   size_t in_len_ = 0;

@@ -9,6 +9,7 @@ namespace faasvisor::pool {
 
 Pool::Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options)
     : ring_(ring), timers_(timers), options_(options) {
+  started_ns_ = monotonic_ns();
   sample_timer_.owner = this;
   sample_timer_.callback = &Pool::on_sample;
   timers_.start(sample_timer_, monotonic_ns() + options_.memory_sample_ms * 1'000'000ull);
@@ -16,6 +17,7 @@ Pool::Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options)
 
 Pool::~Pool() {
   timers_.stop(sample_timer_);
+  for (auto &[name, fn] : functions_) timers_.stop(fn->prewarm_timer);
   // The node stops every instance and waits for them before destroying the pool.
   assert(live_instances_ == 0 && "pool destroyed with live instances");
 }
@@ -71,7 +73,12 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
   std::string name = spec->name;
-  functions_.emplace(name, std::make_shared<Function>(std::move(spec), *b));
+  auto fn = std::make_shared<Function>(std::move(spec), *b);
+  fn->owner_pool = this;
+  fn->prewarm_timer.owner = fn.get();
+  fn->prewarm_timer.callback = &Pool::on_prewarm;
+  functions_.emplace(name, fn);
+  ensure_min(*fn);
   FV_INFO("deployed function %s", name.c_str());
   return {Outcome::ok, {}};
 }
@@ -88,6 +95,7 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   // next become idle (dispatch checks the generation).
   while (Instance *inst = fn->warm_list.pop_front()) inst->stop("function updated");
   ensure_capacity(*fn);
+  ensure_min(*fn);
   FV_INFO("updated function %s (generation %llu)", fn->name().c_str(),
           static_cast<unsigned long long>(fn->generation()));
   return {Outcome::ok, {}};
@@ -100,6 +108,7 @@ PoolError Pool::remove(std::string_view name) {
   std::shared_ptr<Function> fn = it->second;
   functions_.erase(it);
   fn->deleted = true;
+  timers_.stop(fn->prewarm_timer);
   fail_queued(*fn, 503, "function '" + fn->name() + "' was deleted", SIZE_MAX);
   // Busy instances finish their invocation first; dispatch stops them then.
   fn->instances.for_each([](Instance &inst) {
@@ -137,6 +146,8 @@ void Pool::invoke(Function &fn, Invocation &inv) {
   inv.function = &fn;
   ++fn.invocation_count;
   ++running_;
+  fn.policy.on_arrival(policy_now_ms(), fn.in_flight);
+  ++fn.in_flight;
   inv.state = Invocation::State::queued;  // until assigned or answered
   if (shutting_down_) return answer(inv, 503, "the node is shutting down", 1);
   inv.deadline.callback = &Pool::on_deadline;
@@ -172,6 +183,8 @@ void Pool::abandon(Invocation &inv) {
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;
   --running_;
+  --inv.function->in_flight;
+  inv.function->policy.on_completion(policy_now_ms(), inv.function->in_flight);
 }
 
 void Pool::on_deadline(io::Timer &t) {
@@ -234,6 +247,9 @@ void Pool::retry_waiting() {
 void Pool::on_sample(io::Timer &t) {
   auto &pool = t.owner_as<Pool>();
   pool.all_.for_each([](Instance &inst) { inst.sample_memory(); });
+  // Replace scale.min instances that died, at most once a tick (a function that cannot
+  // start does not spin).
+  for (auto &[name, fn] : pool.functions_) pool.ensure_min(*fn);
   pool.timers_.start(pool.sample_timer_, monotonic_ns() + pool.options_.memory_sample_ms * 1'000'000ull);
 }
 
@@ -252,12 +268,65 @@ bool Pool::spawn_instance(Function &fn) {
 void Pool::instance_ready(Instance &inst, uint64_t init_ns) {
   inst.function().stats.init_ms.add(static_cast<double>(init_ns) / 1e6);
   inst.function().stats.init_seconds.observe(static_cast<double>(init_ns) / 1e9);
-  dispatch(inst);
+  dispatch(inst, false);
 }
 
-void Pool::instance_idle(Instance &inst) { dispatch(inst); }
+void Pool::instance_idle(Instance &inst) { dispatch(inst, true); }
 
-void Pool::dispatch(Instance &inst) {
+uint64_t Pool::policy_now_ms() const {
+  return static_cast<uint64_t>(static_cast<double>(monotonic_ns() - started_ns_) *
+                               options_.policy_time_scale / 1e6);
+}
+
+uint64_t Pool::policy_ms_to_ns(uint64_t policy_ms) const {
+  return static_cast<uint64_t>(static_cast<double>(policy_ms) * 1e6 / options_.policy_time_scale);
+}
+
+// After an instance goes idle: the function's keep-alive policy says how long it stays.
+void Pool::apply_keepalive(Instance &inst, bool after_invocation) {
+  Function &fn = inst.function();
+  if (fn.warm <= fn.spec().min_instances) return;  // scale.min instances are always kept
+  KeepAliveWindows w = fn.policy.windows();
+  if (w.prewarm_ms > 0 && after_invocation && fn.in_flight == 0) {
+    // The next arrival is expected no sooner than the pre-warm window: unload now and
+    // bring one instance back just before it.
+    fn.warm_list.remove(inst);
+    ++fn.stats.keepalive_stops;
+    inst.stop("keep-alive: unloaded until the pre-warm window");
+    timers_.start(fn.prewarm_timer, monotonic_ns() + policy_ms_to_ns(w.prewarm_ms));
+    return;
+  }
+  inst.set_idle_deadline(monotonic_ns() + policy_ms_to_ns(w.keepalive_ms));
+}
+
+void Pool::on_prewarm(io::Timer &t) {
+  auto &fn = t.owner_as<Function>();
+  Pool &pool = *fn.owner_pool;
+  if (fn.deleted || pool.shutting_down_ || fn.warm > 0 || fn.booting > 0) return;
+  if (fn.active() >= fn.spec().max_instances) return;
+  if (pool.reserved_bytes_ + fn.spec().memory_bytes > pool.options_.memory_budget_bytes) return;
+  if (pool.spawn_instance(fn)) {
+    ++fn.stats.prewarms;
+    fn.instances.back()->prewarmed = true;
+  }
+}
+
+void Pool::instance_idle_expired(Instance &inst) {
+  Function &fn = inst.function();
+  if (fn.warm <= fn.spec().min_instances) return;
+  fn.warm_list.remove(inst);
+  ++fn.stats.keepalive_stops;
+  inst.stop("keep-alive expired");
+}
+
+void Pool::ensure_min(Function &fn) {
+  while (!shutting_down_ && !fn.deleted && fn.active() < fn.spec().min_instances &&
+         reserved_bytes_ + fn.spec().memory_bytes <= options_.memory_budget_bytes) {
+    if (!spawn_instance(fn)) break;
+  }
+}
+
+void Pool::dispatch(Instance &inst, bool after_invocation) {
   Function &fn = inst.function();
   assert(inst.state() == InstanceState::warm);
   if (fn.deleted || shutting_down_ || inst.generation() != fn.generation()) {
@@ -272,6 +341,8 @@ void Pool::dispatch(Instance &inst) {
     return;
   }
   fn.warm_list.push_front(inst);
+  apply_keepalive(inst, after_invocation && !inst.prewarmed);
+  inst.prewarmed = false;
 }
 
 void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string &reason) {
@@ -318,6 +389,8 @@ void Pool::deliver(Invocation &inv, InvocationResult &result) {
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;
   --running_;
+  --fn.in_flight;
+  fn.policy.on_completion(policy_now_ms(), fn.in_flight);
   inv.sink->invocation_done(inv, result);
 }
 

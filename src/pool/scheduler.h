@@ -26,6 +26,7 @@ struct PoolOptions {
   uint32_t retry_after_s = 1;                // for 429 and 503
   uint64_t memory_budget_bytes = UINT64_MAX; // the sum of instances' memory limits may not pass it
   uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured
+  double policy_time_scale = 1.0;            // policy time runs this much faster than real time
 };
 
 enum class Outcome { ok, exists, not_found, bad_backend };
@@ -78,6 +79,11 @@ class Pool {
   void instance_idle(Instance &inst);
   void instance_stopping(Instance &inst, bool failed_boot, const std::string &reason);
   void instance_finished(Instance &inst);
+  void instance_idle_expired(Instance &inst);
+
+  // The keep-alive policies' clock: real time since the pool started, times the scale.
+  uint64_t policy_now_ms() const;
+  uint64_t policy_ms_to_ns(uint64_t policy_ms) const;
   void deliver(Invocation &inv, InvocationResult &result);
 
   uint64_t live_instances() const { return live_instances_; }
@@ -93,7 +99,10 @@ class Pool {
   void retry_waiting();
   void ensure_capacity(Function &fn);
   bool spawn_instance(Function &fn);
-  void dispatch(Instance &inst);
+  void dispatch(Instance &inst, bool after_invocation);
+  void apply_keepalive(Instance &inst, bool after_invocation);
+  void ensure_min(Function &fn);
+  static void on_prewarm(io::Timer &t);
   void fail_queued(Function &fn, int status, const std::string &reason, size_t max_count);
   void answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s = 0);
 
@@ -108,6 +117,7 @@ class Pool {
   uint64_t running_ = 0;  // invocations queued or running
   uint64_t reserved_bytes_ = 0;  // memory limits of live instances (stopping ones included)
   io::Timer sample_timer_;
+  uint64_t started_ns_ = 0;
   bool shutting_down_ = false;
 };
 

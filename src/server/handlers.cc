@@ -92,6 +92,13 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
   w.field("busy_instance_s", u.busy_s).field("idle_memory_byte_s", u.idle_memory_byte_s);
   w.end_object();
   w.field("evictions", fn.stats.evictions).field("keepalive_stops", fn.stats.keepalive_stops);
+  w.field("prewarms", fn.stats.prewarms);
+  pool::KeepAliveWindows kw = fn.policy.windows();
+  w.key("keepalive").begin_object();
+  w.field("policy", fn.spec().keepalive.kind == pool::KeepAliveSpec::Kind::adaptive ? "adaptive" : "fixed");
+  w.field("from_histogram", kw.from_histogram).field("prewarm_ms", kw.prewarm_ms);
+  w.field("keepalive_ms", kw.keepalive_ms).field("idle_times", fn.policy.histogram().total());
+  w.end_object();
   w.end_object();
 }
 

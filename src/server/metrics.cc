@@ -81,6 +81,10 @@ std::string render_metrics(NodeImpl &node) {
   pool.for_each_function([&](pool::Function &fn) {
     sample(out, "faasvisor_keepalive_stops_total", fn_label(fn), static_cast<double>(fn.stats.keepalive_stops));
   });
+  family(out, "faasvisor_prewarms_total", "counter", "Instances started by the keep-alive policy ahead of an arrival.");
+  pool.for_each_function([&](pool::Function &fn) {
+    sample(out, "faasvisor_prewarms_total", fn_label(fn), static_cast<double>(fn.stats.prewarms));
+  });
   family(out, "faasvisor_instance_seconds_total", "counter", "Instance time by state (boot, idle, busy).");
   uint64_t now = monotonic_ns();
   pool.for_each_function([&](pool::Function &fn) {

@@ -210,6 +210,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     pool_options.memory_budget_bytes = ram / 5 * 4;
   }
   pool_options.memory_sample_ms = options.memory_sample_ms;
+  pool_options.policy_time_scale = options.policy_time_scale;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? default_stem_path() : options.stem_path;

@@ -231,11 +231,10 @@ async function startReady(module = 'handler', cwd = NODEECHO) {
 
 const opts = { timeout: TIMEOUT_MS };
 
-test('sends READY naming node first, exits 0 at end of input', opts, async () => {
+test('sends READY naming node first, exits 0 at end of input', opts, async (t) => {
   const t0 = process.hrtime.bigint();
   const inst = await startReady();
-  const initMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  process.stderr.write(`# spawn to READY: ${initMs.toFixed(1)} ms\n`);
+  t.diagnostic(`spawn to READY: ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)} ms`);
   const { code, rest } = await inst.close();
   assert.equal(code, 0);
   assert.equal(rest.length, 0);
