@@ -91,6 +91,7 @@ void Connection::process_input() {
     request_active_ = true;
     if (result.status == http::RequestParser::Status::error) {
       keep_alive_ = false;
+      parse_failed_ = true;  // the parser cannot go on: answer, then close
       const http::Error &err = parser_.error();
       respond_error(err.status, err.message);
       break;
@@ -228,7 +229,8 @@ void Connection::log_ended() {
 
 void Connection::finish_request() {
   request_active_ = false;
-  parser_.next();
+  if (parse_failed_) parser_.reset();  // no next request follows on this connection
+  else parser_.next();
   if (!keep_alive_) close_after_send_ = true;
   flush();
 }
@@ -277,6 +279,7 @@ void Connection::on_idle(io::Timer &t) {
     // A request started but never finished: tell the client why we hang up.
     self.request_active_ = true;
     self.keep_alive_ = false;
+    self.parse_failed_ = true;  // the half-read request is abandoned with the connection
     self.respond_error(408, "request not completed within the idle timeout");
     return;
   }

@@ -82,6 +82,7 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower {
   bool processing_ = false;
   bool freed_ = false;
   bool streaming_ = false;
+  bool parse_failed_ = false;
   pool::LogBook *following_ = nullptr;
   std::string follow_name_, follow_namespace_;
 };
