@@ -28,7 +28,8 @@ class ProcessBackend final : public Backend {
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
   Result<uint64_t> memory_usage(const Launched &launched) const override {
-    return cgroups_.memory_usage(launched.cgroup);
+    auto pss = cgroups_.process_pss(launched.cgroup);
+    return pss ? pss : cgroups_.memory_usage(launched.cgroup);
   }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;

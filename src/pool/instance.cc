@@ -348,7 +348,6 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       uint64_t now = monotonic_ns();
       pool_.timers().stop(timer_);
       timer_purpose_ = TimerPurpose::none;
-      sample_memory();
       set_state(InstanceState::warm);
       last_used_ns_ = now;
       pool_.instance_ready(*this, now - spawn_ns_);

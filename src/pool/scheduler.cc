@@ -1,5 +1,6 @@
 #include "pool/scheduler.h"
 
+#include <algorithm>
 #include <cassert>
 
 #include "util/clock.h"
@@ -246,11 +247,24 @@ void Pool::retry_waiting() {
 
 void Pool::on_sample(io::Timer &t) {
   auto &pool = t.owner_as<Pool>();
-  pool.all_.for_each([](Instance &inst) { inst.sample_memory(); });
+  // Measuring reads /proc (smaps_rollup walks the page tables): a bounded batch per tick,
+  // round robin, keeps the loop responsive with thousands of instances.
+  constexpr size_t kBatch = 64;
+  size_t n = pool.all_.size(), index = 0, taken = 0;
+  if (pool.sample_cursor_ >= n) pool.sample_cursor_ = 0;
+  pool.all_.for_each([&](Instance &inst) {
+    if (index++ >= pool.sample_cursor_ && taken < kBatch) {
+      inst.sample_memory();
+      ++taken;
+    }
+  });
+  pool.sample_cursor_ += taken;
   // Replace scale.min instances that died, at most once a tick (a function that cannot
   // start does not spin).
   for (auto &[name, fn] : pool.functions_) pool.ensure_min(*fn);
-  pool.timers_.start(pool.sample_timer_, monotonic_ns() + pool.options_.memory_sample_ms * 1'000'000ull);
+  uint64_t rounds = std::max<uint64_t>(1, (n + kBatch - 1) / kBatch);
+  pool.timers_.start(pool.sample_timer_,
+                     monotonic_ns() + pool.options_.memory_sample_ms * 1'000'000ull / rounds);
 }
 
 bool Pool::spawn_instance(Function &fn) {

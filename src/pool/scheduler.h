@@ -118,6 +118,7 @@ class Pool {
   uint64_t reserved_bytes_ = 0;  // memory limits of live instances (stopping ones included)
   io::Timer sample_timer_;
   uint64_t started_ns_ = 0;
+  size_t sample_cursor_ = 0;
   bool shutting_down_ = false;
 };
 

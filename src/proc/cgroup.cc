@@ -202,6 +202,32 @@ Result<uint64_t> CgroupTree::memory_usage(const InstanceCgroup &cg) const {
   return static_cast<uint64_t>(std::strtoull(text.c_str(), nullptr, 10));
 }
 
+Result<uint64_t> CgroupTree::process_pss(const InstanceCgroup &cg) const {
+  if (mode_ == CgroupMode::none || cg.dirs.empty()) return plain_error("no cgroup");
+  FILE *procs = std::fopen((cg.dirs[0] + "/cgroup.procs").c_str(), "re");
+  if (procs == nullptr) return Error{errno, "open", cg.dirs[0] + "/cgroup.procs"};
+  uint64_t total_kb = 0;
+  int pid = 0;
+  bool any = false;
+  while (std::fscanf(procs, "%d", &pid) == 1) {
+    FILE *rollup = std::fopen(("/proc/" + std::to_string(pid) + "/smaps_rollup").c_str(), "re");
+    if (rollup == nullptr) continue;  // exited meanwhile
+    char line[256];
+    while (std::fgets(line, sizeof line, rollup)) {
+      unsigned long long kb = 0;
+      if (std::sscanf(line, "Pss: %llu kB", &kb) == 1) {
+        total_kb += kb;
+        any = true;
+        break;
+      }
+    }
+    std::fclose(rollup);
+  }
+  std::fclose(procs);
+  if (!any) return plain_error("no process to measure");
+  return total_kb * 1024;
+}
+
 uint64_t CgroupTree::oom_kills(const InstanceCgroup &cg) const {
   if (mode_ == CgroupMode::none || cg.dirs.empty()) return 0;
   // v1: memory.oom_control has "oom_kill N"; v2: memory.events has the same line.

@@ -53,6 +53,10 @@ class CgroupTree {
   Status remove(InstanceCgroup &cg) const;
   // How many times the kernel's OOM killer acted inside the cgroup (0 if unknown).
   uint64_t oom_kills(const InstanceCgroup &cg) const;
+  // The proportional set size (PSS) of every process in the instance's cgroup: its fair
+  // share of memory, shared pages (the runtime, libraries) split among their users. The
+  // cgroup's own usage counts a shared page only where it was first touched.
+  Result<uint64_t> process_pss(const InstanceCgroup &cg) const;
   // Reads the memory usage of an instance (bytes), or an error.
   Result<uint64_t> memory_usage(const InstanceCgroup &cg) const;
   // Removes the node's subtree (and "faasvisor" if it is then empty).

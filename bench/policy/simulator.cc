@@ -1,0 +1,370 @@
+#include "simulator.h"
+
+#include <algorithm>
+#include <cassert>
+#include <deque>
+#include <limits>
+#include <queue>
+
+namespace faasvisor::bench {
+
+namespace {
+
+constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
+
+enum class State : uint8_t { free, booting, warm, busy };
+enum class Outcome : uint8_t { warm, cold, queued };
+
+struct Instance {
+  State state = State::free;
+  bool prewarmed = false;     // booted by a pre-warm, not for a waiting invocation
+  uint32_t epoch = 0;         // bumped on every change: events of an older epoch are stale
+  uint64_t warm_since_ms = 0;
+  uint64_t expire_at_ms = kNever;
+  uint64_t prewarm_keep_ms = 0;
+};
+
+struct Function {
+  explicit Function(const pool::KeepAliveSpec &spec) : policy(spec) {}
+
+  pool::KeepAlivePolicy policy;
+  std::vector<Instance> instances;  // slots, reused
+  std::vector<uint32_t> free_slots;
+  std::vector<uint32_t> warm;       // a stack: back() is the most recently used
+  std::deque<uint32_t> queue;       // waiting invocations (trace indices), oldest first
+  uint32_t booting = 0, busy = 0;
+  uint32_t in_flight = 0;           // queued or running
+  uint32_t prewarm_epoch = 0;       // the pending pre-warm's; bumped to cancel it
+  bool prewarm_pending = false;
+  uint64_t prewarm_keep_ms = 0;
+  FunctionResult result;
+
+  uint32_t active() const { return booting + busy + static_cast<uint32_t>(warm.size()); }
+};
+
+enum class EventKind : uint8_t { ready, done, expire, prewarm };
+
+struct Event {
+  uint64_t at_ms;
+  uint64_t seq;  // ties at the same ms run in the order they were scheduled
+  EventKind kind;
+  uint32_t function;
+  uint32_t instance;
+  uint32_t epoch;
+};
+
+struct Later {
+  bool operator()(const Event &a, const Event &b) const {
+    return a.at_ms != b.at_ms ? a.at_ms > b.at_ms : a.seq > b.seq;
+  }
+};
+
+class Simulation {
+ public:
+  Simulation(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options)
+      : trace_(trace), options_(options) {
+    functions_.reserve(trace.functions.size());
+    for (size_t i = 0; i < trace.functions.size(); ++i) functions_.emplace_back(spec);
+  }
+
+  SimResult run();
+
+ private:
+  void schedule(uint64_t at_ms, EventKind kind, uint32_t fn, uint32_t inst, uint32_t epoch) {
+    events_.push(Event{at_ms, next_seq_++, kind, fn, inst, epoch});
+  }
+  void handle(const Event &e);
+  void arrive(uint32_t index);
+  void ensure_capacity(uint32_t fn);
+  void boot(uint32_t fn, bool prewarmed, uint64_t keep_ms);
+  void on_ready(uint32_t fn, uint32_t inst);
+  void on_done(uint32_t fn, uint32_t inst);
+  void on_expire(uint32_t fn, uint32_t inst, uint32_t epoch);
+  void on_prewarm(uint32_t fn, uint32_t epoch);
+  void settle(uint32_t fn, uint32_t inst);
+  void assign(uint32_t fn, uint32_t inst, uint32_t index, Outcome outcome);
+  void make_warm(uint32_t fn, uint32_t inst, uint64_t keep_ms);
+  void set_expiry(uint32_t fn, uint32_t inst, uint64_t at_ms);
+  uint32_t take_warm(uint32_t fn, size_t position);
+  void stop(uint32_t fn, uint32_t inst);
+
+  const Trace &trace_;
+  SimOptions options_;
+  std::vector<Function> functions_;
+  std::priority_queue<Event, std::vector<Event>, Later> events_;
+  uint64_t next_seq_ = 0;
+  uint64_t now_ms_ = 0;
+  uint64_t in_flight_ = 0;  // all functions
+};
+
+SimResult Simulation::run() {
+  for (uint32_t fn = 0; fn < functions_.size(); ++fn)
+    for (uint32_t i = 0; i < options_.scale_min && i < options_.scale_max; ++i)
+      boot(fn, true, kNever);
+  uint64_t end_ms = options_.end_ms != 0 ? options_.end_ms : trace_.end_ms;
+  const auto &invocations = trace_.invocations;
+  size_t next = 0;
+  for (;;) {
+    bool arrivals_left = next < invocations.size();
+    if (events_.empty() && !arrivals_left) break;
+    // Events at the same ms as an arrival go first: a completion at t frees its instance
+    // for an arrival at t.
+    if (arrivals_left && (events_.empty() || invocations[next].arrival_ms < events_.top().at_ms)) {
+      now_ms_ = invocations[next].arrival_ms;
+      arrive(static_cast<uint32_t>(next++));
+      continue;
+    }
+    Event e = events_.top();
+    if (!arrivals_left && in_flight_ == 0 && e.at_ms > end_ms) break;
+    events_.pop();
+    now_ms_ = e.at_ms;
+    handle(e);
+  }
+  end_ms = std::max(end_ms, now_ms_);
+
+  SimResult result;
+  result.end_ms = end_ms;
+  for (Function &f : functions_) {
+    for (uint32_t inst : f.warm) {
+      uint64_t since = f.instances[inst].warm_since_ms;
+      if (end_ms > since) f.result.idle_ms += end_ms - since;
+    }
+    f.result.histogram_used = f.policy.windows().from_histogram;
+    result.total.add(f.result);
+    result.functions.push_back(f.result);
+  }
+  return result;
+}
+
+void Simulation::handle(const Event &e) {
+  switch (e.kind) {
+    case EventKind::ready: return on_ready(e.function, e.instance);
+    case EventKind::done: return on_done(e.function, e.instance);
+    case EventKind::expire: return on_expire(e.function, e.instance, e.epoch);
+    case EventKind::prewarm: return on_prewarm(e.function, e.epoch);
+  }
+}
+
+void Simulation::arrive(uint32_t index) {
+  uint32_t fn = trace_.invocations[index].function;
+  Function &f = functions_[fn];
+  ++f.result.invocations;
+  if (f.warm.empty() && f.queue.size() >= options_.queue_limit) {
+    ++f.result.rejected;  // the node answers 429 at once: nothing runs, nothing to learn
+    return;
+  }
+  f.policy.on_arrival(now_ms_, f.in_flight);
+  ++f.in_flight;
+  ++in_flight_;
+  // The idle period ended: the next completion that leaves the function idle decides anew.
+  f.prewarm_pending = false;
+  ++f.prewarm_epoch;
+  if (!f.warm.empty()) {
+    uint32_t inst = take_warm(fn, f.warm.size() - 1);  // most recently used
+    return assign(fn, inst, index, Outcome::warm);
+  }
+  f.queue.push_back(index);
+  ensure_capacity(fn);
+}
+
+void Simulation::ensure_capacity(uint32_t fn) {
+  Function &f = functions_[fn];
+  while (f.queue.size() > f.booting && f.active() < options_.scale_max) boot(fn, false, 0);
+}
+
+void Simulation::boot(uint32_t fn, bool prewarmed, uint64_t keep_ms) {
+  Function &f = functions_[fn];
+  uint32_t inst;
+  if (!f.free_slots.empty()) {
+    inst = f.free_slots.back();
+    f.free_slots.pop_back();
+  } else {
+    inst = static_cast<uint32_t>(f.instances.size());
+    f.instances.emplace_back();
+  }
+  Instance &in = f.instances[inst];
+  assert(in.state == State::free);
+  in.state = State::booting;
+  in.prewarmed = prewarmed;
+  in.prewarm_keep_ms = keep_ms;
+  in.expire_at_ms = kNever;
+  ++in.epoch;
+  ++f.booting;
+  ++f.result.boots;
+  if (prewarmed) ++f.result.prewarm_boots;
+  schedule(now_ms_ + options_.boot_ms, EventKind::ready, fn, inst, in.epoch);
+}
+
+void Simulation::on_ready(uint32_t fn, uint32_t inst) {
+  Function &f = functions_[fn];
+  Instance &in = f.instances[inst];
+  assert(in.state == State::booting);
+  --f.booting;
+  if (!f.queue.empty()) {
+    uint32_t index = f.queue.front();
+    f.queue.pop_front();
+    return assign(fn, inst, index, Outcome::cold);
+  }
+  if (in.prewarmed) return make_warm(fn, inst, in.prewarm_keep_ms);
+  // Booted for an invocation that another instance served first: like a completion.
+  in.state = State::busy;  // settle() expects the state a completion leaves
+  ++f.busy;
+  settle(fn, inst);
+}
+
+void Simulation::on_done(uint32_t fn, uint32_t inst) {
+  Function &f = functions_[fn];
+  assert(f.instances[inst].state == State::busy);
+  --f.in_flight;
+  --in_flight_;
+  f.policy.on_completion(now_ms_, f.in_flight);
+  if (!f.queue.empty()) {
+    uint32_t index = f.queue.front();
+    f.queue.pop_front();
+    return assign(fn, inst, index, Outcome::queued);
+  }
+  settle(fn, inst);
+}
+
+// A busy instance with nothing waiting: apply the policy's windows.
+void Simulation::settle(uint32_t fn, uint32_t inst) {
+  Function &f = functions_[fn];
+  assert(f.instances[inst].state == State::busy);
+  pool::KeepAliveWindows w = f.policy.windows();
+  if (f.in_flight != 0 || w.prewarm_ms == 0) return make_warm(fn, inst, w.horizon_ms());
+  // Idle, and the next arrival is not expected before prewarm_ms: unload now, load again
+  // then. scale.min instances stay (make_warm with no expiry).
+  if (f.active() > options_.scale_min) {
+    --f.busy;
+    f.instances[inst].state = State::warm;  // for stop()'s bookkeeping: warm for 0 ms
+    f.instances[inst].warm_since_ms = now_ms_;
+    f.warm.push_back(inst);
+    stop(fn, take_warm(fn, f.warm.size() - 1));
+  } else {
+    make_warm(fn, inst, kNever);
+  }
+  f.prewarm_pending = true;
+  f.prewarm_keep_ms = w.keepalive_ms;
+  schedule(now_ms_ + w.prewarm_ms, EventKind::prewarm, fn, 0, ++f.prewarm_epoch);
+}
+
+void Simulation::assign(uint32_t fn, uint32_t inst, uint32_t index, Outcome outcome) {
+  Function &f = functions_[fn];
+  Instance &in = f.instances[inst];
+  assert(in.state != State::free && in.state != State::warm);  // take_warm() first
+  if (in.state != State::busy) {
+    in.state = State::busy;
+    ++f.busy;
+  }
+  ++in.epoch;
+  switch (outcome) {
+    case Outcome::warm: ++f.result.warm; break;
+    case Outcome::cold: ++f.result.cold; break;
+    case Outcome::queued: ++f.result.queued; break;
+  }
+  schedule(now_ms_ + trace_.invocations[index].duration_ms, EventKind::done, fn, inst, in.epoch);
+}
+
+// From booting or busy to warm (most recently used), stopped after keep_ms (kNever: kept).
+void Simulation::make_warm(uint32_t fn, uint32_t inst, uint64_t keep_ms) {
+  Function &f = functions_[fn];
+  Instance &in = f.instances[inst];
+  assert(in.state == State::booting || in.state == State::busy);
+  if (in.state == State::busy) --f.busy;
+  in.state = State::warm;
+  in.warm_since_ms = now_ms_;
+  ++in.epoch;
+  f.warm.push_back(inst);
+  set_expiry(fn, inst, keep_ms == kNever ? kNever : now_ms_ + keep_ms);
+}
+
+void Simulation::set_expiry(uint32_t fn, uint32_t inst, uint64_t at_ms) {
+  Instance &in = functions_[fn].instances[inst];
+  ++in.epoch;  // the previous expiry event, if any, is now stale
+  in.expire_at_ms = at_ms;
+  if (at_ms != kNever) schedule(at_ms, EventKind::expire, fn, inst, in.epoch);
+}
+
+// Removes a warm instance from the warm stack, counting its idle time; it is then busy-bound
+// (assign) or stopped.
+uint32_t Simulation::take_warm(uint32_t fn, size_t position) {
+  Function &f = functions_[fn];
+  uint32_t inst = f.warm[position];
+  f.warm.erase(f.warm.begin() + static_cast<std::ptrdiff_t>(position));
+  Instance &in = f.instances[inst];
+  assert(in.state == State::warm);
+  f.result.idle_ms += now_ms_ - in.warm_since_ms;
+  in.state = State::booting;  // transient, so counters stay right until the caller decides
+  ++f.booting;
+  --f.booting;
+  in.state = State::busy;
+  ++f.busy;
+  return inst;
+}
+
+void Simulation::stop(uint32_t fn, uint32_t inst) {
+  Function &f = functions_[fn];
+  Instance &in = f.instances[inst];
+  assert(in.state == State::busy);  // as take_warm() leaves it
+  --f.busy;
+  in.state = State::free;
+  ++in.epoch;
+  f.free_slots.push_back(inst);
+}
+
+void Simulation::on_expire(uint32_t fn, uint32_t inst, uint32_t epoch) {
+  Function &f = functions_[fn];
+  Instance &in = f.instances[inst];
+  if (in.epoch != epoch || in.state != State::warm) return;  // used or changed since
+  if (f.active() <= options_.scale_min) {
+    in.expire_at_ms = kNever;  // one of the scale.min instances: kept
+    return;
+  }
+  auto it = std::find(f.warm.begin(), f.warm.end(), inst);
+  assert(it != f.warm.end());
+  stop(fn, take_warm(fn, static_cast<size_t>(it - f.warm.begin())));
+}
+
+void Simulation::on_prewarm(uint32_t fn, uint32_t epoch) {
+  Function &f = functions_[fn];
+  if (!f.prewarm_pending || epoch != f.prewarm_epoch) return;  // an arrival came first
+  f.prewarm_pending = false;
+  if (!f.warm.empty()) {
+    // One is still warm (scale.min, or kept from an earlier completion): keep it for the
+    // window instead of booting another.
+    uint32_t inst = f.warm.back();
+    uint64_t until_ms = f.instances[inst].expire_at_ms;
+    if (until_ms != kNever && until_ms < now_ms_ + f.prewarm_keep_ms)
+      set_expiry(fn, inst, now_ms_ + f.prewarm_keep_ms);
+    return;
+  }
+  if (f.booting == 0 && f.active() < options_.scale_max) boot(fn, true, f.prewarm_keep_ms);
+}
+
+}  // namespace
+
+void FunctionResult::add(const FunctionResult &other) {
+  invocations += other.invocations;
+  warm += other.warm;
+  cold += other.cold;
+  queued += other.queued;
+  rejected += other.rejected;
+  boots += other.boots;
+  prewarm_boots += other.prewarm_boots;
+  idle_ms += other.idle_ms;
+}
+
+double FunctionResult::cold_fraction() const {
+  uint64_t served = warm + cold + queued;
+  return served == 0 ? 0.0 : static_cast<double>(cold) / static_cast<double>(served);
+}
+
+double SimResult::idle_memory_gib_s(uint64_t memory_bytes) const {
+  return idle_instance_s() * static_cast<double>(memory_bytes) / static_cast<double>(1ull << 30);
+}
+
+SimResult simulate(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options) {
+  return Simulation(trace, spec, options).run();
+}
+
+}  // namespace faasvisor::bench
