@@ -14,14 +14,13 @@ constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
 
 enum class State : uint8_t { free, booting, warm, busy };
 enum class Outcome : uint8_t { warm, cold, queued };
+enum class BootReason : uint8_t { demand, prewarm, minimum };
 
 struct Instance {
   State state = State::free;
-  bool prewarmed = false;     // booted by a pre-warm, not for a waiting invocation
-  uint32_t epoch = 0;         // bumped on every change: events of an older epoch are stale
+  uint32_t epoch = 0;  // bumped on every change: events of an older epoch are stale
   uint64_t warm_since_ms = 0;
   uint64_t expire_at_ms = kNever;
-  uint64_t prewarm_keep_ms = 0;
 };
 
 struct Function {
@@ -30,13 +29,12 @@ struct Function {
   pool::KeepAlivePolicy policy;
   std::vector<Instance> instances;  // slots, reused
   std::vector<uint32_t> free_slots;
-  std::vector<uint32_t> warm;       // a stack: back() is the most recently used
-  std::deque<uint32_t> queue;       // waiting invocations (trace indices), oldest first
+  std::vector<uint32_t> warm;  // a stack: back() is the most recently used
+  std::deque<uint32_t> queue;  // waiting invocations (trace indices), oldest first
   uint32_t booting = 0, busy = 0;
-  uint32_t in_flight = 0;           // queued or running
-  uint32_t prewarm_epoch = 0;       // the pending pre-warm's; bumped to cancel it
+  uint32_t in_flight = 0;      // queued or running
+  uint32_t prewarm_epoch = 0;  // the pending pre-warm's; bumped to cancel it
   bool prewarm_pending = false;
-  uint64_t prewarm_keep_ms = 0;
   FunctionResult result;
 
   uint32_t active() const { return booting + busy + static_cast<uint32_t>(warm.size()); }
@@ -76,12 +74,12 @@ class Simulation {
   void handle(const Event &e);
   void arrive(uint32_t index);
   void ensure_capacity(uint32_t fn);
-  void boot(uint32_t fn, bool prewarmed, uint64_t keep_ms);
+  void boot(uint32_t fn, BootReason reason);
   void on_ready(uint32_t fn, uint32_t inst);
   void on_done(uint32_t fn, uint32_t inst);
   void on_expire(uint32_t fn, uint32_t inst, uint32_t epoch);
   void on_prewarm(uint32_t fn, uint32_t epoch);
-  void settle(uint32_t fn, uint32_t inst);
+  void settle(uint32_t fn, uint32_t inst, bool after_invocation);
   void assign(uint32_t fn, uint32_t inst, uint32_t index, Outcome outcome);
   void make_warm(uint32_t fn, uint32_t inst, uint64_t keep_ms);
   void set_expiry(uint32_t fn, uint32_t inst, uint64_t at_ms);
@@ -100,7 +98,7 @@ class Simulation {
 SimResult Simulation::run() {
   for (uint32_t fn = 0; fn < functions_.size(); ++fn)
     for (uint32_t i = 0; i < options_.scale_min && i < options_.scale_max; ++i)
-      boot(fn, true, kNever);
+      boot(fn, BootReason::minimum);
   uint64_t end_ms = options_.end_ms != 0 ? options_.end_ms : trace_.end_ms;
   const auto &invocations = trace_.invocations;
   size_t next = 0;
@@ -129,7 +127,7 @@ SimResult Simulation::run() {
       uint64_t since = f.instances[inst].warm_since_ms;
       if (end_ms > since) f.result.idle_ms += end_ms - since;
     }
-    f.result.histogram_used = f.policy.windows().from_histogram;
+    f.result.on_histogram = f.policy.windows().from_histogram ? 1 : 0;
     result.total.add(f.result);
     result.functions.push_back(f.result);
   }
@@ -138,10 +136,14 @@ SimResult Simulation::run() {
 
 void Simulation::handle(const Event &e) {
   switch (e.kind) {
-    case EventKind::ready: return on_ready(e.function, e.instance);
-    case EventKind::done: return on_done(e.function, e.instance);
-    case EventKind::expire: return on_expire(e.function, e.instance, e.epoch);
-    case EventKind::prewarm: return on_prewarm(e.function, e.epoch);
+    case EventKind::ready:
+      return on_ready(e.function, e.instance);
+    case EventKind::done:
+      return on_done(e.function, e.instance);
+    case EventKind::expire:
+      return on_expire(e.function, e.instance, e.epoch);
+    case EventKind::prewarm:
+      return on_prewarm(e.function, e.epoch);
   }
 }
 
@@ -169,10 +171,11 @@ void Simulation::arrive(uint32_t index) {
 
 void Simulation::ensure_capacity(uint32_t fn) {
   Function &f = functions_[fn];
-  while (f.queue.size() > f.booting && f.active() < options_.scale_max) boot(fn, false, 0);
+  while (f.queue.size() > f.booting && f.active() < options_.scale_max)
+    boot(fn, BootReason::demand);
 }
 
-void Simulation::boot(uint32_t fn, bool prewarmed, uint64_t keep_ms) {
+void Simulation::boot(uint32_t fn, BootReason reason) {
   Function &f = functions_[fn];
   uint32_t inst;
   if (!f.free_slots.empty()) {
@@ -185,13 +188,11 @@ void Simulation::boot(uint32_t fn, bool prewarmed, uint64_t keep_ms) {
   Instance &in = f.instances[inst];
   assert(in.state == State::free);
   in.state = State::booting;
-  in.prewarmed = prewarmed;
-  in.prewarm_keep_ms = keep_ms;
   in.expire_at_ms = kNever;
   ++in.epoch;
   ++f.booting;
   ++f.result.boots;
-  if (prewarmed) ++f.result.prewarm_boots;
+  if (reason == BootReason::prewarm) ++f.result.prewarm_boots;
   schedule(now_ms_ + options_.boot_ms, EventKind::ready, fn, inst, in.epoch);
 }
 
@@ -205,11 +206,11 @@ void Simulation::on_ready(uint32_t fn, uint32_t inst) {
     f.queue.pop_front();
     return assign(fn, inst, index, Outcome::cold);
   }
-  if (in.prewarmed) return make_warm(fn, inst, in.prewarm_keep_ms);
-  // Booted for an invocation that another instance served first: like a completion.
+  // Pre-warmed, for scale.min, or booted for an invocation that another instance served
+  // first (Pool::instance_ready -> dispatch(inst, false)).
   in.state = State::busy;  // settle() expects the state a completion leaves
   ++f.busy;
-  settle(fn, inst);
+  settle(fn, inst, false);
 }
 
 void Simulation::on_done(uint32_t fn, uint32_t inst) {
@@ -223,29 +224,30 @@ void Simulation::on_done(uint32_t fn, uint32_t inst) {
     f.queue.pop_front();
     return assign(fn, inst, index, Outcome::queued);
   }
-  settle(fn, inst);
+  settle(fn, inst, true);
 }
 
-// A busy instance with nothing waiting: apply the policy's windows.
-void Simulation::settle(uint32_t fn, uint32_t inst) {
+// A busy instance with nothing waiting turns warm under the policy's windows, as
+// Pool::apply_keepalive does: scale.min first, then the pre-warm (only after an invocation
+// that left the function idle), else a keep-alive of keepalive_ms.
+void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
   Function &f = functions_[fn];
   assert(f.instances[inst].state == State::busy);
+  if (f.warm.size() + 1 <= options_.scale_min) return make_warm(fn, inst, kNever);
   pool::KeepAliveWindows w = f.policy.windows();
-  if (f.in_flight != 0 || w.prewarm_ms == 0) return make_warm(fn, inst, w.horizon_ms());
-  // Idle, and the next arrival is not expected before prewarm_ms: unload now, load again
-  // then. scale.min instances stay (make_warm with no expiry).
-  if (f.active() > options_.scale_min) {
-    --f.busy;
-    f.instances[inst].state = State::warm;  // for stop()'s bookkeeping: warm for 0 ms
-    f.instances[inst].warm_since_ms = now_ms_;
-    f.warm.push_back(inst);
-    stop(fn, take_warm(fn, f.warm.size() - 1));
-  } else {
-    make_warm(fn, inst, kNever);
+  if (after_invocation && f.in_flight == 0 && w.prewarm_ms > 0) {
+    // The next arrival is not expected before prewarm_ms: unload now, load one then.
+    stop(fn, inst);
+    f.prewarm_pending = true;
+    schedule(now_ms_ + w.prewarm_ms, EventKind::prewarm, fn, 0, ++f.prewarm_epoch);
+    return;
   }
-  f.prewarm_pending = true;
-  f.prewarm_keep_ms = w.keepalive_ms;
-  schedule(now_ms_ + w.prewarm_ms, EventKind::prewarm, fn, 0, ++f.prewarm_epoch);
+  uint64_t keep_ms = w.keepalive_ms;
+  // The variant: the idle-time histogram (of times when nothing runs) does not describe how
+  // long an instance released while others still run will wait.
+  if (after_invocation && f.in_flight != 0 && options_.busy_release_fixed)
+    keep_ms = f.policy.spec().fixed_ms;
+  make_warm(fn, inst, keep_ms);
 }
 
 void Simulation::assign(uint32_t fn, uint32_t inst, uint32_t index, Outcome outcome) {
@@ -258,9 +260,15 @@ void Simulation::assign(uint32_t fn, uint32_t inst, uint32_t index, Outcome outc
   }
   ++in.epoch;
   switch (outcome) {
-    case Outcome::warm: ++f.result.warm; break;
-    case Outcome::cold: ++f.result.cold; break;
-    case Outcome::queued: ++f.result.queued; break;
+    case Outcome::warm:
+      ++f.result.warm;
+      break;
+    case Outcome::cold:
+      ++f.result.cold;
+      break;
+    case Outcome::queued:
+      ++f.result.queued;
+      break;
   }
   schedule(now_ms_ + trace_.invocations[index].duration_ms, EventKind::done, fn, inst, in.epoch);
 }
@@ -285,8 +293,8 @@ void Simulation::set_expiry(uint32_t fn, uint32_t inst, uint64_t at_ms) {
   if (at_ms != kNever) schedule(at_ms, EventKind::expire, fn, inst, in.epoch);
 }
 
-// Removes a warm instance from the warm stack, counting its idle time; it is then busy-bound
-// (assign) or stopped.
+// Removes a warm instance from the warm stack, counting its idle time. It comes back busy:
+// the caller assigns it an invocation or stops it.
 uint32_t Simulation::take_warm(uint32_t fn, size_t position) {
   Function &f = functions_[fn];
   uint32_t inst = f.warm[position];
@@ -294,10 +302,7 @@ uint32_t Simulation::take_warm(uint32_t fn, size_t position) {
   Instance &in = f.instances[inst];
   assert(in.state == State::warm);
   f.result.idle_ms += now_ms_ - in.warm_since_ms;
-  in.state = State::booting;  // transient, so counters stay right until the caller decides
-  ++f.booting;
-  --f.booting;
-  in.state = State::busy;
+  in.state = State::busy;  // out of the stack; the caller assigns or stops it
   ++f.busy;
   return inst;
 }
@@ -316,8 +321,8 @@ void Simulation::on_expire(uint32_t fn, uint32_t inst, uint32_t epoch) {
   Function &f = functions_[fn];
   Instance &in = f.instances[inst];
   if (in.epoch != epoch || in.state != State::warm) return;  // used or changed since
-  if (f.active() <= options_.scale_min) {
-    in.expire_at_ms = kNever;  // one of the scale.min instances: kept
+  if (f.warm.size() <= options_.scale_min) {
+    in.expire_at_ms = kNever;  // one of the scale.min warm instances: kept
     return;
   }
   auto it = std::find(f.warm.begin(), f.warm.end(), inst);
@@ -329,16 +334,10 @@ void Simulation::on_prewarm(uint32_t fn, uint32_t epoch) {
   Function &f = functions_[fn];
   if (!f.prewarm_pending || epoch != f.prewarm_epoch) return;  // an arrival came first
   f.prewarm_pending = false;
-  if (!f.warm.empty()) {
-    // One is still warm (scale.min, or kept from an earlier completion): keep it for the
-    // window instead of booting another.
-    uint32_t inst = f.warm.back();
-    uint64_t until_ms = f.instances[inst].expire_at_ms;
-    if (until_ms != kNever && until_ms < now_ms_ + f.prewarm_keep_ms)
-      set_expiry(fn, inst, now_ms_ + f.prewarm_keep_ms);
-    return;
-  }
-  if (f.booting == 0 && f.active() < options_.scale_max) boot(fn, true, f.prewarm_keep_ms);
+  // As Pool::on_prewarm: not if one is warm or booting already; the pre-warmed instance
+  // gets the policy's keep-alive when it is ready (settle, not after an invocation).
+  if (!f.warm.empty() || f.booting > 0 || f.active() >= options_.scale_max) return;
+  boot(fn, BootReason::prewarm);
 }
 
 }  // namespace
@@ -352,6 +351,7 @@ void FunctionResult::add(const FunctionResult &other) {
   boots += other.boots;
   prewarm_boots += other.prewarm_boots;
   idle_ms += other.idle_ms;
+  on_histogram += other.on_histogram;
 }
 
 double FunctionResult::cold_fraction() const {

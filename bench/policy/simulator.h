@@ -1,6 +1,7 @@
 // A discrete-event simulation of one node's instances under a keep-alive policy, driven by
 // an invocation trace on a virtual millisecond clock. It models the node's semantics
-// (src/pool/scheduler.cc) and uses the node's own policy code (src/pool/keepalive.h):
+// (src/pool/scheduler.cc: invoke, ensure_capacity, dispatch, apply_keepalive, on_prewarm,
+// instance_idle_expired) and uses the node's own policy code (src/pool/keepalive.h):
 //
 //  - An instance serves one invocation at a time. An arrival takes the most recently used
 //    warm instance; with none it waits in the function's FIFO queue (at most queue_limit
@@ -11,16 +12,16 @@
 //  - An invocation is `warm` if it found a warm instance on arrival, `cold` if it waited for
 //    a boot (it was handed to an instance as the instance became ready), `queued` if it
 //    waited for a busy instance to finish.
-//  - Keep-alive: after each completion the policy is told (KeepAlivePolicy::on_completion)
-//    and the instance gets its windows. If the completion left the function idle and the
-//    windows pre-warm, the instance is stopped and one instance is booted at
-//    now + prewarm_ms (unless an arrival comes first, which cancels it; if a warm instance
-//    is left, that one is kept instead), kept for keepalive_ms once ready. Otherwise the
-//    instance is stopped once it has been warm for horizon_ms (= keepalive_ms without
-//    pre-warm). An instance booted for a waiting invocation that another instance served
-//    first is treated like one that just completed.
-//  - scale.min instances are booted at time 0 and never stopped: an instance whose
-//    keep-alive ends while the function has no more than scale.min instances stays.
+//  - The policy hears of every arrival and completion (in_flight = queued + running). When
+//    an instance turns warm: while the function has no more than scale.min warm instances
+//    (this one included) it is kept with no deadline. Otherwise, if it just finished an
+//    invocation that left the function idle and the windows pre-warm, it is stopped and one
+//    instance is booted at now + prewarm_ms, unless one is warm or booting by then.
+//    Otherwise it is stopped after keepalive_ms warm (a pre-warmed instance too, from when
+//    it is ready), unless by then the function has no more than scale.min warm instances.
+//  - One difference from the node as integrated: an arrival cancels a pending pre-warm
+//    (the next completion that leaves the function idle decides again); Pool::invoke does
+//    not stop prewarm_timer.
 //  - Idle time is the time an instance spends warm (ready, unassigned); memory-time is that
 //    times the instance's memory. Both stop at the end of the trace.
 #pragma once
@@ -34,12 +35,16 @@
 namespace faasvisor::bench {
 
 struct SimOptions {
-  uint64_t boot_ms = 1;            // instance start to ready
+  uint64_t boot_ms = 1;  // instance start to ready
   uint64_t memory_bytes = 64ull << 20;
-  uint32_t scale_min = 0;          // com.openfaas.scale.min, every function
-  uint32_t scale_max = 100;        // com.openfaas.scale.max, every function
-  uint32_t queue_limit = 1024;     // FunctionSpec::queue_limit
-  uint64_t end_ms = 0;             // stop counting idle time here (0: the trace's end_ms)
+  uint32_t scale_min = 0;       // com.openfaas.scale.min, every function
+  uint32_t scale_max = 100;     // com.openfaas.scale.max, every function
+  uint32_t queue_limit = 1024;  // FunctionSpec::queue_limit
+  uint64_t end_ms = 0;          // stop counting idle time here (0: the trace's end_ms)
+  // An instance released while others of its function still run keeps the policy's
+  // keepalive_ms (false), or the fixed keep-alive of its spec (true: a variant for
+  // comparison, not the paper's policy).
+  bool busy_release_fixed = false;
 };
 
 struct FunctionResult {
@@ -50,8 +55,8 @@ struct FunctionResult {
   uint64_t rejected = 0;
   uint64_t boots = 0;
   uint64_t prewarm_boots = 0;
-  uint64_t idle_ms = 0;  // instance-milliseconds warm and unassigned
-  bool histogram_used = false;  // the adaptive windows came from the histogram at the end
+  uint64_t idle_ms = 0;       // instance-milliseconds warm and unassigned
+  uint64_t on_histogram = 0;  // functions whose windows came from the histogram at the end
 
   void add(const FunctionResult &other);
   double cold_fraction() const;  // cold / served

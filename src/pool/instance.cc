@@ -156,12 +156,13 @@ Status Instance::start(uint64_t now_ns) {
   return {};
 }
 
-void Instance::assign(Invocation &inv, uint64_t now_ns) {
+void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   assert(state_ == InstanceState::warm);
   assert(current_ == nullptr && !current_abandoned_);
   if (warm_hook.linked()) function_->warm_list.remove(*this);
   set_state(InstanceState::busy);
   current_ = &inv;
+  current_cold_ = cold;
   inv.instance = this;
   last_used_ns_ = now_ns;
 
@@ -367,7 +368,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       timer_purpose_ = TimerPurpose::none;
       InvocationResult result;
       result.status = g_response_view.status;
-      result.cold = served_ == 0;
+      result.cold = current_cold_;
       result.instance_id = id_;
       result.body = {g_response_view.body.ptr, g_response_view.body.len};
       for (uint32_t i = 0; i < g_response_view.header_count; ++i) {

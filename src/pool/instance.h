@@ -38,8 +38,9 @@ class Instance {
   // stopping (nothing to clean up but itself).
   Status start(uint64_t now_ns);
 
-  // Sends the invocation's request (warm -> busy).
-  void assign(Invocation &inv, uint64_t now_ns);
+  // Sends the invocation's request (warm -> busy). `cold`: the invocation waited for this
+  // instance to boot.
+  void assign(Invocation &inv, uint64_t now_ns, bool cold);
   // The invocation no longer wants the answer (client gone). The instance finishes the
   // request and returns to warm, dropping the response.
   void abandon(Invocation &inv);
@@ -120,6 +121,7 @@ class Instance {
 
   Invocation *current_ = nullptr;
   bool current_abandoned_ = false;
+  bool current_cold_ = false;
   bool reaped_ = false;
   bool exit_reported_ = false;
   bool cleaned_ = false;

@@ -54,6 +54,7 @@ struct Invocation {
 
   // Pool's bookkeeping.
   State state = State::idle;
+  bool counted = false;  // accepted, and seen by the keep-alive policy
   Function *function = nullptr;
   Instance *instance = nullptr;
   ListHook queue_hook;

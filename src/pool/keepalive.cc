@@ -11,15 +11,16 @@ namespace faasvisor::pool {
 
 namespace {
 
-constexpr std::string_view kExpected = "expected \"fixed:DURATION\" (such as \"fixed:10m\"), "
-                                       "\"adaptive\" or \"adaptive:DURATION\"";
+constexpr std::string_view kExpected =
+    "expected \"fixed:DURATION\" (such as \"fixed:10m\"), "
+    "\"adaptive\" or \"adaptive:DURATION\"";
 
 Result<uint64_t> parse_keepalive_duration(std::string_view text) {
   if (text.empty()) return plain_error("keepalive", "missing duration after ':'");
   auto ms = parse_duration_ms(text);
   if (!ms)
-    return plain_error("keepalive", "bad duration \"" + std::string(text) +
-                                        "\": " + ms.error().message());
+    return plain_error("keepalive",
+                       "bad duration \"" + std::string(text) + "\": " + ms.error().message());
   if (*ms > kMaxKeepAliveMs) return plain_error("keepalive", "duration longer than 24h");
   return *ms;
 }
@@ -41,8 +42,8 @@ Result<KeepAliveSpec> parse_keepalive(std::string_view text) {
     spec.kind = KeepAliveSpec::Kind::adaptive;
     if (colon == std::string_view::npos) return spec;  // fallback: the default fixed_ms
   } else {
-    return plain_error("keepalive", "unknown policy \"" + std::string(kind) + "\": " +
-                                        std::string(kExpected));
+    return plain_error("keepalive",
+                       "unknown policy \"" + std::string(kind) + "\": " + std::string(kExpected));
   }
   auto ms = parse_keepalive_duration(text.substr(colon + 1));
   if (!ms) return ms.error();

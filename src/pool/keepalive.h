@@ -106,8 +106,8 @@ class KeepAlivePolicy {
   // The paper's parameters.
   static constexpr double kHeadPercentile = 0.05;
   static constexpr double kTailPercentile = 0.99;
-  static constexpr double kHeadMargin = 0.9;   // pre-warm 10% early
-  static constexpr double kTailMargin = 1.1;   // keep 10% longer
+  static constexpr double kHeadMargin = 0.9;  // pre-warm 10% early
+  static constexpr double kTailMargin = 1.1;  // keep 10% longer
   static constexpr double kMinCv = 2.0;
   // Ours: the paper asks for "enough" idle times without a number. Below 10 the CV says
   // little (a few samples in distinct bins always have a high CV).

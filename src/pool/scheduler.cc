@@ -145,27 +145,32 @@ void Pool::invoke(Function &fn, Invocation &inv) {
   assert(inv.state == Invocation::State::idle);
   assert(inv.sink != nullptr);
   inv.function = &fn;
+  inv.counted = false;
   ++fn.invocation_count;
   ++running_;
-  fn.policy.on_arrival(policy_now_ms(), fn.in_flight);
-  ++fn.in_flight;
   inv.state = Invocation::State::queued;  // until assigned or answered
   if (shutting_down_) return answer(inv, 503, "the node is shutting down", 1);
-  inv.deadline.callback = &Pool::on_deadline;
-  inv.deadline.owner = this;
-  timers_.start(inv.deadline, inv.arrival_ns + fn.spec().timeout_ms * 1'000'000ull);
-  if (Instance *inst = fn.warm_list.pop_front()) {
-    timers_.stop(inv.deadline);
-    inv.state = Invocation::State::running;
-    inst->assign(inv, monotonic_ns());
-    return;
-  }
-  if (fn.queue.size() >= fn.spec().queue_limit) {
+  Instance *inst = fn.warm_list.pop_front();
+  if (inst == nullptr && fn.queue.size() >= fn.spec().queue_limit) {
     return answer(inv, 429,
                   "too many invocations waiting for '" + fn.name() + "' (queue limit " +
                       std::to_string(fn.spec().queue_limit) + ")",
                   options_.retry_after_s);
   }
+  // Accepted: the keep-alive policy sees it (refused invocations never ran, so they say
+  // nothing about the function's idle times), and a pending pre-warm is moot.
+  inv.counted = true;
+  fn.policy.on_arrival(policy_now_ms(), fn.in_flight);
+  ++fn.in_flight;
+  timers_.stop(fn.prewarm_timer);
+  if (inst != nullptr) {
+    inv.state = Invocation::State::running;
+    inst->assign(inv, monotonic_ns(), false);
+    return;
+  }
+  inv.deadline.callback = &Pool::on_deadline;
+  inv.deadline.owner = this;
+  timers_.start(inv.deadline, inv.arrival_ns + fn.spec().timeout_ms * 1'000'000ull);
   fn.queue.push_back(inv);
   ensure_capacity(fn);
 }
@@ -184,8 +189,10 @@ void Pool::abandon(Invocation &inv) {
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;
   --running_;
-  --inv.function->in_flight;
-  inv.function->policy.on_completion(policy_now_ms(), inv.function->in_flight);
+  if (inv.counted) {
+    --inv.function->in_flight;
+    inv.function->policy.on_completion(policy_now_ms(), inv.function->in_flight);
+  }
 }
 
 void Pool::on_deadline(io::Timer &t) {
@@ -348,15 +355,19 @@ void Pool::dispatch(Instance &inst, bool after_invocation) {
     ensure_capacity(fn);
     return;
   }
+  bool prewarmed = inst.prewarmed;
+  inst.prewarmed = false;
   if (Invocation *inv = fn.queue.pop_front()) {
     timers_.stop(inv->deadline);
     inv->state = Invocation::State::running;
-    inst.assign(*inv, monotonic_ns());
+    // Cold: it waited for this instance to boot (a pre-warmed one booted for nobody in
+    // particular, so an invocation that meets it at READY did not wait for its whole boot,
+    // but it did wait: still cold).
+    inst.assign(*inv, monotonic_ns(), !after_invocation);
     return;
   }
   fn.warm_list.push_front(inst);
-  apply_keepalive(inst, after_invocation && !inst.prewarmed);
-  inst.prewarmed = false;
+  apply_keepalive(inst, after_invocation && !prewarmed);
 }
 
 void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string &reason) {
@@ -403,8 +414,10 @@ void Pool::deliver(Invocation &inv, InvocationResult &result) {
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;
   --running_;
-  --fn.in_flight;
-  fn.policy.on_completion(policy_now_ms(), fn.in_flight);
+  if (inv.counted) {
+    --fn.in_flight;
+    fn.policy.on_completion(policy_now_ms(), fn.in_flight);
+  }
   inv.sink->invocation_done(inv, result);
 }
 

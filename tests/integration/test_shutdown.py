@@ -1,13 +1,15 @@
 """Graceful shutdown: in-flight invocations finish within the grace, hung ones are cut off
 after it, the daemon exits 0 and leaves nothing behind. Each test owns its daemon."""
 
+import os
+import shutil
 import signal
 import socket
 import threading
 import time
 import unittest
 
-from harness import Daemon, MISBEHAVE_IMAGE, parallel, scaled, wait_until
+from harness import BUILD, Daemon, MISBEHAVE_IMAGE, parallel, scaled, wait_until
 
 
 class ShutdownTests(unittest.TestCase):
@@ -160,3 +162,34 @@ class LeakCheckerSelfTest(unittest.TestCase):
         self.assertIn("exited with -9", text)
         self.assertIn("cgroup root", text)
 
+
+
+class BrokenSandboxTests(unittest.TestCase):
+    """A sandbox whose setup fails before it can exec faasvisor-stem (here: the stem binary
+    lives under /tmp, which the sandbox's own /tmp mount hides). Cold starts fail cleanly,
+    and the dead sandboxes are reaped: none is left as a zombie when the daemon exits."""
+
+    def test_sandbox_failing_before_exec(self):
+        hidden = "/tmp/fvtest-hidden-stem-%d" % os.getpid()
+        shutil.copy(os.path.join(BUILD, "src", "faasvisor-stem"), hidden)
+        d = None
+        try:
+            d = Daemon("--stem", hidden, "--stem-pool", "2").start()
+            d.deploy("nostem")
+            r = d.invoke("nostem", b"x", timeout=scaled(30))
+            self.assertEqual(r.status, 502, r)
+            error = r.json()["error"]
+            self.assertIn("start", error)
+            self.assertIn(hidden, error, "the reason (the sandbox's last words) is missing")
+            self.assertNotIn("waitid", error, "the failed sandbox could not be reaped")
+            self.assertTrue(d.healthy())
+            d.record_children()
+            problems = d.stop(settle=False, timeout=scaled(20))
+            if problems:
+                self.fail("shutdown/leak check failed:\n  - %s\n--- daemon log tail ---\n%s"
+                          % ("\n  - ".join(problems), d.log_text()))
+        finally:
+            if d is not None and d.proc is not None:
+                d.proc.kill()
+                d.finish(timeout=scaled(10))
+            os.unlink(hidden)

@@ -1,14 +1,14 @@
 // Keep-alive policies (src/pool/keepalive.h): parsing, the idle-time histogram, and the
 // windows the fixed and adaptive policies choose for seeded synthetic arrival patterns,
 // checked against expectations computed by hand in the comments.
+#include "pool/keepalive.h"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "pool/keepalive.h"
 
 using namespace faasvisor;
 using namespace faasvisor::pool;
@@ -57,7 +57,9 @@ void replay(KeepAlivePolicy &policy, const std::vector<Call> &calls) {
   replay(policy, calls, [](uint64_t, const KeepAliveWindows &) {});
 }
 
-KeepAlivePolicy adaptive() { return KeepAlivePolicy(KeepAliveSpec{KeepAliveSpec::Kind::adaptive, 600'000}); }
+KeepAlivePolicy adaptive() {
+  return KeepAlivePolicy(KeepAliveSpec{KeepAliveSpec::Kind::adaptive, 600'000});
+}
 
 // Warm under the windows: kept (prewarm 0) or pre-warmed in time (boot takes boot_ms).
 bool warm_under(const KeepAliveWindows &w, uint64_t idle_ms, uint64_t boot_ms) {
@@ -160,8 +162,8 @@ TEST_CASE("idle histogram percentiles are the bins where the cumulative count re
   SUBCASE("100 samples, one per bin 0..99") {
     IdleHistogram h;
     for (uint64_t i = 0; i < 100; ++i) h.add(i * kMinute + 30'000);
-    CHECK(h.percentile_bin(0.05) == 4);    // 5th sample
-    CHECK(h.percentile_bin(0.99) == 98);   // 99th sample (0.99*100 must not round to 98.99..)
+    CHECK(h.percentile_bin(0.05) == 4);   // 5th sample
+    CHECK(h.percentile_bin(0.99) == 98);  // 99th sample (0.99*100 must not round to 98.99..)
     CHECK(h.percentile_bin(1.0) == 99);
   }
   SUBCASE("out-of-bounds samples do not count") {
@@ -185,7 +187,7 @@ TEST_CASE("idle histogram CV is the population CV of the 240 bin counts") {
   CHECK(fill(2, 3).cv() == doctest::Approx(std::sqrt(119.0)));  // 10.91
   CHECK(fill(48, 1).cv() == doctest::Approx(2.0));              // the paper's threshold
   CHECK(fill(60, 2).cv() == doctest::Approx(std::sqrt(3.0)));
-  CHECK(fill(240, 1).cv() == doctest::Approx(0.0));             // flat: says nothing
+  CHECK(fill(240, 1).cv() == doctest::Approx(0.0));  // flat: says nothing
   // Uneven: bin 0 = 3, bin 1 = 1. mean = 4/240 = 1/60, E[c^2] = 10/240,
   // variance = 10/240 - 1/3600 = 149/3600, CV = (sqrt(149)/60) / (1/60) = sqrt(149).
   IdleHistogram h;
@@ -194,16 +196,16 @@ TEST_CASE("idle histogram CV is the population CV of the 240 bin counts") {
   h.add(2);
   h.add(kMinute);
   CHECK(h.cv() == doctest::Approx(std::sqrt(149.0)));  // 12.21
-  h.add(10 * 60 * kMinute);                             // out of bounds: CV unchanged
+  h.add(10 * 60 * kMinute);                            // out of bounds: CV unchanged
   CHECK(h.cv() == doctest::Approx(std::sqrt(149.0)));
 }
 
 TEST_CASE("idle times are recorded only when nothing runs, from the last completion") {
   KeepAlivePolicy policy = adaptive();
-  policy.on_arrival(0, 0);             // first arrival: no previous end, nothing recorded
-  policy.on_arrival(100, 1);           // concurrent: not idle
-  policy.on_completion(200, 1);        // one still running: not idle yet
-  policy.on_completion(300, 0);        // idle from 300
+  policy.on_arrival(0, 0);       // first arrival: no previous end, nothing recorded
+  policy.on_arrival(100, 1);     // concurrent: not idle
+  policy.on_completion(200, 1);  // one still running: not idle yet
+  policy.on_completion(300, 0);  // idle from 300
   CHECK(policy.histogram().total() == 0);
   policy.on_arrival(300 + kMinute, 0);  // idle for 60000 ms -> bin 1
   CHECK(policy.histogram().total() == 1);
@@ -258,8 +260,8 @@ TEST_CASE("adaptive: a periodic function is pre-warmed just before its next arri
     replay(policy, calls);
     const IdleHistogram &h = policy.histogram();
     REQUIRE(h.count(6) + h.count(7) == 199);
-    REQUIRE(h.count(6) * 20 >= 199);   // >= 5%: the head is bin 6
-    REQUIRE(h.count(7) * 100 >= 2);    // > 1%: the tail is bin 7
+    REQUIRE(h.count(6) * 20 >= 199);  // >= 5%: the head is bin 6
+    REQUIRE(h.count(7) * 100 >= 2);   // > 1%: the tail is bin 7
     KeepAliveWindows w = policy.windows();
     CHECK(w.from_histogram);
     CHECK(w.prewarm_ms == 324'000);
@@ -293,7 +295,8 @@ TEST_CASE("adaptive: bursts keep the instance only as long as the bursts' idle t
     const IdleHistogram &h = policy.histogram();
     REQUIRE(h.count(0) == 270);
     REQUIRE(h.count(45) == 29);
-    CHECK(h.cv() == doctest::Approx(std::sqrt(240.0 * (270.0 * 270 + 29 * 29) / (299.0 * 299) - 1)));
+    CHECK(h.cv() ==
+          doctest::Approx(std::sqrt(240.0 * (270.0 * 270 + 29 * 29) / (299.0 * 299) - 1)));
     KeepAliveWindows w = policy.windows();
     CHECK(w.from_histogram);
     CHECK(w.prewarm_ms == 0);
@@ -341,7 +344,8 @@ TEST_CASE("adaptive: rare functions (idle over 4 h) fall back to the fixed polic
   CHECK(policy.histogram().in_bounds() == 0);
 }
 
-TEST_CASE("adaptive: out-of-bounds idle times disable the histogram only when they are the majority") {
+TEST_CASE(
+    "adaptive: out-of-bounds idle times disable the histogram only when they are the majority") {
   auto run = [](int in_bounds, int out_of_bounds) {
     KeepAlivePolicy policy = adaptive();
     uint64_t t = 0;
