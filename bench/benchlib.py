@@ -6,6 +6,8 @@ Nothing here asserts on time: the scripts print what they measured.
 """
 
 import argparse
+import atexit
+import ctypes
 import http.client
 import json
 import os
@@ -29,7 +31,7 @@ def rel(path):
     return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
 
 
-def common_args(description, default_out=None):
+def common_args(description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--build", default=os.path.join(ROOT, "build"),
                    help="build directory with src/faasvisord and bench/ helpers (default: build)")
@@ -206,6 +208,25 @@ def machine_line():
             f"faasvisor {commit}, {time.strftime('%Y-%m-%d')}")
 
 
+# ---------------------------------------------------------------------------- the servers
+
+_live = []  # servers started and not yet stopped: stopped at exit, whatever the exit
+
+
+def _stop_live():
+    for server in list(_live):
+        server.stop()
+
+
+atexit.register(_stop_live)
+
+
+def _die_with_parent():
+    """preexec_fn: the server gets SIGTERM if this script dies without stopping it."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 # ---------------------------------------------------------------------------- the node
 
 ECHO_SPEC = {"service": "echo", "envProcess": "./echo",
@@ -227,7 +248,8 @@ class Node:
         self.stem_pool = 16 if stem_pool is None else stem_pool
         self.log = tempfile.NamedTemporaryFile(prefix="faasvisord-bench-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        _live.append(self)
         self.pid = self.proc.pid
         self.port = self._wait_port()
         self.conn = None
@@ -328,6 +350,9 @@ class Node:
             time.sleep(0.002)
 
     def stop(self):
+        if self not in _live:
+            return
+        _live.remove(self)
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -380,7 +405,9 @@ class Nginx:
             f.write(NGINX_CONF.format(prefix=self.prefix, port=self.port))
         self.proc = subprocess.Popen(
             [self.nginx, "-p", self.prefix, "-e", os.path.join(self.prefix, "error.log"), "-c", self.conf],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
+        _live.append(self)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -397,6 +424,9 @@ class Nginx:
         return children(self.proc.pid)
 
     def stop(self):
+        if self not in _live:
+            return
+        _live.remove(self)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGQUIT)  # graceful: master and worker exit
             try:

@@ -12,12 +12,20 @@ namespace faasvisor::io {
 Result<Ring *> Ring::create(unsigned entries) {
   auto *ring = new Ring();
   io_uring_params params{};
-  // The loop is the only submitter: let the kernel skip locking and avoid IPIs for task work.
-  params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER;
-  int rc = io_uring_queue_init_params(entries, &ring->ring_, &params);
-  if (rc == -EINVAL) {  // an older kernel: plain flags
+  // The loop is the only submitter. DEFER_TASKRUN runs completion work only when the loop
+  // waits for it, so syscalls made from callbacks (cgroupfs writes, clone3) are not
+  // interrupted by pending task work; older kernels fall back step by step.
+  const unsigned flag_sets[] = {
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+      0,
+  };
+  int rc = -EINVAL;
+  for (unsigned flags : flag_sets) {
     params = {};
+    params.flags = flags;
     rc = io_uring_queue_init_params(entries, &ring->ring_, &params);
+    if (rc != -EINVAL) break;
   }
   if (rc < 0) {
     delete ring;

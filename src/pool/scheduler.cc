@@ -128,11 +128,22 @@ PoolError Pool::scale(std::string_view name, uint64_t replicas) {
          reserved_bytes_ + fn->spec().memory_bytes <= options_.memory_budget_bytes) {
     if (!spawn_instance(*fn)) break;
   }
-  // Scaling down stops idle instances only, least recently used first.
+  // Scaling down stops idle instances, least recently used first, then booting ones that
+  // no invocation waits for (they would only become idle). Busy instances finish.
   while (fn->active() > target) {
     Instance *inst = fn->warm_list.pop_back();
     if (inst == nullptr) break;
     inst->stop("scaled down");
+  }
+  if (fn->queue.empty()) {
+    fn->instances.for_each([&](Instance &inst) {
+      if (fn->active() > target && inst.state() == InstanceState::booting) inst.stop("scaled down");
+    });
+  }
+  if (fn->active() < target && !shutting_down_) {
+    return {Outcome::ok, "started " + std::to_string(fn->active()) + " of " + std::to_string(target) +
+                             " instances: the node's memory budget (" +
+                             std::to_string(options_.memory_budget_bytes >> 20) + " MiB) is full"};
   }
   return {Outcome::ok, {}};
 }
@@ -350,7 +361,8 @@ void Pool::ensure_min(Function &fn) {
 void Pool::dispatch(Instance &inst, bool after_invocation) {
   Function &fn = inst.function();
   assert(inst.state() == InstanceState::warm);
-  if (fn.deleted || shutting_down_ || inst.generation() != fn.generation()) {
+  // While shutting down, instances still serve what was queued before the signal.
+  if (fn.deleted || (shutting_down_ && fn.queue.empty()) || inst.generation() != fn.generation()) {
     inst.stop(fn.deleted ? "function deleted" : shutting_down_ ? "node shutting down" : "function updated");
     ensure_capacity(fn);
     return;

@@ -27,7 +27,12 @@ bool exists(const std::string &path) {
 Status write_file(const std::string &path, std::string_view value) {
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return Error{errno, "open", path};
-  ssize_t n = ::write(fd, value.data(), value.size());
+  ssize_t n;
+  // cgroup v1's memory.limit_in_bytes gives up with EINTR when the writer has pending
+  // task work (io_uring completions count): retry.
+  do {
+    n = ::write(fd, value.data(), value.size());
+  } while (n < 0 && errno == EINTR);
   int err = errno;
   close(fd);
   if (n < 0) return Error{err, "write", path};
@@ -35,7 +40,11 @@ Status write_file(const std::string &path, std::string_view value) {
 }
 
 Status make_dir(const std::string &path) {
-  if (mkdir(path.c_str(), 0755) < 0 && errno != EEXIST) return Error{errno, "mkdir", path};
+  int rc;
+  do {
+    rc = mkdir(path.c_str(), 0755);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno != EEXIST) return Error{errno, "mkdir", path};
   return {};
 }
 

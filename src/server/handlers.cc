@@ -6,6 +6,7 @@
 #include "api/router.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
+#include "util/log.h"
 
 namespace faasvisor {
 namespace {
@@ -193,7 +194,14 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
         return conn.respond_error(400, "field 'serviceName': does not match the function in the path");
       pool::PoolError err = pool->scale(r.name, scale->replicas);
       if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
-      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+      pool::Function *fn = pool->find(r.name);
+      w.begin_object().field("status", "accepted").field("replicas", fn->active());
+      if (!err.message.empty()) {
+        FV_WARN("scale %s: %s", fn->name().c_str(), err.message.c_str());
+        w.field("warning", err.message);
+      }
+      w.end_object();
+      return conn.respond(202, kJson, body);
     }
     case api::RouteKind::stats: {
       w.begin_object().key("functions").begin_object();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cassert>
+#include <cstdio>
 #include <cstring>
 
 #include "backend/process.h"
@@ -106,6 +107,12 @@ void on_signal(io::Completion &c, int result, uint32_t) {
 
 void on_shutdown_timer(io::Timer &t) {
   auto &node = t.owner_as<NodeImpl>();
+  if (node.final_deadline_armed) {
+    node.connections.for_each([](Connection &conn) {
+      conn.close();
+      conn.maybe_free();
+    });
+  }
   if (node.phase == NodeImpl::Phase::draining) {
     FV_WARN("shutdown grace period over: stopping %llu running invocations",
             static_cast<unsigned long long>(node.pool->running_invocations()));
@@ -141,14 +148,20 @@ void NodeImpl::step_shutdown() {
     pool->stop_all("node shutting down");
   }
   if (phase == Phase::stopping && pool->empty()) {
+    // Let the last responses (503s for what the grace period cut) reach their clients; a
+    // client that does not read them is cut off by the final deadline.
+    if (!final_deadline_armed) {
+      final_deadline_armed = true;
+      timers->start(shutdown_timer, monotonic_ns() + kFinalFlushNs);
+    }
     connections.for_each([](Connection &conn) {
-      conn.close();
+      conn.close_when_idle();
       conn.maybe_free();
     });
-    if (connections.empty()) {
-      timers->stop(shutdown_timer);
-      phase = Phase::stopped;
-    }
+  }
+  if (phase == Phase::stopping && pool->empty() && connections.empty()) {
+    timers->stop(shutdown_timer);
+    phase = Phase::stopped;
   }
 }
 
@@ -267,7 +280,9 @@ void Node::request_stop() { impl_->begin_shutdown(); }
 
 int Node::run() {
   NodeImpl &node = *impl_;
-  FV_INFO("listening on %s (cgroups: %s)", node.bound_address.c_str(), proc::to_string(node.cgroups.mode()));
+  // Always printed, whatever the log level: scripts started with port 0 read it.
+  std::fprintf(stderr, "faasvisord: listening on %s (cgroups: %s)\n", node.bound_address.c_str(),
+               proc::to_string(node.cgroups.mode()));
   while (node.phase != NodeImpl::Phase::stopped) {
     node.timers->sync_kernel_timeout();
     node.ring->run_once();

@@ -45,6 +45,8 @@ struct NodeImpl {
   uint64_t connections_accepted = 0;
   uint64_t connections_refused = 0;
   Phase phase = Phase::running;
+  bool final_deadline_armed = false;
+  static constexpr uint64_t kFinalFlushNs = 1'000'000'000;
   int exit_code = 0;
 
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.

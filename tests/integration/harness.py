@@ -38,6 +38,9 @@ HASH_IMAGE = os.path.join(BUILD, "examples", "hash")
 MISBEHAVE_IMAGE = os.path.join(BUILD, "tests", "functions")
 PYECHO_IMAGE = os.path.join(ROOT, "examples", "pyecho")
 PYECHO_PROCESS = "/usr/bin/python3 ../../runtimes/python/faasvisor_runtime.py handler"
+# tests/integration/functions/slowboot: Python, sleeps FV_BOOT_DELAY_MS before READY.
+SLOWBOOT_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions", "slowboot")
+SLOWBOOT_PROCESS = ("/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler")
 
 DEFAULT_STEM_POOL = 16
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
@@ -203,8 +206,9 @@ def remove_cgroup_trees(roots):
 def tmp_entries(pid=None):
     """Entries in /tmp and /dev/shm that the daemon (or its stems) could have made.
 
-    Other programs share /tmp while the tests run, so only names that point at the daemon
-    count: "faasvisord*", "faasvisor-stem*", "faasvisor-node*", or the daemon's pid."""
+    Other programs share /tmp while the tests run (benchmarks even use "faasvisord-*"
+    names), so only names that point at this daemon count: the daemon's pid as a token, or
+    a "faasvisor-stem*"/"faasvisor-node*" name."""
     out = set()
     pid_token = re.compile(r"(^|[^0-9])%d([^0-9]|$)" % pid) if pid else None
     for d in ("/tmp", "/dev/shm"):
@@ -213,8 +217,7 @@ def tmp_entries(pid=None):
         except FileNotFoundError:
             continue
         for name in names:
-            low = name.lower()
-            if (low.startswith(("faasvisord", "faasvisor-stem", "faasvisor-node"))
+            if (name.lower().startswith(("faasvisor-stem", "faasvisor-node"))
                     or (pid_token is not None and pid_token.search(name))):
                 out.add(os.path.join(d, name))
     return out

@@ -9,7 +9,8 @@ import threading
 import time
 import unittest
 
-from harness import BUILD, Daemon, MISBEHAVE_IMAGE, parallel, scaled, wait_until
+from harness import (BUILD, Daemon, MISBEHAVE_IMAGE, SLOWBOOT_IMAGE, SLOWBOOT_PROCESS, parallel,
+                     scaled, wait_until)
 
 
 class ShutdownTests(unittest.TestCase):
@@ -42,7 +43,8 @@ class ShutdownTests(unittest.TestCase):
 
     def test_sigterm_during_load_finishes_in_flight(self):
         grace_ms = int(scaled(10000))
-        d = self.start("--shutdown-grace-ms", str(grace_ms), "--stem-pool", "4")
+        d = self.start("--shutdown-grace-ms", str(grace_ms), "--stem-pool", "4",
+                       "--log-level", "debug")
         d.deploy("slow", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=20,
                  timeout="60s")
         n = 20
@@ -68,9 +70,48 @@ class ShutdownTests(unittest.TestCase):
         answered_s = time.monotonic() - signalled
         results = outcome["results"]
         for i, r in enumerate(results):
-            self.assertNotIsInstance(r, BaseException, "invocation %d" % i)
-            self.assertEqual((r.status, r.body), (200, b"load %d" % i), r)
+            self.assertNotIsInstance(r, BaseException, "invocation %d; daemon log:\n%s"
+                                     % (i, d.log_text()))
+            self.assertEqual((r.status, r.body), (200, b"load %d" % i),
+                             "%r; daemon log:\n%s" % (r, d.log_text()))
         self.assertLess(answered_s, grace_ms / 1000, "answers came after the grace period")
+        self.assertClean(d.finish(timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+
+    def test_sigterm_while_cold_starting(self):
+        # The invocation waits for an instance that is still booting (slowboot sleeps before
+        # READY) when the signal arrives: it is in flight, so it must be served by that
+        # instance once ready, not left queued until the grace runs out.
+        grace_ms = int(scaled(8000))
+        d = self.start("--shutdown-grace-ms", str(grace_ms), "--stem-pool", "2",
+                       "--log-level", "debug")
+        d.deploy("pyboot", image=SLOWBOOT_IMAGE, process=SLOWBOOT_PROCESS, memory="128Mi",
+                 env={"FV_BOOT_DELAY_MS": str(int(scaled(1000)))})
+        got = []
+
+        def call():
+            try:
+                got.append(d.invoke("pyboot", b"in flight", timeout=scaled(30)))
+            except Exception as e:  # noqa: BLE001 - reported below
+                got.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        wait_until(lambda: d.stats("pyboot")["instances"]["booting"] == 1
+                   and d.stats("pyboot")["invocations"]["queued"] == 1, scaled(10),
+                   "the invocation to wait for a booting instance")
+        d.record_children()
+        signalled = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        t.join(scaled(40))
+        self.assertFalse(t.is_alive(), "never answered")
+        took = time.monotonic() - signalled
+        self.assertEqual(len(got), 1)
+        r = got[0]
+        self.assertNotIsInstance(r, BaseException, "daemon log:\n%s" % d.log_text())
+        self.assertEqual((r.status, r.body), (200, b"in flight"),
+                         "%r after %.1fs; daemon log:\n%s" % (r, took, d.log_text()))
+        self.assertLess(took, grace_ms / 1000 / 2, "answered only when the grace ran out")
         self.assertClean(d.finish(timeout=scaled(20)))
         self.assertEqual(d.exit_code, 0)
 
@@ -111,15 +152,24 @@ class ShutdownTests(unittest.TestCase):
         self.assertClean(d.stop(sig=signal.SIGINT, settle=False, timeout=scaled(20)))
         self.assertEqual(d.exit_code, 0)
 
-    def test_sigterm_with_booting_and_queued(self):
-        # Invocations waiting for a slow-to-boot instance when the signal arrives.
-        d = self.start("--shutdown-grace-ms", str(int(scaled(1000))), "--stop-grace-ms", "300",
+    def test_sigterm_with_queued_and_failing_boot(self):
+        # Invocations queued for an instance that never becomes ready when the signal
+        # arrives. No new instance may start during the drain, so they cannot all be
+        # served, but each must get a JSON 5xx (not a dropped connection).
+        d = self.start("--shutdown-grace-ms", str(int(scaled(1500))), "--stop-grace-ms", "300",
                        "--stem-pool", "2")
         d.deploy("noready", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=1,
-                 env={"FV_TEST_NO_READY": "1"}, boot_timeout="60s", timeout="60s")
+                 env={"FV_TEST_NO_READY": "1"}, boot_timeout="%dms" % int(scaled(300)),
+                 timeout="60s")
         got = []
-        threads = [threading.Thread(target=lambda: got.append(
-            d.invoke("noready", b"q", timeout=scaled(30)))) for _ in range(3)]
+
+        def call():
+            try:
+                got.append(d.invoke("noready", b"q", timeout=scaled(30)))
+            except Exception as e:  # noqa: BLE001 - reported below
+                got.append(e)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
         for t in threads:
             t.start()
         wait_until(lambda: d.function("noready")["invocationCount"] == 3, scaled(10),
@@ -130,6 +180,7 @@ class ShutdownTests(unittest.TestCase):
             t.join(scaled(30))
         self.assertEqual(len(got), 3)
         for r in got:
+            self.assertNotIsInstance(r, BaseException, "daemon log:\n%s" % d.log_text())
             self.assertIn(r.status, (502, 503), r)
             self.assertIn("error", r.json())
         self.assertClean(d.finish(timeout=scaled(20)))
