@@ -250,7 +250,10 @@ bool Pool::reserve(uint64_t need) {
       if (candidate == nullptr || f->warm <= f->spec().min_instances) continue;
       if (victim == nullptr || candidate->last_used_ns() < victim->last_used_ns()) victim = candidate;
     }
-    if (victim == nullptr) return false;
+    if (victim == nullptr) {
+      budget_blocked_ = true;  // retry when an instance goes idle or exits
+      return false;
+    }
     ++victim->function().stats.evictions;
     freeing += victim->reserved_bytes();
     victim->stop("evicted to make room under the memory budget");
@@ -259,6 +262,7 @@ bool Pool::reserve(uint64_t need) {
 }
 
 void Pool::retry_waiting() {
+  budget_blocked_ = false;
   for (auto &[name, fn] : functions_)
     if (!fn->queue.empty()) ensure_capacity(*fn);
 }
@@ -380,6 +384,8 @@ void Pool::dispatch(Instance &inst, bool after_invocation) {
   }
   fn.warm_list.push_front(inst);
   apply_keepalive(inst, after_invocation && !prewarmed);
+  // An invocation of another function may be waiting for memory this idle instance holds.
+  if (budget_blocked_) retry_waiting();
 }
 
 void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string &reason) {

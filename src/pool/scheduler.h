@@ -119,6 +119,7 @@ class Pool {
   io::Timer sample_timer_;
   uint64_t started_ns_ = 0;
   size_t sample_cursor_ = 0;
+  bool budget_blocked_ = false;  // a cold start waits for memory
   bool shutting_down_ = false;
 };
 

@@ -12,6 +12,8 @@ namespace faasvisor::proc {
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+// Children are created with exit_signal 0 (their exit is watched through the pidfd, not
+// SIGCHLD), which makes them "clone" children: waitid sees them only with __WALL.
 
 std::string ExitStatus::describe() const {
   if (exited) return "exited with status " + std::to_string(code_or_signal);
@@ -39,7 +41,7 @@ void Child::release() {
   if (!reaped_) {
     syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
     siginfo_t info{};
-    waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED);
+    waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL);
   }
   close(pidfd_);
   pidfd_ = -1;
@@ -56,7 +58,7 @@ Status Child::signal(int signo) {
 Result<bool> Child::try_reap(ExitStatus *status) {
   if (reaped_) return true;
   siginfo_t info{};
-  if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | WNOHANG) <
+  if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | WNOHANG | __WALL) <
       0)
     return errno_error("waitid");
   if (info.si_pid == 0) return false;  // still running

@@ -53,7 +53,15 @@ void Connection::start() {
 }
 
 void Connection::arm_recv() {
-  if (closing_ || recv_op_.in_flight || in_len_ == in_.size()) return;
+  if (closing_ || recv_op_.in_flight) return;
+  // Compact only here, with no receive in flight: the kernel writes at the offset the last
+  // recv was armed with, so the bytes must not move while it is pending.
+  if (in_start_ > 0) {
+    std::memmove(in_.data(), in_.data() + in_start_, in_len_ - in_start_);
+    in_len_ -= in_start_;
+    in_start_ = 0;
+  }
+  if (in_len_ == in_.size()) return;  // full of pipelined requests: wait until they are served
   node_.ring->recv(recv_op_, fd_, in_.data() + in_len_, in_.size() - in_len_);
   node_.timers->start(idle_timer_, monotonic_ns() + node_.options.idle_timeout_ms * 1'000'000ull);
 }
@@ -77,10 +85,9 @@ void Connection::on_recv(io::Completion &c, int result, uint32_t) {
 void Connection::process_input() {
   if (processing_) return;  // a response finished inside handle_request: the loop continues
   processing_ = true;
-  while (!request_active_ && !closing_ && !close_after_send_ && in_len_ > 0) {
-    auto result = parser_.feed(in_.data(), in_len_);
-    std::memmove(in_.data(), in_.data() + result.consumed, in_len_ - result.consumed);
-    in_len_ -= result.consumed;
+  while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_) {
+    auto result = parser_.feed(in_.data() + in_start_, in_len_ - in_start_);
+    in_start_ += result.consumed;
     if (result.status == http::RequestParser::Status::need_more) {
       if (parser_.take_continue_request()) {
         out_ += "HTTP/1.1 100 Continue\r\n\r\n";
@@ -141,10 +148,11 @@ void Connection::respond_error(int status, std::string_view message, std::string
 
 void Connection::invocation_done(pool::Invocation &, const pool::InvocationResult &result) {
   if (closing_) return;  // the pool does not call an abandoned invocation's sink; defensive
-  std::string extra = "X-Faasvisor-Start: ";
-  extra += result.cold ? "cold" : "warm";
-  extra += "\r\n";
+  std::string extra;
   if (result.instance_id != 0) {
+    extra += "X-Faasvisor-Start: ";
+    extra += result.cold ? "cold" : "warm";
+    extra += "\r\n";
     extra += "X-Faasvisor-Instance: ";
     extra += std::to_string(result.instance_id);
     extra += "\r\n";

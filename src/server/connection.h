@@ -69,6 +69,7 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower {
   io::Completion recv_op_{}, send_op_{};
   io::Timer idle_timer_;
   std::vector<char> in_;
+  size_t in_start_ = 0;  // in_[in_start_..in_len_) is received but not yet parsed
   size_t in_len_ = 0;
   std::string out_;      // responses waiting to be sent
   std::string sending_;  // the bytes the kernel is sending now; stable until the CQE

@@ -40,6 +40,9 @@ PYECHO_IMAGE = os.path.join(ROOT, "examples", "pyecho")
 PYECHO_PROCESS = "/usr/bin/python3 ../../runtimes/python/faasvisor_runtime.py handler"
 # tests/integration/functions/slowboot: Python, sleeps FV_BOOT_DELAY_MS before READY.
 SLOWBOOT_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions", "slowboot")
+# tests/integration/functions/reqinfo: Python, answers with the request it saw, as JSON.
+REQINFO_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions", "reqinfo")
+REQINFO_PROCESS = "/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler"
 SLOWBOOT_PROCESS = ("/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler")
 
 DEFAULT_STEM_POOL = 16

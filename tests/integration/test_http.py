@@ -3,7 +3,7 @@ idle timeouts, the connection limit and method checks."""
 
 import time
 
-from harness import DaemonTestCase, RawReader, open_sockets, raw_request, scaled, wait_until
+from harness import DaemonTestCase, MISBEHAVE_IMAGE, RawReader, open_sockets, raw_request, scaled, wait_until
 
 MAX_BODY = 64 * 1024
 MAX_HEADER = 4096
@@ -17,6 +17,7 @@ class HttpTests(DaemonTestCase):
     @classmethod
     def prepare_daemon(cls):
         cls.daemon.deploy("echo")
+        cls.daemon.deploy("slow", image=MISBEHAVE_IMAGE, process="./misbehave", timeout="60s")
 
     def exchange(self, data, timeout=None):
         """Sends raw bytes on a fresh connection and reads one response."""
@@ -199,6 +200,28 @@ class HttpTests(DaemonTestCase):
                             "idle keep-alive connection not closed")
             waited = time.monotonic() - t0
             self.assertGreater(waited, IDLE_MS / 1000 * 0.5, "closed long before the idle timeout")
+        finally:
+            s.close()
+
+    def test_invocation_longer_than_idle_timeout(self):
+        # The idle timeout is for idle connections: a running invocation is not cut off, and
+        # the idle period starts again when the response has been sent. Timeline (idle = I):
+        # the invocation takes 1.25 I, then the client thinks for 0.85 I (< I) and asks again.
+        s = self.daemon.raw_socket(timeout=scaled(60))
+        try:
+            s.sendall(raw_request("POST", "/function/slow?mode=slow&ms=%d" % (IDLE_MS * 5 // 4),
+                                  b"late"))
+            reader = RawReader(s)
+            r = reader.read_response()
+            self.assertEqual((r.status, r.body), (200, b"late"), r)
+            time.sleep(IDLE_MS * 0.85 / 1000)  # the client's think time is what is tested
+            s.sendall(raw_request("GET", "/healthz"))
+            try:
+                r = reader.read_response()
+            except (EOFError, ConnectionResetError):
+                self.fail("connection closed %.0f ms after a response although the idle timeout "
+                          "is %d ms" % (IDLE_MS * 0.85, IDLE_MS))
+            self.assertEqual(r.status, 200)
         finally:
             s.close()
 

@@ -5,7 +5,8 @@ import os
 import threading
 
 from harness import (DaemonTestCase, HASH_IMAGE, MISBEHAVE_IMAGE, PYECHO_IMAGE, PYECHO_PROCESS,
-                     parallel, scaled, wait_until)
+                     REQINFO_IMAGE, REQINFO_PROCESS, RawReader, parallel, raw_request, scaled,
+                     wait_until)
 
 
 class InvokeTests(DaemonTestCase):
@@ -167,6 +168,59 @@ class InvokeTests(DaemonTestCase):
         d.deploy("hdr-echo")
         r = d.invoke("hdr-echo", b"x", headers={"Content-Type": "text/x-roundtrip"})
         self.assertEqual(r.header("Content-Type"), "text/x-roundtrip", r)
+
+    def test_request_reaches_function_intact(self):
+        d = self.daemon
+        d.deploy("reqinfo", image=REQINFO_IMAGE, process=REQINFO_PROCESS, memory="128Mi",
+                 env={"GREETING": "hello"})
+        r = d.invoke("reqinfo", b"0123456789", method="PUT", path="/a/b%20c/",
+                     query="x=1&y=two&x=3",
+                     headers={"X-Custom": "abc", "X-Empty": "", "Content-Type": "text/plain"},
+                     timeout=scaled(30))
+        self.assertEqual(r.status, 200, r)
+        info = r.json()
+        self.assertEqual(info["method"], "PUT")
+        self.assertEqual(info["path"], "/a/b%20c/")
+        self.assertEqual(info["query"], "x=1&y=two&x=3")
+        self.assertEqual(info["body_len"], 10)
+        headers = [(k.lower(), v) for k, v in info["headers"]]
+        self.assertIn(("x-custom", "abc"), headers)
+        self.assertIn(("x-empty", ""), headers)
+        self.assertIn(("content-type", "text/plain"), headers)
+        self.assertNotIn("connection", [k for k, _ in headers], "hop-by-hop header passed on")
+        self.assertEqual(info["function"], "reqinfo")
+        self.assertEqual(info["instance"], "reqinfo-" + r.header("X-Faasvisor-Instance"))
+        self.assertEqual(info["greeting"], "hello")
+        # No sub-path: the function sees "/"; other methods work too.
+        r = d.invoke("reqinfo", method="GET")
+        self.assertEqual((r.json()["method"], r.json()["path"], r.json()["query"]), ("GET", "/", ""))
+        r = d.invoke("reqinfo", method="DELETE", path="/x")
+        self.assertEqual((r.json()["method"], r.json()["path"]), ("DELETE", "/x"))
+
+    def test_response_headers_pass_and_framing_ones_do_not(self):
+        d = self.daemon
+        d.deploy("resphdr", image=REQINFO_IMAGE, process=REQINFO_PROCESS, memory="128Mi")
+        s = d.raw_socket()
+        try:
+            reader = RawReader(s)
+            query = "set=X-One:1&set=X-Two:two%20words&set=Content-Length:999" \
+                    "&set=Connection:close&set=Transfer-Encoding:chunked"
+            s.sendall(raw_request("POST", "/function/resphdr?" + query, b"abc"))
+            r = reader.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.header("X-One"), "1")
+            self.assertEqual(r.header("X-Two"), "two words")
+            self.assertEqual(r.header("Content-Type"), "application/json")
+            names = [k.lower() for k, _ in r.header_list]
+            self.assertEqual(names.count("content-length"), 1, r.header_list)
+            self.assertNotIn("transfer-encoding", names)
+            self.assertNotEqual(r.header("Connection"), "close", "the function closed our connection")
+            self.assertEqual(r.json()["body_len"], 3)
+            # The connection is still usable: framing came from the node, not the function.
+            s.sendall(raw_request("GET", "/healthz"))
+            self.assertEqual(reader.read_response().status, 200)
+        finally:
+            s.close()
 
     def test_status_passes_through(self):
         d = self.daemon
