@@ -237,6 +237,8 @@ void Connection::log_ended() {
 
 void Connection::finish_request() {
   request_active_ = false;
+  // The keep-alive idle time counts from the end of the last response.
+  node_.timers->start(idle_timer_, monotonic_ns() + node_.options.idle_timeout_ms * 1'000'000ull);
   if (parse_failed_) parser_.reset();  // no next request follows on this connection
   else parser_.next();
   if (!keep_alive_) close_after_send_ = true;

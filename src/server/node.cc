@@ -69,11 +69,13 @@ void on_accept(io::Completion &c, int result, uint32_t flags) {
     } else if (node.connections.size() >= node.options.max_connections) {
       // Tell the client why instead of leaving it hanging. A fresh socket's send buffer is
       // empty, so this non-blocking send does not wait.
-      static const char kRefusal[] =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-          "Retry-After: 1\r\nConnection: close\r\nContent-Length: 42\r\n\r\n"
-          "{\"error\":\"the node's connection limit is reached\"}";
-      (void)!send(result, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      static const std::string kRefusal = [] {
+        std::string body = "{\"error\":\"the node's connection limit is reached\"}";
+        return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+               "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n" + body;
+      }();
+      (void)!send(result, kRefusal.data(), kRefusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       ::close(result);
       ++node.connections_refused;
     } else {
