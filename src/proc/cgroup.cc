@@ -95,8 +95,6 @@ const char *to_string(CgroupMode mode) {
 void InstanceCgroup::close_fds() {
   for (int fd : procs_fds) close(fd);
   procs_fds.clear();
-  if (dir_fd >= 0) close(dir_fd);
-  dir_fd = -1;
 }
 
 CgroupTree CgroupTree::detect(std::string_view node_name) {
@@ -149,14 +147,10 @@ Result<InstanceCgroup> CgroupTree::create(std::string_view instance_name) const 
     Status st = make_dir(dir);
     if (st.ok()) {
       cg.dirs.push_back(dir);
-      if (mode_ == CgroupMode::v2) {
-        cg.dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cg.dir_fd < 0) st = Error{errno, "open", dir};
-      } else {
-        int fd = open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0) st = Error{errno, "open", dir + "/cgroup.procs"};
-        else cg.procs_fds.push_back(fd);
-      }
+      // The sandbox joins by writing "0" (itself) to these, on v1 and v2 alike.
+      int fd = open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) st = Error{errno, "open", dir + "/cgroup.procs"};
+      else cg.procs_fds.push_back(fd);
     }
     if (!st.ok()) {
       remove(cg);

@@ -1,9 +1,8 @@
 // Per-instance cgroups under a subtree of the node's own:
 //   <hierarchy>/faasvisor/node-<pid>/<instance>
-// On cgroup v2 there is one hierarchy and instances are placed with CLONE_INTO_CGROUP.
-// On v1 (and the hybrid layout of these machines, where v2 has no controllers) there is one
-// directory per controller (memory, cpu, pids) and the child joins by writing "0" to the
-// cgroup.procs files the parent opened for it, before it execs.
+// On cgroup v2 there is one hierarchy; on v1 (and the hybrid layout of these machines, where
+// v2 has no controllers) one directory per controller (memory, cpu, pids). Either way the
+// sandbox joins by writing "0" to the cgroup.procs files the node opened for it.
 #pragma once
 
 #include <cstdint>
@@ -28,8 +27,7 @@ struct CgroupLimits {
 // instance's processes are gone (rmdir fails with EBUSY before that).
 struct InstanceCgroup {
   std::vector<std::string> dirs;  // one per hierarchy
-  std::vector<int> procs_fds;     // v1: cgroup.procs of each dir, written by the child
-  int dir_fd = -1;                // v2: for CLONE_INTO_CGROUP
+  std::vector<int> procs_fds;     // cgroup.procs of each dir, written by the sandbox
 
   bool empty() const { return dirs.empty(); }
   void close_fds();  // after the spawn, the parent no longer needs them

@@ -1,5 +1,14 @@
 /* faasvisor-stem: a pre-made sandbox waiting for its function.
  *
+ * The node starts this program with posix_spawn (a vfork: it costs the node's event loop
+ * about a hundred microseconds) and everything slow happens here, off the loop, on any core:
+ *   outer stem (child of the node, holds no stream): joins the instance's cgroups through
+ *     the cgroup.procs files passed as fds 3.., unshares the mount, ipc, uts, net and pid
+ *     namespaces, forks the inner stem, then only waits for it and mirrors its exit, so the
+ *     node's pidfd on the outer stem sees the instance end;
+ *   inner stem (pid 1 of the new pid namespace): makes the host read-only with private /tmp
+ *     and /proc, brings up loopback, and waits for GO (below).
+ *
  * The node starts stems ahead of demand: each is already in its own namespaces, with a
  * read-only view of the host, private /tmp and /proc, and its own cgroup (joining a cgroup
  * v1 hierarchy can take milliseconds: the kernel waits for an RCU grace period). On a cold
@@ -26,8 +35,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +101,8 @@ static char **get_list(struct cursor *c) {
 }
 
 static volatile pid_t g_function_pid;
+static uint32_t g_uid, g_gid;
+static void exit_like(int status, const char *who) __attribute__((noreturn));
 
 static void forward(int signo) {
   if (g_function_pid > 0) kill(g_function_pid, signo);
@@ -99,6 +116,14 @@ static int run_as_init(char **argv, char **envp) {
   pid_t pid = fork();
   if (pid < 0) fail("fork");
   if (pid == 0) {
+    /* Only the function drops to its user: the init keeps its parent-death signal, which
+     * a change of credentials would clear. */
+    if (g_uid != 0) {
+      if (setgroups(0, NULL) < 0) fail("setgroups");
+      if (setresgid(g_gid, g_gid, g_gid) < 0) fail("setgid");
+      if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
     execvpe(argv[0], argv, envp);
@@ -124,15 +149,107 @@ static int run_as_init(char **argv, char **envp) {
       _exit(127);
     }
     if (done != pid) continue; /* an orphan the function left behind */
-    if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
-    int sig = WTERMSIG(status);
-    const char *name = sigabbrev_np(sig);
-    fprintf(stderr, "faasvisor-stem: the function was killed by signal SIG%s\n", name ? name : "?");
-    _exit(128 + sig);
+    exit_like(status, "the function");
   }
 }
 
-int main(void) {
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+struct mount_attr_arg {
+  uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+/* Inner stem: the host read-only, private /tmp and /proc, loopback up. */
+static void setup_sandbox(void) {
+  /* Our mounts must not propagate back to the host. */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private");
+  /* A fresh /proc for the new pid namespace: the function sees only its own processes. */
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777") < 0) fail("mount /tmp");
+  /* Everything read-only, recursively, then /tmp writable again. mount_setattr changes this
+   * namespace's copies of the mounts only. */
+  struct mount_attr_arg ro = {MOUNT_ATTR_RDONLY, 0, 0, 0};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0)
+    fail("mount_setattr / read-only");
+  struct mount_attr_arg rw = {0, MOUNT_ATTR_RDONLY, 0, 0};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, "/tmp", 0, &rw, sizeof rw) < 0)
+    fail("mount_setattr /tmp read-write");
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) fail("socket for loopback");
+  struct ifreq req;
+  memset(&req, 0, sizeof req);
+  strncpy(req.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ioctl(sock, SIOCGIFFLAGS, &req) < 0) fail("SIOCGIFFLAGS lo");
+  req.ifr_flags = (short)(req.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (ioctl(sock, SIOCSIFFLAGS, &req) < 0) fail("SIOCSIFFLAGS lo");
+  close(sock);
+  sethostname("faasvisor", 9);
+}
+
+static void exit_like(int status, const char *who) {
+  if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+  int sig = WTERMSIG(status);
+  const char *name = sigabbrev_np(sig);
+  fprintf(stderr, "faasvisor-stem: %s was killed by signal SIG%s\n", who, name ? name : "?");
+  _exit(128 + sig);
+}
+
+/* Outer stem: join the cgroups, make the namespaces, start the inner stem, mirror it. */
+static void outer(int cgroup_fds, pid_t node_pid) {
+  /* The instance dies with the node, whatever the node died of. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != node_pid) _exit(0);
+  for (int i = 0; i < cgroup_fds; ++i) {
+    ssize_t n;
+    do {
+      n = write(3 + i, "0", 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) fail("join the instance's cgroup");
+    close(3 + i);
+  }
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID) < 0)
+    fail("unshare namespaces");
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
+  pid_t inner = fork();
+  if (inner < 0) fail("fork the sandbox init");
+  if (inner == 0) {
+    /* pid 1 of the new namespace. If the outer stem dies, so does the sandbox. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return;
+  }
+  g_function_pid = inner;
+  /* The inner stem owns the protocol streams: without our copies, its closing them is seen
+   * by the node as end of stream. */
+  close(0);
+  close(1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  for (;;) {
+    int status = 0;
+    pid_t done = waitpid(inner, &status, 0);
+    if (done < 0 && errno == EINTR) continue;
+    if (done < 0) _exit(127);
+    exit_like(status, "the sandbox");
+  }
+}
+
+int main(int argc, char **argv) {
+  /* argv: faasvisor-stem CGROUP_FDS NODE_PID */
+  if (argc != 3) { errno = 0; fail("usage: faasvisor-stem CGROUP_FDS NODE_PID (started by faasvisord)"); }
+  outer(atoi(argv[1]), (pid_t)atoi(argv[2]));
+  setup_sandbox();
   unsigned char head[8];
   read_exact(head, sizeof head);
   struct cursor hc = {head, head + 8};
@@ -148,10 +265,10 @@ int main(void) {
   uint64_t tmp_size = get_u32(&c);
   tmp_size |= (uint64_t)get_u32(&c) << 32;
   char *dir = get_str(&c);
-  char **argv = get_list(&c);
+  char **fn_argv = get_list(&c);
   char **envp = get_list(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
-  if (argv[0] == NULL) { errno = 0; fail("empty command"); }
+  if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 
   if (tmp_size > 0) {
     char opts[64];
@@ -159,11 +276,7 @@ int main(void) {
     if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
   }
   if (chdir(dir) < 0) fail("enter the function directory");
-  if (uid != 0) {
-    if (setgroups(0, NULL) < 0) fail("setgroups");
-    if (setresgid(gid, gid, gid) < 0) fail("setgid");
-    if (setresuid(uid, uid, uid) < 0) fail("setuid");
-  }
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
-  return run_as_init(argv, envp);
+  g_uid = uid;
+  g_gid = gid;
+  return run_as_init(fn_argv, envp);
 }

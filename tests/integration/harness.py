@@ -5,8 +5,9 @@ deploys the test functions, and checks after shutdown that the daemon left nothi
 no child process, no cgroup directory, no descriptor and no /tmp entry.
 
 Leak checking works from three vantage points:
-  * a sampler thread records every direct child of the daemon (pid, start time, cgroup
-    directories) while it runs, and so does every GET /system/function;
+  * a sampler thread records every process below the daemon (sandboxes, instances and
+    their function processes: pid, start time, cgroup directories) while it runs, and so
+    does every GET /system/function;
   * this process makes itself a child subreaper, so any process the daemon leaves behind when
     it exits is re-parented to us, where it is easy to spot (even as a zombie);
   * before SIGTERM the daemon's descriptors and cgroup subtrees are compared with a baseline
@@ -38,12 +39,15 @@ HASH_IMAGE = os.path.join(BUILD, "examples", "hash")
 MISBEHAVE_IMAGE = os.path.join(BUILD, "tests", "functions")
 PYECHO_IMAGE = os.path.join(ROOT, "examples", "pyecho")
 PYECHO_PROCESS = "/usr/bin/python3 ../../runtimes/python/faasvisor_runtime.py handler"
-# tests/integration/functions/slowboot: Python, sleeps FV_BOOT_DELAY_MS before READY.
-SLOWBOOT_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions", "slowboot")
-# tests/integration/functions/reqinfo: Python, answers with the request it saw, as JSON.
-REQINFO_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions", "reqinfo")
-REQINFO_PROCESS = "/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler"
-SLOWBOOT_PROCESS = ("/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler")
+# Python test functions under tests/integration/functions, run by the Python runtime:
+#   slowboot  sleeps FV_BOOT_DELAY_MS (default 1000) before READY, then echoes;
+#   reqinfo   answers with the request it saw, as JSON (?set=NAME:VALUE adds a header).
+FUNCTIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "functions")
+PYTHON_TEST_PROCESS = "/usr/bin/python3 -B ../../../../runtimes/python/faasvisor_runtime.py handler"
+SLOWBOOT_IMAGE = os.path.join(FUNCTIONS_DIR, "slowboot")
+SLOWBOOT_PROCESS = PYTHON_TEST_PROCESS
+REQINFO_IMAGE = os.path.join(FUNCTIONS_DIR, "reqinfo")
+REQINFO_PROCESS = PYTHON_TEST_PROCESS
 
 DEFAULT_STEM_POOL = 16
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
@@ -322,7 +326,7 @@ class Daemon:
         self.pid = None
         self.log_lines = []
         self.log_lock = threading.Lock()
-        self.seen = {}  # pid -> {"start": starttime, "comm": str, "cgroups": [dirs]}
+        self.seen = {}  # pid -> {"start", "comm", "parent", "cgroups": [dirs]}
         self.seen_lock = threading.Lock()
         self.cgroup_roots = []
         self.baseline_fds = None
@@ -523,10 +527,17 @@ class Daemon:
 
     def leak_problems(self):
         problems = []
-        # Orphans re-parented to us (the subreaper): anything but our own daemons is a leak.
+        # Orphans re-parented to us (the subreaper). Only what came from the daemon counts:
+        # a process recorded below it, or one still named after it (a sandbox that died
+        # before it could exec faasvisor-stem is a "faasvisord" zombie). Other children of
+        # the test process are none of our business.
         if SUBREAPER:
-            for pid, (comm, state, _start) in children_of(os.getpid()).items():
+            with self.seen_lock:
+                recorded = {pid: e["start"] for pid, e in self.seen.items()}
+            for pid, (comm, state, start) in children_of(os.getpid()).items():
                 if pid in LIVE_DAEMONS or pid == self.pid:
+                    continue
+                if recorded.get(pid) != start and not comm.startswith("faasvisor"):
                     continue
                 problems.append("orphan process %d (%s, state %s) outlived the daemon"
                                 % (pid, comm, state))

@@ -67,9 +67,13 @@ class InvokeTests(DaemonTestCase):
         self.assertEqual(inv["errors"], 0, stats)
         cold_headers = sum(1 for r in results if r.header("X-Faasvisor-Start") == "cold")
         self.assertEqual(cold_headers, inv["cold"], stats)
+        # A cold invocation waited for its instance's boot: no instance serves two of them.
+        cold_ids = [r.header("X-Faasvisor-Instance") for r in results
+                    if r.header("X-Faasvisor-Start") == "cold"]
+        self.assertEqual(len(cold_ids), len(set(cold_ids)), "an instance served two cold starts")
         instances = {r.header("X-Faasvisor-Instance") for r in results}
-        self.assertEqual(len(instances), inv["cold"], "every instance serves one cold invocation")
-        self.assertLessEqual(len(instances), 60)
+        self.assertGreaterEqual(len(instances), inv["cold"])
+        self.assertLessEqual(len(d.instances("conc-echo")), 60, "more instances than invocations")
         self.assertEqual(d.function("conc-echo")["invocationCount"], 60)
 
     def test_preboot_then_all_warm(self):
