@@ -3,6 +3,7 @@
 // watching the exit, stopping) is the same for every backend and lives in pool::Instance.
 #pragma once
 
+#include <csignal>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,9 @@ class Backend {
   virtual Status cleanup(Launched &launched) = 0;
   // The instance's current memory footprint (its whole sandbox), if the backend can tell.
   virtual Result<uint64_t> memory_usage(const Launched &) const { return plain_error("not measured"); }
+  // The signal that ends an instance at once (SIGKILL unless the launched process is a
+  // supervisor that must take its children with it).
+  virtual int kill_signal() const { return SIGKILL; }
   // The node is shutting down: release anything prepared ahead of demand.
   virtual void drain() {}
   // Whether the instance's memory limit was hit (the kernel killed something for it).

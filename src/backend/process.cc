@@ -77,7 +77,11 @@ void ProcessBackend::discard(Launched &stem) {
   for (int fd : {stem.to_instance, stem.from_instance, stem.log})
     if (fd >= 0) close(fd);
   stem.to_instance = stem.from_instance = stem.log = -1;
-  stem.child = proc::Child();  // kills and reaps an unused stem (it only waits on stdin)
+  // An unused stem waits on stdin: end of input, or SIGUSR2 if it is still setting up, and
+  // the outer stem reaps its init before it exits. Bounded: the outer stem does nothing else.
+  stem.child.signal(SIGUSR2);
+  stem.child.wait();
+  stem.child = proc::Child();
   cgroups_.remove(stem.cgroup);
 }
 

@@ -36,6 +36,8 @@ class ProcessBackend final : public Backend {
   }
 
   void drain() override;
+  // The outer stem kills and reaps the sandbox's init, then exits (src/stem/stem.c).
+  int kill_signal() const override { return SIGUSR2; }
   size_t stems_ready() const { return stems_.size(); }
 
  private:

@@ -243,7 +243,11 @@ void Instance::kill(int status, std::string reason) {
     finish_invocation(result);
   }
   begin_stopping();
-  launched_.child.signal(SIGKILL);
+  kill_sent_ = true;
+  launched_.child.signal(function_->backend().kill_signal());
+  // Should the kill signal not end it (a supervisor that is itself stuck), SIGKILL follows.
+  timer_purpose_ = TimerPurpose::stop_grace;
+  pool_.timers().start(timer_, monotonic_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
   pool_.instance_stopping(*this, was_booting, reason);
 }
 
@@ -524,7 +528,14 @@ void Instance::on_timer(io::Timer &t) {
       if (self.state_ == InstanceState::warm) self.pool_.instance_idle_expired(self);
       break;
     case TimerPurpose::stop_grace:
-      self.launched_.child.signal(SIGKILL);
+      if (!self.kill_sent_) {
+        self.kill_sent_ = true;
+        self.launched_.child.signal(self.function_->backend().kill_signal());
+        self.timer_purpose_ = TimerPurpose::stop_grace;
+        self.pool_.timers().start(self.timer_, monotonic_ns() + self.pool_.options().stop_grace_ms * 1'000'000ull);
+      } else {
+        self.launched_.child.signal(SIGKILL);
+      }
       break;
     case TimerPurpose::cleanup_retry:
       self.try_cleanup();

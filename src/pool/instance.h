@@ -126,6 +126,7 @@ class Instance {
   bool exit_reported_ = false;
   bool cleaned_ = false;
   bool released_ = false;
+  bool kill_sent_ = false;  // the backend's kill signal was sent; SIGKILL is the last resort
   int depth_ = 0;  // callbacks of this instance on the stack: defer release until 0
   uint32_t cleanup_attempts_ = 0;
   uint32_t served_ = 0;

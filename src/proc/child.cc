@@ -55,6 +55,15 @@ Status Child::signal(int signo) {
   return {};
 }
 
+void Child::wait() {
+  if (pidfd_ < 0 || reaped_) return;
+  siginfo_t info{};
+  while (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL) < 0 &&
+         errno == EINTR) {
+  }
+  reaped_ = true;
+}
+
 Result<bool> Child::try_reap(ExitStatus *status) {
   if (reaped_) return true;
   siginfo_t info{};

@@ -33,6 +33,8 @@ class Child {
   bool reaped() const { return reaped_; }
 
   Status signal(int signo);
+  // Blocking reap, for a child already told to exit.
+  void wait();
   // Non-blocking reap. Returns true and fills status if the child has exited.
   Result<bool> try_reap(ExitStatus *status);
 

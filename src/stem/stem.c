@@ -108,6 +108,11 @@ static void forward(int signo) {
   if (g_function_pid > 0) kill(g_function_pid, signo);
 }
 
+static void kill_sandbox(int signo) {
+  (void)signo;
+  if (g_function_pid > 0) kill(g_function_pid, SIGKILL);
+}
+
 /* Runs the function as our child and mirrors its end. */
 static int run_as_init(char **argv, char **envp) {
   sigset_t all, old;
@@ -235,6 +240,11 @@ static void outer(int cgroup_fds, pid_t node_pid) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  /* SIGUSR2 from the node means "kill the sandbox now". Killing only this process would
+   * leave the inner stem to die orphaned, and an orphan is reaped by whatever init the host
+   * has (in a container, possibly none). So the inner stem is killed and reaped here. */
+  sa.sa_handler = kill_sandbox;
+  sigaction(SIGUSR2, &sa, NULL);
   sigprocmask(SIG_SETMASK, &old, NULL);
   for (;;) {
     int status = 0;

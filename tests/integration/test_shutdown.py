@@ -221,8 +221,12 @@ class BrokenSandboxTests(unittest.TestCase):
     and the dead sandboxes are reaped: none is left as a zombie when the daemon exits."""
 
     def test_sandbox_failing_before_exec(self):
-        hidden = "/tmp/fvtest-hidden-stem-%d" % os.getpid()
-        shutil.copy(os.path.join(BUILD, "src", "faasvisor-stem"), hidden)
+        # A sandbox helper that fails before the function runs: every boot fails with its
+        # last words, nothing waits forever, and nothing is left behind.
+        hidden = "/tmp/fvtest-broken-stem-%d" % os.getpid()
+        with open(hidden, "w") as f:
+            f.write("#!/bin/sh\necho \"broken sandbox $0\" >&2\nexit 3\n")
+        os.chmod(hidden, 0o755)
         d = None
         try:
             d = Daemon("--stem", hidden, "--stem-pool", "2").start()
