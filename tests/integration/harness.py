@@ -49,7 +49,23 @@ SLOWBOOT_PROCESS = PYTHON_TEST_PROCESS
 REQINFO_IMAGE = os.path.join(FUNCTIONS_DIR, "reqinfo")
 REQINFO_PROCESS = PYTHON_TEST_PROCESS
 
-DEFAULT_STEM_POOL = 16
+
+
+def default_stem_pool():
+    """The daemon's default --stem-pool, read from NodeOptions in the public header (the
+    tests must know how many sandboxes a healthy idle node keeps)."""
+    header = os.path.join(ROOT, "include", "faasvisor", "node.h")
+    try:
+        with open(header) as f:
+            m = re.search(r"stem_pool_size\s*=\s*(\d+)", f.read())
+        if m:
+            return int(m.group(1))
+    except OSError:
+        pass
+    return 16
+
+
+DEFAULT_STEM_POOL = default_stem_pool()
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ThreadSanitizer", "Assertion `", "assertion failed")

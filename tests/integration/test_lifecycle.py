@@ -518,7 +518,7 @@ class MemoryBudgetTests(LifecycleCase):
         for name in ("mb-s1", "mb-s2", "mb-s3"):
             self.deploy64(name)
         self.deploy64("mb-late", timeout="1s")
-        slow_ms = int(scaled(4000))
+        slow_ms = int(1000 + scaled(1500))  # well past mb-late's 1 s timeout
         with ReservedSampler(d) as sampler:
             slow = {}
 
@@ -636,7 +636,7 @@ class ObservabilityTests(LifecycleCase):
 
     def deploy_loggen(self, name):
         deploy_fn(self.daemon, name, image=self.image_dir,
-                  process="/usr/bin/python3 %s loggen" % PYTHON_RUNTIME)
+                  process="/usr/bin/python3 -B %s loggen" % PYTHON_RUNTIME)
 
     # -- measured memory and metrics --
 
@@ -847,7 +847,7 @@ class ObservabilityTests(LifecycleCase):
             self.assertEqual(stream.texts(), ["old 2"])
 
             # Lines arrive while the invocation writing them still runs.
-            gap_ms = int(scaled(700))
+            gap_ms = int(scaled(400))
             result = {}
             t = threading.Thread(target=lambda: result.update(
                 r=d.invoke("log-follow", query="lines=3&tag=new&gap_ms=%d" % gap_ms,
