@@ -3,8 +3,9 @@
 import os
 import threading
 
-from harness import (DaemonTestCase, ECHO_IMAGE, MISBEHAVE_IMAGE, deploy_spec, process_alive,
-                     scaled, wait_until)
+from harness import (DaemonTestCase, ECHO_IMAGE, MISBEHAVE_IMAGE, SLOWBOOT_IMAGE,
+                     SLOWBOOT_PROCESS, deploy_spec, parallel, process_alive, raw_request, scaled,
+                     wait_until)
 
 
 class ApiTests(DaemonTestCase):
@@ -257,3 +258,156 @@ class ApiTests(DaemonTestCase):
         if mem:
             with open(os.path.join(mem[0], "memory.limit_in_bytes")) as f:
                 self.assertEqual(int(f.read()), 128 << 20)
+
+
+class LifecycleEdgeTests(DaemonTestCase):
+    """Updates, deletes and disconnects that race with running or waiting invocations."""
+
+    FLAGS = ("--stem-pool", "4")
+
+    def test_put_update_while_booting(self):
+        # An invocation waiting for a booting instance of the old definition is served by
+        # an instance of the new one; the old instance retires once ready.
+        d = self.daemon
+        d.deploy("upd-boot", image=SLOWBOOT_IMAGE, process=SLOWBOOT_PROCESS, memory="128Mi",
+                 env={"FV_BOOT_DELAY_MS": str(int(scaled(1500)))}, max_instances=2,
+                 timeout="60s")
+        got = []
+        t = threading.Thread(target=lambda: got.append(
+            d.invoke("upd-boot", b"queued", timeout=scaled(30))))
+        t.start()
+        wait_until(lambda: d.stats("upd-boot")["invocations"]["queued"] == 1, scaled(10),
+                   "the invocation to wait for the boot")
+        old = d.instances("upd-boot")
+        self.assertEqual(len(old), 1)
+        d.deploy("upd-boot", image=SLOWBOOT_IMAGE, process=SLOWBOOT_PROCESS, memory="128Mi",
+                 env={"FV_BOOT_DELAY_MS": "0"}, max_instances=2, timeout="60s", method="PUT")
+        t.join(scaled(30))
+        self.assertEqual(len(got), 1)
+        self.assertEqual((got[0].status, got[0].body), (200, b"queued"), got[0])
+        d.assert_process_gone(old[0]["pid"])
+        info = d.function("upd-boot")
+        self.assertEqual(info["faasvisor"]["generation"], 2)
+        self.assertTrue(all(i["id"] != old[0]["id"] for i in info["faasvisor"]["instances"]))
+
+    def test_delete_with_busy_and_queued(self):
+        d = self.daemon
+        d.deploy("del-busy", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=1,
+                 timeout="60s")
+        self.assertEqual(d.scale("del-busy", 1).status, 202)
+        d.wait_warm("del-busy", 1)
+        pid = d.instances("del-busy")[0]["pid"]
+        got = {}
+
+        def call(tag, query):
+            got[tag] = d.invoke("del-busy", tag, query=query, timeout=scaled(30))
+
+        busy = threading.Thread(target=call, args=(b"busy", "mode=slow&ms=%d" % int(scaled(1000))))
+        busy.start()
+        wait_until(lambda: d.stats("del-busy")["instances"]["busy"] == 1, scaled(10), "busy")
+        queued = threading.Thread(target=call, args=(b"queued", ""))
+        queued.start()
+        wait_until(lambda: d.stats("del-busy")["invocations"]["queued"] == 1, scaled(10), "queued")
+        r = d.request("DELETE", "/system/functions", {"functionName": "del-busy"})
+        self.assertEqual(r.status, 202, r)
+        queued.join(scaled(10))
+        self.assertFalse(queued.is_alive(), "the queued invocation was not answered on delete")
+        self.assertJsonError(got[b"queued"], 503, "deleted")
+        busy.join(scaled(30))
+        # The running invocation finishes; then its instance stops.
+        self.assertEqual((got[b"busy"].status, got[b"busy"].body), (200, b"busy"))
+        d.assert_process_gone(pid)
+
+    def test_client_leaves_while_running(self):
+        # The instance finishes the abandoned invocation and serves the next one warm.
+        d = self.daemon
+        d.deploy("leaver", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=1,
+                 timeout="60s")
+        s = d.raw_socket()
+        s.sendall(raw_request("POST", "/function/leaver?mode=slow&ms=%d" % int(scaled(500)), b"gone"))
+        wait_until(lambda: d.stats("leaver")["instances"]["busy"] == 1, scaled(10), "busy")
+        s.close()
+        wait_until(lambda: d.stats("leaver")["instances"]["warm"] == 1, scaled(10),
+                   "the instance to finish the abandoned invocation")
+        r = d.invoke("leaver", b"next")
+        self.assertEqual((r.status, r.body, r.header("X-Faasvisor-Start")), (200, b"next", "warm"))
+        self.assertEqual(len(d.instances("leaver")), 1)
+
+    def test_client_leaves_while_queued(self):
+        # EOF from a client may be a half-close after its last request, so the node may still
+        # run a queued invocation whose client left; either way nothing breaks: the answer
+        # goes nowhere, the instance stays usable and the queue does not stall.
+        d = self.daemon
+        d.deploy("qleaver", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=1,
+                 timeout="60s")
+        self.assertEqual(d.scale("qleaver", 1).status, 202)
+        d.wait_warm("qleaver", 1)
+        got = []
+        t = threading.Thread(target=lambda: got.append(d.invoke(
+            "qleaver", b"hold", query="mode=slow&ms=%d" % int(scaled(800)))))
+        t.start()
+        wait_until(lambda: d.stats("qleaver")["instances"]["busy"] == 1, scaled(10), "busy")
+        s = d.raw_socket()
+        s.sendall(raw_request("POST", "/function/qleaver?mode=slow&ms=200", b"abandoned"))
+        wait_until(lambda: d.stats("qleaver")["invocations"]["queued"] == 1, scaled(10),
+                   "queued")
+        s.close()
+        t.join(scaled(30))
+        self.assertEqual((got[0].status, got[0].body), (200, b"hold"))
+        wait_until(lambda: d.stats("qleaver")["invocations"]["queued"] == 0
+                   and d.stats("qleaver")["instances"]["busy"] == 0, scaled(10),
+                   "the queue to drain")
+        r = d.invoke("qleaver", b"after")
+        self.assertEqual((r.status, r.body, r.header("X-Faasvisor-Start")), (200, b"after", "warm"))
+        self.assertEqual(len(d.instances("qleaver")), 1)
+        self.assertTrue(d.healthy())
+
+    def test_limits_reach_the_cgroup(self):
+        d = self.daemon
+        d.deploy("limited", memory="48Mi", cpu="250m")
+        r = d.invoke("limited", b"x")
+        pid = d.instance_pid("limited", int(r.header("X-Faasvisor-Instance")))
+        d.record_children()
+        procs = {pid: d.record_pid(pid)}
+        procs.update(d.recorded_below(pid))
+        dirs = {p for e in procs.values() if e for p in e["cgroups"]}
+        checked = 0
+        for path in dirs:
+            if "/memory/" in path and os.path.exists(os.path.join(path, "memory.limit_in_bytes")):
+                with open(os.path.join(path, "memory.limit_in_bytes")) as f:
+                    self.assertEqual(int(f.read()), 48 << 20, path)
+                checked += 1
+            if "/cpu/" in path and os.path.exists(os.path.join(path, "cpu.cfs_quota_us")):
+                with open(os.path.join(path, "cpu.cfs_quota_us")) as f:
+                    quota = int(f.read())
+                with open(os.path.join(path, "cpu.cfs_period_us")) as f:
+                    period = int(f.read())
+                self.assertEqual(quota * 1000 // period, 250, path)
+                checked += 1
+            if os.path.exists(os.path.join(path, "memory.max")):  # cgroup v2
+                with open(os.path.join(path, "memory.max")) as f:
+                    self.assertEqual(int(f.read()), 48 << 20, path)
+                checked += 1
+        self.assertGreaterEqual(checked, 1, "no limit file found in %s" % sorted(dirs))
+
+    def test_many_keep_alive_clients(self):
+        d = self.daemon
+        d.deploy("ka-many", max_instances=8)
+
+        def client(c):
+            conn = d.connect()
+            try:
+                out = []
+                for i in range(15):
+                    body = b"client %d request %d" % (c, i)
+                    r = d.invoke("ka-many", body, conn=conn)
+                    out.append(r.status == 200 and r.body == body)
+                return all(out)
+            finally:
+                conn.close()
+
+        results = parallel(client, [(c,) for c in range(10)], timeout=scaled(60))
+        self.assertEqual(results, [True] * 10)
+        inv = d.stats("ka-many")["invocations"]
+        self.assertEqual(inv["cold"] + inv["warm"], 150, inv)
+        self.assertLessEqual(len(d.instances("ka-many")), 8)

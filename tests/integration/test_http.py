@@ -89,6 +89,40 @@ class HttpTests(DaemonTestCase):
                     s.close()
         self.assertTrue(self.daemon.healthy())
 
+    def test_ambiguous_framing_rejected(self):
+        # Request smuggling shapes: both framings, or two different lengths.
+        cases = [
+            b"POST /function/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /function/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Content-Length: 6\r\n\r\nhello!",
+            b"POST /function/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+        ]
+        for data in cases:
+            with self.subTest(data=data[:90]):
+                s = self.daemon.raw_socket()
+                try:
+                    s.sendall(data)
+                    reader = RawReader(s)
+                    r = reader.read_response()
+                    self.assertIn(r.status, (400, 501), r)
+                    self.assertIn("error", r.json())
+                    self.assertTrue(reader.at_eof(scaled(5)), "connection left open")
+                finally:
+                    s.close()
+        self.assertTrue(self.daemon.healthy())
+
+    def test_expect_continue_refused_when_too_large(self):
+        s = self.daemon.raw_socket()
+        try:
+            s.sendall(b"POST /function/echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+                      b"Expect: 100-continue\r\n\r\n" % (MAX_BODY + 1))
+            r = RawReader(s).read_response()
+            self.assertJsonError(r, 413)  # and no "100 Continue" first
+        finally:
+            s.close()
+
     def test_chunked_body(self):
         body = b"4\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n"
         data = (b"POST /function/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"

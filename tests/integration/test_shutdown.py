@@ -115,6 +115,34 @@ class ShutdownTests(unittest.TestCase):
         self.assertClean(d.finish(timeout=scaled(20)))
         self.assertEqual(d.exit_code, 0)
 
+    def test_second_signal_during_drain(self):
+        # A second SIGTERM/SIGINT while draining changes nothing: in-flight work finishes.
+        d = self.start("--shutdown-grace-ms", str(int(scaled(10000))), "--stem-pool", "4")
+        d.deploy("slow2", image=MISBEHAVE_IMAGE, process="./misbehave", max_instances=4,
+                 timeout="60s")
+        self.assertEqual(d.scale("slow2", 4).status, 202)
+        d.wait_warm("slow2", 4)
+        outcome = {}
+
+        def run_all():
+            outcome["r"] = parallel(lambda i: d.invoke("slow2", b"%d" % i, query="mode=slow&ms=600",
+                                                       timeout=scaled(30)),
+                                    [(i,) for i in range(4)], timeout=scaled(40))
+
+        runner = threading.Thread(target=run_all)
+        runner.start()
+        wait_until(lambda: d.stats("slow2")["instances"]["busy"] == 4, scaled(10), "all busy")
+        d.record_children()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.send_signal(signal.SIGINT)
+        d.proc.send_signal(signal.SIGTERM)
+        runner.join(scaled(40))
+        for i, r in enumerate(outcome["r"]):
+            self.assertNotIsInstance(r, BaseException)
+            self.assertEqual((r.status, r.body), (200, b"%d" % i), r)
+        self.assertClean(d.finish(timeout=scaled(20)))
+        self.assertEqual(d.exit_code, 0)
+
     def test_sigterm_hung_invocation_past_grace(self):
         grace_ms = 500
         d = self.start("--shutdown-grace-ms", str(grace_ms), "--stop-grace-ms", "500",
