@@ -113,6 +113,38 @@ static void kill_sandbox(int signo) {
   if (g_function_pid > 0) kill(g_function_pid, SIGKILL);
 }
 
+/* The parent's half, shared by the outer stem (child: the sandbox's init) and the init
+ * (child: the function): give the child the protocol streams (without our copies, its
+ * closing them is seen by the node as end of stream), forward SIGTERM/SIGINT/SIGHUP, take
+ * SIGUSR2 as "kill it now" (killing only the parent would leave the child to die orphaned,
+ * reaped by whatever init the host has: in a container, possibly none), reap everything,
+ * and exit as the child did. `old` is the signal mask to restore; all signals are blocked
+ * on entry so no handler runs before g_function_pid is set. */
+static void supervise(pid_t child, const sigset_t *old, const char *who) __attribute__((noreturn));
+static void supervise(pid_t child, const sigset_t *old, const char *who) {
+  g_function_pid = child;
+  close(0);
+  close(1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sa.sa_handler = kill_sandbox;
+  sigaction(SIGUSR2, &sa, NULL);
+  sigprocmask(SIG_SETMASK, old, NULL);
+  for (;;) {
+    int status = 0;
+    pid_t done = wait(&status);
+    if (done < 0) {
+      if (errno == EINTR) continue;
+      _exit(127);
+    }
+    if (done == child) exit_like(status, who); /* others are orphans the function left */
+  }
+}
+
 /* Runs the function as our child and mirrors its end. */
 static int run_as_init(char **argv, char **envp) {
   sigset_t all, old;
@@ -134,28 +166,7 @@ static int run_as_init(char **argv, char **envp) {
     execvpe(argv[0], argv, envp);
     fail(argv[0]);
   }
-  g_function_pid = pid;
-  /* The function owns the protocol streams now: without our copies, its closing them is
-   * seen by the node as end of stream. */
-  close(0);
-  close(1);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = forward;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  for (;;) {
-    int status = 0;
-    pid_t done = wait(&status);
-    if (done < 0) {
-      if (errno == EINTR) continue;
-      _exit(127);
-    }
-    if (done != pid) continue; /* an orphan the function left behind */
-    exit_like(status, "the function");
-  }
+  supervise(pid, &old, "the function");
 }
 
 #ifndef MOUNT_ATTR_RDONLY
@@ -229,30 +240,7 @@ static void outer(int cgroup_fds, pid_t node_pid) {
     sigprocmask(SIG_SETMASK, &old, NULL);
     return;
   }
-  g_function_pid = inner;
-  /* The inner stem owns the protocol streams: without our copies, its closing them is seen
-   * by the node as end of stream. */
-  close(0);
-  close(1);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = forward;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
-  /* SIGUSR2 from the node means "kill the sandbox now". Killing only this process would
-   * leave the inner stem to die orphaned, and an orphan is reaped by whatever init the host
-   * has (in a container, possibly none). So the inner stem is killed and reaped here. */
-  sa.sa_handler = kill_sandbox;
-  sigaction(SIGUSR2, &sa, NULL);
-  sigprocmask(SIG_SETMASK, &old, NULL);
-  for (;;) {
-    int status = 0;
-    pid_t done = waitpid(inner, &status, 0);
-    if (done < 0 && errno == EINTR) continue;
-    if (done < 0) _exit(127);
-    exit_like(status, "the sandbox");
-  }
+  supervise(inner, &old, "the sandbox");
 }
 
 int main(int argc, char **argv) {
