@@ -2,14 +2,13 @@
 after it, the daemon exits 0 and leaves nothing behind. Each test owns its daemon."""
 
 import os
-import shutil
 import signal
 import socket
 import threading
 import time
 import unittest
 
-from harness import (BUILD, Daemon, MISBEHAVE_IMAGE, SLOWBOOT_IMAGE, SLOWBOOT_PROCESS, parallel,
+from harness import (Daemon, MISBEHAVE_IMAGE, SLOWBOOT_IMAGE, SLOWBOOT_PROCESS, parallel,
                      scaled, wait_until)
 
 
@@ -244,9 +243,9 @@ class LeakCheckerSelfTest(unittest.TestCase):
 
 
 class BrokenSandboxTests(unittest.TestCase):
-    """A sandbox whose setup fails before it can exec faasvisor-stem (here: the stem binary
-    lives under /tmp, which the sandbox's own /tmp mount hides). Cold starts fail cleanly,
-    and the dead sandboxes are reaped: none is left as a zombie when the daemon exits."""
+    """A sandbox helper (--stem) that dies before it can start the function. Cold starts
+    fail cleanly with the helper's last words, and the dead sandboxes are reaped: none is
+    left as a zombie when the daemon exits (the subreaper check in the harness sees them)."""
 
     def test_sandbox_failing_before_exec(self):
         # A sandbox helper that fails before the function runs: every boot fails with its
