@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backend/oci.h"
 #include "backend/process.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
@@ -232,6 +233,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   process_options.stem_pool_size = options.stem_pool_size;
   impl->pool->add_backend(
       std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
+  for (auto runtime : {backend::OciRuntime::crun, backend::OciRuntime::runc, backend::OciRuntime::gvisor}) {
+    backend::OciBackendOptions oci_options;
+    oci_options.runtime = runtime;
+    impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
+  }
 
   if (options.handle_signals) {
     sigset_t mask;

@@ -233,7 +233,7 @@ def tmp_entries(pid=None):
     names), so only names that point at this daemon count: the daemon's pid as a token, or
     a "faasvisor-stem*"/"faasvisor-node*" name."""
     out = set()
-    pid_token = re.compile(r"(^|[^0-9])%d([^0-9]|$)" % pid) if pid else None
+    pid_token = re.compile(r"(^|[^0-9a-zA-Z])%d([^0-9a-zA-Z]|$)" % pid) if pid else None
     for d in ("/tmp", "/dev/shm"):
         try:
             names = os.listdir(d)

@@ -135,7 +135,9 @@ def main():
             print("  " + name, file=sys.stderr)
     print("took %.1fs" % elapsed, file=sys.stderr)
     sys.stderr.flush()
-    print("%d passed, %d failed" % (result.passed, result.failed))
+    skipped = len(result.skipped)
+    print("%d passed, %d failed%s" % (result.passed, result.failed,
+                                      ", %d skipped" % skipped if skipped else ""))
     return 0 if result.failed == 0 and result.passed > 0 else 1
 
 

@@ -1,0 +1,556 @@
+#include "backend/oci.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/magic.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "util/log.h"
+
+namespace faasvisor::backend {
+namespace {
+
+constexpr const char *kNsenter = "/usr/bin/nsenter";
+constexpr const char *kUnshare = "/usr/bin/unshare";
+constexpr uint64_t kCpuPeriodUs = 100'000;
+
+void append_json_string(std::string &out, std::string_view s) {
+  out += '"';
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+}
+
+std::string json_string(std::string_view s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
+
+std::string json_string_array(const std::vector<std::string> &items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, items[i]);
+  }
+  return out + "]";
+}
+
+bool has_env(const std::vector<std::string> &env, std::string_view name) {
+  for (const std::string &e : env)
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
+      return true;
+  return false;
+}
+
+bool is_fs(const char *path, long magic) {
+  struct statfs st{};
+  return statfs(path, &st) == 0 && static_cast<long>(st.f_type) == magic;
+}
+
+// Hybrid layout: v1 controllers under a tmpfs, an (empty) cgroup2 at /sys/fs/cgroup/unified.
+bool hybrid_cgroups() {
+  return !is_fs("/sys/fs/cgroup", CGROUP2_SUPER_MAGIC) && is_fs("/sys/fs/cgroup/unified", CGROUP2_SUPER_MAGIC);
+}
+
+// Every cgroup hierarchy a runtime may use: each v1 controller directory (not the hybrid
+// layout's empty unified one), or the single v2 root.
+std::vector<std::string> cgroup_hierarchies(proc::CgroupMode mode) {
+  std::vector<std::string> out;
+  if (mode == proc::CgroupMode::v2) out.emplace_back("/sys/fs/cgroup");
+  if (mode != proc::CgroupMode::v1) return out;
+  DIR *d = opendir("/sys/fs/cgroup");
+  if (d == nullptr) return out;
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.' || std::strcmp(e->d_name, "unified") == 0) continue;
+    out.push_back(std::string("/sys/fs/cgroup/") + e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
+struct SpawnSetup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  SpawnSetup() {
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    // The node blocks SIGINT/SIGTERM for its signalfd and ignores SIGPIPE: the runtime
+    // starts clean (it must see the SIGTERM it is to forward).
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) sigaddset(&defaults, sig);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  }
+  ~SpawnSetup() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+  }
+};
+
+std::vector<char *> c_argv(std::vector<std::string> &args) {
+  std::vector<char *> out;
+  for (std::string &a : args) out.push_back(a.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+char *const kEnv[] = {const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+                      nullptr};
+
+// Runs a short helper command to completion, output to the node's stderr. Blocking: used at
+// start-up and in the rare cleanup of a container whose runtime was killed.
+Status run_blocking(std::vector<std::string> args) {
+  SpawnSetup setup;
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0) posix_spawn_file_actions_adddup2(&setup.actions, devnull, 0);
+  std::vector<char *> argv = c_argv(args);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), kEnv);
+  if (devnull >= 0) close(devnull);
+  if (rc != 0) return Error{rc, "posix_spawn", args[0]};
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return plain_error("helper command failed", args[0] + " " + args[1] + "... (wait status " + std::to_string(status) + ")");
+  return {};
+}
+
+Status make_dir(const std::string &path, mode_t mode) {
+  if (mkdir(path.c_str(), mode) < 0 && errno != EEXIST) return Error{errno, "mkdir", path};
+  return {};
+}
+
+Status write_file(const std::string &path, std::string_view text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Error{errno, "open", path};
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(text.size())) return Error{n < 0 ? err : EIO, "write", path};
+  return {};
+}
+
+// posix_spawn is a vfork: the loop pays for the exec of nsenter/crun, not the container's
+// creation, which runs in the runtime while the node goes on.
+Result<std::pair<pid_t, int>> spawn_plain(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
+  SpawnSetup setup;
+  posix_spawn_file_actions_adddup2(&setup.actions, in_fd, 0);
+  posix_spawn_file_actions_adddup2(&setup.actions, out_fd, 1);
+  posix_spawn_file_actions_adddup2(&setup.actions, err_fd, 2);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), kEnv);
+  if (rc != 0) return Error{rc, "posix_spawn", argv[0]};
+  // Only we can reap it, so the pid cannot be reused before pidfd_open.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    int err = errno;
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return errno_error("pidfd_open", err);
+  }
+  return std::pair{pid, pidfd};
+}
+
+[[noreturn]] void child_fail(int err_fd, const char *what) {
+  char msg[160];
+  int n = std::snprintf(msg, sizeof msg, "faasvisord: %s: %s\n", what, strerrorname_np(errno));
+  if (n > 0 && ::write(err_fd, msg, static_cast<size_t>(n)) < 0) _exit(127);
+  _exit(127);
+}
+
+// `runsc run` exits without waiting for its sandbox and gofer (they die after it, by
+// PDEATHSIG), so they would be orphans, re-parented to init or to a subreaper. Run as pid 1
+// of a new pid namespace instead, with its own /proc: when it exits the kernel kills and
+// reaps everything in the namespace before its parent, the node, sees the exit. That needs
+// a fork of the node (clone3 with new namespaces; posix_spawn cannot unshare): about a
+// millisecond of page-table copying, small beside gVisor's ~150 ms start. The child makes
+// only async-signal-safe calls. A pid namespace's init ignores SIGTERM without a handler,
+// hence SIGKILL as this runtime's kill signal.
+Result<std::pair<pid_t, int>> spawn_pid_namespace(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
+  int pidfd = -1;
+  clone_args args{};
+  args.flags = CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  long pid = syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0) return errno_error("clone3");
+  if (pid == 0) {
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) child_fail(err_fd, "make mounts private");
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0) child_fail(err_fd, "mount /proc");
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) child_fail(err_fd, "dup2");
+    for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(argv[0], argv.data(), kEnv);
+    child_fail(2, "exec");
+  }
+  return std::pair{static_cast<pid_t>(pid), pidfd};
+}
+
+int remove_entry(const char *path, const struct stat *, int type, struct FTW *) {
+  if (type == FTW_DP) rmdir(path);
+  else unlink(path);
+  return 0;
+}
+
+bool node_alive(pid_t pid) {
+  std::string comm = "/proc/" + std::to_string(pid) + "/comm";
+  FILE *f = std::fopen(comm.c_str(), "re");
+  if (f == nullptr) return false;
+  char name[32] = {};
+  bool alive = std::fgets(name, sizeof name, f) != nullptr && std::strncmp(name, "faasvisor", 9) == 0;
+  std::fclose(f);
+  return alive;
+}
+
+// A node that was SIGKILLed (or crashed) leaves its state dir, and for crun on hybrid hosts
+// two mounts (the state dir bound on itself and the pinned mount namespace). Each backend
+// removes its own runtime's part for nodes whose process is gone; the last one removes the
+// node's directory. Their containers ended with them: a runtime's stdin closes with the node.
+void sweep_dead_nodes(const char *runtime) {
+  DIR *d = opendir("/run/faasvisor");
+  if (d == nullptr) return;
+  while (dirent *e = readdir(d)) {
+    if (std::strncmp(e->d_name, "node-", 5) != 0) continue;
+    pid_t pid = static_cast<pid_t>(std::strtol(e->d_name + 5, nullptr, 10));
+    if (pid <= 0 || pid == getpid() || node_alive(pid)) continue;
+    std::string node = std::string("/run/faasvisor/") + e->d_name;
+    std::string dir = node + "/" + runtime;
+    umount2((dir + "/mntns").c_str(), MNT_DETACH);
+    umount2(dir.c_str(), MNT_DETACH);
+    nftw(dir.c_str(), remove_entry, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    if (rmdir(node.c_str()) == 0) FV_INFO("removed the state of dead node %s", e->d_name);
+  }
+  closedir(d);
+}
+
+}  // namespace
+
+const char *to_string(OciRuntime runtime) {
+  switch (runtime) {
+    case OciRuntime::crun: return "crun";
+    case OciRuntime::runc: return "runc";
+    case OciRuntime::gvisor: return "gvisor";
+  }
+  return "?";
+}
+
+std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
+                            const OciConfigInput &input) {
+  std::vector<std::string> env;
+  for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
+  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
+    std::string_view f = fallback;
+    if (!has_env(env, f.substr(0, f.find('=')))) env.emplace_back(f);
+  }
+  env.push_back("FAASVISOR_FUNCTION=" + spec.name);
+  env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  // /tmp is a tmpfs charged to the container's memory cgroup; a quarter of the limit, as
+  // for the process backend.
+  uint64_t tmp_bytes = spec.memory_bytes / 4;
+
+  std::string j;
+  j += "{\"ociVersion\":\"1.0.2\",";
+  j += "\"process\":{\"terminal\":false,\"user\":{\"uid\":65534,\"gid\":65534},";
+  j += "\"args\":" + json_string_array(spec.argv) + ",";
+  j += "\"env\":" + json_string_array(env) + ",";
+  j += "\"cwd\":\"/\",\"noNewPrivileges\":true,";
+  j += "\"capabilities\":{\"bounding\":[],\"effective\":[],\"inheritable\":[],\"permitted\":[],\"ambient\":[]},";
+  j += "\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}]},";
+  j += "\"root\":{\"path\":" + json_string(input.rootfs) + ",\"readonly\":true},";
+  j += "\"hostname\":" + json_string(input.hostname) + ",";
+  j += "\"mounts\":[";
+  j += "{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\",\"options\":[\"nosuid\",\"noexec\",\"nodev\"]},";
+  // A tmpfs /dev: the runtime adds the default devices (null, zero, full, random, urandom, tty).
+  j += "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=64k\"]},";
+  j += "{\"destination\":\"/tmp\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"nodev\",\"mode=1777\",\"size=" +
+       std::to_string(tmp_bytes) + "\"]}";
+  j += "],";
+  j += "\"linux\":{";
+  if (!input.cgroups_path.empty()) j += "\"cgroupsPath\":" + json_string(input.cgroups_path) + ",";
+  j += "\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]";
+  if (input.limits) {
+    j += ",\"memory\":{\"limit\":" + std::to_string(spec.memory_bytes) + "}";
+    if (spec.cpu_millis > 0)
+      j += ",\"cpu\":{\"quota\":" + std::to_string(uint64_t{spec.cpu_millis} * kCpuPeriodUs / 1000) +
+           ",\"period\":" + std::to_string(kCpuPeriodUs) + "}";
+    if (spec.pids_max > 0) j += ",\"pids\":{\"limit\":" + std::to_string(spec.pids_max) + "}";
+  }
+  j += "},";
+  // No path: new, empty namespaces; the network one has only a loopback device.
+  j += "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],";
+  j += "\"maskedPaths\":[\"/proc/acpi\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\","
+       "\"/proc/sched_debug\",\"/proc/scsi\",\"/sys/firmware\"],";
+  j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]";
+  j += "}}";
+  return j;
+}
+
+OciBackend::OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions options)
+    : cgroups_(cgroups), options_(std::move(options)) {
+  if (options_.runtime_path.empty())
+    options_.runtime_path = options_.runtime == OciRuntime::gvisor ? "/usr/bin/runsc"
+                                                                   : std::string("/usr/bin/") + to_string(options_.runtime);
+  if (options_.runtime == OciRuntime::gvisor) {
+    // With --network=none the sandbox's netstack has only a loopback device, like the
+    // other runtimes' empty network namespace.
+    global_flags_.push_back("--platform=" + options_.gvisor_platform);
+    global_flags_.emplace_back("--network=none");
+  }
+  // The cgroup tree's roots are <hierarchy>/faasvisor/node-<pid>: the runtime is given the
+  // same place, as an absolute cgroupsPath (cgroupfs manager, v1 and v2 alike).
+  if (!cgroups_.roots().empty()) {
+    const std::string &root = cgroups_.roots()[0];
+    size_t at = root.rfind("/faasvisor/");
+    if (at != std::string::npos) cgroup_base_ = root.substr(at);
+    node_dir_ = root.substr(root.rfind('/') + 1);
+  }
+  if (node_dir_.empty()) node_dir_ = "node-" + std::to_string(getpid());
+  hierarchies_ = cgroup_hierarchies(cgroups_.mode());
+  Status st = prepare_state_dir();
+  if (!st.ok()) setup_error_ = st.error().message();
+}
+
+OciBackend::~OciBackend() { release_state_dir(); }
+
+Status OciBackend::prepare_state_dir() {
+  if (access(options_.runtime_path.c_str(), X_OK) != 0) return plain_error("OCI runtime not installed", options_.runtime_path);
+  std::string base = options_.state_dir;
+  if (base.empty()) {
+    if (Status st = make_dir("/run/faasvisor", 0711); !st.ok()) return st;
+    sweep_dead_nodes(to_string(options_.runtime));
+    base = "/run/faasvisor/" + node_dir_;
+    if (Status st = make_dir(base, 0711); !st.ok()) return st;
+    base += std::string("/") + to_string(options_.runtime);
+  }
+  options_.state_dir = base;
+  if (Status st = make_dir(base, 0711); !st.ok()) return st;
+  root_dir_ = base + "/root";
+  bundles_dir_ = base + "/bundles";
+  if (Status st = make_dir(root_dir_, 0700); !st.ok()) return st;
+  if (Status st = make_dir(bundles_dir_, 0711); !st.ok()) return st;
+  // runc copes with the hybrid layout; crun needs the unified mount hidden.
+  if (options_.runtime == OciRuntime::crun && hybrid_cgroups()) return make_hybrid_namespace();
+  return {};
+}
+
+// One mount namespace, made once, where /sys/fs/cgroup/unified is unmounted. Its nsfs file
+// is bound onto a file in the state dir; unshare(1) wants that file on a mount that does not
+// propagate, so the state dir is first bound onto itself and made private.
+Status OciBackend::make_hybrid_namespace() {
+  const std::string &dir = options_.state_dir;
+  if (mount(dir.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) < 0) return Error{errno, "bind mount", dir};
+  state_mounted_ = true;
+  if (mount(nullptr, dir.c_str(), nullptr, MS_PRIVATE, nullptr) < 0) return Error{errno, "make private", dir};
+  std::string file = dir + "/mntns";
+  if (Status st = write_file(file, ""); !st.ok()) return st;
+  // Slave propagation: mounts made on the host later still appear inside, the unmount of
+  // the unified hierarchy does not leak out.
+  Status st = run_blocking({kUnshare, "--mount=" + file, "--propagation", "slave", "umount", "/sys/fs/cgroup/unified"});
+  if (!st.ok()) {
+    unlink(file.c_str());
+    return st;
+  }
+  mntns_file_ = file;
+  return {};
+}
+
+void OciBackend::release_state_dir() {
+  if (options_.state_dir.empty()) return;
+  if (!mntns_file_.empty()) {
+    umount2(mntns_file_.c_str(), MNT_DETACH);
+    unlink(mntns_file_.c_str());
+  }
+  if (state_mounted_) umount2(options_.state_dir.c_str(), MNT_DETACH);
+  rmdir(bundles_dir_.c_str());
+  rmdir(root_dir_.c_str());
+  rmdir(options_.state_dir.c_str());
+  if (!node_dir_.empty()) {
+    std::string node_state = "/run/faasvisor/" + node_dir_;
+    rmdir(node_state.c_str());
+    rmdir("/run/faasvisor");  // fails, harmlessly, while another node uses it
+  }
+  // On v1 the runtime makes /faasvisor/node-<pid> in every hierarchy, the node's cgroup tree
+  // only in those it uses: remove the others (empty once every container is deleted).
+  if (cgroups_.mode() != proc::CgroupMode::v1 || cgroup_base_.empty()) return;
+  for (const std::string &hierarchy : hierarchies_) {
+    bool ours = false;
+    for (const std::string &root : cgroups_.roots()) ours |= root.rfind(hierarchy + "/", 0) == 0;
+    if (ours) continue;
+    rmdir((hierarchy + cgroup_base_).c_str());
+    rmdir((hierarchy + "/faasvisor").c_str());  // only if no other node uses it
+  }
+}
+
+bool OciBackend::available(std::string *why_not) const {
+  if (!setup_error_.empty()) {
+    *why_not = setup_error_;
+    return false;
+  }
+  return true;
+}
+
+Status OciBackend::validate(const FunctionSpec &spec) const {
+  if (spec.image.empty() || spec.image[0] != '/')
+    return plain_error("field 'image'", std::string("the ") + name() + " backend needs the absolute path of a rootfs directory");
+  // The rootfs is shared and read-only: the mount points must exist in it already (the
+  // runtime would otherwise create them in the image). tools/mkimage makes them.
+  for (const char *dir : {"/proc", "/dev", "/tmp"}) {
+    struct stat st{};
+    if (stat((spec.image + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return plain_error("field 'image'", spec.image + " has no " + dir + " directory (build it with tools/mkimage)");
+  }
+  if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
+    return plain_error("field 'envProcess'", "the command must be an absolute path inside the image");
+  if (access((spec.image + spec.argv[0]).c_str(), X_OK) != 0)
+    return plain_error("field 'envProcess'", spec.argv[0] + " is not an executable in " + spec.image);
+  return {};
+}
+
+std::vector<std::string> OciBackend::runtime_argv(std::initializer_list<std::string_view> args) const {
+  std::vector<std::string> out;
+  if (!mntns_file_.empty()) {
+    out.emplace_back(kNsenter);
+    out.push_back("--mount=" + mntns_file_);
+    out.emplace_back("--");
+  }
+  out.push_back(options_.runtime_path);
+  out.emplace_back("--root");
+  out.push_back(root_dir_);
+  for (const std::string &f : global_flags_) out.push_back(f);
+  for (std::string_view a : args) out.emplace_back(a);
+  return out;
+}
+
+Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
+  if (!setup_error_.empty()) return plain_error("OCI backend unavailable", setup_error_);
+  std::string id(instance_name);
+  std::string bundle = bundles_dir_ + "/" + id;
+  if (Status st = make_dir(bundle, 0700); !st.ok()) return st.error();
+
+  OciConfigInput input;
+  input.rootfs = spec.image;
+  input.hostname = spec.name;
+  input.limits = cgroups_.mode() != proc::CgroupMode::none;
+  if (input.limits && !cgroup_base_.empty()) input.cgroups_path = cgroup_base_ + "/" + id;
+  // A few kB on tmpfs: the write does not wait on a disk.
+  std::string config_path = bundle + "/config.json";
+  if (Status st = write_file(config_path, make_oci_config(spec, instance_name, input)); !st.ok()) {
+    rmdir(bundle.c_str());
+    return st.error();
+  }
+
+  int fds[6] = {-1, -1, -1, -1, -1, -1};  // in r/w, out r/w, err r/w
+  auto close_all = [&] {
+    for (int &fd : fds)
+      if (fd >= 0) close(fd), fd = -1;
+  };
+  auto undo = [&] {
+    close_all();
+    unlink(config_path.c_str());
+    rmdir(bundle.c_str());
+  };
+  for (int i = 0; i < 3; ++i) {
+    if (pipe2(&fds[i * 2], O_CLOEXEC) < 0) {
+      int err = errno;
+      undo();
+      return errno_error("pipe2", err);
+    }
+  }
+  for (int node_end : {1, 2, 4}) fcntl(fds[node_end], F_SETFL, O_NONBLOCK);
+
+  std::vector<std::string> args = runtime_argv({"run", "--bundle", bundle, id});
+  std::vector<char *> argv = c_argv(args);
+  auto spawned = options_.runtime == OciRuntime::gvisor ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
+                                                        : spawn_plain(argv, fds[0], fds[3], fds[5]);
+  if (!spawned) {
+    undo();
+    return spawned.error();
+  }
+  auto [pid, pidfd] = *spawned;
+  Launched out;
+  out.child = proc::Child(pid, pidfd);
+  out.to_instance = fds[1];
+  out.from_instance = fds[2];
+  out.log = fds[4];
+  fds[1] = fds[2] = fds[4] = -1;
+  close_all();
+  // The container's cgroup, made by the runtime, where the node's tree would put it: memory
+  // usage and OOM kills read it like a process instance's. The runtime removes it.
+  for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);
+  ids_[pidfd] = id;
+  return out;
+}
+
+Status OciBackend::cleanup(Launched &launched) {
+  auto it = ids_.find(launched.child.pidfd());
+  if (it == ids_.end()) return {};
+  const std::string &id = it->second;
+  // `run` in the foreground deletes the container when it ends. Its state survives only if
+  // the runtime itself was killed (SIGTERM for runsc, or the stop grace ran out).
+  std::string runsc_state = root_dir_ + "/" + id + "_sandbox:" + id;  // + .state, .lock
+  struct stat st{};
+  if (options_.runtime == OciRuntime::gvisor) {
+    // `runsc delete` takes ~1.8 s here: far too long for the loop. Not needed either: the
+    // sandbox and gofer run --attached (they die with `runsc run`), so what remains is the
+    // state file and the empty cgroups, removed directly. EBUSY while tasks still exit.
+    if (stat((runsc_state + ".state").c_str(), &st) == 0) {
+      for (const std::string &hierarchy : hierarchies_)
+        if (rmdir((hierarchy + cgroup_base_ + "/" + id).c_str()) < 0 && errno == EBUSY)
+          return errno_error("rmdir", EBUSY);
+      unlink((runsc_state + ".state").c_str());
+    }
+  } else if (stat((root_dir_ + "/" + id).c_str(), &st) == 0) {
+    // crun/runc: `delete --force` kills the orphaned container and removes its cgroup. The
+    // spawn blocks the loop for a few ms; it is the rare path (the runtime was SIGKILLed), and
+    // could move off the loop as a child watched by its pidfd, like an instance.
+    Status deleted = run_blocking(runtime_argv({"delete", "--force", id}));
+    if (!deleted.ok()) return Error{EBUSY, "delete container", id + ": " + deleted.error().message()};
+  }
+  unlink((runsc_state + ".lock").c_str());
+  std::string bundle = bundles_dir_ + "/" + id;
+  unlink((bundle + "/config.json").c_str());
+  rmdir(bundle.c_str());
+  // The runtime removed the container's cgroup; EBUSY while the kernel still releases it.
+  for (const std::string &dir : launched.cgroup.dirs)
+    if (rmdir(dir.c_str()) < 0 && errno == EBUSY) return errno_error("rmdir", EBUSY);
+  launched.cgroup.dirs.clear();
+  ids_.erase(it);
+  return {};
+}
+
+}  // namespace faasvisor::backend

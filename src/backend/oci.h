@@ -1,0 +1,94 @@
+// The OCI backends: each instance is a container run by an OCI runtime (crun, runc, or
+// gVisor's runsc) from the function's image, a rootfs directory shared read-only by every
+// instance. Per instance the node writes a bundle (config.json) under its own state
+// directory and runs `<runtime> --root <private> run --bundle B ID` in the foreground: the
+// runtime exits with the container, so its pidfd is the instance's exit, and the container
+// process's stdin/stdout are the protocol pipes.
+//
+// Hybrid cgroup hosts (v1 controllers, an empty cgroup2 at /sys/fs/cgroup/unified): crun
+// refuses them. The backend keeps one mount namespace in which the unified mount is gone
+// (made once at start by unshare(1), pinned by a bind mount of its nsfs file) and starts
+// crun inside it with nsenter(1). Pure v2 hosts run the runtime directly. runsc runs as
+// pid 1 of its own pid namespace, so its sandbox processes cannot outlive it.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace faasvisor::backend {
+
+enum class OciRuntime { crun, runc, gvisor };
+const char *to_string(OciRuntime runtime);
+
+struct OciBackendOptions {
+  OciRuntime runtime = OciRuntime::crun;
+  std::string runtime_path;  // empty: /usr/bin/crun, /usr/bin/runc or /usr/bin/runsc
+  std::string state_dir;     // empty: /run/faasvisor/<node dir of the cgroup tree>
+  // gVisor's platform. ptrace works everywhere; kvm is faster but opt-in: on the development
+  // machines /dev/kvm opens and creates VMs, yet a runsc sandbox on it never boots (nested).
+  std::string gvisor_platform = "ptrace";
+};
+
+// What config.json is made of; the pure part of a launch, exposed for tests.
+struct OciConfigInput {
+  std::string rootfs;        // absolute path of the image's rootfs directory
+  std::string cgroups_path;  // e.g. /faasvisor/node-123/echo-1; empty: the runtime's default
+  std::string hostname;
+  bool limits = true;        // false when the host gives no cgroups
+};
+
+// The OCI runtime configuration for one instance of spec (JSON text).
+std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
+                            const OciConfigInput &input);
+
+class OciBackend final : public Backend {
+ public:
+  OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions options);
+  ~OciBackend() override;
+
+  const char *name() const override { return to_string(options_.runtime); }
+  bool available(std::string *why_not) const override;
+  Status validate(const FunctionSpec &spec) const override;
+  Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
+  Status cleanup(Launched &launched) override;
+  Result<uint64_t> memory_usage(const Launched &launched) const override {
+    return cgroups_.memory_usage(launched.cgroup);
+  }
+  bool out_of_memory(const Launched &launched) const override {
+    return cgroups_.oom_kills(launched.cgroup) > 0;
+  }
+  // crun and runc forward SIGTERM to the container's process (the SDK handles it; as pid 1
+  // of its namespace it would ignore it otherwise). SIGKILL cannot be forwarded: should the
+  // grace run out, the node kills the runtime and cleanup's `delete --force` ends the
+  // container. runsc runs as pid 1 of its own pid namespace (see spawn_pid_namespace in
+  // oci.cc), where SIGTERM is ignored: SIGKILL ends it and everything in the namespace.
+  int kill_signal() const override { return options_.runtime == OciRuntime::gvisor ? SIGKILL : SIGTERM; }
+
+ private:
+  Status prepare_state_dir();
+  Status make_hybrid_namespace();
+  void release_state_dir();
+  std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
+
+  const proc::CgroupTree &cgroups_;
+  OciBackendOptions options_;
+  std::string node_dir_;     // node-<pid>
+  std::string cgroup_base_;  // /faasvisor/node-<pid>, the cgroupsPath prefix
+  std::string root_dir_;     // the runtime's --root
+  std::string bundles_dir_;
+  std::string mntns_file_;   // empty unless hybrid crun
+  bool state_mounted_ = false;
+  std::vector<std::string> global_flags_;  // runsc: platform and network
+  std::vector<std::string> hierarchies_;  // every cgroup hierarchy (v1: one per controller)
+  std::string setup_error_;
+  // Container id and bundle of each live instance, by its runtime's pidfd (held until the
+  // Launched is destroyed, after cleanup, so it cannot be reused meanwhile).
+  std::unordered_map<int, std::string> ids_;
+};
+
+}  // namespace faasvisor::backend

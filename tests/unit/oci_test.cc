@@ -1,0 +1,135 @@
+// config.json generation for the OCI backends: spec in, JSON out, parsed back with simdjson.
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/oci.h"
+
+using faasvisor::FunctionSpec;
+using faasvisor::backend::make_oci_config;
+using faasvisor::backend::OciConfigInput;
+
+namespace {
+
+FunctionSpec sample_spec() {
+  FunctionSpec spec;
+  spec.name = "echo";
+  spec.image = "/srv/images/echo/rootfs";
+  spec.argv = {"/echo", "--flag", "with \"quotes\" and \\ and\nnewline"};
+  spec.env_vars = {{"GREETING", "hi"}, {"PATH", "/custom"}};
+  spec.memory_bytes = 64ull << 20;
+  spec.cpu_millis = 500;
+  spec.pids_max = 32;
+  return spec;
+}
+
+OciConfigInput sample_input() {
+  OciConfigInput input;
+  input.rootfs = "/srv/images/echo/rootfs";
+  input.cgroups_path = "/faasvisor/node-42/echo-7";
+  input.hostname = "echo";
+  return input;
+}
+
+std::vector<std::string> strings(simdjson::dom::element array) {
+  std::vector<std::string> out;
+  for (simdjson::dom::element e : array.get_array()) out.emplace_back(std::string_view(e.get_string()));
+  return out;
+}
+
+int64_t integer(simdjson::dom::element e) { return e.get_int64(); }
+
+}  // namespace
+
+TEST_CASE("oci config: process, root and user") {
+  simdjson::dom::parser parser;
+  std::string json = make_oci_config(sample_spec(), "echo-7", sample_input());
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+
+  CHECK(std::string_view(doc["ociVersion"].get_string()).substr(0, 2) == "1.");
+  auto process = doc["process"];
+  CHECK(bool(process["terminal"].get_bool()) == false);
+  CHECK(integer(process["user"]["uid"]) == 65534);
+  CHECK(integer(process["user"]["gid"]) == 65534);
+  CHECK(bool(process["noNewPrivileges"].get_bool()));
+  CHECK(std::string_view(process["cwd"].get_string()) == "/");
+  // Escapes survive the round trip.
+  CHECK(strings(process["args"]) == sample_spec().argv);
+  for (const char *set : {"bounding", "effective", "inheritable", "permitted", "ambient"})
+    CHECK(process["capabilities"][set].get_array().size() == 0);
+
+  std::vector<std::string> env = strings(process["env"]);
+  std::set<std::string> env_set(env.begin(), env.end());
+  CHECK(env_set.count("GREETING=hi") == 1);
+  CHECK(env_set.count("PATH=/custom") == 1);  // the spec's PATH wins over the fallback
+  CHECK(env_set.count("PATH=/usr/local/bin:/usr/bin:/bin") == 0);
+  CHECK(env_set.count("HOME=/tmp") == 1);
+  CHECK(env_set.count("FAASVISOR_FUNCTION=echo") == 1);
+  CHECK(env_set.count("FAASVISOR_INSTANCE=echo-7") == 1);
+
+  CHECK(std::string_view(doc["root"]["path"].get_string()) == "/srv/images/echo/rootfs");
+  CHECK(bool(doc["root"]["readonly"].get_bool()));
+  CHECK(std::string_view(doc["hostname"].get_string()) == "echo");
+}
+
+TEST_CASE("oci config: mounts give /proc, a minimal /dev and a private sized /tmp") {
+  simdjson::dom::parser parser;
+  std::string json = make_oci_config(sample_spec(), "echo-7", sample_input());
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+  std::set<std::string> destinations;
+  for (simdjson::dom::element m : doc["mounts"].get_array()) {
+    std::string dest(std::string_view(m["destination"].get_string()));
+    destinations.insert(dest);
+    if (dest == "/tmp") {
+      CHECK(std::string_view(m["type"].get_string()) == "tmpfs");
+      std::vector<std::string> options = strings(m["options"]);
+      std::set<std::string> opts(options.begin(), options.end());
+      CHECK(opts.count("size=" + std::to_string((64ull << 20) / 4)) == 1);
+      CHECK(opts.count("nodev") == 1);
+    }
+  }
+  CHECK(destinations == std::set<std::string>{"/proc", "/dev", "/tmp"});
+}
+
+TEST_CASE("oci config: namespaces, cgroup path and limits") {
+  simdjson::dom::parser parser;
+  std::string json = make_oci_config(sample_spec(), "echo-7", sample_input());
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+  auto linux_ = doc["linux"];
+  CHECK(std::string_view(linux_["cgroupsPath"].get_string()) == "/faasvisor/node-42/echo-7");
+
+  std::set<std::string> types;
+  for (simdjson::dom::element ns : linux_["namespaces"].get_array()) {
+    types.insert(std::string(std::string_view(ns["type"].get_string())));
+    // No path: a new namespace (the network one then has only loopback).
+    CHECK(ns["path"].error() == simdjson::NO_SUCH_FIELD);
+  }
+  CHECK(types == std::set<std::string>{"pid", "network", "ipc", "uts", "mount"});
+
+  auto resources = linux_["resources"];
+  CHECK(integer(resources["memory"]["limit"]) == int64_t{64} << 20);
+  CHECK(integer(resources["cpu"]["quota"]) == 50'000);
+  CHECK(integer(resources["cpu"]["period"]) == 100'000);
+  CHECK(integer(resources["pids"]["limit"]) == 32);
+  CHECK(linux_["maskedPaths"].get_array().size() > 0);
+}
+
+TEST_CASE("oci config: without cgroups there is no path and no limit") {
+  simdjson::dom::parser parser;
+  OciConfigInput input = sample_input();
+  input.cgroups_path.clear();
+  input.limits = false;
+  std::string json = make_oci_config(sample_spec(), "echo-7", input);
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+  CHECK(doc["linux"]["cgroupsPath"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(doc["linux"]["resources"]["memory"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(doc["linux"]["resources"]["devices"].get_array().size() == 1);
+}
