@@ -40,6 +40,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -102,6 +103,7 @@ static char **get_list(struct cursor *c) {
 
 static volatile pid_t g_function_pid;
 static uint32_t g_uid, g_gid;
+static int g_host_tmp = -1;
 static void exit_like(int status, const char *who) __attribute__((noreturn));
 
 static void forward(int signo) {
@@ -185,6 +187,9 @@ static void setup_sandbox(void) {
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private");
   /* A fresh /proc for the new pid namespace: the function sees only its own processes. */
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
+  /* The host's /tmp is about to be covered by the private one; a function whose directory
+   * lives there (a checkout under /tmp) is still reached through this handle. */
+  g_host_tmp = open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777") < 0) fail("mount /tmp");
   /* Everything read-only, recursively, then /tmp writable again. mount_setattr changes this
    * namespace's copies of the mounts only. */
@@ -204,6 +209,28 @@ static void setup_sandbox(void) {
   if (ioctl(sock, SIOCSIFFLAGS, &req) < 0) fail("SIOCSIFFLAGS lo");
   close(sock);
   sethostname("faasvisor", 9);
+}
+
+/* A function directory under the host's /tmp (say, a checkout in /tmp/ci) is hidden by the
+ * private /tmp. Its top-level entry is bound back, read-only, like the rest of the host: the
+ * function can reach the files beside its directory (a runtime at ../../runtimes) as it
+ * would anywhere else. */
+static void expose_host_tmp_entry(const char *relative) {
+  char name[256];
+  size_t n = strcspn(relative, "/");
+  if (n == 0 || n >= sizeof name || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
+  memcpy(name, relative, n);
+  name[n] = '\0';
+  int src = openat(g_host_tmp, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (src < 0) fail("find the function directory under the host's /tmp");
+  char target[300], source[64];
+  snprintf(target, sizeof target, "/tmp/%s", name);
+  snprintf(source, sizeof source, "/proc/self/fd/%d", src);
+  if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
+  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the host's /tmp entry");
+  if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    fail("make the host's /tmp entry read-only");
+  close(src);
 }
 
 static void exit_like(int status, const char *who) {
@@ -273,6 +300,8 @@ int main(int argc, char **argv) {
     snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)tmp_size);
     if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
   }
+  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_entry(dir + 5);
+  if (g_host_tmp >= 0) close(g_host_tmp);
   if (chdir(dir) < 0) fail("enter the function directory");
   g_uid = uid;
   g_gid = gid;
