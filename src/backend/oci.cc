@@ -1,5 +1,7 @@
 #include "backend/oci.h"
 
+#include "proc/spawn.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -97,27 +99,7 @@ std::vector<std::string> cgroup_hierarchies(proc::CgroupMode mode) {
   return out;
 }
 
-struct SpawnSetup {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  SpawnSetup() {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-    // The node blocks SIGINT/SIGTERM for its signalfd and ignores SIGPIPE: the runtime
-    // starts clean (it must see the SIGTERM it is to forward).
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) sigaddset(&defaults, sig);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  }
-  ~SpawnSetup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-  }
-};
+using proc::SpawnSetup;
 
 std::vector<char *> c_argv(std::vector<std::string> &args) {
   std::vector<char *> out;

@@ -41,21 +41,24 @@ void put_str(std::string &out, std::string_view s) {
   out += s;
 }
 
-// posix_spawn's file actions and attributes, released on every path.
-struct SpawnSetup {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  SpawnSetup() {
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-  }
-  ~SpawnSetup() {
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-  }
-};
-
 }  // namespace
+
+SpawnSetup::SpawnSetup() {
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
+SpawnSetup::~SpawnSetup() {
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+}
 
 Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   Pipes pipes;
@@ -79,14 +82,6 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
       posix_spawn_file_actions_adddup2(&setup.actions, fd, 3 + cgroup_fds++);
   }
   posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3 + cgroup_fds);
-  // The node blocks SIGINT/SIGTERM for its signalfd and ignores SIGPIPE: the stem starts clean.
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigmask(&setup.attr, &none);
-  posix_spawnattr_setsigdefault(&setup.attr, &defaults);
-  posix_spawnattr_setflags(&setup.attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::string fds_arg = std::to_string(cgroup_fds);
   std::string node_pid_arg = std::to_string(getpid());

@@ -5,6 +5,8 @@
 // namespace creation and cgroup migration off the cold-start path.
 #pragma once
 
+#include <spawn.h>
+
 #include <string>
 #include <vector>
 
@@ -29,6 +31,19 @@ struct SpawnedProcess {
 // Failures inside the child (mounts, exec) are written to its stderr and it exits 127, so
 // the node sees a failed boot with the reason in the log tail.
 Result<SpawnedProcess> spawn_stem(const StemSpec &spec);
+
+// posix_spawn's file actions and attributes, released on every path. The child starts with
+// no signal blocked and default dispositions for the signals the node handles or ignores
+// (the node blocks SIGINT/SIGTERM for its signalfd and ignores SIGPIPE; a child must see the
+// SIGTERM it is to forward).
+struct SpawnSetup {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  SpawnSetup();
+  ~SpawnSetup();
+  SpawnSetup(const SpawnSetup &) = delete;
+  SpawnSetup &operator=(const SpawnSetup &) = delete;
+};
 
 // What a stem becomes.
 struct GoSpec {
