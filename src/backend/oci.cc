@@ -1,7 +1,5 @@
 #include "backend/oci.h"
 
-#include "proc/spawn.h"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -19,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "proc/spawn.h"
 #include "util/log.h"
 
 namespace faasvisor::backend {
