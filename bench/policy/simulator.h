@@ -19,9 +19,8 @@
 //    instance is booted at now + prewarm_ms, unless one is warm or booting by then.
 //    Otherwise it is stopped after keepalive_ms warm (a pre-warmed instance too, from when
 //    it is ready), unless by then the function has no more than scale.min warm instances.
-//  - One difference from the node as integrated: an arrival cancels a pending pre-warm
-//    (the next completion that leaves the function idle decides again); Pool::invoke does
-//    not stop prewarm_timer.
+//  - An arrival cancels a pending pre-warm, as the node does (Pool::invoke); the next
+//    completion that leaves the function idle decides again.
 //  - Idle time is the time an instance spends warm (ready, unassigned); memory-time is that
 //    times the instance's memory. Both stop at the end of the trace.
 #pragma once
