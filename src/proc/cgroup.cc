@@ -10,8 +10,13 @@
 
 #include "util/log.h"
 
-// cgroupfs operations are in-memory and return at once; they run synchronously on the loop
-// (io_uring's mkdirat/openat would only add SQE round trips for no concurrency gain).
+// cgroupfs operations run synchronously on the loop. They are in-memory and usually take
+// microseconds, but on cgroup v1 hosts a mkdir or rmdir can wait for an RCU grace period
+// while other cgroups are created, migrated into or removed: up to ~20-30 ms measured under
+// boot churn (bench/policy/replay). io_uring's mkdirat would not help (it runs the same call
+// in a kernel worker and the loop still waits for the directory before spawning). The fix is
+// to let the sandbox make its own directories and a helper process remove them, off the loop;
+// until then, prepared sandboxes (ProcessBackend's pool) keep mkdir off the cold path.
 
 namespace faasvisor::proc {
 namespace {
