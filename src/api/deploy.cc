@@ -114,7 +114,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   auto min = parse_count(spec.labels, "com.openfaas.scale.min", 0, 0, spec.max_instances, "labels");
   if (!min) return min.error();
   spec.min_instances = static_cast<uint32_t>(*min);
-  auto queue = parse_count(spec.annotations, "faasvisor.queue", spec.queue_limit, 0, 100000,
+  auto queue = parse_count(spec.annotations, "faasvisor.queue", limits.default_queue_limit, 0, 100000,
                            "annotations");
   if (!queue) return queue.error();
   spec.queue_limit = static_cast<uint32_t>(*queue);

@@ -42,7 +42,8 @@ struct FunctionSpec {
 };
 
 struct DeployLimits {
-  uint32_t max_instances_cap = 4096;  // the node's ceiling for com.openfaas.scale.max
+  uint32_t max_instances_cap = 4096;   // the node's ceiling for com.openfaas.scale.max
+  uint32_t default_queue_limit = 1024; // faasvisor.queue when the deployment has none
 };
 
 // Parses and validates a deploy body. Errors name the field: "field 'service': required".

@@ -146,23 +146,12 @@ Status write_file(const std::string &path, std::string_view text) {
 
 // posix_spawn is a vfork: the loop pays for the exec of nsenter/crun, not the container's
 // creation, which runs in the runtime while the node goes on.
-Result<std::pair<pid_t, int>> spawn_plain(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
+Result<proc::Child> spawn_plain(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
   SpawnSetup setup;
   posix_spawn_file_actions_adddup2(&setup.actions, in_fd, 0);
   posix_spawn_file_actions_adddup2(&setup.actions, out_fd, 1);
   posix_spawn_file_actions_adddup2(&setup.actions, err_fd, 2);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &setup.actions, &setup.attr, argv.data(), kEnv);
-  if (rc != 0) return Error{rc, "posix_spawn", argv[0]};
-  // Only we can reap it, so the pid cannot be reused before pidfd_open.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    return errno_error("pidfd_open", err);
-  }
-  return std::pair{pid, pidfd};
+  return proc::spawn_with_pidfd(argv[0], setup, argv.data(), kEnv);
 }
 
 [[noreturn]] void child_fail(int err_fd, const char *what) {
@@ -180,7 +169,7 @@ Result<std::pair<pid_t, int>> spawn_plain(std::vector<char *> &argv, int in_fd, 
 // millisecond of page-table copying, small beside gVisor's ~150 ms start. The child makes
 // only async-signal-safe calls. A pid namespace's init ignores SIGTERM without a handler,
 // hence SIGKILL as this runtime's kill signal.
-Result<std::pair<pid_t, int>> spawn_pid_namespace(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
+Result<proc::Child> spawn_pid_namespace(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
   int pidfd = -1;
   clone_args args{};
   args.flags = CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS;
@@ -199,7 +188,7 @@ Result<std::pair<pid_t, int>> spawn_pid_namespace(std::vector<char *> &argv, int
     execve(argv[0], argv.data(), kEnv);
     child_fail(2, "exec");
   }
-  return std::pair{static_cast<pid_t>(pid), pidfd};
+  return proc::Child(static_cast<pid_t>(pid), pidfd);
 }
 
 int remove_entry(const char *path, const struct stat *, int type, struct FTW *) {
@@ -482,9 +471,9 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
     undo();
     return spawned.error();
   }
-  auto [pid, pidfd] = *spawned;
   Launched out;
-  out.child = proc::Child(pid, pidfd);
+  out.child = std::move(*spawned);
+  int pidfd = out.child.pidfd();
   out.to_instance = fds[1];
   out.from_instance = fds[2];
   out.log = fds[4];

@@ -196,13 +196,19 @@ void Pool::abandon(Invocation &inv) {
       if (inv.instance != nullptr) inv.instance->abandon(inv);
       break;
   }
+  end_invocation(inv);
+}
+
+// The bookkeeping every invocation ends with, answered or abandoned.
+void Pool::end_invocation(Invocation &inv) {
   timers_.stop(inv.deadline);
   inv.state = Invocation::State::idle;
   inv.instance = nullptr;
   --running_;
   if (inv.counted) {
-    --inv.function->in_flight;
-    inv.function->policy.on_completion(policy_now_ms(), inv.function->in_flight);
+    Function &fn = *inv.function;
+    --fn.in_flight;
+    fn.policy.on_completion(policy_now_ms(), fn.in_flight);
   }
 }
 
@@ -428,14 +434,7 @@ void Pool::deliver(Invocation &inv, InvocationResult &result) {
   if (result.status >= 500 || result.status == 429) ++fn.stats.errors;
   ++fn.stats.by_status[result.status];
   fn.stats.exec_seconds.observe(exec_ms / 1e3);
-  timers_.stop(inv.deadline);
-  inv.state = Invocation::State::idle;
-  inv.instance = nullptr;
-  --running_;
-  if (inv.counted) {
-    --fn.in_flight;
-    fn.policy.on_completion(policy_now_ms(), fn.in_flight);
-  }
+  end_invocation(inv);
   inv.sink->invocation_done(inv, result);
 }
 

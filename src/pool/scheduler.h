@@ -104,6 +104,7 @@ class Pool {
   void ensure_min(Function &fn);
   static void on_prewarm(io::Timer &t);
   void fail_queued(Function &fn, int status, const std::string &reason, size_t max_count);
+  void end_invocation(Invocation &inv);
   void answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s = 0);
 
   io::Ring &ring_;

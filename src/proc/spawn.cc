@@ -60,6 +60,22 @@ SpawnSetup::~SpawnSetup() {
   posix_spawnattr_destroy(&attr);
 }
 
+Result<Child> spawn_with_pidfd(const char *path, SpawnSetup &setup, char *const argv[],
+                               char *const envp[]) {
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, path, &setup.actions, &setup.attr, argv, envp);
+  if (rc != 0) return Error{rc, "posix_spawn", path};
+  // The child cannot be reaped by anyone but us, so its pid cannot be reused before this.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    int err = errno;
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return errno_error("pidfd_open", err);
+  }
+  return Child(pid, pidfd);
+}
+
 Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   Pipes pipes;
   // Node ends are non-blocking; the instance's ends are blocking, as programs expect.
@@ -87,19 +103,10 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   std::string node_pid_arg = std::to_string(getpid());
   char *argv[] = {const_cast<char *>("faasvisor-stem"), fds_arg.data(), node_pid_arg.data(), nullptr};
   char *envp[] = {const_cast<char *>("PATH=/usr/local/bin:/usr/bin:/bin"), nullptr};
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, spec.stem_path.c_str(), &setup.actions, &setup.attr, argv, envp);
-  if (rc != 0) return Error{rc, "posix_spawn", spec.stem_path};
-  // The child cannot be reaped by anyone but us, so its pid cannot be reused before this.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    return errno_error("pidfd_open", err);
-  }
+  auto child = spawn_with_pidfd(spec.stem_path.c_str(), setup, argv, envp);
+  if (!child) return child.error();
   SpawnedProcess out;
-  out.child = Child(pid, pidfd);
+  out.child = std::move(*child);
   out.stdin_fd = pipes.take(1);
   out.stdout_fd = pipes.take(2);
   out.stderr_fd = pipes.take(4);

@@ -45,6 +45,11 @@ struct SpawnSetup {
   SpawnSetup &operator=(const SpawnSetup &) = delete;
 };
 
+// posix_spawn, then pidfd_open: the child as a Child (pid with its pidfd). `setup` holds the
+// file actions; envp is the child's whole environment.
+Result<Child> spawn_with_pidfd(const char *path, SpawnSetup &setup, char *const argv[],
+                               char *const envp[]);
+
 // What a stem becomes.
 struct GoSpec {
   std::string directory;

@@ -171,10 +171,9 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     case api::RouteKind::deploy:
     case api::RouteKind::update: {
       DeployLimits limits;
+      limits.default_queue_limit = options.max_queue_per_function;
       auto spec = parse_deploy(req.body, limits);
       if (!spec) return conn.respond_error(400, spec.error().message());
-      if ((*spec)->queue_limit == 1024 && !(*spec)->annotations.count("faasvisor.queue"))
-        (*spec)->queue_limit = options.max_queue_per_function;
       pool::PoolError err = r.kind == api::RouteKind::deploy ? pool->deploy(std::move(*spec))
                                                              : pool->update(std::move(*spec));
       if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
