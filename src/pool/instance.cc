@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 
@@ -201,6 +202,15 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   pool_.timers().start(timer_, std::max(deadline, now_ns + 1'000'000));
 }
 
+// SIGKILL after the backend's kill signal is the last resort: a supervisor killed outright
+// leaves its own children orphaned (the process backend's outer stem reaps the sandbox's
+// init when it handles its kill signal). So it waits at least kMinLastResortNs, however
+// short the stop grace, for a loaded machine to finish that reaping.
+uint64_t Instance::last_resort_delay_ns() const {
+  constexpr uint64_t kMinLastResortNs = 5'000'000'000;
+  return std::max<uint64_t>(pool_.options().stop_grace_ms * 1'000'000, kMinLastResortNs);
+}
+
 void Instance::set_idle_deadline(uint64_t deadline_ns) {
   assert(state_ == InstanceState::warm);
   timer_purpose_ = TimerPurpose::idle;
@@ -247,7 +257,7 @@ void Instance::kill(int status, std::string reason) {
   launched_.child.signal(function_->backend().kill_signal());
   // Should the kill signal not end it (a supervisor that is itself stuck), SIGKILL follows.
   timer_purpose_ = TimerPurpose::stop_grace;
-  pool_.timers().start(timer_, monotonic_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
+  pool_.timers().start(timer_, monotonic_ns() + last_resort_delay_ns());
   pool_.instance_stopping(*this, was_booting, reason);
 }
 
@@ -532,7 +542,7 @@ void Instance::on_timer(io::Timer &t) {
         self.kill_sent_ = true;
         self.launched_.child.signal(self.function_->backend().kill_signal());
         self.timer_purpose_ = TimerPurpose::stop_grace;
-        self.pool_.timers().start(self.timer_, monotonic_ns() + self.pool_.options().stop_grace_ms * 1'000'000ull);
+        self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
       } else {
         self.launched_.child.signal(SIGKILL);
       }

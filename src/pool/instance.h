@@ -81,6 +81,7 @@ class Instance {
   static void on_timer(io::Timer &t);
 
   void set_state(InstanceState next);
+  uint64_t last_resort_delay_ns() const;
   void arm_read();
   void arm_log();
   void write_more();
