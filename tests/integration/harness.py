@@ -412,6 +412,8 @@ class Daemon:
         with self.seen_lock:
             known = self.seen.get(pid)
             if known is not None and (start is None or known["start"] == start):
+                if comm is not None:
+                    known["comm"] = comm  # exec changes it (runc:[2:INIT] becomes the function)
                 if not known["cgroups"]:
                     known["cgroups"] = cgroup_dirs_of(pid)
                 return known
