@@ -110,8 +110,8 @@ std::vector<char *> c_argv(std::vector<std::string> &args) {
 char *const kEnv[] = {const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
                       nullptr};
 
-// Runs a short helper command to completion, output to the node's stderr. Blocking: used at
-// start-up and in the rare cleanup of a container whose runtime was killed.
+// Runs a short helper command to completion, output to the node's stderr. Blocking: used
+// only at start-up.
 Status run_blocking(std::vector<std::string> args) {
   SpawnSetup setup;
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -285,7 +285,8 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],";
   j += "\"maskedPaths\":[\"/proc/acpi\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\","
        "\"/proc/sched_debug\",\"/proc/scsi\",\"/sys/firmware\"],";
-  j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]";
+  j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"],";
+  j += "\"seccomp\":" + default_seccomp_profile();
   j += "}}";
   return j;
 }
@@ -300,6 +301,9 @@ OciBackend::OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions option
     // other runtimes' empty network namespace.
     global_flags_.push_back("--platform=" + options_.gvisor_platform);
     global_flags_.emplace_back("--network=none");
+    // The config's seccomp profile, applied by the sandbox's kernel to the function (runsc
+    // ignores it otherwise; gVisor's own host-side filters apply either way).
+    global_flags_.emplace_back("--oci-seccomp");
   }
   // The cgroup tree's roots are <hierarchy>/faasvisor/node-<pid>: the runtime is given the
   // same place, as an absolute cgroupsPath (cgroupfs manager, v1 and v2 alike).
@@ -486,6 +490,32 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   return out;
 }
 
+// `<runtime> delete --force ID` as a child of its own, never waited for on the loop: the
+// first call starts it and asks to be called again (EBUSY); later calls reap it without
+// blocking. A failed delete is started again on the next call.
+Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
+  auto running = deletes_.find(instance_pidfd);
+  if (running == deletes_.end()) {
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull < 0) return errno_error("open /dev/null");
+    std::vector<std::string> args = runtime_argv({"delete", "--force", id});
+    std::vector<char *> argv = c_argv(args);
+    auto spawned = spawn_plain(argv, devnull, STDERR_FILENO, STDERR_FILENO);
+    close(devnull);
+    if (!spawned) return spawned.error();
+    deletes_.emplace(instance_pidfd, std::move(*spawned));
+    return errno_error("delete container", EBUSY);
+  }
+  proc::ExitStatus status;
+  auto reaped = running->second.try_reap(&status);
+  if (reaped && !*reaped) return errno_error("delete container", EBUSY);
+  deletes_.erase(running);
+  if (!reaped) return reaped.error();
+  if (!status.exited || status.code_or_signal != 0)
+    return plain_error("delete container", id + ": the runtime's delete " + status.describe());
+  return {};
+}
+
 Status OciBackend::cleanup(Launched &launched) {
   auto it = ids_.find(launched.child.pidfd());
   if (it == ids_.end()) return {};
@@ -505,11 +535,10 @@ Status OciBackend::cleanup(Launched &launched) {
       unlink((runsc_state + ".state").c_str());
     }
   } else if (stat((root_dir_ + "/" + id).c_str(), &st) == 0) {
-    // crun/runc: `delete --force` kills the orphaned container and removes its cgroup. The
-    // spawn blocks the loop for a few ms; it is the rare path (the runtime was SIGKILLed), and
-    // could move off the loop as a child watched by its pidfd, like an instance.
-    Status deleted = run_blocking(runtime_argv({"delete", "--force", id}));
-    if (!deleted.ok()) return Error{EBUSY, "delete container", id + ": " + deleted.error().message()};
+    // crun/runc: `delete --force` kills the orphaned container and removes its cgroup.
+    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
+  } else if (deletes_.count(launched.child.pidfd()) != 0) {
+    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
   }
   unlink((runsc_state + ".lock").c_str());
   std::string bundle = bundles_dir_ + "/" + id;

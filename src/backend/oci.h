@@ -42,6 +42,9 @@ struct OciConfigInput {
   bool limits = true;        // false when the host gives no cgroups
 };
 
+// The seccomp profile every container gets (linux.seccomp, JSON text): see oci_seccomp.cc.
+std::string default_seccomp_profile();
+
 // The OCI runtime configuration for one instance of spec (JSON text).
 std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
                             const OciConfigInput &input);
@@ -72,6 +75,7 @@ class OciBackend final : public Backend {
  private:
   Status prepare_state_dir();
   Status make_hybrid_namespace();
+  Status delete_container(int instance_pidfd, const std::string &id);
   void release_state_dir();
   std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
 
@@ -89,6 +93,8 @@ class OciBackend final : public Backend {
   // Container id and bundle of each live instance, by its runtime's pidfd (held until the
   // Launched is destroyed, after cleanup, so it cannot be reused meanwhile).
   std::unordered_map<int, std::string> ids_;
+  // `delete --force` children under way, by the pidfd of the instance they clean up after.
+  std::unordered_map<int, proc::Child> deletes_;
 };
 
 }  // namespace faasvisor::backend
