@@ -11,9 +11,10 @@
  *                     200 ms: "ok", "timeout" or the errno's name (ENETUNREACH expected)
  *     "cap_eff", "cap_bnd"   CapEff and CapBnd of /proc/self/status (hex)
  *     "no_new_privs", "seccomp"   the NoNewPrivs and Seccomp fields (-1 when absent)
- *     "ptrace_me"     ptrace(PTRACE_TRACEME): "ok" or errno (a syscall the default
- *                     seccomp profile denies unless CAP_SYS_PTRACE)
- *     "unshare_user"  unshare(CLONE_NEWUSER): "ok" or errno (denied by the profile)
+ *     "ptrace_me"     ptrace(PTRACE_TRACEME) in a child: "ok" or errno (the default
+ *                     seccomp profile denies ptrace)
+ *     "unshare_user"  unshare(CLONE_NEWUSER) in a child: "ok" or errno (denied by the
+ *                     profile; a process sandbox allows it)
  *   alloc&mib=N       allocate N MiB and touch every page, then answer "allocated N MiB"
  *
  * Fields come from the function's own view, so the same binary checks every backend. */
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "faasvisor/function.h"
@@ -135,6 +137,22 @@ static long status_number(const char *name) {
   return buf[0] >= '0' && buf[0] <= '9' ? strtol(buf, NULL, 10) : -1;
 }
 
+/* Runs a probe in a child process, so what it changes (a new user namespace, a tracer)
+ * never touches the function itself; the child exits with the probe's errno (0: success). */
+static const char *in_child(int (*probe)(void)) {
+  pid_t pid = fork();
+  if (pid < 0) return err_name(errno);
+  if (pid == 0) _exit(probe() == 0 ? 0 : errno & 0xff);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status)) return "killed";
+  return WEXITSTATUS(status) == 0 ? "ok" : err_name(WEXITSTATUS(status));
+}
+
+static int probe_ptrace(void) { return (int)ptrace(PTRACE_TRACEME, 0, NULL, NULL); }
+static int probe_unshare(void) { return unshare(CLONE_NEWUSER); }
+
 static void report(void) {
   char buf[64];
   g_len = 0;
@@ -146,8 +164,8 @@ static void report(void) {
   put("\"cap_eff\":\"%s\",", status_field("CapEff", buf, sizeof buf));
   put("\"cap_bnd\":\"%s\",", status_field("CapBnd", buf, sizeof buf));
   put("\"no_new_privs\":%ld,\"seccomp\":%ld,", status_number("NoNewPrivs"), status_number("Seccomp"));
-  put("\"ptrace_me\":\"%s\",", ptrace(PTRACE_TRACEME, 0, NULL, NULL) == 0 ? "ok" : err_name(errno));
-  put("\"unshare_user\":\"%s\"}", unshare(CLONE_NEWUSER) == 0 ? "ok" : err_name(errno));
+  put("\"ptrace_me\":\"%s\",", in_child(probe_ptrace));
+  put("\"unshare_user\":\"%s\"}", in_child(probe_unshare));
 }
 
 static int query_is(const struct fv_request *req, const char *key, const char *want) {

@@ -23,7 +23,7 @@ def rootfs(name):
 
 
 def build_images():
-    if all(os.path.exists(os.path.join(rootfs(n), n)) for n in ("echo", "hash", "misbehave")):
+    if all(os.path.exists(os.path.join(rootfs(n), n)) for n in ("echo", "hash", "misbehave", "isolation")):
         return
     subprocess.run([os.path.join(ROOT, "tools", "mkimage"), IMAGE_BUILD], check=True,
                    stdout=subprocess.DEVNULL)
@@ -81,15 +81,15 @@ class ContainerTests(DaemonTestCase):
         self.assertEqual(r.status, 200, r.body)
         self.assertIn(b"ba7816bf", r.body)  # SHA-256("abc")
 
-    def test_ten_concurrent_cold_starts(self):
+    def test_twenty_concurrent_cold_starts(self):
         name = self.BACKEND + "-many"
         self.deploy(container_spec(name, "misbehave", self.BACKEND))
         results = parallel(lambda i: self.daemon.invoke(name, b"%d" % i, query="mode=slow&ms=300"),
-                           [(i,) for i in range(10)])
+                           [(i,) for i in range(20)])
         for i, r in enumerate(results):
             self.assertNotIsInstance(r, BaseException)
             self.assertEqual((r.status, r.body), (200, b"%d" % i))
-        self.assertEqual(len(self.daemon.instances(name)), 10)
+        self.assertEqual(len(self.daemon.instances(name)), 20)
         self.assertEqual(self.daemon.request("DELETE", "/system/functions",
                                              {"functionName": name}).status, 202)
         wait_until(lambda: not os.listdir(os.path.join(self.state_dir(), "bundles")) or
