@@ -7,7 +7,11 @@
 #include <linux/sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -23,7 +27,6 @@
 namespace faasvisor::backend {
 namespace {
 
-constexpr const char *kNsenter = "/usr/bin/nsenter";
 constexpr const char *kUnshare = "/usr/bin/unshare";
 constexpr uint64_t kCpuPeriodUs = 100'000;
 
@@ -144,14 +147,77 @@ Status write_file(const std::string &path, std::string_view text) {
   return {};
 }
 
-// posix_spawn is a vfork: the loop pays for the exec of nsenter/crun, not the container's
-// creation, which runs in the runtime while the node goes on.
-Result<proc::Child> spawn_plain(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
-  SpawnSetup setup;
-  posix_spawn_file_actions_adddup2(&setup.actions, in_fd, 0);
-  posix_spawn_file_actions_adddup2(&setup.actions, out_fd, 1);
-  posix_spawn_file_actions_adddup2(&setup.actions, err_fd, 2);
-  return proc::spawn_with_pidfd(argv[0], setup, argv.data(), kEnv);
+// What a runtime's child needs between clone and exec; it lives on the parent's stack,
+// which the child shares (CLONE_VM) while the parent waits (CLONE_VFORK).
+struct ExecPlan {
+  char *const *argv;
+  int exec_fd;   // a sealed copy of the runtime (execveat), or -1: argv[0] by path
+  int mntns_fd;  // a mount namespace to enter first, or -1
+  int fds[3];    // stdin, stdout, stderr
+};
+
+int exec_runtime(void *arg) {
+  const auto *plan = static_cast<const ExecPlan *>(arg);
+  // Its own signal dispositions (no CLONE_SIGHAND): the node ignores SIGPIPE.
+  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) signal(sig, SIG_DFL);
+  const char *failed = nullptr;
+  if (plan->mntns_fd >= 0 && setns(plan->mntns_fd, CLONE_NEWNS) < 0) failed = "setns";
+  for (int i = 0; i < 3 && failed == nullptr; ++i)
+    if (dup2(plan->fds[i], i) < 0) failed = "dup2";
+  if (failed == nullptr) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (plan->exec_fd >= 0) syscall(SYS_execveat, plan->exec_fd, "", plan->argv, kEnv, AT_EMPTY_PATH);
+    else execve(plan->argv[0], plan->argv, kEnv);
+    failed = "exec";
+  }
+  char msg[96];
+  int n = std::snprintf(msg, sizeof msg, "faasvisord: %s %s: %s\n", failed, plan->argv[0], strerrorname_np(errno));
+  if (n > 0 && ::write(plan->fds[2], msg, static_cast<size_t>(n)) < 0) _exit(127);
+  _exit(127);
+}
+
+// Starts a runtime like posix_spawn does (a vfork: no page tables copied, the loop waits
+// only for the exec), but the child may first enter a mount namespace, which posix_spawn
+// cannot do: on hybrid hosts crun runs where /sys/fs/cgroup/unified is gone, without an
+// nsenter(1) exec in between. All signals stay blocked in the parent until the child has
+// exec'd, so no handler of the node's runs on the child's stack.
+Result<proc::Child> spawn_runtime(char *const *argv, int exec_fd, int mntns_fd, int in_fd, int out_fd, int err_fd) {
+  constexpr size_t kStackBytes = 64 * 1024;
+  alignas(64) static char stack[kStackBytes];  // one thread, and the parent waits: one stack
+  ExecPlan plan{argv, exec_fd, mntns_fd, {in_fd, out_fd, err_fd}};
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int pidfd = -1;
+  pid_t pid = clone(exec_runtime, stack + kStackBytes, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &plan, &pidfd);
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return errno_error("clone", err);
+  return proc::Child(pid, pidfd);
+}
+
+// A sealed in-memory copy of a runtime binary, made once. crun and runc protect the host's
+// binary from a container (CVE-2019-5736) by re-executing themselves from a read-only
+// copy on every start unless /proc/self/exe already is a fully sealed memfd, which cannot be
+// written at all: started from this copy they skip that (about 3-5 ms of a crun start).
+int sealed_copy(const std::string &path) {
+  int src = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (src < 0) return -1;
+  int fd = memfd_create("runtime", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  struct stat st{};
+  bool ok = fd >= 0 && fstat(src, &st) == 0;
+  off_t done = 0;
+  while (ok && done < st.st_size) {
+    ssize_t n = sendfile(fd, src, nullptr, static_cast<size_t>(st.st_size - done));
+    ok = n > 0;
+    done += n > 0 ? n : 0;
+  }
+  close(src);
+  if (ok) ok = fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) == 0;
+  if (!ok && fd >= 0) close(fd);
+  return ok ? fd : -1;
 }
 
 [[noreturn]] void child_fail(int err_fd, const char *what) {
@@ -337,6 +403,7 @@ Status OciBackend::prepare_state_dir() {
   bundles_dir_ = base + "/bundles";
   if (Status st = make_dir(root_dir_, 0700); !st.ok()) return st;
   if (Status st = make_dir(bundles_dir_, 0711); !st.ok()) return st;
+  if (options_.runtime != OciRuntime::gvisor) exec_fd_ = sealed_copy(options_.runtime_path);  // -1: by path
   // runc copes with the hybrid layout; crun needs the unified mount hidden.
   if (options_.runtime == OciRuntime::crun && hybrid_cgroups()) return make_hybrid_namespace();
   return {};
@@ -360,11 +427,16 @@ Status OciBackend::make_hybrid_namespace() {
     return st;
   }
   mntns_file_ = file;
+  mntns_fd_ = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (mntns_fd_ < 0) return Error{errno, "open", file};
   return {};
 }
 
 void OciBackend::release_state_dir() {
   if (options_.state_dir.empty()) return;
+  if (mntns_fd_ >= 0) close(mntns_fd_);
+  if (exec_fd_ >= 0) close(exec_fd_);
+  mntns_fd_ = exec_fd_ = -1;
   if (!mntns_file_.empty()) {
     umount2(mntns_file_.c_str(), MNT_DETACH);
     unlink(mntns_file_.c_str());
@@ -417,11 +489,6 @@ Status OciBackend::validate(const FunctionSpec &spec) const {
 
 std::vector<std::string> OciBackend::runtime_argv(std::initializer_list<std::string_view> args) const {
   std::vector<std::string> out;
-  if (!mntns_file_.empty()) {
-    out.emplace_back(kNsenter);
-    out.push_back("--mount=" + mntns_file_);
-    out.emplace_back("--");
-  }
   out.push_back(options_.runtime_path);
   out.emplace_back("--root");
   out.push_back(root_dir_);
@@ -469,8 +536,9 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
 
   std::vector<std::string> args = runtime_argv({"run", "--bundle", bundle, id});
   std::vector<char *> argv = c_argv(args);
-  auto spawned = options_.runtime == OciRuntime::gvisor ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
-                                                        : spawn_plain(argv, fds[0], fds[3], fds[5]);
+  auto spawned = options_.runtime == OciRuntime::gvisor
+                     ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
+                     : spawn_runtime(argv.data(), exec_fd_, mntns_fd_, fds[0], fds[3], fds[5]);
   if (!spawned) {
     undo();
     return spawned.error();
@@ -500,7 +568,7 @@ Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
     if (devnull < 0) return errno_error("open /dev/null");
     std::vector<std::string> args = runtime_argv({"delete", "--force", id});
     std::vector<char *> argv = c_argv(args);
-    auto spawned = spawn_plain(argv, devnull, STDERR_FILENO, STDERR_FILENO);
+    auto spawned = spawn_runtime(argv.data(), exec_fd_, mntns_fd_, devnull, STDERR_FILENO, STDERR_FILENO);
     close(devnull);
     if (!spawned) return spawned.error();
     deletes_.emplace(instance_pidfd, std::move(*spawned));

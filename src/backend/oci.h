@@ -7,8 +7,10 @@
 //
 // Hybrid cgroup hosts (v1 controllers, an empty cgroup2 at /sys/fs/cgroup/unified): crun
 // refuses them. The backend keeps one mount namespace in which the unified mount is gone
-// (made once at start by unshare(1), pinned by a bind mount of its nsfs file) and starts
-// crun inside it with nsenter(1). Pure v2 hosts run the runtime directly. runsc runs as
+// (made once at start by unshare(1), pinned by a bind mount of its nsfs file); each crun's
+// child enters it between clone and exec (no nsenter(1) in between). Pure v2 hosts run the
+// runtime directly. crun and runc are executed from a sealed in-memory copy, so they skip
+// copying themselves on every start. runsc runs as
 // pid 1 of its own pid namespace, so its sandbox processes cannot outlive it.
 #pragma once
 
@@ -86,6 +88,8 @@ class OciBackend final : public Backend {
   std::string root_dir_;     // the runtime's --root
   std::string bundles_dir_;
   std::string mntns_file_;   // empty unless hybrid crun
+  int mntns_fd_ = -1;        // that namespace, entered by each crun before its exec
+  int exec_fd_ = -1;         // sealed copy of crun/runc (see sealed_copy in oci.cc), or -1
   bool state_mounted_ = false;
   std::vector<std::string> global_flags_;  // runsc: platform and network
   std::vector<std::string> hierarchies_;  // every cgroup hierarchy (v1: one per controller)
