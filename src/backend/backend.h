@@ -37,6 +37,13 @@ class Backend {
   // The signal that ends an instance at once (SIGKILL unless the launched process is a
   // supervisor that must take its children with it).
   virtual int kill_signal() const { return SIGKILL; }
+  // The last resort once kill_signal() has not ended the instance within the grace period.
+  // Returns true to be called again after another grace period if that does not end it
+  // either. Default: SIGKILL to the launched process.
+  virtual bool force_kill(Launched &launched) {
+    launched.child.signal(SIGKILL);
+    return false;
+  }
   // The node is shutting down: release anything prepared ahead of demand.
   virtual void drain() {}
   // Whether the instance's memory limit was hit (the kernel killed something for it).

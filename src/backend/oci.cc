@@ -558,18 +558,42 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   return out;
 }
 
+// A runtime command (kill, delete) with stdin from /dev/null and its output on the node's
+// stderr, started like `run` (same namespace, same sealed binary) and never waited for here.
+Result<proc::Child> OciBackend::spawn_runtime_command(std::initializer_list<std::string_view> args) const {
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) return errno_error("open /dev/null");
+  std::vector<std::string> argv_strings = runtime_argv(args);
+  std::vector<char *> argv = c_argv(argv_strings);
+  auto spawned = spawn_runtime(argv.data(), exec_fd_, mntns_fd_, devnull, STDERR_FILENO, STDERR_FILENO);
+  close(devnull);
+  return spawned;
+}
+
+bool OciBackend::force_kill(Launched &launched) {
+  int pidfd = launched.child.pidfd();
+  auto it = ids_.find(pidfd);
+  if (options_.runtime == OciRuntime::gvisor || it == ids_.end() || kills_.count(pidfd) != 0) {
+    launched.child.signal(SIGKILL);
+    return false;
+  }
+  auto spawned = spawn_runtime_command({"kill", it->second, "KILL"});
+  if (!spawned) {
+    FV_WARN("%s kill %s: %s", name(), it->second.c_str(), spawned.error().message().c_str());
+    launched.child.signal(SIGKILL);
+    return false;
+  }
+  kills_.emplace(pidfd, std::move(*spawned));
+  return true;
+}
+
 // `<runtime> delete --force ID` as a child of its own, never waited for on the loop: the
 // first call starts it and asks to be called again (EBUSY); later calls reap it without
 // blocking. A failed delete is started again on the next call.
 Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
   auto running = deletes_.find(instance_pidfd);
   if (running == deletes_.end()) {
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull < 0) return errno_error("open /dev/null");
-    std::vector<std::string> args = runtime_argv({"delete", "--force", id});
-    std::vector<char *> argv = c_argv(args);
-    auto spawned = spawn_runtime(argv.data(), exec_fd_, mntns_fd_, devnull, STDERR_FILENO, STDERR_FILENO);
-    close(devnull);
+    auto spawned = spawn_runtime_command({"delete", "--force", id});
     if (!spawned) return spawned.error();
     deletes_.emplace(instance_pidfd, std::move(*spawned));
     return errno_error("delete container", EBUSY);
@@ -587,6 +611,12 @@ Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
 Status OciBackend::cleanup(Launched &launched) {
   auto it = ids_.find(launched.child.pidfd());
   if (it == ids_.end()) return {};
+  if (auto kill = kills_.find(launched.child.pidfd()); kill != kills_.end()) {
+    proc::ExitStatus status;
+    auto reaped = kill->second.try_reap(&status);
+    if (reaped && !*reaped) return errno_error("runtime kill", EBUSY);
+    kills_.erase(kill);
+  }
   const std::string &id = it->second;
   // `run` in the foreground deletes the container when it ends. Its state survives only if
   // the runtime itself was killed (SIGTERM for runsc, or the stop grace ran out).

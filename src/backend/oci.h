@@ -73,11 +73,16 @@ class OciBackend final : public Backend {
   // container. runsc runs as pid 1 of its own pid namespace (see spawn_pid_namespace in
   // oci.cc), where SIGTERM is ignored: SIGKILL ends it and everything in the namespace.
   int kill_signal() const override { return options_.runtime == OciRuntime::gvisor ? SIGKILL : SIGTERM; }
+  // crun/runc: `<runtime> kill ID KILL` first, so `run` sees its container end, reaps it and
+  // deletes it as usual (a SIGKILLed runtime would leave the container orphaned, re-parented
+  // to init); SIGKILL to the runtime only if that does not end it either.
+  bool force_kill(Launched &launched) override;
 
  private:
   Status prepare_state_dir();
   Status make_hybrid_namespace();
   Status delete_container(int instance_pidfd, const std::string &id);
+  Result<proc::Child> spawn_runtime_command(std::initializer_list<std::string_view> args) const;
   void release_state_dir();
   std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
 
@@ -99,6 +104,8 @@ class OciBackend final : public Backend {
   std::unordered_map<int, std::string> ids_;
   // `delete --force` children under way, by the pidfd of the instance they clean up after.
   std::unordered_map<int, proc::Child> deletes_;
+  // `kill ID KILL` children, by the pidfd of the instance they end (reaped by cleanup).
+  std::unordered_map<int, proc::Child> kills_;
 };
 
 }  // namespace faasvisor::backend

@@ -543,8 +543,9 @@ void Instance::on_timer(io::Timer &t) {
         self.launched_.child.signal(self.function_->backend().kill_signal());
         self.timer_purpose_ = TimerPurpose::stop_grace;
         self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
-      } else {
-        self.launched_.child.signal(SIGKILL);
+      } else if (self.function_->backend().force_kill(self.launched_)) {
+        self.timer_purpose_ = TimerPurpose::stop_grace;
+        self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
       }
       break;
     case TimerPurpose::cleanup_retry:

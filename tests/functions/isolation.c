@@ -16,6 +16,7 @@
  *     "unshare_user"  unshare(CLONE_NEWUSER) in a child: "ok" or errno (denied by the
  *                     profile; a process sandbox allows it)
  *   alloc&mib=N       allocate N MiB and touch every page, then answer "allocated N MiB"
+ *   ignoreterm        ignore SIGTERM, then never answer (only SIGKILL ends it)
  *
  * Fields come from the function's own view, so the same binary checks every backend. */
 #define _GNU_SOURCE
@@ -27,6 +28,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,6 +206,9 @@ int handle(const struct fv_request *req, struct fv_response *resp) {
   if (fv_query_get(req, "mode", NULL) == NULL || query_is(req, "mode", "report")) {
     report();
     fv_response_set_header(resp, "Content-Type", "application/json");
+  } else if (query_is(req, "mode", "ignoreterm")) {
+    signal(SIGTERM, SIG_IGN);
+    for (;;) pause();
   } else if (query_is(req, "mode", "alloc")) {
     allocate(query_long(req, "mib", 1));
   } else {

@@ -121,6 +121,24 @@ class ContainerTests(DaemonTestCase):
                    "runtime state and bundle of %s to be removed" % instance_name)
         self.assertTrue(self.daemon.healthy())
 
+    def test_kill_after_grace_leaves_nothing(self):
+        """A function that ignores SIGTERM outlives the stop grace: the node kills the runtime
+        (crun/runc: SIGKILL after the forwarded SIGTERM; runsc: SIGKILL at once) and cleanup
+        removes the orphaned container with the runtime's delete, off the loop."""
+        name = self.BACKEND + "-stubborn"
+        self.deploy(container_spec(name, "isolation", self.BACKEND,
+                                   annotations={"faasvisor.backend": self.BACKEND, "faasvisor.timeout": "1s"}))
+        self.assertEqual(self.daemon.invoke(name, b"", query="mode=alloc&mib=1").status, 200)
+        inst = self.daemon.instances(name)[0]
+        instance_name = "%s-%d" % (name, inst["id"])
+        self.daemon.record_children()
+        r = self.daemon.invoke(name, b"", query="mode=ignoreterm")
+        self.assertEqual(r.status, 504, r.body)
+        self.daemon.assert_process_gone(inst["pid"])
+        wait_until(lambda: not self.leftovers(instance_name), scaled(10),
+                   "runtime state and bundle of %s to be removed" % instance_name)
+        self.assertTrue(self.daemon.healthy())
+
     def test_image_without_mount_points_400(self):
         bare = os.path.join(IMAGES, "bare-test")
         os.makedirs(bare, exist_ok=True)
