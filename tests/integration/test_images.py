@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (BUILD, HASH_IMAGE, PYECHO_IMAGE, PYECHO_PROCESS, ROOT, DaemonTestCase)
+from harness import (BUILD, ECHO_IMAGE, HASH_IMAGE, PYECHO_IMAGE, PYECHO_PROCESS, ROOT, DaemonTestCase)
 
 IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
 IMAGES = os.path.join(IMAGE_BUILD, "images")
@@ -222,26 +222,6 @@ class ImageTests(ImageCacheTestCase):
         r = self.daemon.invoke("layered-other", b"hi")
         self.assertEqual((r.status, r.body), (200, b"other:hi"))
 
-    def test_same_answers_as_the_process_backend(self):
-        """echo, hash and pyecho: one source, the process backend and an image, same answers."""
-        self.daemon.deploy("hash-process", image=HASH_IMAGE, process="./hash")
-        self.deploy(self.spec("hash-image", os.path.join(IMAGES, "hash.oci")))
-        self.daemon.deploy("pyecho-process", image=PYECHO_IMAGE, process=PYECHO_PROCESS, memory="128Mi")
-        self.deploy(self.spec("pyecho-image", os.path.join(IMAGES, "pyecho.oci"), limits={"memory": "128Mi"}))
-        body = os.urandom(3000)
-        for query in ("rounds=1", "rounds=50"):
-            p = self.daemon.invoke("hash-process", body, query=query)
-            i = self.daemon.invoke("hash-image", body, query=query)
-            self.assertEqual((p.status, p.body), (i.status, i.body))
-            self.assertEqual(p.status, 200)
-        self.assertIn(hashlib.sha256(body).hexdigest().encode(),
-                      self.daemon.invoke("hash-image", body, query="rounds=1").body)
-        for payload, ctype in ((b"from python", "text/x-py"), (bytes(range(256)), "application/octet-stream")):
-            p = self.daemon.invoke("pyecho-process", payload, headers={"Content-Type": ctype})
-            i = self.daemon.invoke("pyecho-image", payload, headers={"Content-Type": ctype})
-            self.assertEqual((i.status, i.body, i.header("Content-Type")), (200, payload, ctype))
-            self.assertEqual((p.status, p.body, p.header("Content-Type")), (i.status, i.body, i.header("Content-Type")))
-
     def fresh_echo(self, name):
         """An echo image no other test has unpacked (a cached image's source blobs are not
         read again: the manifest's digest already names their content)."""
@@ -329,14 +309,47 @@ class ImageTests(ImageCacheTestCase):
             shutil.rmtree(canary)
 
 
-@unittest.skipUnless(shutil.which("runc"), "runc is not installed")
-class RuncImageTests(ImageCacheTestCase):
-    """The same image on another runtime: the config's command, env and cwd apply there too."""
+def container_backends():
+    """The container runtimes installed here (crun needs nsenter on hybrid cgroup hosts)."""
+    out = []
+    if shutil.which("crun") and os.path.exists("/usr/bin/nsenter"):
+        out.append("crun")
+    if shutil.which("runc"):
+        out.append("runc")
+    if shutil.which("runsc"):
+        out.append("gvisor")
+    return out
 
-    def test_pyecho_image_on_runc(self):
-        r = self.daemon.request("POST", "/system/functions", {
-            "service": "runc-pyecho", "image": os.path.join(IMAGES, "pyecho.oci"),
-            "annotations": {"faasvisor.backend": "runc"}})
-        self.assertEqual(r.status, 202, r.body)
-        r = self.daemon.invoke("runc-pyecho", b"py on runc", headers={"Content-Type": "text/plain"})
-        self.assertEqual((r.status, r.body, r.header("Content-Type")), (200, b"py on runc", "text/plain"))
+
+@unittest.skipUnless(container_backends(), "no OCI runtime is installed")
+class ParityTests(ImageCacheTestCase):
+    """One source, the same answers: echo, hash and pyecho on the process backend (from their
+    build or source directories) and from their OCI images on every installed runtime."""
+
+    def test_same_answers_everywhere(self):
+        d = self.daemon
+        d.deploy("echo-process", image=ECHO_IMAGE, process="./echo")
+        d.deploy("hash-process", image=HASH_IMAGE, process="./hash")
+        d.deploy("pyecho-process", image=PYECHO_IMAGE, process=PYECHO_PROCESS, memory="128Mi")
+        backends = container_backends()
+        for backend in backends:
+            for name in ("echo", "hash", "pyecho"):
+                r = d.request("POST", "/system/functions", {
+                    "service": "%s-%s" % (name, backend), "image": os.path.join(IMAGES, name + ".oci"),
+                    "annotations": {"faasvisor.backend": backend}, "limits": {"memory": "128Mi"}})
+                self.assertEqual(r.status, 202, r.body)
+        body = os.urandom(3000)
+        cases = [("echo", body, {}, ""), ("echo", b"", {}, ""),
+                 ("hash", body, {}, "rounds=1"), ("hash", b"abc", {}, "rounds=50"), ("hash", b"x", {}, "rounds=0"),
+                 ("pyecho", b"from python", {"Content-Type": "text/x-py"}, ""),
+                 ("pyecho", bytes(range(256)), {"Content-Type": "application/octet-stream"}, "")]
+        for name, payload, headers, query in cases:
+            want = d.invoke(name + "-process", payload, headers=headers, query=query)
+            self.assertIn(want.status, (200, 400), want.body)
+            for backend in backends:
+                with self.subTest(name=name, backend=backend, query=query):
+                    got = d.invoke("%s-%s" % (name, backend), payload, headers=headers, query=query)
+                    self.assertEqual((got.status, got.body, got.header("Content-Type")),
+                                     (want.status, want.body, want.header("Content-Type")))
+        self.assertIn(hashlib.sha256(body).hexdigest().encode(),
+                      d.invoke("hash-" + backends[0], body, query="rounds=1").body)
