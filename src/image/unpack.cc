@@ -5,12 +5,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <unordered_set>
 #include <vector>
 
@@ -365,9 +367,12 @@ void remove_path(const std::string &path) {
   if (parent.ok()) (void)remove_at(parent.fd, path.substr(slash + 1).c_str());
 }
 
-// A temporary directory, removed with everything in it unless released.
+// A temporary directory, removed with everything in it unless released. It is flock()ed
+// while its helper lives, so a helper that was killed leaves an unlocked one, which the next
+// helper removes (sweep_stale).
 struct TempDir {
   std::string path;
+  Fd lock;
   ~TempDir() {
     if (!path.empty()) remove_path(path);
   }
@@ -377,7 +382,33 @@ Result<TempDir *> make_temp(TempDir &t, const std::string &parent, const std::st
   std::string templ = parent + "/" + stem + ".XXXXXX";
   if (mkdtemp(templ.data()) == nullptr) return Error{errno, "mkdtemp", templ};
   t.path = templ;
+  t.lock = Fd(open(templ.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!t.lock.ok() || flock(t.lock.fd, LOCK_EX) < 0) return Error{errno, "lock", templ};
   return &t;
+}
+
+// Removes what killed helpers left in CACHE/tmp: directories nobody holds a lock on. The
+// youngest are spared, for the instant between another helper's mkdtemp and its flock.
+void sweep_stale(const std::string &tmp_dir) {
+  Fd dir(open(tmp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.ok()) return;
+  DIR *d = fdopendir(fcntl(dir.fd, F_DUPFD_CLOEXEC, 0));
+  if (d == nullptr) return;
+  std::vector<std::string> names;
+  while (dirent *e = readdir(d))
+    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+  closedir(d);
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  for (const std::string &name : names) {
+    struct stat st{};
+    if (fstatat(dir.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode)) continue;
+    double age = static_cast<double>(now.tv_sec - st.st_ctim.tv_sec) + static_cast<double>(now.tv_nsec - st.st_ctim.tv_nsec) / 1e9;
+    if (age < 1.0) continue;
+    Fd entry(openat(dir.fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!entry.ok() || flock(entry.fd, LOCK_EX | LOCK_NB) < 0) continue;  // its helper is alive
+    (void)remove_at(dir.fd, name.c_str());
+  }
 }
 
 // A tar of an OCI layout: its oci-layout, index.json and blobs/sha256/* are copied out (the
@@ -464,6 +495,7 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   for (const std::string &dir : {cache_dir, cache_dir + "/sha256", cache_dir + "/tmp"})
     if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
   if (chmod(cache_dir.c_str(), 0700) < 0) return Error{errno, "chmod", cache_dir};
+  sweep_stale(cache_dir + "/tmp");
   struct stat st{};
   if (stat(image.c_str(), &st) < 0) return Error{errno, "image", image};
 

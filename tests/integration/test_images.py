@@ -17,11 +17,16 @@ import importlib.machinery
 import json
 import os
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import time
 import unittest
 
-from harness import (BUILD, ECHO_IMAGE, HASH_IMAGE, PYECHO_IMAGE, PYECHO_PROCESS, ROOT, DaemonTestCase)
+from harness import (BUILD, ECHO_IMAGE, HASH_IMAGE, PYECHO_IMAGE, PYECHO_PROCESS, ROOT, Daemon, DaemonTestCase,
+                     parallel, raw_request, scaled, wait_until)
 
 IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
 IMAGES = os.path.join(IMAGE_BUILD, "images")
@@ -222,6 +227,55 @@ class ImageTests(ImageCacheTestCase):
         r = self.daemon.invoke("layered-other", b"hi")
         self.assertEqual((r.status, r.body), (200, b"other:hi"))
 
+    def fresh_pyecho(self, name):
+        """The pyecho image plus a layer of noise: a digest never unpacked before, and an
+        unpack long enough (tens of ms) for requests to arrive while it runs."""
+        base = os.path.join(IMAGES, "pyecho.layers")
+        layers = [mkoci.layer_from_dir(os.path.join(base, "python")), mkoci.layer_from_dir(os.path.join(base, "function")),
+                  mkoci.layer_from_entries([mkoci.entry("noise", data=os.urandom(16))])]
+        return self.layout(name, layers, entrypoint=RUNTIME_ENTRYPOINT, cmd=["handler"], workdir="/function",
+                           env=["PATH=/usr/bin:/bin"])[0]
+
+    def test_concurrent_deploys_of_one_image(self):
+        path = self.fresh_pyecho("concurrent")
+        names = ["conc-%d" % i for i in range(4)]
+        results = parallel(lambda n: self.daemon.request("POST", "/system/functions", self.spec(n, path)),
+                           [(n,) for n in names])
+        rootfs = set()
+        for r in results:
+            self.assertNotIsInstance(r, BaseException)
+            self.assertEqual(r.status, 202, r.body)
+            rootfs.add(r.json()["image"]["rootfs"])
+        self.assertEqual(len(rootfs), 1, rootfs)
+        self.assertEqual(os.listdir(os.path.join(self.CACHE, "tmp")), [])
+        for n in names:
+            self.assertEqual(self.daemon.invoke(n, n.encode()).body, n.encode())
+
+    def test_client_leaves_during_unpack(self):
+        """A client that half-closes (FIN) after its deploy is answered, as for any request: the
+        deploy happens. One that resets the connection (RST) abandons it: the function is not
+        deployed, and the helper's work is kept in the cache all the same."""
+        for how in ("fin", "rst"):
+            name = "left-" + how
+            path = self.fresh_pyecho("client-" + how)
+            s = self.daemon.raw_socket()
+            if how == "rst":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(raw_request("POST", "/system/functions", json.dumps(self.spec(name, path))))
+            if how == "fin":
+                s.shutdown(socket.SHUT_WR)
+                self.assertRegex(s.recv(65536), rb"^HTTP/1.1 202 ")
+            s.close()
+            wait_until(lambda: any(path + " is sha256:" in line for line in self.daemon.log_text(last=400).splitlines()),
+                       scaled(30), "the helper to finish")
+            self.assertTrue(self.daemon.healthy())
+            if how == "fin":
+                self.assertIsNotNone(self.daemon.function(name))
+                continue
+            self.assertIsNone(self.daemon.function(name))
+            again = self.deploy(self.spec(name, path))["image"]
+            self.assertFalse(again["unpacked"])
+
     def fresh_echo(self, name):
         """An echo image no other test has unpacked (a cached image's source blobs are not
         read again: the manifest's digest already names their content)."""
@@ -353,3 +407,34 @@ class ParityTests(ImageCacheTestCase):
                                      (want.status, want.body, want.header("Content-Type")))
         self.assertIn(hashlib.sha256(body).hexdigest().encode(),
                       d.invoke("hash-" + backends[0], body, query="rounds=1").body)
+
+
+@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/nsenter"), "crun is not installed")
+class ShutdownDuringUnpackTest(unittest.TestCase):
+    def test_sigterm_while_unpacking(self):
+        """A deploy waiting for its image gets a 503 when the node stops; the helper is
+        killed and reaped, nothing leaks (the harness's checks)."""
+        build_oci_images()
+        cache = tempfile.mkdtemp(prefix="fv-image-cache-")
+        try:
+            d = Daemon("--stem-pool", "0", "--image-cache", cache).start()
+            s = d.raw_socket()
+            s.sendall(raw_request("POST", "/system/functions", json.dumps(
+                {"service": "stopped", "image": os.path.join(IMAGES, "pyecho.oci"),
+                 "annotations": {"faasvisor.backend": "crun"}})))
+            wait_until(lambda: "unpacking image" in d.log_text(), scaled(10), "the helper to start")
+            d.proc.send_signal(signal.SIGTERM)
+            answer = s.recv(65536)
+            s.close()
+            problems = d.finish()
+            self.assertEqual(problems, [])
+            # Either the helper was killed (503) or it had just finished (202): never a hang.
+            self.assertRegex(answer, rb"^HTTP/1.1 (503|202) ")
+            # A killed helper leaves its work directory; the next helper removes it (once it
+            # is a second old and unlocked).
+            time.sleep(1.5)
+            subprocess.run([os.path.join(BUILD, "src", "faasvisor-unpack"), cache, os.path.join(IMAGES, "echo.oci")],
+                           check=True, stdout=subprocess.DEVNULL)
+            self.assertEqual(os.listdir(os.path.join(cache, "tmp")), [])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
