@@ -140,15 +140,24 @@ Result<ImageConfig> parse_config(std::string_view json) {
   return out;
 }
 
+std::vector<std::string_view> split_on(std::string_view text, char separator) {
+  std::vector<std::string_view> out;
+  size_t at = 0;
+  while (true) {
+    size_t next = text.find(separator, at);
+    if (next == std::string_view::npos) {
+      out.push_back(text.substr(at));
+      return out;
+    }
+    out.push_back(text.substr(at, next - at));
+    at = next + 1;
+  }
+}
+
 Result<std::string> clean_entry_path(std::string_view name) {
   if (!name.empty() && name[0] == '/') return plain_error("absolute path", std::string(name));
   std::string out;
-  size_t i = 0;
-  while (i <= name.size()) {
-    size_t slash = name.find('/', i);
-    if (slash == std::string_view::npos) slash = name.size();
-    std::string_view part = name.substr(i, slash - i);
-    i = slash + 1;
+  for (std::string_view part : split_on(name, '/')) {
     if (part.empty() || part == ".") continue;
     if (part == "..") return plain_error("path with '..'", std::string(name));
     if (!out.empty()) out += '/';

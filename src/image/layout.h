@@ -56,6 +56,9 @@ Result<Descriptor> parse_index(std::string_view json);
 Result<Manifest> parse_manifest(std::string_view json);
 Result<ImageConfig> parse_config(std::string_view json);
 
+// The parts of text between separators, empty ones included ("a::b" -> a, "", b).
+std::vector<std::string_view> split_on(std::string_view text, char separator);
+
 // A layer entry's path, made relative to the image root: "./usr/bin/x" -> "usr/bin/x",
 // "./" -> "". Absolute paths and any ".." component are refused (the error names why).
 Result<std::string> clean_entry_path(std::string_view name);

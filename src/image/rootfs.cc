@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "image/layout.h"
+
 namespace faasvisor::image {
 namespace {
 
@@ -49,14 +51,9 @@ Result<std::string> find_command(const std::string &rootfs, const std::string &c
   std::string path = kDefaultPath;
   for (const std::string &e : env)
     if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
-  size_t at = 0;
-  while (at <= path.size()) {
-    size_t colon = path.find(':', at);
-    if (colon == std::string::npos) colon = path.size();
-    std::string dir = path.substr(at, colon - at);
-    at = colon + 1;
+  for (std::string_view dir : split_on(path, ':')) {
     if (dir.empty() || dir[0] != '/') continue;
-    std::string candidate = dir + "/" + command;
+    std::string candidate = std::string(dir) + "/" + command;
     if (executable_in(rootfs, candidate)) return candidate;
   }
   return plain_error("command", "'" + command + "' is not an executable in the image's PATH (" + path + ")");

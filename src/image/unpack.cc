@@ -74,13 +74,10 @@ Result<Fd> make_dirs(int root_fd, const std::string &dir, std::string_view entry
   if (errno == EXDEV || errno == ELOOP) return entry_error(entry, "would be written through a symlink that leaves the image root");
   if (errno != ENOENT) return entry_error(entry, "has a parent that cannot be opened", errno);
   Fd parent(open_beneath(root_fd, "", O_PATH | O_DIRECTORY));
-  size_t at = 0;
-  while (at <= dir.size()) {
-    size_t slash = dir.find('/', at);
-    if (slash == std::string::npos) slash = dir.size();
-    std::string prefix = dir.substr(0, slash);
-    std::string name = dir.substr(at, slash - at);
-    at = slash + 1;
+  std::string prefix;
+  for (std::string_view part : split_on(dir, '/')) {
+    std::string name(part);
+    prefix += (prefix.empty() ? "" : "/") + name;
     Fd next(open_beneath(root_fd, prefix, O_PATH | O_DIRECTORY));
     if (!next.ok() && errno == ENOENT) {
       if (mkdirat(parent.fd, name.c_str(), 0755) < 0 && errno != EEXIST)

@@ -112,6 +112,12 @@ TEST_CASE("layer entry paths are made relative; escapes are refused") {
   CHECK_FALSE(clean_entry_path("/etc/passwd"));
 }
 
+TEST_CASE("split_on keeps empty parts") {
+  CHECK(split_on("a::b", ':') == std::vector<std::string_view>{"a", "", "b"});
+  CHECK(split_on("", ':') == std::vector<std::string_view>{""});
+  CHECK(split_on("/x/", '/') == std::vector<std::string_view>{"", "x", ""});
+}
+
 TEST_CASE("digests") {
   CHECK(valid_digest("sha256:" + std::string(64, 'a')));
   CHECK_FALSE(valid_digest("sha256:" + std::string(63, 'a')));
