@@ -44,6 +44,9 @@ struct Resolved {
 constexpr uint64_t kMaxJsonBlob = 4u << 20;        // index, manifest, config
 constexpr size_t kMaxLayers = 128;
 constexpr size_t kMaxConfigStrings = 1024;         // Entrypoint + Cmd + Env items
+// The helper's answer (digest, rootfs and the config's Entrypoint, Cmd, Env, WorkingDir)
+// fits a pipe's default buffer, so the helper never blocks writing it before it exits.
+constexpr size_t kMaxAnswer = 60 * 1024;
 
 // A directory holding an `oci-layout` file, or a regular file (a tar of such a directory).
 bool looks_like_oci(const std::string &path);

@@ -20,7 +20,11 @@ int main(int argc, char **argv) {
   setpriority(PRIO_PROCESS, 0, 5);  // below the node's loop
   auto resolved = faasvisor::image::unpack_image(argv[1], argv[2]);
   std::string out = resolved ? faasvisor::image::encode_resolved(*resolved)
-                             : faasvisor::image::encode_failure(resolved.error().message());
+                             : faasvisor::image::encode_failure(resolved.error().message().substr(0, 4096));
+  if (out.size() > faasvisor::image::kMaxAnswer) {
+    out = faasvisor::image::encode_failure("image config: Entrypoint, Cmd, Env and WorkingDir take more than 60 KiB");
+    resolved = faasvisor::plain_error("too large");
+  }
   if (::write(1, out.data(), out.size()) != static_cast<ssize_t>(out.size())) return 1;
   return resolved ? 0 : 1;
 }

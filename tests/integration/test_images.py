@@ -320,6 +320,13 @@ class ImageTests(ImageCacheTestCase):
         self.refused(path, "/not-there")
         self.refused(os.path.join(IMAGES, "echo.oci"), "/nope", envProcess="/nope")
 
+    def test_oversized_config_400(self):
+        layers = [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs"))]
+        many, _ = self.layout("many-env", layers, entrypoint=["/echo"], env=["V%d=1" % i for i in range(2000)])
+        self.refused(many, "too many strings")
+        big, _ = self.layout("big-env", layers, entrypoint=["/echo"], env=["V%d=%s" % (i, "x" * 1000) for i in range(100)])
+        self.refused(big, "more than 60 KiB")
+
     def test_oci_image_on_process_backend_400(self):
         r = self.daemon.request("POST", "/system/functions",
                                 {"service": "oci-process", "image": os.path.join(IMAGES, "echo.oci")})
