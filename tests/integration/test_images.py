@@ -320,6 +320,31 @@ class ImageTests(ImageCacheTestCase):
         self.refused(path, "/not-there")
         self.refused(os.path.join(IMAGES, "echo.oci"), "/nope", envProcess="/nope")
 
+    @unittest.skipUnless(shutil.which("umoci"), "umoci is not installed (tools/setup installs it)")
+    def test_umoci_made_image(self):
+        """A layout written by another tool: umoci's layers (its own whiteout for a deleted
+        file) and config, as an OCI user would bring them."""
+        layout = os.path.join(self.WORK, "umoci")
+        bundle = os.path.join(self.WORK, "umoci-bundle")
+        run = lambda *a: subprocess.run(["umoci"] + list(a), check=True, stdout=subprocess.DEVNULL)  # noqa: E731
+        run("init", "--layout", layout)
+        run("new", "--image", layout + ":latest")
+        run("unpack", "--image", layout + ":latest", bundle)
+        rootfs = os.path.join(bundle, "rootfs")
+        shutil.copy2(os.path.join(IMAGES, "echo", "rootfs", "echo"), rootfs)
+        os.makedirs(os.path.join(rootfs, "etc"))
+        with open(os.path.join(rootfs, "etc", "doomed"), "w") as f:
+            f.write("in layer 1 only")
+        run("repack", "--image", layout + ":latest", bundle)
+        os.unlink(os.path.join(rootfs, "etc", "doomed"))
+        run("repack", "--image", layout + ":latest", bundle)
+        run("config", "--image", layout + ":latest", "--config.entrypoint", "/echo")
+        image = self.deploy(self.spec("umoci-echo", layout))["image"]
+        self.assertTrue(os.path.isdir(os.path.join(image["rootfs"], "etc")))
+        self.assertFalse(os.path.lexists(os.path.join(image["rootfs"], "etc", "doomed")))
+        r = self.daemon.invoke("umoci-echo", b"made by umoci")
+        self.assertEqual((r.status, r.body), (200, b"made by umoci"))
+
     def test_oversized_config_400(self):
         layers = [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs"))]
         many, _ = self.layout("many-env", layers, entrypoint=["/echo"], env=["V%d=1" % i for i in range(2000)])
