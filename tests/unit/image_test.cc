@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <doctest/doctest.h>
+#include <simdjson.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/mman.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/oci.h"
 #include "image/layout.h"
 #include "image/unpack.h"
 #include "sha256.h"
@@ -305,4 +307,34 @@ TEST_CASE("a layer whose bytes do not match its digest is corrupt") {
     REQUIRE_FALSE(st.ok());
     CHECK(message_of(st).find("corrupt") != std::string::npos);
   }
+}
+
+TEST_CASE("config.json takes the image's env and cwd, the deployment's envVars after them") {
+  FunctionSpec spec;
+  spec.name = "py";
+  spec.image = "/images/py.oci";
+  spec.rootfs = "/cache/sha256/abc/rootfs";
+  spec.argv = {"/usr/bin/python3", "handler"};
+  spec.image_env = {"PATH=/usr/bin", "FROM_IMAGE=1"};
+  spec.env_vars = {{"MODE", "deployment"}};
+  spec.cwd = "/function";
+  backend::OciConfigInput input;
+  input.rootfs = spec.rootfs;
+  input.hostname = spec.name;
+  std::string json = backend::make_oci_config(spec, "py-1", input);
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(json);
+  std::string_view cwd = doc["process"]["cwd"];
+  CHECK(cwd == "/function");
+  std::vector<std::string> env;
+  for (auto e : doc["process"]["env"].get_array()) env.emplace_back(std::string_view(e));
+  REQUIRE(env.size() >= 5);
+  CHECK(env[0] == "PATH=/usr/bin");  // the image's PATH wins over the fallback
+  CHECK(env[1] == "FROM_IMAGE=1");
+  CHECK(env[2] == "MODE=deployment");
+  int paths = 0;
+  for (const std::string &e : env) paths += e.rfind("PATH=", 0) == 0;
+  CHECK(paths == 1);
+  std::string_view root = doc["root"]["path"];
+  CHECK(root == "/cache/sha256/abc/rootfs");
 }
