@@ -60,6 +60,7 @@ class Store {
   // Kills every helper; their waiters are answered as their exits arrive.
   void shutdown();
   bool idle() const { return jobs_.empty(); }
+  size_t running() const { return jobs_.size(); }
 
   const StoreOptions &options() const { return options_; }
   const StoreStats &stats() const { return stats_; }

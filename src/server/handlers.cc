@@ -179,6 +179,10 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
       w.field("memory_reserved_bytes", pool->reserved_bytes());
       w.field("connections", connections.size());
+      const image::StoreStats &is = images->stats();
+      w.key("images").begin_object().field("cache", images->options().cache_dir);
+      w.field("unpacking", images->running()).field("resolved", is.resolved);
+      w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
       w.end_object();
       w.end_object();
       return conn.respond(200, kJson, body);

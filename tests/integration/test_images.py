@@ -179,9 +179,14 @@ class ImageTests(ImageCacheTestCase):
         layers = [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs")),
                   mkoci.layer_from_entries([mkoci.entry("noise", data=noise)])]
         path, digest = self.layout("twice", layers, entrypoint=["/echo"])
+        before = self.daemon.get("/system/info").json()["faasvisor"]["images"]
         a = self.deploy(self.spec("once-a", path))["image"]
         b = self.deploy(self.spec("once-b", path))["image"]
         self.assertEqual((a["unpacked"], b["unpacked"]), (True, False))
+        after = self.daemon.get("/system/info").json()["faasvisor"]["images"]
+        self.assertEqual(after["cache"], self.CACHE)
+        self.assertEqual((after["resolved"] - before["resolved"], after["unpacked"] - before["unpacked"]), (2, 1))
+        self.assertEqual(after["unpacking"], 0)
         self.assertEqual(a["rootfs"], b["rootfs"])
         with open(os.path.join(a["rootfs"], "noise"), "rb") as f:
             self.assertEqual(f.read(), noise)
