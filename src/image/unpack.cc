@@ -97,9 +97,7 @@ Status remove_at(int dirfd, const char *name);
 
 // Removes everything inside the directory fd, never following a symlink.
 Status empty_dir(int fd, const std::unordered_set<std::string> *keep, const std::string &prefix) {
-  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  Fd reopened(openat(dup_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  close(dup_fd);
+  Fd reopened(openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // a listing of its own
   if (!reopened.ok()) return errno_error("open directory");
   DIR *d = fdopendir(reopened.fd);
   if (d == nullptr) return errno_error("fdopendir");
@@ -389,8 +387,12 @@ Result<TempDir *> make_temp(TempDir &t, const std::string &parent, const std::st
 void sweep_stale(const std::string &tmp_dir) {
   Fd dir(open(tmp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir.ok()) return;
-  DIR *d = fdopendir(fcntl(dir.fd, F_DUPFD_CLOEXEC, 0));
-  if (d == nullptr) return;
+  int listing = fcntl(dir.fd, F_DUPFD_CLOEXEC, 0);
+  DIR *d = listing < 0 ? nullptr : fdopendir(listing);
+  if (d == nullptr) {
+    if (listing >= 0) close(listing);
+    return;
+  }
   std::vector<std::string> names;
   while (dirent *e = readdir(d))
     if (e->d_name[0] != '.') names.emplace_back(e->d_name);
