@@ -236,7 +236,7 @@ class ImageTests(ImageCacheTestCase):
         """The pyecho image plus a layer of noise: a digest never unpacked before, and an
         unpack long enough (tens of ms) for requests to arrive while it runs."""
         base = os.path.join(IMAGES, "pyecho.layers")
-        layers = [mkoci.layer_from_dir(os.path.join(base, "python")), mkoci.layer_from_dir(os.path.join(base, "function")),
+        layers = [self.base_python_layer(), mkoci.layer_from_dir(os.path.join(base, "function")),
                   mkoci.layer_from_entries([mkoci.entry("noise", data=os.urandom(16))])]
         return self.layout(name, layers, entrypoint=RUNTIME_ENTRYPOINT, cmd=["handler"], workdir="/function",
                            env=["PATH=/usr/bin:/bin"])[0]
