@@ -159,6 +159,13 @@ class ImageTests(ImageCacheTestCase):
         info = self.daemon.function("oci-echo")
         self.assertEqual(info["faasvisor"]["imageDigest"], image["digest"])
         self.assertEqual(info["image"], os.path.join(IMAGES, "echo.oci"))
+        # An update (PUT) resolves the image again (from the cache) and replaces the instances.
+        r = self.daemon.request("PUT", "/system/functions", self.spec("oci-echo", os.path.join(IMAGES, "echo.oci"),
+                                                                       envVars={"V": "2"}))
+        self.assertEqual(r.status, 202, r.body)
+        self.assertEqual(r.json()["image"]["unpacked"], False)
+        self.assertEqual(self.daemon.function("oci-echo")["faasvisor"]["generation"], 2)
+        self.assertEqual(self.daemon.invoke("oci-echo", b"third").body, b"third")
 
     def test_layout_tar_shares_the_cache(self):
         layers = [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs"))]
