@@ -16,6 +16,7 @@ void usage(FILE *out) {
                "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
+               "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
@@ -62,6 +63,13 @@ int main(int argc, char **argv) {
       options.memory_budget_bytes = *bytes;
     }
     else if (arg == "--stem") options.stem_path = value;
+    else if (arg == "--image-cache") {
+      if (value[0] != '/') {
+        std::fprintf(stderr, "faasvisord: --image-cache wants an absolute directory, not '%s'\n", value);
+        return 2;
+      }
+      options.image_cache_dir = value;
+    }
     else if (arg == "--policy-time-scale") {
       char *end = nullptr;
       double scale = std::strtod(value, &end);

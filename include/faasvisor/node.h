@@ -23,6 +23,8 @@ struct NodeOptions {
   uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
+  std::string image_cache_dir = "/var/lib/faasvisor/images";  // unpacked OCI images, by digest
+  std::string unpack_path;                   // faasvisor-unpack; default: beside the running program
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
   uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <simdjson.h>
 
+#include "image/layout.h"
 #include "proc/spawn.h"
 
 namespace faasvisor {
@@ -84,12 +85,18 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
-  if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-    return field_error("image", "'" + spec.image + "' is not a directory on this node");
-  if (spec.env_process.empty()) return field_error("envProcess", "required (the command to run)");
-  auto argv = proc::split_command(spec.env_process);
-  if (!argv) return field_error("envProcess", argv.error().message());
-  spec.argv = std::move(*argv);
+  if (stat(spec.image.c_str(), &st) < 0)
+    return field_error("image", "'" + spec.image + "' does not exist on this node");
+  bool oci = image::looks_like_oci(spec.image);
+  if (!S_ISDIR(st.st_mode) && !oci)
+    return field_error("image", "'" + spec.image + "' is neither a directory nor an OCI image archive");
+  // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
+  if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
+  if (!spec.env_process.empty()) {
+    auto argv = proc::split_command(spec.env_process);
+    if (!argv) return field_error("envProcess", argv.error().message());
+    spec.argv = std::move(*argv);
+  }
   for (const auto &[name, value] : spec.env_vars) {
     if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos ||
         value.find('\0') != std::string::npos)

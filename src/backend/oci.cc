@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "image/rootfs.h"
 #include "proc/spawn.h"
 #include "util/log.h"
 
@@ -305,14 +306,26 @@ const char *to_string(OciRuntime runtime) {
   return "?";
 }
 
-std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
-                            const OciConfigInput &input) {
-  std::vector<std::string> env;
+namespace {
+// The image's Env (what the deployment's envVars did not override), then envVars, then
+// defaults for what neither set.
+std::vector<std::string> container_env(const FunctionSpec &spec) {
+  std::vector<std::string> env = spec.image_env;
   for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
   for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
     std::string_view f = fallback;
     if (!has_env(env, f.substr(0, f.find('=')))) env.emplace_back(f);
   }
+  return env;
+}
+
+// A plain rootfs directory is its own root; an OCI image's is its unpacked rootfs.
+const std::string &rootfs_of(const FunctionSpec &spec) { return spec.rootfs.empty() ? spec.image : spec.rootfs; }
+}  // namespace
+
+std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
+                            const OciConfigInput &input) {
+  std::vector<std::string> env = container_env(spec);
   env.push_back("FAASVISOR_FUNCTION=" + spec.name);
   env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
   // /tmp is a tmpfs charged to the container's memory cgroup; a quarter of the limit, as
@@ -324,7 +337,7 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "\"process\":{\"terminal\":false,\"user\":{\"uid\":65534,\"gid\":65534},";
   j += "\"args\":" + json_string_array(spec.argv) + ",";
   j += "\"env\":" + json_string_array(env) + ",";
-  j += "\"cwd\":\"/\",\"noNewPrivileges\":true,";
+  j += "\"cwd\":" + json_string(spec.cwd.empty() ? "/" : spec.cwd) + ",\"noNewPrivileges\":true,";
   j += "\"capabilities\":{\"bounding\":[],\"effective\":[],\"inheritable\":[],\"permitted\":[],\"ambient\":[]},";
   j += "\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}]},";
   j += "\"root\":{\"path\":" + json_string(input.rootfs) + ",\"readonly\":true},";
@@ -471,19 +484,22 @@ bool OciBackend::available(std::string *why_not) const {
 }
 
 Status OciBackend::validate(const FunctionSpec &spec) const {
-  if (spec.image.empty() || spec.image[0] != '/')
-    return plain_error("field 'image'", std::string("the ") + name() + " backend needs the absolute path of a rootfs directory");
+  const std::string &rootfs = rootfs_of(spec);
+  if (rootfs.empty() || rootfs[0] != '/')
+    return plain_error("field 'image'", std::string("the ") + name() + " backend needs the absolute path of a rootfs directory or an OCI image");
   // The rootfs is shared and read-only: the mount points must exist in it already (the
-  // runtime would otherwise create them in the image). tools/mkimage makes them.
+  // runtime would otherwise create them in the image). tools/mkimage and the unpacker make them.
   for (const char *dir : {"/proc", "/dev", "/tmp"}) {
     struct stat st{};
-    if (stat((spec.image + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    if (stat((rootfs + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return plain_error("field 'image'", spec.image + " has no " + dir + " directory (build it with tools/mkimage)");
   }
-  if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
-    return plain_error("field 'envProcess'", "the command must be an absolute path inside the image");
-  if (access((spec.image + spec.argv[0]).c_str(), X_OK) != 0)
-    return plain_error("field 'envProcess'", spec.argv[0] + " is not an executable in " + spec.image);
+  const char *field = spec.env_process.empty() ? "field 'image'" : "field 'envProcess'";
+  if (spec.argv.empty()) return plain_error(field, "no command to run");
+  auto command = image::find_command(rootfs, spec.argv[0], container_env(spec));
+  if (!command) return plain_error(field, command.error().message() + " (" + spec.image + ")");
+  if (!image::is_directory_in(rootfs, spec.cwd.empty() ? "/" : spec.cwd))
+    return plain_error("field 'image'", "the working directory " + spec.cwd + " is not a directory in " + spec.image);
   return {};
 }
 
@@ -504,7 +520,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   if (Status st = make_dir(bundle, 0700); !st.ok()) return st.error();
 
   OciConfigInput input;
-  input.rootfs = spec.image;
+  input.rootfs = rootfs_of(spec);
   input.hostname = spec.name;
   input.limits = cgroups_.mode() != proc::CgroupMode::none;
   if (input.limits && !cgroup_base_.empty()) input.cgroups_path = cgroup_base_ + "/" + id;

@@ -313,6 +313,8 @@ void Connection::close() {
   if (following_ != nullptr) following_->unfollow(*this);
   following_ = nullptr;
   if (request_active_) node_.pool->abandon(invocation_);
+  node_.images->cancel(*this);
+  pending_deploy_.reset();
   request_active_ = false;
   node_.timers->stop(idle_timer_);
   node_.ring->cancel(recv_op_);
@@ -325,6 +327,15 @@ void Connection::maybe_free() {
   if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
+}
+
+void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {
+  pending_deploy_ = std::move(spec);
+  pending_update_ = update;
+}
+
+void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) {
+  node_.image_resolved(*this, std::move(pending_deploy_), pending_update_, result, image_fault);
 }
 
 }  // namespace faasvisor
