@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -309,6 +310,37 @@ class KeepAliveTests(LifecycleCase):
         again = invoke_ok(self, d, "ka-fixed", "mode=ok", b"y")
         self.assertEqual(again.header("X-Faasvisor-Start"), "cold")
         self.assertNotEqual(again.header("X-Faasvisor-Instance"), r.header("X-Faasvisor-Instance"))
+
+    def test_killed_sandbox_cgroups_are_removed_by_the_node(self):
+        # The sandbox makes and removes its own cgroup directories; one killed outright
+        # cannot, and the node removes them when it sees the instance end.
+        d = self.daemon
+        if info(d)["cgroups"] == "none":
+            self.skipTest("no cgroups on this host")
+        deploy_fn(d, "ka-killed", annotations={"faasvisor.keepalive": "fixed:10m"})
+        invoke_ok(self, d, "ka-killed", "mode=ok", b"x")
+        pid = d.instances("ka-killed")[0]["pid"]
+        entry = d.seen.get(pid)
+        self.assertIsNotNone(entry, "the harness recorded the instance process")
+        cgroups = entry["cgroups"]
+        self.assertTrue(cgroups and all(os.path.isdir(p) for p in cgroups), cgroups)
+        below = d.recorded_below(pid)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not d.instances("ka-killed"), scaled(10), "the killed instance to go")
+        # The sandbox's init dies with its supervisor (parent-death signal) and, orphaned,
+        # comes to the test process, the subreaper: reap it, as init would.
+        for child in below:
+            def reaped(child=child):
+                try:
+                    return os.waitpid(child, os.WNOHANG)[0] == child
+                except ChildProcessError:
+                    return True  # not ours (already reaped, or no subreaper)
+            wait_until(reaped, scaled(10), "the sandbox's init %d to die" % child)
+        d.assert_process_gone(pid)
+        for path in cgroups:
+            self.assertFalse(os.path.exists(path), path)
+        r = invoke_ok(self, d, "ka-killed", "mode=ok", b"y")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "cold")
 
     def test_bad_keepalive_annotation_is_refused(self):
         d = self.daemon
