@@ -4,8 +4,9 @@
 // v2 has no controllers) one directory per controller (memory, cpu, pids).
 //
 // The node makes and removes only its subtree. An instance's directories are made, limited,
-// joined and removed by its sandbox (faasvisor-stem): on cgroup v1 a mkdir or rmdir can wait
-// tens of milliseconds for the kernel, which must not stall the node's event loop. The node
+// joined and removed by its sandbox (faasvisor-stem; for containers, the OCI runtime): on
+// cgroup v1 a mkdir or rmdir can wait tens of milliseconds for the kernel, which must not
+// stall the node's event loop. The node
 // names the directories (plan), reads them while the instance lives (usage, PSS, OOM kills),
 // and removes whatever the sandbox could not (remove: on ENOENT, the usual case, it costs a
 // failed lookup).
