@@ -236,8 +236,11 @@ void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
   if (f.warm.size() + 1 <= options_.scale_min) return make_warm(fn, inst, kNever);
   pool::KeepAliveWindows w = f.policy.windows();
   if (after_invocation && f.in_flight == 0 && w.prewarm_ms > 0) {
-    // The next arrival is not expected before prewarm_ms: unload now, load one then.
+    // The next arrival is not expected before prewarm_ms: unload now, load one then. That
+    // goes for every idle instance (a concurrency peak's leftovers too), least recently
+    // used first, down to scale.min.
     stop(fn, inst);
+    while (f.warm.size() > options_.scale_min) stop(fn, take_warm(fn, 0));
     f.prewarm_pending = true;
     schedule(now_ms_ + w.prewarm_ms, EventKind::prewarm, fn, 0, ++f.prewarm_epoch);
     return;

@@ -15,8 +15,10 @@
 //  - The policy hears of every arrival and completion (in_flight = queued + running). When
 //    an instance turns warm: while the function has no more than scale.min warm instances
 //    (this one included) it is kept with no deadline. Otherwise, if it just finished an
-//    invocation that left the function idle and the windows pre-warm, it is stopped and one
-//    instance is booted at now + prewarm_ms, unless one is warm or booting by then.
+//    invocation that left the function idle and the windows pre-warm, it is stopped, and
+//    so is every other warm instance above scale.min (the policy expects no arrival before
+//    the pre-warm), and one instance is booted at now + prewarm_ms, unless one is warm or
+//    booting by then.
 //    Otherwise it is stopped after keepalive_ms warm (a pre-warmed instance too, from when
 //    it is ready), unless by then the function has no more than scale.min warm instances.
 //  - An arrival cancels a pending pre-warm, as the node does (Pool::invoke); the next

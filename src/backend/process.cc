@@ -53,23 +53,19 @@ bool ProcessBackend::available(std::string *why_not) const {
 
 Result<Launched> ProcessBackend::make_stem() {
   std::string name = "stem-" + std::to_string(next_stem_id_++);
-  auto cgroup = cgroups_.create(name);
-  if (!cgroup) return cgroup.error();
+  // The stem makes, joins and at its end removes these directories itself, off the loop.
+  proc::InstanceCgroup cgroup = cgroups_.plan(name);
   proc::StemSpec spec;
   spec.stem_path = options_.stem_path;
-  spec.cgroup = &*cgroup;
+  spec.cgroup = &cgroup;
   auto spawned = proc::spawn_stem(spec);
-  cgroup->close_fds();
-  if (!spawned) {
-    cgroups_.remove(*cgroup);
-    return spawned.error();
-  }
+  if (!spawned) return spawned.error();  // nothing ran: no directory was made
   Launched out;
   out.child = std::move(spawned->child);
   out.to_instance = spawned->stdin_fd;
   out.from_instance = spawned->stdout_fd;
   out.log = spawned->stderr_fd;
-  out.cgroup = std::move(*cgroup);
+  out.cgroup = std::move(cgroup);
   return out;
 }
 
@@ -117,12 +113,11 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   go.env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
   // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
   go.tmp_size_bytes = spec.memory_bytes / 4;
+  // The stem writes the limits to its cgroup before it execs the function.
+  go.limits.memory_bytes = spec.memory_bytes;
+  go.limits.cpu_millis = spec.cpu_millis;
+  go.limits.pids_max = spec.pids_max;
   std::string message = proc::encode_go(go);
-
-  proc::CgroupLimits limits;
-  limits.memory_bytes = spec.memory_bytes;
-  limits.cpu_millis = spec.cpu_millis;
-  limits.pids_max = spec.pids_max;
 
   for (;;) {
     Launched stem;
@@ -136,11 +131,6 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     }
     if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
-    Status st = cgroups_.apply_limits(stem.cgroup, limits);
-    if (!st.ok()) {
-      discard(stem);
-      return st.error();
-    }
     // The pipe is empty and the message is far below its capacity, so this non-blocking
     // write completes at once; EPIPE means the stem died in the pool: take another.
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());

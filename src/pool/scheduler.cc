@@ -331,10 +331,17 @@ void Pool::apply_keepalive(Instance &inst, bool after_invocation) {
   KeepAliveWindows w = fn.policy.windows();
   if (w.prewarm_ms > 0 && after_invocation && fn.in_flight == 0) {
     // The next arrival is expected no sooner than the pre-warm window: unload now and
-    // bring one instance back just before it.
+    // bring one instance back just before it. That holds for every idle instance of the
+    // function (those a concurrency peak left behind too), not only the one just released.
     fn.warm_list.remove(inst);
     ++fn.stats.keepalive_stops;
     inst.stop("keep-alive: unloaded until the pre-warm window");
+    while (fn.warm > fn.spec().min_instances) {
+      Instance *other = fn.warm_list.pop_back();  // least recently used first
+      if (other == nullptr) break;
+      ++fn.stats.keepalive_stops;
+      other->stop("keep-alive: unloaded until the pre-warm window");
+    }
     timers_.start(fn.prewarm_timer, monotonic_ns() + policy_ms_to_ns(w.prewarm_ms));
     return;
   }

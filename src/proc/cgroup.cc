@@ -10,13 +10,12 @@
 
 #include "util/log.h"
 
-// cgroupfs operations run synchronously on the loop. They are in-memory and usually take
-// microseconds, but on cgroup v1 hosts a mkdir or rmdir can wait for an RCU grace period
-// while other cgroups are created, migrated into or removed: up to ~20-30 ms measured under
+// The node's cgroupfs calls on the loop are reads, and an rmdir of directories the sandbox
+// has normally removed already (a failed lookup). mkdir and rmdir of instance cgroups are done by the
+// sandbox (src/stem/stem.c): on cgroup v1 hosts either can wait for an RCU grace period
+// while other cgroups are created, migrated into or removed, up to ~20-30 ms measured under
 // boot churn (bench/policy/replay). io_uring's mkdirat would not help (it runs the same call
-// in a kernel worker and the loop still waits for the directory before spawning). The fix is
-// to let the sandbox make its own directories and a helper process remove them, off the loop;
-// until then, prepared sandboxes (ProcessBackend's pool) keep mkdir off the cold path.
+// in a kernel worker and the loop still waits for the directory before spawning).
 
 namespace faasvisor::proc {
 namespace {
@@ -97,11 +96,6 @@ const char *to_string(CgroupMode mode) {
   return "?";
 }
 
-void InstanceCgroup::close_fds() {
-  for (int fd : procs_fds) close(fd);
-  procs_fds.clear();
-}
-
 CgroupTree CgroupTree::detect(std::string_view node_name) {
   CgroupTree tree;
   std::string base = kCgroupMount;
@@ -144,51 +138,16 @@ CgroupTree CgroupTree::detect(std::string_view node_name) {
   return tree;
 }
 
-Result<InstanceCgroup> CgroupTree::create(std::string_view instance_name) const {
+InstanceCgroup CgroupTree::plan(std::string_view instance_name) const {
   InstanceCgroup cg;
-  if (mode_ == CgroupMode::none) return cg;
-  for (const std::string &root : roots_) {
-    std::string dir = root + "/" + std::string(instance_name);
-    Status st = make_dir(dir);
-    if (st.ok()) {
-      cg.dirs.push_back(dir);
-      // The sandbox joins by writing "0" (itself) to these, on v1 and v2 alike.
-      int fd = open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd < 0) st = Error{errno, "open", dir + "/cgroup.procs"};
-      else cg.procs_fds.push_back(fd);
-    }
-    if (!st.ok()) {
-      remove(cg);
-      return st.error();
-    }
+  for (size_t i = 0; i < roots_.size(); ++i) {
+    cg.dirs.push_back(roots_[i] + "/" + std::string(instance_name));
+    cg.controllers.push_back(controllers_[i]);
   }
   return cg;
 }
 
-Status CgroupTree::apply_limits(const InstanceCgroup &cg, const CgroupLimits &limits) const {
-  Status st;
-  for (size_t i = 0; i < cg.dirs.size() && st.ok(); ++i) {
-    const std::string &dir = cg.dirs[i];
-    const std::string &controller = controllers_[i];
-    if (mode_ == CgroupMode::v2) {
-      if (limits.memory_bytes) st = write_file(dir + "/memory.max", std::to_string(limits.memory_bytes));
-      if (st.ok() && limits.memory_bytes) st = write_file(dir + "/memory.swap.max", "0");
-      if (st.ok() && limits.pids_max) st = write_file(dir + "/pids.max", std::to_string(limits.pids_max));
-      if (st.ok() && limits.cpu_millis)
-        st = write_file(dir + "/cpu.max", std::to_string(limits.cpu_millis * 100) + " 100000");
-    } else if (controller == "memory" && limits.memory_bytes) {
-      st = write_file(dir + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes));
-    } else if (controller == "cpu" && limits.cpu_millis) {
-      st = write_file(dir + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100));
-    } else if (controller == "pids" && limits.pids_max) {
-      st = write_file(dir + "/pids.max", std::to_string(limits.pids_max));
-    }
-  }
-  return st;
-}
-
 Status CgroupTree::remove(InstanceCgroup &cg) const {
-  cg.close_fds();
   Status result;
   std::vector<std::string> left;
   for (const std::string &dir : cg.dirs) {

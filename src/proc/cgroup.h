@@ -1,8 +1,15 @@
 // Per-instance cgroups under a subtree of the node's own:
 //   <hierarchy>/faasvisor/node-<pid>/<instance>
 // On cgroup v2 there is one hierarchy; on v1 (and the hybrid layout of these machines, where
-// v2 has no controllers) one directory per controller (memory, cpu, pids). Either way the
-// sandbox joins by writing "0" to the cgroup.procs files the node opened for it.
+// v2 has no controllers) one directory per controller (memory, cpu, pids).
+//
+// The node makes and removes only its subtree. An instance's directories are made, limited,
+// joined and removed by its sandbox (faasvisor-stem; for containers, the OCI runtime): on
+// cgroup v1 a mkdir or rmdir can wait tens of milliseconds for the kernel, which must not
+// stall the node's event loop. The node
+// names the directories (plan), reads them while the instance lives (usage, PSS, OOM kills),
+// and removes whatever the sandbox could not (remove: on ENOENT, the usual case, it costs a
+// failed lookup).
 #pragma once
 
 #include <cstdint>
@@ -23,14 +30,13 @@ struct CgroupLimits {
   uint32_t pids_max = 0;      // 0: no limit
 };
 
-// One instance's cgroup. Owns its directories; the owner calls CgroupTree::remove() once the
-// instance's processes are gone (rmdir fails with EBUSY before that).
+// One instance's cgroup: its directories, one per hierarchy, and the controller of each
+// ("memory", "cpu", "pids" on v1, "unified" on v2). The sandbox creates them.
 struct InstanceCgroup {
-  std::vector<std::string> dirs;  // one per hierarchy
-  std::vector<int> procs_fds;     // cgroup.procs of each dir, written by the sandbox
+  std::vector<std::string> dirs;
+  std::vector<std::string> controllers;
 
   bool empty() const { return dirs.empty(); }
-  void close_fds();  // after the spawn, the parent no longer needs them
 };
 
 class CgroupTree {
@@ -43,11 +49,12 @@ class CgroupTree {
   const std::string &why_none() const { return why_none_; }
   const std::vector<std::string> &roots() const { return roots_; }
 
-  // Creates an instance cgroup with no limits yet (stems are made before their function is
-  // known), then apply_limits() sets them; the writes are cheap even with tasks inside.
-  Result<InstanceCgroup> create(std::string_view instance_name) const;
-  Status apply_limits(const InstanceCgroup &cg, const CgroupLimits &limits) const;
-  // rmdir of every directory; EBUSY (tasks not yet released) is returned so the caller retries.
+  // The directories of an instance cgroup named instance_name. No system call: the sandbox
+  // creates them (src/stem/stem.c), limits them and joins them.
+  InstanceCgroup plan(std::string_view instance_name) const;
+  // rmdir of every directory still there (the sandbox removes its own when it ends, unless
+  // it was killed or its OOM killer acted); EBUSY (tasks not yet released) is returned so
+  // the caller retries.
   Status remove(InstanceCgroup &cg) const;
   // How many times the kernel's OOM killer acted inside the cgroup (0 if unknown).
   uint64_t oom_kills(const InstanceCgroup &cg) const;

@@ -86,24 +86,26 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   fcntl(pipes.fds[2], F_SETFL, O_NONBLOCK);  // stdout, read end (node)
   fcntl(pipes.fds[4], F_SETFL, O_NONBLOCK);  // stderr, read end (node)
 
-  // posix_spawn is a vfork: the loop pays for little more than the exec. The namespaces,
-  // the cgroup migration and the mounts happen in faasvisor-stem, off the loop.
+  // posix_spawn is a vfork: the loop pays for little more than the exec. The cgroup (mkdir,
+  // limits, migration, and rmdir at the end), the namespaces and the mounts happen in
+  // faasvisor-stem, off the loop.
   SpawnSetup setup;
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[0], 0);
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[3], 1);
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[5], 2);
-  int cgroup_fds = 0;
-  if (spec.cgroup != nullptr) {
-    for (int fd : spec.cgroup->procs_fds)
-      posix_spawn_file_actions_adddup2(&setup.actions, fd, 3 + cgroup_fds++);
-  }
-  posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3 + cgroup_fds);
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3);
 
-  std::string fds_arg = std::to_string(cgroup_fds);
-  std::string node_pid_arg = std::to_string(getpid());
-  char *argv[] = {const_cast<char *>("faasvisor-stem"), fds_arg.data(), node_pid_arg.data(), nullptr};
+  // argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]...
+  std::vector<std::string> args = {"faasvisor-stem", std::to_string(getpid())};
+  if (spec.cgroup != nullptr) {
+    for (size_t i = 0; i < spec.cgroup->dirs.size(); ++i)
+      args.push_back(spec.cgroup->controllers[i] + "=" + spec.cgroup->dirs[i]);
+  }
+  std::vector<char *> argv;
+  for (std::string &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   char *envp[] = {const_cast<char *>("PATH=/usr/local/bin:/usr/bin:/bin"), nullptr};
-  auto child = spawn_with_pidfd(spec.stem_path.c_str(), setup, argv, envp);
+  auto child = spawn_with_pidfd(spec.stem_path.c_str(), setup, argv.data(), envp);
   if (!child) return child.error();
   SpawnedProcess out;
   out.child = std::move(*child);
@@ -124,6 +126,10 @@ std::string encode_go(const GoSpec &spec) {
   for (const std::string &a : spec.argv) put_str(payload, a);
   put_u32(payload, static_cast<uint32_t>(spec.env.size()));
   for (const std::string &e : spec.env) put_str(payload, e);
+  put_u32(payload, static_cast<uint32_t>(spec.limits.memory_bytes & 0xffffffffu));
+  put_u32(payload, static_cast<uint32_t>(spec.limits.memory_bytes >> 32));
+  put_u32(payload, spec.limits.cpu_millis);
+  put_u32(payload, spec.limits.pids_max);
   std::string out;
   put_u32(out, 0x4f475646u);  // "FVGO"
   put_u32(out, static_cast<uint32_t>(payload.size()));

@@ -17,7 +17,7 @@ namespace faasvisor::proc {
 
 struct StemSpec {
   std::string stem_path;               // the faasvisor-stem binary
-  const InstanceCgroup *cgroup = nullptr;
+  const InstanceCgroup *cgroup = nullptr;  // made, joined and removed by the stem
   uint64_t tmp_size_bytes = 64ull << 20;
 };
 
@@ -58,6 +58,7 @@ struct GoSpec {
   uid_t uid = 65534;             // nobody; 0 keeps (namespaced) root
   gid_t gid = 65534;
   uint64_t tmp_size_bytes = 0;   // 0 leaves /tmp as the stem made it
+  CgroupLimits limits;           // the stem writes them to its cgroup before the exec
 };
 std::string encode_go(const GoSpec &spec);
 

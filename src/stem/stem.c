@@ -2,12 +2,17 @@
  *
  * The node starts this program with posix_spawn (a vfork: it costs the node's event loop
  * about a hundred microseconds) and everything slow happens here, off the loop, on any core:
- *   outer stem (child of the node, holds no stream): joins the instance's cgroups through
- *     the cgroup.procs files passed as fds 3.., unshares the mount, ipc, uts, net and pid
- *     namespaces, forks the inner stem, then only waits for it and mirrors its exit, so the
- *     node's pidfd on the outer stem sees the instance end;
- *   inner stem (pid 1 of the new pid namespace): makes the host read-only with private /tmp
- *     and /proc, brings up loopback, and waits for GO (below).
+ *   outer stem (child of the node, holds no stream): makes the instance's cgroup
+ *     directories named on its command line (on cgroup v1 a mkdir can wait tens of ms for
+ *     the kernel: here it stalls nobody), opens their limit files, joins them, unshares the
+ *     mount, ipc, uts, net and pid namespaces, forks the inner stem, then only waits for it
+ *     and mirrors its exit, so the node's pidfd on the outer stem sees the instance end.
+ *     Before it exits it moves itself back to the node's cgroup and removes the directories
+ *     (rmdir waits like mkdir). If the OOM killer acted in the cgroup, the memory directory
+ *     is left for the node to read the count from, and the node removes it; so is anything
+ *     the stem could not remove (it was killed, or the kernel kept the directory busy);
+ *   inner stem (pid 1 of the new pid namespace): makes the host read-only with private
+ *     /tmp and /proc, brings up loopback, and waits for GO (below).
  *
  * The node starts stems ahead of demand: each is already in its own namespaces, with a
  * read-only view of the host, private /tmp and /proc, and its own cgroup (joining a cgroup
@@ -19,7 +24,9 @@
  * GO message (little-endian, strings are u32 length + bytes, no NUL):
  *   u32 magic 0x4f475646 ("FVGO"), u32 payload length, then:
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
- *   u32 argc, argc x string, u32 envc, envc x string
+ *   u32 argc, argc x string, u32 envc, envc x string,
+ *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
+ *   before the exec)
  * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
  *
  * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
@@ -45,12 +52,14 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GO_MAGIC 0x4f475646u
 #define GO_MAX_BYTES (256u * 1024u)
 #define GO_MAX_ITEMS 1024u
 
+static void fail(const char *what) __attribute__((noreturn));
 static void fail(const char *what) {
   fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
   _exit(127);
@@ -101,6 +110,217 @@ static char **get_list(struct cursor *c) {
   return list;
 }
 
+/* The instance's cgroup directories, from argv: "CONTROLLER=DIR", CONTROLLER one of memory,
+ * cpu, pids (v1) or unified (v2). Every fd is opened before the namespaces are made, on the
+ * host's mounts: the sandbox later makes its own view of them read-only. */
+#define MAX_CGROUPS 8
+enum { LIMIT_MEMORY, LIMIT_SWAP, LIMIT_CPU, LIMIT_PIDS, LIMIT_COUNT };
+struct cgroup_dir {
+  const char *controller;
+  const char *path;
+  const char *name;  /* last component of path */
+  int parent_fd;     /* O_PATH of the parent directory, for the rmdir */
+  int procs_fd;      /* cgroup.procs, written to join */
+  int home_fd;       /* the cgroup.procs the outer stem goes back to before the rmdir */
+  int limit_fds[LIMIT_COUNT];
+  int oom_fd;        /* memory.oom_control (v1) or memory.events (v2), -1 elsewhere */
+  int made;
+};
+static struct cgroup_dir g_cgroups[MAX_CGROUPS];
+static int g_ncgroups;
+
+static int open_write(int dir_fd, const char *file) {
+  int fd = openat(dir_fd, file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno != ENOENT) fail(file); /* absent: the kernel does not offer it */
+  return fd;
+}
+
+static int oom_kills(const struct cgroup_dir *cg) {
+  if (cg->oom_fd < 0) return 0;
+  char buf[512];
+  ssize_t n = pread(cg->oom_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char *at = strstr(buf, "oom_kill ");
+  return at != NULL && atoi(at + 9) > 0;
+}
+
+static void write_value(int fd, const char *value, const char *what);
+
+/* Moves the outer stem back where it came from, then removes the directories made so far.
+ * A cgroup v1 directory can stay busy for a moment after its last task is reaped: retry for
+ * up to about a second, then leave it to the node (which removes what is left when it sees
+ * us exit). */
+static void remove_cgroups(void) {
+  for (int i = 0; i < g_ncgroups; ++i) {
+    struct cgroup_dir *cg = &g_cgroups[i];
+    if (!cg->made) continue;
+    if (cg->home_fd >= 0) {
+      ssize_t n;
+      do {
+        n = write(cg->home_fd, "0", 1);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (oom_kills(cg)) continue; /* the node reads the count, then removes it */
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      if (unlinkat(cg->parent_fd, cg->name, AT_REMOVEDIR) == 0 || errno == ENOENT) break;
+      if (errno != EBUSY && errno != EINTR) break;
+      struct timespec pause = {0, 5 * 1000 * 1000};
+      nanosleep(&pause, NULL);
+    }
+    cg->made = 0;
+  }
+}
+
+static void fail_outer(const char *what) __attribute__((noreturn));
+static void fail_outer(const char *what) {
+  int saved = errno;
+  remove_cgroups();
+  errno = saved;
+  fail(what);
+}
+
+/* Where the outer stem goes back to before the rmdir: on v1 the node's own subtree (v1
+ * takes tasks anywhere), on v2 the cgroup it was started in (v2 takes none in a cgroup with
+ * controllers enabled for its children, such as the node's subtree), from /proc/self/cgroup. */
+static int open_home(const struct cgroup_dir *cg) {
+  if (strcmp(cg->controller, "unified") != 0)
+    return openat(cg->parent_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+  FILE *f = fopen("/proc/self/cgroup", "re");
+  if (f == NULL) return -1;
+  char line[4096];
+  int fd = -1;
+  while (fd < 0 && fgets(line, sizeof line, f)) {
+    if (strncmp(line, "0::/", 4) != 0) continue;
+    line[strcspn(line, "\n")] = '\0';
+    char path[4200];
+    snprintf(path, sizeof path, "/sys/fs/cgroup%s/cgroup.procs", strcmp(line + 3, "/") == 0 ? "" : line + 3);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+  }
+  fclose(f);
+  return fd;
+}
+
+static void make_cgroups(int count, char **specs) {
+  if (count > MAX_CGROUPS) { errno = 0; fail("too many cgroup directories"); }
+  for (int i = 0; i < count; ++i) {
+    struct cgroup_dir *cg = &g_cgroups[g_ncgroups++];
+    memset(cg, 0, sizeof *cg);
+    cg->parent_fd = cg->procs_fd = cg->home_fd = cg->oom_fd = -1;
+    for (int l = 0; l < LIMIT_COUNT; ++l) cg->limit_fds[l] = -1;
+    char *eq = strchr(specs[i], '=');
+    char *slash = eq ? strrchr(eq + 1, '/') : NULL;
+    if (eq == NULL || slash == NULL || slash == eq + 1 || slash[1] == '\0') {
+      errno = 0;
+      fail_outer("bad cgroup argument (CONTROLLER=/DIR/NAME)");
+    }
+    *eq = '\0';
+    cg->controller = specs[i];
+    cg->path = eq + 1;
+    cg->name = slash + 1;
+    *slash = '\0'; /* path is now the parent's */
+    cg->parent_fd = open(cg->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cg->parent_fd < 0) fail_outer("open the node's cgroup directory");
+    int rc;
+    do {
+      rc = mkdirat(cg->parent_fd, cg->name, 0755);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0 && errno != EEXIST) fail_outer("make the instance's cgroup directory");
+    cg->made = 1;
+    int dir = openat(cg->parent_fd, cg->name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) fail_outer("open the instance's cgroup directory");
+    cg->procs_fd = openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (cg->procs_fd < 0) fail_outer("open cgroup.procs");
+    cg->home_fd = open_home(cg);
+    if (strcmp(cg->controller, "unified") == 0) {
+      cg->limit_fds[LIMIT_MEMORY] = open_write(dir, "memory.max");
+      cg->limit_fds[LIMIT_SWAP] = open_write(dir, "memory.swap.max");
+      cg->limit_fds[LIMIT_CPU] = open_write(dir, "cpu.max");
+      cg->limit_fds[LIMIT_PIDS] = open_write(dir, "pids.max");
+      cg->oom_fd = openat(dir, "memory.events", O_RDONLY | O_CLOEXEC);
+    } else if (strcmp(cg->controller, "memory") == 0) {
+      cg->limit_fds[LIMIT_MEMORY] = open_write(dir, "memory.limit_in_bytes");
+      cg->oom_fd = openat(dir, "memory.oom_control", O_RDONLY | O_CLOEXEC);
+    } else if (strcmp(cg->controller, "cpu") == 0) {
+      cg->limit_fds[LIMIT_CPU] = open_write(dir, "cpu.cfs_quota_us");
+    } else if (strcmp(cg->controller, "pids") == 0) {
+      cg->limit_fds[LIMIT_PIDS] = open_write(dir, "pids.max");
+    }
+    close(dir);
+  }
+}
+
+static void write_value(int fd, const char *value, const char *what) {
+  if (fd < 0) return;
+  ssize_t n;
+  /* cgroup v1's memory.limit_in_bytes gives up with EINTR when the writer has pending
+   * work: retry. */
+  do {
+    n = write(fd, value, strlen(value));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) fail(what);
+}
+
+/* Outer stem: into the instance's cgroups (the inner stem, forked later, is born there). */
+static void join_cgroups(void) {
+  for (int i = 0; i < g_ncgroups; ++i) {
+    ssize_t n;
+    do {
+      n = write(g_cgroups[i].procs_fd, "0", 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) fail_outer("join the instance's cgroup");
+    close(g_cgroups[i].procs_fd);
+    g_cgroups[i].procs_fd = -1;
+  }
+}
+
+/* Inner stem: it keeps only the limit files; the outer stem removes the directories. */
+static void leave_cgroups_to_outer(void) {
+  for (int i = 0; i < g_ncgroups; ++i) {
+    struct cgroup_dir *cg = &g_cgroups[i];
+    if (cg->parent_fd >= 0) close(cg->parent_fd);
+    if (cg->home_fd >= 0) close(cg->home_fd);
+    if (cg->oom_fd >= 0) close(cg->oom_fd);
+    cg->parent_fd = cg->home_fd = cg->oom_fd = -1;
+    cg->made = 0;
+  }
+}
+
+/* Inner stem, after GO: the function's limits. */
+static void apply_limits(uint64_t memory_bytes, uint32_t cpu_millis, uint32_t pids_max) {
+  char value[64];
+  for (int i = 0; i < g_ncgroups; ++i) {
+    int *fds = g_cgroups[i].limit_fds;
+    int unified = strcmp(g_cgroups[i].controller, "unified") == 0;
+    if (memory_bytes) {
+      snprintf(value, sizeof value, "%llu", (unsigned long long)memory_bytes);
+      write_value(fds[LIMIT_MEMORY], value, "set the memory limit");
+      write_value(fds[LIMIT_SWAP], "0", "set the swap limit");
+    }
+    if (cpu_millis) {
+      if (unified) snprintf(value, sizeof value, "%u 100000", cpu_millis * 100u);
+      else snprintf(value, sizeof value, "%u", cpu_millis * 100u);
+      write_value(fds[LIMIT_CPU], value, "set the CPU quota");
+    }
+    if (pids_max) {
+      snprintf(value, sizeof value, "%u", pids_max);
+      write_value(fds[LIMIT_PIDS], value, "set the pids limit");
+    }
+    for (int l = 0; l < LIMIT_COUNT; ++l)
+      if (fds[l] >= 0) close(fds[l]);
+  }
+}
+
+/* Outer stem, after the fork: it keeps only what it needs for the rmdir. */
+static void close_cgroup_files(void) {
+  for (int i = 0; i < g_ncgroups; ++i) {
+    for (int l = 0; l < LIMIT_COUNT; ++l) {
+      if (g_cgroups[i].limit_fds[l] >= 0) close(g_cgroups[i].limit_fds[l]);
+      g_cgroups[i].limit_fds[l] = -1;
+    }
+  }
+}
+
 static volatile pid_t g_function_pid;
 static uint32_t g_uid, g_gid;
 static int g_host_tmp = -1;
@@ -143,7 +363,10 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
       if (errno == EINTR) continue;
       _exit(127);
     }
-    if (done == child) exit_like(status, who); /* others are orphans the function left */
+    if (done == child) {
+      remove_cgroups(); /* the outer stem's; none in the init (leave_cgroups_to_outer) */
+      exit_like(status, who); /* others are orphans the function left */
+    }
   }
 }
 
@@ -241,39 +464,35 @@ static void exit_like(int status, const char *who) {
   _exit(128 + sig);
 }
 
-/* Outer stem: join the cgroups, make the namespaces, start the inner stem, mirror it. */
-static void outer(int cgroup_fds, pid_t node_pid) {
+/* Outer stem: make the cgroups, make the namespaces, start the inner stem, mirror it. */
+static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
   /* The instance dies with the node, whatever the node died of. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != node_pid) _exit(0);
-  for (int i = 0; i < cgroup_fds; ++i) {
-    ssize_t n;
-    do {
-      n = write(3 + i, "0", 1);
-    } while (n < 0 && errno == EINTR);
-    if (n != 1) fail("join the instance's cgroup");
-    close(3 + i);
-  }
+  make_cgroups(ncgroups, cgroups);
+  join_cgroups();
   if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID) < 0)
-    fail("unshare namespaces");
+    fail_outer("unshare namespaces");
   sigset_t all, old;
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &old);
   pid_t inner = fork();
-  if (inner < 0) fail("fork the sandbox init");
+  if (inner < 0) fail_outer("fork the sandbox init");
   if (inner == 0) {
     /* pid 1 of the new namespace. If the outer stem dies, so does the sandbox. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     sigprocmask(SIG_SETMASK, &old, NULL);
+    leave_cgroups_to_outer();
     return;
   }
+  close_cgroup_files();
   supervise(inner, &old, "the sandbox");
 }
 
 int main(int argc, char **argv) {
-  /* argv: faasvisor-stem CGROUP_FDS NODE_PID */
-  if (argc != 3) { errno = 0; fail("usage: faasvisor-stem CGROUP_FDS NODE_PID (started by faasvisord)"); }
-  outer(atoi(argv[1]), (pid_t)atoi(argv[2]));
+  /* argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]... */
+  if (argc < 2) { errno = 0; fail("usage: faasvisor-stem NODE_PID [CONTROLLER=DIR]... (started by faasvisord)"); }
+  outer((pid_t)atoi(argv[1]), argc - 2, argv + 2);
   setup_sandbox();
   unsigned char head[8];
   read_exact(head, sizeof head);
@@ -292,7 +511,12 @@ int main(int argc, char **argv) {
   char *dir = get_str(&c);
   char **fn_argv = get_list(&c);
   char **envp = get_list(&c);
+  uint64_t memory_bytes = get_u32(&c);
+  memory_bytes |= (uint64_t)get_u32(&c) << 32;
+  uint32_t cpu_millis = get_u32(&c);
+  uint32_t pids_max = get_u32(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
+  apply_limits(memory_bytes, cpu_millis, pids_max);
   if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 
   if (tmp_size > 0) {

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -310,6 +311,37 @@ class KeepAliveTests(LifecycleCase):
         self.assertEqual(again.header("X-Faasvisor-Start"), "cold")
         self.assertNotEqual(again.header("X-Faasvisor-Instance"), r.header("X-Faasvisor-Instance"))
 
+    def test_killed_sandbox_cgroups_are_removed_by_the_node(self):
+        # The sandbox makes and removes its own cgroup directories; one killed outright
+        # cannot, and the node removes them when it sees the instance end.
+        d = self.daemon
+        if info(d)["cgroups"] == "none":
+            self.skipTest("no cgroups on this host")
+        deploy_fn(d, "ka-killed", annotations={"faasvisor.keepalive": "fixed:10m"})
+        invoke_ok(self, d, "ka-killed", "mode=ok", b"x")
+        pid = d.instances("ka-killed")[0]["pid"]
+        entry = d.seen.get(pid)
+        self.assertIsNotNone(entry, "the harness recorded the instance process")
+        cgroups = entry["cgroups"]
+        self.assertTrue(cgroups and all(os.path.isdir(p) for p in cgroups), cgroups)
+        below = d.recorded_below(pid)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not d.instances("ka-killed"), scaled(10), "the killed instance to go")
+        # The sandbox's init dies with its supervisor (parent-death signal) and, orphaned,
+        # comes to the test process, the subreaper: reap it, as init would.
+        for child in below:
+            def reaped(child=child):
+                try:
+                    return os.waitpid(child, os.WNOHANG)[0] == child
+                except ChildProcessError:
+                    return True  # not ours (already reaped, or no subreaper)
+            wait_until(reaped, scaled(10), "the sandbox's init %d to die" % child)
+        d.assert_process_gone(pid)
+        for path in cgroups:
+            self.assertFalse(os.path.exists(path), path)
+        r = invoke_ok(self, d, "ka-killed", "mode=ok", b"y")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "cold")
+
     def test_bad_keepalive_annotation_is_refused(self):
         d = self.daemon
         for bad in ("fixed", "fixed:", "fixed:soon", "sometimes", "fixed:25h"):
@@ -413,9 +445,28 @@ class KeepAliveTests(LifecycleCase):
                                    for r in later])
         ids = [r.header("X-Faasvisor-Instance") for r in later]
         self.assertEqual(len(set(ids)), len(ids), "each arrival met a freshly pre-warmed instance")
-        # After its invocation the last instance was unloaded too (a pre-warm is pending).
+        # After its invocation the last instance was unloaded too (a pre-warm is pending)...
+        last_done = time.monotonic()
         wait_until(lambda: d.stats("ka-adapt")["keepalive_stops"] >= 5, scaled(5),
                    "the last instance to be unloaded until the next pre-warm")
+        unloaded = wait_until(lambda: not live_instances(d, "ka-adapt") and time.monotonic(),
+                              scaled(5), "no instance while the pre-warm is pending")
+        prewarms = d.stats("ka-adapt")["prewarms"]
+        # ...and a pre-warmed one is up again before the next expected arrival: not before the
+        # pre-warm window (108 policy s = 0.45 s real) after the completion, and by the
+        # time the period (0.625 s) has passed.
+        up = wait_until(lambda: [i for i in live_instances(d, "ka-adapt") if i["state"] == "warm"],
+                        scaled(5), "a pre-warmed instance to appear", interval=0.005)
+        up_s = time.monotonic() - last_done
+        prewarm_s = ka["prewarm_ms"] / 1000 / POLICY_SCALE
+        self.assertGreaterEqual(unloaded - last_done, 0, "unloaded first")
+        self.assertGreaterEqual(up_s, prewarm_s - 0.05, "pre-warmed before its window")
+        self.assertLessEqual(up_s, period_s, "pre-warmed after the expected arrival")
+        self.assertEqual(d.stats("ka-adapt")["prewarms"], prewarms + 1)
+        time.sleep(max(0.0, period_s - (time.monotonic() - last_done)))
+        r = invoke_ok(self, d, "ka-adapt", "mode=ok", b"on time")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "warm", r)
+        self.assertEqual(r.header("X-Faasvisor-Instance"), str(up[0]["id"]))
 
 
 # --- memory budget ------------------------------------------------------------------------
