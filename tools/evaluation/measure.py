@@ -10,7 +10,7 @@ import time
 
 from .node import NodeError
 
-FULL_POINTS = [1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 60]
+FULL_POINTS = [1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 60]
 QUICK_POINTS = [1, 2, 4, 8]
 BODY = b"faasvisor evaluation"
 PREFIX = "eval-"
@@ -226,8 +226,10 @@ class Progress:
         r = self.rates.get((backend, phase))
         if r and r[1] > 0:
             return r[0] / r[1] * self.weight(n)
+        # A backend not started yet: the slowest pace seen so far, or a guess if slower
+        # (the estimate shrinks as it is measured; the time budget bounds it anyway).
         others = [v[0] / v[1] for (b, p), v in self.rates.items() if p == phase and v[1] > 0]
-        per = max(others) if others else (0.6 if phase == "cold" else 0.1)
+        per = max(others + [0.6 if phase == "cold" else 0.1])
         return per * self.weight(n)
 
     def line(self, text, remaining_s):

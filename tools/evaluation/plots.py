@@ -21,7 +21,7 @@ SIZE = (7.0, 4.2)
 # (file, title, metric, phase, start, y label) of the line figures
 TIME_FIGURES = [
     ("fig5_2a_init.png", "(a) Instance initialisation time (launch to ready)", "init_ms", "cold", None),
-    ("fig5_2b_cold.png", "(b) Cold-start execution time", "exec_ms", "cold", None),
+    ("fig5_2b_cold.png", "(b) Cold-start execution time", "exec_ms", "cold", "cold"),
     ("fig5_2c_warm.png", "(c) Warm-start execution time", "exec_ms", "warm", None),
 ]
 GAP_FIGURE = ("fig5_2d_gap.png", "(d) Mean cold-start minus mean warm-start execution time")
@@ -81,7 +81,7 @@ def gap_figure(store, backends, path, title):
     fig, ax = plt.subplots(figsize=SIZE)
     ys = []
     for b in backends:
-        cold = {n: m for n, m, _p, _c in series(store, b, "exec_ms", "cold", None)}
+        cold = {n: m for n, m, _p, _c in series(store, b, "exec_ms", "cold", "cold")}
         warm = {n: m for n, m, _p, _c in series(store, b, "exec_ms", "warm", None)}
         xs = sorted(set(cold) & set(warm))
         if not xs:

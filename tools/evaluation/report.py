@@ -41,6 +41,7 @@ def host_facts(root):
     except OSError:
         pass
     facts["kvm_device"] = os.path.exists("/dev/kvm")
+    facts["root"] = root
     facts["loadavg"] = os.getloadavg()[0]
     facts["commit"] = _run(["git", "-C", root, "rev-parse", "--short", "HEAD"])
     for tool, argv in (("qemu", ["qemu-system-x86_64", "--version"]), ("crun", ["crun", "--version"]),
@@ -85,7 +86,7 @@ class Data:
         return self.at(b, "init_ms", "cold", n, None, stat)
 
     def cold(self, b, n, stat="mean"):
-        return self.at(b, "exec_ms", "cold", n, None, stat)
+        return self.at(b, "exec_ms", "cold", n, "cold", stat)
 
     def warm(self, b, n, stat="mean"):
         return self.at(b, "exec_ms", "warm", n, None, stat)
@@ -252,8 +253,12 @@ def render(store, meta, facts, out_dir, image_prefix="", title_level=1, logs=Non
     tools = ", ".join(facts[k] for k in ("crun", "runsc", "qemu") if facts.get(k))
     if tools:
         add("| runtimes | %s |" % tools)
-    add("| load | 1-minute load average %s before measuring, %s after (2.0 = both cores busy) |" % (
-        fmt(meta.get("load_before"), 2), fmt(meta.get("load_after"), 2)))
+    loads = sorted(float(r["load1"]) for r in store.runs.values() if r.get("load1"))
+    add("| load | 1-minute load average %s before measuring, %s after; during the runs median %s, "
+        "max %s (%d cores: above %d means other work shared the CPUs) |" % (
+            fmt(meta.get("load_before"), 2), fmt(meta.get("load_after"), 2),
+            fmt(percentile(loads, 50), 1) if loads else "–", fmt(loads[-1], 1) if loads else "–",
+            facts.get("cores") or 0, facts.get("cores") or 0))
     add("| backends | measured: %s%s |" % (", ".join(measured) or "none", "".join(
         "; %s not measured: %s" % (b, why) for b, why in meta.get("unavailable", {}).items())))
     add("")
@@ -306,8 +311,9 @@ def render(store, meta, facts, out_dir, image_prefix="", title_level=1, logs=Non
     captions = {
         "fig5_2a_init.png": "Time from launching an instance to its READY frame, for the instances "
                             "started by a cold run of *n* simultaneous invocations.",
-        "fig5_2b_cold.png": "Arrival to answer of invocations that had to wait for a new instance "
-                            "(cold starts), *n* at once on a node with no instance.",
+        "fig5_2b_cold.png": "Arrival to answer of the cold starts among *n* invocations sent at once "
+                            "to a node with no instance (each waited for the boot of the instance "
+                            "that served it).",
         "fig5_2c_warm.png": "Arrival to answer of invocations served by a pre-booted instance, *n* at "
                             "once on *n* warm instances.",
         "fig5_2d_gap.png": "Mean cold-start time minus mean warm-start time at each *n*: the cost of "
@@ -346,7 +352,10 @@ def render(store, meta, facts, out_dir, image_prefix="", title_level=1, logs=Non
     for b in measured:
         v = data.artefact(b)
         if v is not None:
-            add("| %s | %d | `%s` |" % (b, v, meta.get("artefact_paths", {}).get(b, "")))
+            where = meta.get("artefact_paths", {}).get(b, "")
+            if facts.get("root") and where.startswith(facts["root"] + os.sep):
+                where = os.path.relpath(where, facts["root"]) + ("/" if where.endswith("/") else "")
+            add("| %s | %d | `%s` |" % (b, v, where))
     add("")
     add("%s# The study's findings, checked against these measurements" % h)
     add("")
@@ -376,8 +385,8 @@ def render(store, meta, facts, out_dir, image_prefix="", title_level=1, logs=Non
 
 
 def _mixed_starts(store, measured):
-    """Invocations of a cold run served by an instance that had just answered another
-    invocation of the same run: they waited for a boot all the same and stay in the figures."""
+    """Invocations of a cold run that the node served with an instance that had just answered
+    another invocation of the same run: not cold starts, so not in figure 5.2b."""
     parts = []
     for b in measured:
         k = len(store.values(b, "exec_ms", phase="cold", start="warm"))
@@ -386,9 +395,11 @@ def _mixed_starts(store, measured):
             parts.append("%s %d of %d" % (b, k, total))
     if not parts:
         return ""
-    return ("Cold runs count every invocation sent to the empty node. Some were answered by an "
-            "instance that had just finished another invocation of the same run (the node reports "
-            "them as warm starts; they had queued behind a boot all the same): " + ", ".join(parts) + ".")
+    return ("Figure 5.2b counts the invocations the node served as cold starts (`X-Faasvisor-Start: "
+            "cold`: each waited for the boot of the instance that served it, as every request did on "
+            "the study's platform). The node gives a waiting invocation to whichever instance is "
+            "ready first, so in a cold run some were answered by an instance that had just served "
+            "another one (`start=warm`, `phase=cold` in samples.csv): " + ", ".join(parts) + ".")
 
 
 def _minutes(seconds):

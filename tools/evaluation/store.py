@@ -16,7 +16,7 @@ import os
 SAMPLE_FIELDS = ["backend", "phase", "concurrency", "repeat", "metric", "value", "start",
                  "instance", "status", "unix_time"]
 RUN_FIELDS = ["backend", "phase", "concurrency", "repeat", "samples", "errors", "duration_s",
-              "unix_time", "note"]
+              "unix_time", "load1", "note"]
 
 
 def run_key(backend, phase, concurrency, repeat):
@@ -34,9 +34,9 @@ class Store:
 
     # -- reading --
 
-    def load(self):
-        """Reads finished runs and their samples; drops samples of unfinished runs (rewriting
-        samples.csv without them)."""
+    def load(self, rewrite=True):
+        """Reads finished runs and their samples; with `rewrite`, drops samples of unfinished
+        runs from samples.csv (before measuring more)."""
         self.runs = {}
         if os.path.exists(self.runs_path):
             with open(self.runs_path, newline="") as f:
@@ -55,9 +55,9 @@ class Store:
                         dropped += 1
         # Rewritten even when nothing was dropped: an interrupted append may have left a cut
         # last line that the next append would run into.
-        if os.path.exists(self.samples_path):
+        if rewrite and os.path.exists(self.samples_path):
             self._rewrite(self.samples_path, SAMPLE_FIELDS, self.samples)
-        if os.path.exists(self.runs_path):
+        if rewrite and os.path.exists(self.runs_path):
             self._rewrite(self.runs_path, RUN_FIELDS, list(self.runs.values()))
         return dropped
 
@@ -90,7 +90,7 @@ class Store:
         _append(self.samples_path, SAMPLE_FIELDS, rows)
         run = {"backend": backend, "phase": phase, "concurrency": concurrency, "repeat": repeat,
                "samples": len(rows), "errors": errors, "duration_s": "%.3f" % duration_s,
-               "unix_time": "%.3f" % unix_time, "note": note}
+               "unix_time": "%.3f" % unix_time, "load1": "%.2f" % os.getloadavg()[0], "note": note}
         _append(self.runs_path, RUN_FIELDS, [run])
         self.samples.extend(rows)
         self.runs[run_key(backend, phase, concurrency, repeat)] = run
@@ -142,8 +142,13 @@ def _complete_rows(f, fields):
         return []
     if not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]
-    rows = list(csv.DictReader(text.splitlines()))
-    return [r for r in rows if all(r.get(k) is not None for k in fields)]
+    reader = csv.DictReader(text.splitlines())
+    rows = list(reader)
+    # A line cut short lacks the last columns of its header (an older file may lack newer
+    # columns: those rows still count).
+    last = (reader.fieldnames or [None])[-1]
+    needed = [k for k in fields if k in (reader.fieldnames or [])]
+    return [r for r in rows if r.get(last) is not None and all(r.get(k) is not None for k in needed)]
 
 
 def _append(path, fields, rows):
