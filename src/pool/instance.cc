@@ -365,6 +365,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       timer_purpose_ = TimerPurpose::none;
       set_state(InstanceState::warm);
       last_used_ns_ = now;
+      ready_ns_ = now;
       pool_.instance_ready(*this, now - spawn_ns_);
       return state_ != InstanceState::stopping;
     }

@@ -428,7 +428,8 @@ void Pool::instance_finished(Instance &inst) {
 void Pool::deliver(Invocation &inv, InvocationResult &result) {
   Function &fn = *inv.function;
   uint64_t now = monotonic_ns();
-  double exec_ms = static_cast<double>(now - inv.arrival_ns) / 1e6;
+  result.duration_ns = now - inv.arrival_ns;
+  double exec_ms = static_cast<double>(result.duration_ns) / 1e6;
   if (result.error.empty()) {
     if (result.cold) {
       ++fn.stats.cold;

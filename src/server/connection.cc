@@ -156,6 +156,12 @@ void Connection::invocation_done(pool::Invocation &, const pool::InvocationResul
     extra += "X-Faasvisor-Instance: ";
     extra += std::to_string(result.instance_id);
     extra += "\r\n";
+    // The OpenFaaS watchdog's header: the node's arrival-to-answer time, queueing and any
+    // cold start included (the figure /system/stats summarises as exec_ms).
+    char duration[48];
+    std::snprintf(duration, sizeof duration, "X-Duration-Seconds: %.6f\r\n",
+                  static_cast<double>(result.duration_ns) / 1e9);
+    extra += duration;
   }
   if (result.retry_after_s != 0) {
     extra += "Retry-After: ";

@@ -55,7 +55,9 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.key("instances").begin_array();
   const_cast<pool::Function &>(fn).instances.for_each([&](pool::Instance &inst) {
     w.begin_object().field("id", inst.id()).field("state", pool::to_string(inst.state()));
-    w.field("pid", static_cast<int64_t>(inst.pid())).field("served", inst.served()).end_object();
+    w.field("pid", static_cast<int64_t>(inst.pid())).field("served", inst.served());
+    if (inst.init_ns() != 0) w.field("initMs", static_cast<double>(inst.init_ns()) / 1e6);
+    w.field("memoryBytes", inst.memory_bytes()).end_object();
   });
   w.end_array();
   w.end_object();
@@ -177,6 +179,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       w.end_array();
       w.field("instances", pool->live_instances());
       w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
+      w.field("memory_sample_ms", pool->options().memory_sample_ms);
       w.field("memory_reserved_bytes", pool->reserved_bytes());
       w.field("connections", connections.size());
       const image::StoreStats &is = images->stats();
