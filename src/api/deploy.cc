@@ -84,8 +84,10 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
-  if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-    return field_error("image", "'" + spec.image + "' is not a directory on this node");
+  // A directory for the process and container backends, a file (an initramfs, a unikernel)
+  // for the VM backends: each backend's validate() checks its kind.
+  if (stat(spec.image.c_str(), &st) < 0)
+    return field_error("image", "'" + spec.image + "' does not exist on this node");
   if (spec.env_process.empty()) return field_error("envProcess", "required (the command to run)");
   auto argv = proc::split_command(spec.env_process);
   if (!argv) return field_error("envProcess", argv.error().message());

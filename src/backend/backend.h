@@ -6,6 +6,8 @@
 #include <csignal>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "api/deploy.h"
 #include "proc/cgroup.h"
@@ -43,6 +45,8 @@ class Backend {
   virtual bool out_of_memory(const Launched &) const { return false; }
   // True where firmware or a kernel may print on the stream before the first frame.
   virtual bool console_preamble() const { return false; }
+  // Facts about how the backend runs on this host, shown by /system/info (name, value).
+  virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
 };
 
 }  // namespace faasvisor::backend

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backend/environment.h"
 #include "proc/spawn.h"
 #include "util/log.h"
 
@@ -63,13 +64,6 @@ std::string json_string_array(const std::vector<std::string> &items) {
     append_json_string(out, items[i]);
   }
   return out + "]";
-}
-
-bool has_env(const std::vector<std::string> &env, std::string_view name) {
-  for (const std::string &e : env)
-    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
-      return true;
-  return false;
 }
 
 bool is_fs(const char *path, long magic) {
@@ -241,14 +235,7 @@ const char *to_string(OciRuntime runtime) {
 
 std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
                             const OciConfigInput &input) {
-  std::vector<std::string> env;
-  for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
-  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
-    std::string_view f = fallback;
-    if (!has_env(env, f.substr(0, f.find('=')))) env.emplace_back(f);
-  }
-  env.push_back("FAASVISOR_FUNCTION=" + spec.name);
-  env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  std::vector<std::string> env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the container's memory cgroup; a quarter of the limit, as
   // for the process backend.
   uint64_t tmp_bytes = spec.memory_bytes / 4;
