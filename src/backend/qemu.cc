@@ -100,9 +100,9 @@ bool load(const std::string &data, uint64_t offset, T *out) {
 
 // Whether path is an ELF image QEMU can boot by its PVH entry: an ELF (32- or 64-bit,
 // x86) with a Xen ELF note of type 18 (XEN_ELFNOTE_PHYS32_ENTRY) in a PT_NOTE segment.
-// Reads at most the first 64 KiB, where linkers put the program headers and notes.
+// Reads the headers and the note segments only (each at most 64 KiB).
 Status check_pvh_elf(const std::string &path) {
-  auto data = read_prefix(path, 64 * 1024);
+  auto data = read_prefix(path, 4096);
   if (!data) return plain_error("field 'image'", "cannot read " + path + ": " + data.error().message());
   const std::string &d = *data;
   if (d.size() < 52 || d.compare(0, 4, "\x7f" "ELF") != 0)
@@ -121,33 +121,46 @@ Status check_pvh_elf(const std::string &path) {
     load(d, 42, &phentsize);
     load(d, 44, &phnum);
   }
-  for (uint16_t i = 0; i < phnum; ++i) {
-    uint64_t at = phoff + uint64_t{i} * phentsize;
-    uint32_t type = 0;
-    uint64_t offset = 0, filesz = 0;
-    if (!load(d, at, &type)) break;
-    if (type != 4) continue;  // PT_NOTE
-    if (is64) {
-      load(d, at + 8, &offset);
-      load(d, at + 32, &filesz);
-    } else {
-      uint32_t o = 0, f = 0;
-      load(d, at + 4, &o);
-      load(d, at + 16, &f);
-      offset = o;
-      filesz = f;
-    }
-    uint64_t pos = offset, end = std::min<uint64_t>(offset + filesz, d.size());
-    while (pos + 12 <= end) {
-      uint32_t namesz = 0, descsz = 0, ntype = 0;
-      load(d, pos, &namesz);
-      load(d, pos + 4, &descsz);
-      load(d, pos + 8, &ntype);
-      if (namesz == 4 && ntype == 18 && pos + 16 <= end && d.compare(pos + 12, 4, std::string("Xen\0", 4)) == 0)
-        return {};
-      pos += 12 + (uint64_t{namesz} + 3) / 4 * 4 + (uint64_t{descsz} + 3) / 4 * 4;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return plain_error("field 'image'", "cannot read " + path + ": " + std::strerror(errno));
+  std::string headers(size_t{phentsize} * phnum, '\0');
+  bool found = false;
+  if (phentsize >= 32 && pread(fd, headers.data(), headers.size(), static_cast<off_t>(phoff)) == static_cast<ssize_t>(headers.size())) {
+    for (uint16_t i = 0; i < phnum && !found; ++i) {
+      uint64_t at = uint64_t{i} * phentsize;
+      uint32_t type = 0;
+      uint64_t offset = 0, filesz = 0;
+      load(headers, at, &type);
+      if (type != 4) continue;  // PT_NOTE
+      if (is64) {
+        load(headers, at + 8, &offset);
+        load(headers, at + 32, &filesz);
+      } else {
+        uint32_t o = 0, f = 0;
+        load(headers, at + 4, &o);
+        load(headers, at + 16, &f);
+        offset = o;
+        filesz = f;
+      }
+      std::string notes(std::min<uint64_t>(filesz, 64 * 1024), '\0');
+      ssize_t got = pread(fd, notes.data(), notes.size(), static_cast<off_t>(offset));
+      notes.resize(got > 0 ? static_cast<size_t>(got) : 0);
+      uint64_t pos = 0;
+      while (pos + 12 <= notes.size()) {
+        uint32_t namesz = 0, descsz = 0, ntype = 0;
+        load(notes, pos, &namesz);
+        load(notes, pos + 4, &descsz);
+        load(notes, pos + 8, &ntype);
+        if (namesz == 4 && ntype == 18 && pos + 16 <= notes.size() && notes.compare(pos + 12, 4, std::string("Xen\0", 4)) == 0) {
+          found = true;
+          break;
+        }
+        pos += 12 + (uint64_t{namesz} + 3) / 4 * 4 + (uint64_t{descsz} + 3) / 4 * 4;
+      }
     }
   }
+  close(fd);
+  if (found) return {};
   return plain_error("field 'image'", path + " has no PVH entry (no Xen PHYS32_ENTRY ELF note): QEMU cannot boot it");
 }
 

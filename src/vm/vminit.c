@@ -232,7 +232,11 @@ int main(void) {
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) die("mount /tmp");
   /* From here on the kernel prints nothing on the console: ttyS0 is the protocol's. A
    * panic still does (it turns the console back on), and then QEMU exits. */
-  klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
+  /* console_loglevel 0 silences even KERN_EMERG ("reboot: Restarting system" would
+   * otherwise follow the function's last frame); klogctl's CONSOLE_OFF keeps level 1. */
+  int printk = open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC);
+  if (printk < 0 || write(printk, "0 4 0 0", 7) != 7) klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
+  if (printk >= 0) close(printk);
   load_modules();
 
   g_tty = open("/dev/ttyS0", O_RDWR | O_NOCTTY | O_CLOEXEC);
