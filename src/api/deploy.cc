@@ -99,8 +99,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   }
   if (!spec.limits_memory.empty()) {
     auto bytes = parse_memory_bytes(spec.limits_memory);
-    if (!bytes || *bytes < (4ull << 20))
-      return field_error("limits.memory", "must be a quantity of at least 4Mi, such as \"128Mi\"");
+    // 2Mi: the least any backend runs in (a unikernel); each backend may ask for more.
+    if (!bytes || *bytes < (2ull << 20))
+      return field_error("limits.memory", "must be a quantity of at least 2Mi, such as \"128Mi\"");
     spec.memory_bytes = *bytes;
   }
   if (!spec.limits_cpu.empty()) {
