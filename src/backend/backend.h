@@ -45,6 +45,8 @@ class Backend {
   virtual bool out_of_memory(const Launched &) const { return false; }
   // True where firmware or a kernel may print on the stream before the first frame.
   virtual bool console_preamble() const { return false; }
+  // The boot deadline for functions that set none (faasvisor.boot_timeout); 0: the spec's.
+  virtual uint64_t default_boot_timeout_ms() const { return 0; }
   // Facts about how the backend runs on this host, shown by /system/info (name, value).
   virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
 };

@@ -91,6 +91,10 @@ class QemuBackend final : public Backend {
   Result<uint64_t> memory_usage(const Launched &launched) const override;
   bool console_preamble() const override { return true; }
   void describe(std::vector<std::pair<std::string, std::string>> &out) const override;
+  // A Linux guest boots in ~1-2 s under TCG, several times that on a busy 2-core machine.
+  uint64_t default_boot_timeout_ms() const override {
+    return kind_ == VmKind::microvm && !host_->use_kvm() ? 60'000 : 0;
+  }
 
   // The least guest RAM a deploy may ask for.
   uint64_t min_memory_bytes() const;

@@ -58,6 +58,12 @@ PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Bac
 }  // namespace
 
 namespace {
+// A backend whose instances boot slowly (a Linux guest under TCG) sets its own default.
+void apply_backend_defaults(FunctionSpec &spec, const backend::Backend &b) {
+  uint64_t boot_ms = b.default_boot_timeout_ms();
+  if (boot_ms > 0 && spec.annotations.count("faasvisor.boot_timeout") == 0) spec.boot_timeout_ms = boot_ms;
+}
+
 PoolError check_budget(const FunctionSpec &spec, uint64_t budget) {
   if (spec.memory_bytes <= budget) return {Outcome::ok, {}};
   return {Outcome::bad_backend, "field 'limits.memory': " + std::to_string(spec.memory_bytes >> 20) +
@@ -73,6 +79,7 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);
   std::string name = spec->name;
   auto fn = std::make_shared<Function>(std::move(spec), *b);
   fn->owner_pool = this;
@@ -91,6 +98,7 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);
   fn->replace_spec(std::move(spec), *b);
   // Warm instances of the old definition retire now; busy and booting ones when they
   // next become idle (dispatch checks the generation).
