@@ -31,10 +31,14 @@ constexpr uint64_t kProbeTickNs = 10'000'000;
 // tsc_early_khz/lpj/no_timer_check: no calibration against the PIT (under TCG it hangs one
 // boot in three). panic=-1 and reboot=t: a panic reboots at once by triple fault, and
 // QEMU's -no-reboot turns that into QEMU's exit. quiet: the boot prints little on ttyS0
-// (the node skips it as console preamble); /init then turns the console off.
+// (the node skips it as console preamble); /init then turns the console off. The rest
+// trims a TCG boot by about a third (~2.5 s -> ~1.7 s on a busy development machine): no
+// crypto self-tests, audit or watchdog, expedited RCU grace periods, and no speculation
+// mitigations (the guest runs one function; the boundary that matters is QEMU's).
 constexpr const char *kMicrovmCmdline =
     "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 no_timer_check "
-    "i8042.noaux i8042.nokbd random.trust_cpu=on";
+    "i8042.noaux i8042.nokbd random.trust_cpu=on mitigations=off cryptomgr.notests audit=0 nowatchdog "
+    "rcupdate.rcu_expedited=1";
 
 char *const kEnv[] = {const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
                       nullptr};
