@@ -431,29 +431,20 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
     return st.error();
   }
 
-  int fds[6] = {-1, -1, -1, -1, -1, -1};  // in r/w, out r/w, err r/w
-  auto close_all = [&] {
-    for (int &fd : fds)
-      if (fd >= 0) close(fd), fd = -1;
-  };
   auto undo = [&] {
-    close_all();
     unlink(config_path.c_str());
     rmdir(bundle.c_str());
   };
-  for (int i = 0; i < 3; ++i) {
-    if (pipe2(&fds[i * 2], O_CLOEXEC) < 0) {
-      int err = errno;
-      undo();
-      return errno_error("pipe2", err);
-    }
+  proc::StdioPipes pipes;
+  if (Status st = proc::make_stdio_pipes(pipes); !st.ok()) {
+    undo();
+    return st.error();
   }
-  for (int node_end : {1, 2, 4}) fcntl(fds[node_end], F_SETFL, O_NONBLOCK);
 
   std::vector<std::string> args = runtime_argv({"run", "--bundle", bundle, id});
   std::vector<char *> argv = c_argv(args);
-  auto spawned = options_.runtime == OciRuntime::gvisor ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
-                                                        : spawn_plain(argv, fds[0], fds[3], fds[5]);
+  auto spawned = options_.runtime == OciRuntime::gvisor ? spawn_pid_namespace(argv, pipes.child[0], pipes.child[1], pipes.child[2])
+                                                        : spawn_plain(argv, pipes.child[0], pipes.child[1], pipes.child[2]);
   if (!spawned) {
     undo();
     return spawned.error();
@@ -461,11 +452,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   Launched out;
   out.child = std::move(*spawned);
   int pidfd = out.child.pidfd();
-  out.to_instance = fds[1];
-  out.from_instance = fds[2];
-  out.log = fds[4];
-  fds[1] = fds[2] = fds[4] = -1;
-  close_all();
+  pipes.release_node_ends(&out.to_instance, &out.from_instance, &out.log);
   // The container's cgroup, made by the runtime, where the node's tree would put it: memory
   // usage and OOM kills read it like a process instance's. The runtime removes it.
   for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);

@@ -255,39 +255,19 @@ void QemuProcess::close_fds() {
 // QEMU with the node's ends of three pipes (non-blocking): its stdin and stdout are the
 // guest's serial port, its stderr QEMU's own messages. extra_fd, if any, becomes its fd 3.
 Result<QemuProcess> spawn_qemu(std::vector<std::string> &args, int extra_fd) {
-  int fds[6] = {-1, -1, -1, -1, -1, -1};  // in r/w, out r/w, err r/w
-  auto close_all = [&] {
-    for (int &fd : fds)
-      if (fd >= 0) close(fd), fd = -1;
-  };
-  for (int i = 0; i < 3; ++i) {
-    if (pipe2(&fds[i * 2], O_CLOEXEC) < 0) {
-      int err = errno;
-      close_all();
-      return errno_error("pipe2", err);
-    }
-  }
-  for (int node_end : {1, 2, 4}) fcntl(fds[node_end], F_SETFL, O_NONBLOCK);
+  proc::StdioPipes pipes;
+  if (Status st = proc::make_stdio_pipes(pipes); !st.ok()) return st.error();
   std::vector<char *> argv;
   for (std::string &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   proc::SpawnSetup setup;
-  posix_spawn_file_actions_adddup2(&setup.actions, fds[0], 0);
-  posix_spawn_file_actions_adddup2(&setup.actions, fds[3], 1);
-  posix_spawn_file_actions_adddup2(&setup.actions, fds[5], 2);
+  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&setup.actions, pipes.child[i], i);
   if (extra_fd >= 0) posix_spawn_file_actions_adddup2(&setup.actions, extra_fd, 3);
   auto spawned = proc::spawn_with_pidfd(argv[0], setup, argv.data(), kEnv);
-  if (!spawned) {
-    close_all();
-    return spawned.error();
-  }
+  if (!spawned) return spawned.error();
   QemuProcess out;
   out.child = std::move(*spawned);
-  out.in = fds[1];
-  out.out = fds[2];
-  out.err = fds[4];
-  fds[1] = fds[2] = fds[4] = -1;
-  close_all();
+  pipes.release_node_ends(&out.in, &out.out, &out.err);
   return out;
 }
 
