@@ -26,7 +26,7 @@ IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
 VM_DIR = os.path.join(IMAGE_BUILD, "vm")
 KERNEL = os.path.join(VM_DIR, "vmlinux")
 QEMU = shutil.which("qemu-system-x86_64")
-UNIKERNEL_DIR = os.path.join(IMAGE_BUILD, "unikernel")
+UNIKERNEL_DIR = os.environ.get("FAASVISOR_UNIKERNEL_DIR", os.path.join(IMAGE_BUILD, "unikernel"))
 
 
 def initramfs(name):
@@ -231,7 +231,7 @@ class UnikernelTests(DaemonTestCase):
         warm = self.daemon.invoke("echo-uk", b"second")
         self.assertEqual((warm.status, warm.body), (200, b"second"))
         self.assertEqual(len(self.daemon.instances("echo-uk")), 1)
-        h = self.daemon.invoke("hash-uk", b"abc")
+        h = self.daemon.invoke("hash-uk", b"abc", query="rounds=1")
         self.assertEqual(h.status, 200, h.body)
         self.assertIn(b"ba7816bf", h.body)
 
@@ -246,6 +246,23 @@ class UnikernelTests(DaemonTestCase):
         for i, res in enumerate(results):
             self.assertNotIsInstance(res, BaseException)
             self.assertEqual((res.status, res.body), (200, b"%d" % i))
+
+
+    @unittest.skipUnless(os.path.exists(unikernel_image("fault")), "no fault.uk")
+    def test_guest_fault_502_and_no_qemu_left(self):
+        name = "fault-uk"
+        r = self.daemon.request("POST", "/system/functions",
+                                vm_spec(name, unikernel_image("fault"), backend="unikernel",
+                                        process="/fault", memory="8Mi"))
+        self.assertEqual(r.status, 202, r.body)
+        ok = self.daemon.invoke(name, b"x")
+        self.assertEqual((ok.status, ok.body), (200, b"x"))
+        pid = self.daemon.instances(name)[0]["pid"]
+        r = self.daemon.invoke(name, b"x", query="mode=null")
+        self.assertEqual(r.status, 502, r.body)
+        self.daemon.assert_process_gone(pid)
+        again = self.daemon.invoke(name, b"y")
+        self.assertEqual((again.status, again.body), (200, b"y"))
 
 
 @unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed")
