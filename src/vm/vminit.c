@@ -88,6 +88,8 @@ static void die(const char *what) {
 /* The kernel modules tools/mkinitramfs put in the image, in dependency order. */
 static void load_modules(void) {
   static char list[4096];
+  static char loaded[512];
+  size_t loaded_len = 0;
   int fd = open("/lib/modules/load", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   ssize_t n = read(fd, list, sizeof list - 1);
@@ -99,7 +101,12 @@ static void load_modules(void) {
     if (mod < 0) die(line);
     if (syscall(SYS_finit_module, mod, "", 0) < 0 && errno != EEXIST) die(line);
     close(mod);
+    const char *base = strrchr(line, '/') != NULL ? strrchr(line, '/') + 1 : line;
+    int w = snprintf(loaded + loaded_len, sizeof loaded - loaded_len, "%s%.*s", loaded_len ? ", " : "",
+                     (int)strcspn(base, "."), base);
+    if (w > 0 && (size_t)w < sizeof loaded - loaded_len) loaded_len += (size_t)w;
   }
+  say("faasvisor-vminit: loaded kernel modules: %s", loaded);
 }
 
 static int hexval(char c) {

@@ -165,6 +165,23 @@ class MicrovmTests(DaemonTestCase):
         self.assertIn(b"did not become ready", r.body)
         wait_until(lambda: not self.daemon.instances(name), scaled(10), "the QEMU of the instance to go")
 
+    def test_kernel_modules_in_the_image_are_loaded(self):
+        release = open(os.path.join(VM_DIR, "vmlinux.release")).read().strip()
+        if not os.path.exists("/lib/modules/%s/modules.dep" % release):
+            self.skipTest("no modules of the guest kernel %s on this host" % release)
+        image = os.path.join(VM_DIR, "echo-modules.initramfs")
+        subprocess.run([os.path.join(ROOT, "tools", "mkinitramfs"),
+                        "--init", os.path.join(IMAGE_BUILD, "src", "faasvisor-vminit"),
+                        "--file", os.path.join(IMAGE_BUILD, "examples", "echo", "echo"),
+                        "--module", "virtio_mmio", "--out", image], check=True)
+        name = "mods-vm"
+        self.deploy(vm_spec(name, image, process="/echo"))
+        r = self.daemon.invoke(name, b"with modules")
+        self.assertEqual((r.status, r.body), (200, b"with modules"))
+        # /init loads them in dependency order before the function starts (and fails the
+        # boot if one does not load).
+        self.assertIn("loaded kernel modules: virtio_ring, virtio, virtio_mmio", function_logs(self.daemon, name))
+
     def test_bad_deployments_400(self):
         cases = [
             ("limits.memory", vm_spec("small", initramfs("echo"), memory="64Mi")),
