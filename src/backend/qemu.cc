@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/environment.h"
@@ -321,6 +322,10 @@ QemuHost::QemuHost(io::TimerQueue &timers, QemuHostOptions options)
     std::string cached = exe_dir() + "../vm/vmlinux";
     kernel_ = access(cached.c_str(), R_OK) == 0 ? cached : newest("/boot/vmlinuz-*-cloud-amd64");
     if (kernel_.empty()) kernel_ = newest("/boot/vmlinuz-*");
+  }
+  if (char *real = kernel_.empty() ? nullptr : realpath(kernel_.c_str(), nullptr); real != nullptr) {
+    kernel_ = real;
+    free(real);
   }
   if (kernel_.empty()) {
     kernel_missing_ = "no Linux kernel for microVMs (none in /boot; Debian: linux-image-cloud-amd64, then tools/vmkernel)";
