@@ -402,10 +402,11 @@ void QemuHost::start_probe() {
 void QemuHost::finish_probe(bool ok, std::string why) {
   use_kvm_ = ok;
   accel_why_ = std::move(why);
-  probe_done_ = true;
   FV_INFO("VM backends: accelerator %s (%s)", accelerator(), accel_why_.c_str());
 }
 
+// The verdict is published once the probe's QEMU is reaped and its descriptors closed, so
+// "probing" in /system/info means the probe still holds something of the node's.
 void QemuHost::on_probe_timer(io::Timer &t) {
   auto &self = t.owner_as<QemuHost>();
   QemuProcess &probe = self.probe_;
@@ -413,31 +414,35 @@ void QemuHost::on_probe_timer(io::Timer &t) {
   uint64_t elapsed_ms = (now - self.probe_started_ns_) / 1'000'000;
   char buf[256];
   ssize_t n = read(probe.out, buf, sizeof buf);
-  bool answered = n > 0;
   proc::ExitStatus status;
   auto reaped = probe.child.try_reap(&status);
   bool gone = !reaped || *reaped;
-  if (!self.probe_done_) {
-    if (answered) {
-      self.finish_probe(true, self.probe_what_ + " printed under QEMU with -accel kvm after " +
-                                  std::to_string(elapsed_ms) + " ms");
+  if (!self.probe_decided_) {
+    if (n > 0) {
+      self.probe_decided_ = true;
+      self.probe_ok_ = true;
+      self.probe_why_ = self.probe_what_ + " printed under QEMU with -accel kvm after " + std::to_string(elapsed_ms) + " ms";
     } else if (gone) {
       // QEMU's own words (e.g. an MSR it could not set) say why.
       ssize_t m = read(probe.err, buf, sizeof buf - 1);
       std::string said = m > 0 ? std::string(buf, static_cast<size_t>(m)) : std::string();
       if (size_t nl = said.find('\n'); nl != std::string::npos) said.resize(nl);
-      self.finish_probe(false, "QEMU with -accel kvm failed to run " + self.probe_what_ + (said.empty() ? "" : ": " + said));
+      self.probe_decided_ = true;
+      self.probe_why_ = "QEMU with -accel kvm failed to run " + self.probe_what_ + (said.empty() ? "" : ": " + said);
     } else if (elapsed_ms >= self.options_.kvm_probe_timeout_ms) {
-      self.finish_probe(false, "/dev/kvm is present but " + self.probe_what_ + " printed nothing under -accel kvm in " +
-                                   std::to_string(self.options_.kvm_probe_timeout_ms) + " ms");
+      self.probe_decided_ = true;
+      self.probe_why_ = "/dev/kvm is present but " + self.probe_what_ + " printed nothing under -accel kvm in " +
+                        std::to_string(self.options_.kvm_probe_timeout_ms) + " ms";
     }
-    if (self.probe_done_ && !gone) probe.child.signal(SIGKILL);
+    if (self.probe_decided_ && !gone) probe.child.signal(SIGKILL);
   }
-  if (gone) {
-    probe.close_fds();
+  if (!gone) {
+    self.timers_.start(self.probe_timer_, now + kProbeTickNs);
     return;
   }
-  self.timers_.start(self.probe_timer_, now + kProbeTickNs);
+  probe.close_fds();
+  probe.child = proc::Child();  // reaped: this closes its pidfd
+  self.finish_probe(self.probe_ok_, self.probe_why_);
 }
 
 // --- QemuBackend ----------------------------------------------------------------------

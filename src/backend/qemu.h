@@ -73,8 +73,10 @@ class QemuHost {
   std::string accel_why_;
   QemuProcess probe_;
   uint64_t probe_started_ns_ = 0;
-  bool probe_done_ = false;
-  std::string probe_what_;
+  std::string probe_what_;  // "the Linux guest" or "a test guest"
+  bool probe_decided_ = false;
+  bool probe_ok_ = false;
+  std::string probe_why_;
   io::Timer probe_timer_;
 };
 
