@@ -449,6 +449,12 @@ void QemuHost::on_probe_timer(io::Timer &t) {
 
 QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind) : host_(std::move(host)), kind_(kind) {}
 
+uint64_t QemuBackend::memory_overhead_bytes(const FunctionSpec &) const {
+  constexpr uint64_t kQemuItself = 28ull << 20;
+  if (host_->use_kvm()) return kQemuItself;
+  return kQemuItself + (uint64_t{tb_size_mib()} << 20);
+}
+
 uint64_t QemuBackend::min_memory_bytes() const {
   return kind_ == VmKind::microvm ? kMicrovmMinMemory : kUnikernelMinMemory;
 }
@@ -519,7 +525,7 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
     add({"-M", kUnikernelMachine});
   }
   if (host_->use_kvm()) add({"-accel", "kvm"});
-  else add({"-accel", kind_ == VmKind::microvm ? "tcg,tb-size=32" : "tcg,tb-size=8"});
+  else add({"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())});
   add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults", "-no-user-config",
        "-display", "none", "-serial", "stdio", "-no-reboot", "-name", std::string(instance_name)});
   if (kind_ == VmKind::microvm) {

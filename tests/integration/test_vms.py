@@ -89,6 +89,10 @@ class MicrovmTests(DaemonTestCase):
         self.assertEqual(insts[0]["state"], "warm")
         stats = self.daemon.stats(name)
         self.assertEqual((stats["invocations"]["cold"], stats["invocations"]["warm"]), (1, 1), stats)
+        # Held against the node's budget: the guest's RAM and QEMU's own (TCG cache 32 MiB,
+        # QEMU 28 MiB).
+        info = self.daemon.get("/system/info").json()["faasvisor"]
+        self.assertEqual(info["memory_reserved_bytes"], (128 + 32 + 28) << 20, info)
         # The instance's memory is QEMU's resident set: at least a good part of the guest.
         wait_until(lambda: self.daemon.function(name)["usage"]["totalMemoryBytes"] > 16 << 20,
                    scaled(5), "the microVM's memory to be measured")
