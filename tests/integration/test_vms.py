@@ -240,13 +240,15 @@ def unikernel_image(name):
 class UnikernelTests(DaemonTestCase):
     FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--accel=tcg")
 
+    def deploy(self, name, image):
+        r = self.daemon.request("POST", "/system/functions",
+                                vm_spec(name, unikernel_image(image), backend="unikernel",
+                                        process="/" + image, memory="8Mi"))
+        self.assertEqual(r.status, 202, r.body)
+
     def test_cold_then_warm(self):
         for fn in ("echo", "hash"):
-            name = fn + "-uk"
-            r = self.daemon.request("POST", "/system/functions",
-                                    vm_spec(name, unikernel_image(fn), backend="unikernel",
-                                            process="/" + fn, memory="8Mi"))
-            self.assertEqual(r.status, 202, r.body)
+            self.deploy(fn + "-uk", fn)
         cold = self.daemon.invoke("echo-uk", b"first")
         self.assertEqual((cold.status, cold.body), (200, b"first"))
         warm = self.daemon.invoke("echo-uk", b"second")
@@ -258,24 +260,17 @@ class UnikernelTests(DaemonTestCase):
 
     def test_concurrent_cold_starts(self):
         name = "echo-uk-many"
-        r = self.daemon.request("POST", "/system/functions",
-                                vm_spec(name, unikernel_image("echo"), backend="unikernel",
-                                        process="/echo", memory="8Mi"))
-        self.assertEqual(r.status, 202, r.body)
+        self.deploy(name, "echo")
         results = parallel(lambda i: self.daemon.invoke(name, b"%d" % i), [(i,) for i in range(4)],
                            timeout=scaled(60))
         for i, res in enumerate(results):
             self.assertNotIsInstance(res, BaseException)
             self.assertEqual((res.status, res.body), (200, b"%d" % i))
 
-
     @unittest.skipUnless(os.path.exists(unikernel_image("fault")), "no fault.uk")
     def test_guest_fault_502_and_no_qemu_left(self):
         name = "fault-uk"
-        r = self.daemon.request("POST", "/system/functions",
-                                vm_spec(name, unikernel_image("fault"), backend="unikernel",
-                                        process="/fault", memory="8Mi"))
-        self.assertEqual(r.status, 202, r.body)
+        self.deploy(name, "fault")
         ok = self.daemon.invoke(name, b"x")
         self.assertEqual((ok.status, ok.body), (200, b"x"))
         pid = self.daemon.instances(name)[0]["pid"]
