@@ -10,7 +10,8 @@ bool has_env(const std::vector<std::string> &env, std::string_view name) {
 }
 }  // namespace
 
-std::vector<std::string> instance_environment(const FunctionSpec &spec, std::string_view instance_name) {
+std::vector<std::string> instance_environment(const FunctionSpec &spec,
+                                              std::string_view instance_name) {
   std::vector<std::string> env;
   for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
   for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {

@@ -10,6 +10,7 @@
 
 namespace faasvisor::backend {
 
-std::vector<std::string> instance_environment(const FunctionSpec &spec, std::string_view instance_name);
+std::vector<std::string> instance_environment(const FunctionSpec &spec,
+                                              std::string_view instance_name);
 
 }  // namespace faasvisor::backend

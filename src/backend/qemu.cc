@@ -38,11 +38,12 @@ constexpr uint64_t kProbeTickNs = 10'000'000;
 // mitigations (the guest runs one function; the boundary that matters is QEMU's).
 constexpr const char *kMicrovmCmdline =
     "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 no_timer_check "
-    "i8042.noaux i8042.nokbd random.trust_cpu=on mitigations=off cryptomgr.notests audit=0 nowatchdog "
-    "rcupdate.rcu_expedited=1";
+    "i8042.noaux i8042.nokbd random.trust_cpu=on mitigations=off cryptomgr.notests audit=0 "
+    "nowatchdog rcupdate.rcu_expedited=1";
 
-char *const kEnv[] = {const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-                      nullptr};
+char *const kEnv[] = {
+    const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    nullptr};
 
 std::string find_on_path(const char *program) {
   const char *path = getenv("PATH");
@@ -73,8 +74,9 @@ std::string newest(const char *pattern) {
   time_t best_mtime = 0;
   if (glob(pattern, 0, nullptr, &g) == 0) {
     for (size_t i = 0; i < g.gl_pathc; ++i) {
-      struct stat st{};
-      if (stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode) && (best.empty() || st.st_mtime > best_mtime)) {
+      struct stat st {};
+      if (stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode) &&
+          (best.empty() || st.st_mtime > best_mtime)) {
         best = g.gl_pathv[i];
         best_mtime = st.st_mtime;
       }
@@ -108,10 +110,12 @@ bool load(const std::string &data, uint64_t offset, T *out) {
 // Reads the headers and the note segments only (each at most 64 KiB).
 Status check_pvh_elf(const std::string &path) {
   auto data = read_prefix(path, 4096);
-  if (!data) return plain_error("field 'image'", "cannot read " + path + ": " + data.error().message());
+  if (!data)
+    return plain_error("field 'image'", "cannot read " + path + ": " + data.error().message());
   const std::string &d = *data;
-  if (d.size() < 52 || d.compare(0, 4, "\x7f" "ELF") != 0)
-    return plain_error("field 'image'", path + " is not an ELF file (the unikernel backend boots a PVH ELF image)");
+  if (d.size() < 52 || std::memcmp(d.data(), "\177ELF", 4) != 0)
+    return plain_error("field 'image'",
+                       path + " is not an ELF file (the unikernel backend boots a PVH ELF image)");
   bool is64 = d[4] == 2;
   uint64_t phoff = 0;
   uint16_t phentsize = 0, phnum = 0;
@@ -127,10 +131,12 @@ Status check_pvh_elf(const std::string &path) {
     load(d, 44, &phnum);
   }
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return plain_error("field 'image'", "cannot read " + path + ": " + std::strerror(errno));
+  if (fd < 0)
+    return plain_error("field 'image'", "cannot read " + path + ": " + std::strerror(errno));
   std::string headers(size_t{phentsize} * phnum, '\0');
   bool found = false;
-  if (phentsize >= 32 && pread(fd, headers.data(), headers.size(), static_cast<off_t>(phoff)) == static_cast<ssize_t>(headers.size())) {
+  if (phentsize >= 32 && pread(fd, headers.data(), headers.size(), static_cast<off_t>(phoff)) ==
+                             static_cast<ssize_t>(headers.size())) {
     for (uint16_t i = 0; i < phnum && !found; ++i) {
       uint64_t at = uint64_t{i} * phentsize;
       uint32_t type = 0;
@@ -156,7 +162,8 @@ Status check_pvh_elf(const std::string &path) {
         load(notes, pos, &namesz);
         load(notes, pos + 4, &descsz);
         load(notes, pos + 8, &ntype);
-        if (namesz == 4 && ntype == 18 && pos + 16 <= notes.size() && notes.compare(pos + 12, 4, std::string("Xen\0", 4)) == 0) {
+        if (namesz == 4 && ntype == 18 && pos + 16 <= notes.size() &&
+            notes.compare(pos + 12, 4, std::string("Xen\0", 4)) == 0) {
           found = true;
           break;
         }
@@ -166,7 +173,9 @@ Status check_pvh_elf(const std::string &path) {
   }
   close(fd);
   if (found) return {};
-  return plain_error("field 'image'", path + " has no PVH entry (no Xen PHYS32_ENTRY ELF note): QEMU cannot boot it");
+  return plain_error(
+      "field 'image'",
+      path + " has no PVH entry (no Xen PHYS32_ENTRY ELF note): QEMU cannot boot it");
 }
 
 // Looks for an entry of an uncompressed newc initramfs: its mode, or 0 if absent.
@@ -178,14 +187,20 @@ Result<uint32_t> cpio_mode(const std::string &path, std::string_view name) {
   uint32_t found = 0;
   for (int entries = 0; entries < 100000; ++entries) {
     char header[110];
-    if (pread(fd, header, sizeof header, static_cast<off_t>(offset)) != static_cast<ssize_t>(sizeof header) ||
+    if (pread(fd, header, sizeof header, static_cast<off_t>(offset)) !=
+            static_cast<ssize_t>(sizeof header) ||
         std::memcmp(header, "070701", 6) != 0)
       break;
-    auto field = [&](int i) { return static_cast<uint32_t>(std::strtoul(std::string(header + 6 + i * 8, 8).c_str(), nullptr, 16)); };
+    auto field = [&](int i) {
+      return static_cast<uint32_t>(
+          std::strtoul(std::string(header + 6 + i * 8, 8).c_str(), nullptr, 16));
+    };
     uint32_t mode = field(1), filesize = field(6), namesize = field(11);
     if (namesize == 0 || namesize > 4096) break;
     std::string entry(namesize, '\0');
-    if (pread(fd, entry.data(), namesize, static_cast<off_t>(offset + 110)) != static_cast<ssize_t>(namesize)) break;
+    if (pread(fd, entry.data(), namesize, static_cast<off_t>(offset + 110)) !=
+        static_cast<ssize_t>(namesize))
+      break;
     entry.resize(namesize - 1);
     if (entry == "TRAILER!!!") break;
     if (entry == name) {
@@ -200,8 +215,8 @@ Result<uint32_t> cpio_mode(const std::string &path, std::string_view name) {
 }
 
 bool safe_in_cmdline(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-         c == '.' || c == '/' || c == ':' || c == ',' || c == '+' || c == '@';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == '/' || c == ':' || c == ',' || c == '+' || c == '@';
 }
 
 // The KVM probe's guest: a PVH ELF whose 32-bit entry writes 'K' to COM1 and halts.
@@ -221,13 +236,18 @@ std::string probe_image() {
   constexpr uint64_t kFileSize = kCodeOff + sizeof kCode;
   std::string img;
   auto put = [&img](auto v) { img.append(reinterpret_cast<const char *>(&v), sizeof v); };
-  img += std::string("\x7f" "ELF\x02\x01\x01", 7);
+  img += std::string(
+      "\x7f"
+      "ELF\x02\x01\x01",
+      7);
   img.append(9, '\0');
   put(uint16_t{2}), put(uint16_t{62}), put(uint32_t{1});  // ET_EXEC, x86-64, version
   put(kEntry), put(uint64_t{kEhSize}), put(uint64_t{0}), put(uint32_t{0});
-  put(uint16_t{kEhSize}), put(uint16_t{kPhSize}), put(uint16_t{2}), put(uint16_t{64}), put(uint16_t{0}), put(uint16_t{0});
+  put(uint16_t{kEhSize}), put(uint16_t{kPhSize}), put(uint16_t{2}), put(uint16_t{64}),
+      put(uint16_t{0}), put(uint16_t{0});
   // PT_LOAD (read+exec) of the whole file at kBase, then PT_NOTE.
-  put(uint32_t{1}), put(uint32_t{5}), put(uint64_t{0}), put(kBase), put(kBase), put(kFileSize), put(kFileSize), put(uint64_t{0x1000});
+  put(uint32_t{1}), put(uint32_t{5}), put(uint64_t{0}), put(kBase), put(kBase), put(kFileSize),
+      put(kFileSize), put(uint64_t{0x1000});
   put(uint32_t{4}), put(uint32_t{4}), put(uint64_t{kNoteOff}), put(uint64_t{0}), put(uint64_t{0});
   put(uint64_t{kNoteSize}), put(uint64_t{kNoteSize}), put(uint64_t{4});
   // The Xen note XEN_ELFNOTE_PHYS32_ENTRY (18): the 32-bit entry point.
@@ -241,7 +261,8 @@ std::string probe_image() {
 
 // The unikernel's machine: nothing but the CPU, RAM and COM1. A Linux guest keeps the PIT
 // (with acpi=off and no PIT it hangs) and the RTC (rtc=off costs it 2 s of boot).
-constexpr const char *kUnikernelMachine = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off";
+constexpr const char *kUnikernelMachine =
+    "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off";
 constexpr const char *kMicrovmMachine = "microvm,x-option-roms=off,acpi=off,isa-serial=on";
 
 }  // namespace
@@ -279,7 +300,8 @@ Result<AccelChoice> parse_accel(std::string_view text) {
   return plain_error("--accel", "expected auto, kvm or tcg");
 }
 
-std::string encode_vm_spec(const std::vector<std::string> &argv, const std::vector<std::string> &env) {
+std::string encode_vm_spec(const std::vector<std::string> &argv,
+                           const std::vector<std::string> &env) {
   std::string out;
   auto put = [&out](std::string_view s) {
     for (char ch : s) {
@@ -309,7 +331,8 @@ QemuHost::QemuHost(io::TimerQueue &timers, QemuHostOptions options)
 
   qemu_ = options_.qemu_path.empty() ? find_on_path("qemu-system-x86_64") : options_.qemu_path;
   if (qemu_.empty()) {
-    qemu_missing_ = "QEMU is not installed (no qemu-system-x86_64 on PATH; Debian: qemu-system-x86)";
+    qemu_missing_ =
+        "QEMU is not installed (no qemu-system-x86_64 on PATH; Debian: qemu-system-x86)";
   } else if (access(qemu_.c_str(), X_OK) != 0) {
     qemu_missing_ = "QEMU " + qemu_ + " is not an executable";
     qemu_.clear();
@@ -323,12 +346,15 @@ QemuHost::QemuHost(io::TimerQueue &timers, QemuHostOptions options)
     kernel_ = access(cached.c_str(), R_OK) == 0 ? cached : newest("/boot/vmlinuz-*-cloud-amd64");
     if (kernel_.empty()) kernel_ = newest("/boot/vmlinuz-*");
   }
-  if (char *real = kernel_.empty() ? nullptr : realpath(kernel_.c_str(), nullptr); real != nullptr) {
+  if (char *real = kernel_.empty() ? nullptr : realpath(kernel_.c_str(), nullptr);
+      real != nullptr) {
     kernel_ = real;
     free(real);
   }
   if (kernel_.empty()) {
-    kernel_missing_ = "no Linux kernel for microVMs (none in /boot; Debian: linux-image-cloud-amd64, then tools/vmkernel)";
+    kernel_missing_ =
+        "no Linux kernel for microVMs (none in /boot; Debian: linux-image-cloud-amd64, then "
+        "tools/vmkernel)";
   } else if (access(kernel_.c_str(), R_OK) != 0) {
     kernel_missing_ = "the microVM kernel " + kernel_ + " cannot be read";
     kernel_.clear();
@@ -366,8 +392,9 @@ QemuHost::~QemuHost() {
 
 void QemuHost::start_probe() {
   accel_why_ = "probing /dev/kvm (TCG until it answers)";
-  std::vector<std::string> args = {qemu_, "-accel", "kvm", "-nodefaults", "-no-user-config", "-display", "none",
-                                   "-serial", "stdio", "-no-reboot"};
+  std::vector<std::string> args = {
+      qemu_,      "-accel", "kvm",     "-nodefaults", "-no-user-config",
+      "-display", "none",   "-serial", "stdio",       "-no-reboot"};
   int image = -1;
   if (!kernel_.empty()) {
     // The microVM kernel itself, up to its first early console line: a trivial guest can
@@ -381,7 +408,8 @@ void QemuHost::start_probe() {
     probe_what_ = "a test guest";
     image = memfd_create("faasvisor-kvm-probe", MFD_CLOEXEC);
     std::string bytes = probe_image();
-    if (image < 0 || ::write(image, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+    if (image < 0 ||
+        ::write(image, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
       accel_why_ = std::string("cannot start the KVM probe: ") + std::strerror(errno);
       if (image >= 0) close(image);
       return;
@@ -421,17 +449,20 @@ void QemuHost::on_probe_timer(io::Timer &t) {
     if (n > 0) {
       self.probe_decided_ = true;
       self.probe_ok_ = true;
-      self.probe_why_ = self.probe_what_ + " printed under QEMU with -accel kvm after " + std::to_string(elapsed_ms) + " ms";
+      self.probe_why_ = self.probe_what_ + " printed under QEMU with -accel kvm after " +
+                        std::to_string(elapsed_ms) + " ms";
     } else if (gone) {
       // QEMU's own words (e.g. an MSR it could not set) say why.
       ssize_t m = read(probe.err, buf, sizeof buf - 1);
       std::string said = m > 0 ? std::string(buf, static_cast<size_t>(m)) : std::string();
       if (size_t nl = said.find('\n'); nl != std::string::npos) said.resize(nl);
       self.probe_decided_ = true;
-      self.probe_why_ = "QEMU with -accel kvm failed to run " + self.probe_what_ + (said.empty() ? "" : ": " + said);
+      self.probe_why_ = "QEMU with -accel kvm failed to run " + self.probe_what_ +
+                        (said.empty() ? "" : ": " + said);
     } else if (elapsed_ms >= self.options_.kvm_probe_timeout_ms) {
       self.probe_decided_ = true;
-      self.probe_why_ = "/dev/kvm is present but " + self.probe_what_ + " printed nothing under -accel kvm in " +
+      self.probe_why_ = "/dev/kvm is present but " + self.probe_what_ +
+                        " printed nothing under -accel kvm in " +
                         std::to_string(self.options_.kvm_probe_timeout_ms) + " ms";
     }
     if (self.probe_decided_ && !gone) probe.child.signal(SIGKILL);
@@ -447,7 +478,8 @@ void QemuHost::on_probe_timer(io::Timer &t) {
 
 // --- QemuBackend ----------------------------------------------------------------------
 
-QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind) : host_(std::move(host)), kind_(kind) {}
+QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind)
+    : host_(std::move(host)), kind_(kind) {}
 
 uint64_t QemuBackend::memory_overhead_bytes(const FunctionSpec &) const {
   constexpr uint64_t kQemuItself = 28ull << 20;
@@ -474,7 +506,8 @@ bool QemuBackend::available(std::string *why_not) const {
 void QemuBackend::describe(std::vector<std::pair<std::string, std::string>> &out) const {
   if (host_->qemu().empty()) return;
   out.emplace_back("qemu", host_->qemu());
-  if (kind_ == VmKind::microvm && !host_->kernel().empty()) out.emplace_back("kernel", host_->kernel());
+  if (kind_ == VmKind::microvm && !host_->kernel().empty())
+    out.emplace_back("kernel", host_->kernel());
   out.emplace_back("accelerator", host_->accelerator());
   out.emplace_back("accelerator_why", host_->accelerator_why());
   out.emplace_back("min_memory", std::to_string(min_memory_bytes() >> 20) + "Mi");
@@ -482,33 +515,42 @@ void QemuBackend::describe(std::vector<std::pair<std::string, std::string>> &out
 
 Status QemuBackend::validate(const FunctionSpec &spec) const {
   if (spec.memory_bytes < min_memory_bytes())
-    return plain_error("field 'limits.memory'",
-                       std::string("the ") + name() + " backend needs at least " +
-                           std::to_string(min_memory_bytes() >> 20) + "Mi of guest memory" +
-                           (kind_ == VmKind::microvm ? " (the Linux guest does not boot in less)" : ""));
-  struct stat st{};
+    return plain_error(
+        "field 'limits.memory'",
+        std::string("the ") + name() + " backend needs at least " +
+            std::to_string(min_memory_bytes() >> 20) + "Mi of guest memory" +
+            (kind_ == VmKind::microvm ? " (the Linux guest does not boot in less)" : ""));
+  struct stat st {};
   if (stat(spec.image.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
     return plain_error("field 'image'", std::string("the ") + name() + " backend needs a file: " +
-                                            (kind_ == VmKind::microvm ? "the function's initramfs (tools/mkinitramfs)"
-                                                                      : "a PVH ELF unikernel image"));
+                                            (kind_ == VmKind::microvm
+                                                 ? "the function's initramfs (tools/mkinitramfs)"
+                                                 : "a PVH ELF unikernel image"));
   if (kind_ == VmKind::unikernel) return check_pvh_elf(spec.image);
 
   auto head = read_prefix(spec.image, 6);
   if (!head || *head != "070701")
-    return plain_error("field 'image'", spec.image + " is not an uncompressed newc initramfs (build it with tools/mkinitramfs)");
+    return plain_error(
+        "field 'image'",
+        spec.image + " is not an uncompressed newc initramfs (build it with tools/mkinitramfs)");
   if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
-    return plain_error("field 'envProcess'", "the command must be an absolute path inside the initramfs");
+    return plain_error("field 'envProcess'",
+                       "the command must be an absolute path inside the initramfs");
   for (const std::string &path : {std::string("/init"), spec.argv[0]}) {
     auto mode = cpio_mode(spec.image, std::string_view(path).substr(1));
-    if (!mode) return plain_error("field 'image'", "cannot read " + spec.image + ": " + mode.error().message());
+    if (!mode)
+      return plain_error("field 'image'",
+                         "cannot read " + spec.image + ": " + mode.error().message());
     if (!S_ISREG(*mode) || (*mode & 0111) == 0)
       return plain_error(path == "/init" ? "field 'image'" : "field 'envProcess'",
                          path + " is not an executable in " + spec.image);
   }
-  std::string longest = encode_vm_spec(spec.argv, instance_environment(spec, std::string(kLongestInstanceName, 'x')));
+  std::string longest =
+      encode_vm_spec(spec.argv, instance_environment(spec, std::string(kLongestInstanceName, 'x')));
   size_t total = std::strlen(kMicrovmCmdline) + std::strlen(" fvspec=") + longest.size();
   if (total >= kKernelCmdlineMax)
-    return plain_error("field 'envVars'", "the command and environment take " + std::to_string(total) +
+    return plain_error("field 'envVars'", "the command and environment take " +
+                                              std::to_string(total) +
                                               " bytes of the kernel command line, more than its " +
                                               std::to_string(kKernelCmdlineMax - 1));
   return {};
@@ -524,13 +566,17 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   } else {
     add({"-M", kUnikernelMachine});
   }
-  if (host_->use_kvm()) add({"-accel", "kvm"});
-  else add({"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())});
-  add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults", "-no-user-config",
-       "-display", "none", "-serial", "stdio", "-no-reboot", "-name", std::string(instance_name)});
+  if (host_->use_kvm())
+    add({"-accel", "kvm"});
+  else
+    add({"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())});
+  add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults",
+       "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-name",
+       std::string(instance_name)});
   if (kind_ == VmKind::microvm) {
     add({"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
-         std::string(kMicrovmCmdline) + " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
+         std::string(kMicrovmCmdline) +
+             " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
   } else {
     add({"-kernel", spec.image});
   }

@@ -53,9 +53,9 @@ class QemuHost {
   QemuHost(const QemuHost &) = delete;
   QemuHost &operator=(const QemuHost &) = delete;
 
-  const std::string &qemu() const { return qemu_; }        // empty if not found
+  const std::string &qemu() const { return qemu_; }  // empty if not found
   const std::string &qemu_missing() const { return qemu_missing_; }
-  const std::string &kernel() const { return kernel_; }    // empty if not found
+  const std::string &kernel() const { return kernel_; }  // empty if not found
   const std::string &kernel_missing() const { return kernel_missing_; }
   bool use_kvm() const { return use_kvm_; }
   const char *accelerator() const { return use_kvm_ ? "kvm" : "tcg"; }
@@ -113,6 +113,7 @@ class QemuBackend final : public Backend {
 
 // The kernel command line's fvspec= value for a microVM (argv, an empty entry, then the
 // environment, NUL-separated, percent-encoded). Exposed for tests.
-std::string encode_vm_spec(const std::vector<std::string> &argv, const std::vector<std::string> &env);
+std::string encode_vm_spec(const std::vector<std::string> &argv,
+                           const std::vector<std::string> &env);
 
 }  // namespace faasvisor::backend

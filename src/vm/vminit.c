@@ -102,8 +102,8 @@ static void load_modules(void) {
     if (syscall(SYS_finit_module, mod, "", 0) < 0 && errno != EEXIST) die(line);
     close(mod);
     const char *base = strrchr(line, '/') != NULL ? strrchr(line, '/') + 1 : line;
-    int w = snprintf(loaded + loaded_len, sizeof loaded - loaded_len, "%s%.*s", loaded_len ? ", " : "",
-                     (int)strcspn(base, "."), base);
+    int w = snprintf(loaded + loaded_len, sizeof loaded - loaded_len, "%s%.*s",
+                     loaded_len ? ", " : "", (int)strcspn(base, "."), base);
     if (w > 0 && (size_t)w < sizeof loaded - loaded_len) loaded_len += (size_t)w;
   }
   say("faasvisor-vminit: loaded kernel modules: %s", loaded);
@@ -235,14 +235,16 @@ int main(void) {
   mkdir("/tmp", 01777);
   if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
     die("mount /dev");
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("mount /proc");
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    die("mount /proc");
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) die("mount /tmp");
   /* From here on the kernel prints nothing on the console: ttyS0 is the protocol's. A
-   * panic still does (it turns the console back on), and then QEMU exits. */
-  /* console_loglevel 0 silences even KERN_EMERG ("reboot: Restarting system" would
-   * otherwise follow the function's last frame); klogctl's CONSOLE_OFF keeps level 1. */
+   * panic still does (it turns the console back on), and then QEMU exits. Level 0 silences
+   * even KERN_EMERG ("reboot: Restarting system" would otherwise follow the function's last
+   * frame); klogctl's CONSOLE_OFF, the fallback, keeps level 1. */
   int printk = open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC);
-  if (printk < 0 || write(printk, "0 4 0 0", 7) != 7) klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
+  if (printk < 0 || write(printk, "0 4 0 0", 7) != 7)
+    klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
   if (printk >= 0) close(printk);
   load_modules();
 
@@ -263,8 +265,10 @@ int main(void) {
     if (len == 0 && !in_env) {
       in_env = 1;
     } else if (len > 0) {
-      if (!in_env && argc < MAX_ARGS) argv[argc++] = entry;
-      else if (in_env && envc < MAX_ENV) envp[envc++] = entry;
+      if (!in_env && argc < MAX_ARGS)
+        argv[argc++] = entry;
+      else if (in_env && envc < MAX_ENV)
+        envp[envc++] = entry;
     }
     i += len + 1;
   }
@@ -319,13 +323,17 @@ int main(void) {
     }
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(out[0], buf, sizeof buf);
-      if (n > 0) relay_out(buf, (size_t)n);
-      else if (n == 0 || errno != EINTR) fds[0].fd = -1;
+      if (n > 0)
+        relay_out(buf, (size_t)n);
+      else if (n == 0 || errno != EINTR)
+        fds[0].fd = -1;
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(err[0], g_err.buf + g_err.len, sizeof g_err.buf - g_err.len);
-      if (n > 0) g_err.len += (size_t)n;
-      else if (n == 0 || errno != EINTR) fds[1].fd = -1;
+      if (n > 0)
+        g_err.len += (size_t)n;
+      else if (n == 0 || errno != EINTR)
+        fds[1].fd = -1;
     }
     if (at_frame_boundary() && g_err.len > 0) flush_err(fds[1].fd < 0);
   }

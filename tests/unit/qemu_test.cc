@@ -1,10 +1,10 @@
 // The VM backends' pure parts: the fvspec= encoding the guest agent decodes, --accel.
+#include "backend/qemu.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
 #include <vector>
-
-#include "backend/qemu.h"
 
 using faasvisor::backend::AccelChoice;
 using faasvisor::backend::encode_vm_spec;
