@@ -159,6 +159,18 @@ class MicrovmTests(DaemonTestCase):
                    "the guest agent's report in the function's log")
         wait_until(lambda: not self.daemon.instances(name), scaled(10), "the failed instance to go")
 
+    def test_guest_kernel_panic_502(self):
+        # /init exits at once: "Kernel panic - not syncing: Attempted to kill init", then
+        # panic=-1 and reboot=t end the guest and -no-reboot ends QEMU.
+        name = "panic-vm"
+        self.deploy(vm_spec(name, initramfs("panic"), process="/init"))
+        r = self.daemon.invoke(name, b"x")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"exited", r.body)
+        # The log tail quoted is the panic's last words (x86 prints the kernel offset on panic).
+        self.assertIn(b"Kernel Offset", r.body)
+        wait_until(lambda: not self.daemon.instances(name), scaled(10), "the panicked guest's QEMU to go")
+
     def test_never_ready_boot_timeout_502(self):
         name = "silent-vm"
         spec = vm_spec(name, initramfs("misbehave"), **{"faasvisor.boot_timeout": "6s"})
