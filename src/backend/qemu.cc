@@ -336,6 +336,18 @@ QemuHost::QemuHost(io::TimerQueue &timers, QemuHostOptions options)
   } else if (access(qemu_.c_str(), X_OK) != 0) {
     qemu_missing_ = "QEMU " + qemu_ + " is not an executable";
     qemu_.clear();
+  } else {
+    // -M microvm boots through its own firmware (qboot), from QEMU's data directory,
+    // <prefix>/share/qemu beside <prefix>/bin/qemu-system-x86_64.
+    std::string prefix = qemu_.substr(0, qemu_.rfind('/'));
+    prefix = prefix.substr(0, prefix.rfind('/'));
+    std::string firmware = prefix + "/share/qemu/bios-microvm.bin";
+    if (access(firmware.c_str(), R_OK) != 0 &&
+        access("/usr/share/qemu/bios-microvm.bin", R_OK) != 0) {
+      qemu_missing_ =
+          "QEMU's microvm firmware " + firmware + " is missing (Debian: qemu-system-data)";
+      qemu_.clear();
+    }
   }
 
   if (!options_.kernel_path.empty()) {
