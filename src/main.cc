@@ -40,12 +40,19 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
-    if (i + 1 >= argc) {
+    std::string inline_value;
+    const char *value = nullptr;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg.resize(eq);
+      value = inline_value.c_str();
+    } else if (i + 1 >= argc) {
       std::fprintf(stderr, "faasvisord: %s needs a value\n", arg.c_str());
       usage(stderr);
       return 2;
+    } else {
+      value = argv[++i];
     }
-    const char *value = argv[++i];
     uint64_t n = 0;
     bool numeric = parse_u64(value, &n);
     auto need_number = [&]() {
@@ -70,6 +77,9 @@ int main(int argc, char **argv) {
       }
       options.image_cache_dir = value;
     }
+    else if (arg == "--qemu") options.qemu_path = value;
+    else if (arg == "--vm-kernel") options.vm_kernel = value;
+    else if (arg == "--accel") options.accel = value;
     else if (arg == "--policy-time-scale") {
       char *end = nullptr;
       double scale = std::strtod(value, &end);

@@ -85,11 +85,12 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
+  // A directory for the process and container backends, an OCI image (a layout directory
+  // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
+  // backends: each backend's validate() checks its kind.
   if (stat(spec.image.c_str(), &st) < 0)
     return field_error("image", "'" + spec.image + "' does not exist on this node");
   bool oci = image::looks_like_oci(spec.image);
-  if (!S_ISDIR(st.st_mode) && !oci)
-    return field_error("image", "'" + spec.image + "' is neither a directory nor an OCI image archive");
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
   if (!spec.env_process.empty()) {
@@ -104,8 +105,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   }
   if (!spec.limits_memory.empty()) {
     auto bytes = parse_memory_bytes(spec.limits_memory);
-    if (!bytes || *bytes < (4ull << 20))
-      return field_error("limits.memory", "must be a quantity of at least 4Mi, such as \"128Mi\"");
+    // 2Mi: the least any backend runs in (a unikernel); each backend may ask for more.
+    if (!bytes || *bytes < (2ull << 20))
+      return field_error("limits.memory", "must be a quantity of at least 2Mi, such as \"128Mi\"");
     spec.memory_bytes = *bytes;
   }
   if (!spec.limits_cpu.empty()) {

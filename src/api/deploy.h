@@ -36,6 +36,8 @@ struct FunctionSpec {
   std::vector<std::string> image_env;  // the image's Env not overridden by envVars
   std::string cwd = "/";
   uint64_t memory_bytes = 128ull << 20;
+  uint64_t reservation_bytes = 0;  // held against the node's budget per instance: memory_bytes plus
+                                   // the backend's own cost (set at deploy)
   uint32_t cpu_millis = 1000;
   uint32_t max_instances = 100;
   uint32_t min_instances = 0;

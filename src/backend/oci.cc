@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "image/rootfs.h"
+#include "backend/environment.h"
 #include "proc/spawn.h"
 #include "util/log.h"
 
@@ -67,13 +68,6 @@ std::string json_string_array(const std::vector<std::string> &items) {
     append_json_string(out, items[i]);
   }
   return out + "]";
-}
-
-bool has_env(const std::vector<std::string> &env, std::string_view name) {
-  for (const std::string &e : env)
-    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
-      return true;
-  return false;
 }
 
 bool is_fs(const char *path, long magic) {
@@ -307,27 +301,13 @@ const char *to_string(OciRuntime runtime) {
 }
 
 namespace {
-// The image's Env (what the deployment's envVars did not override), then envVars, then
-// defaults for what neither set.
-std::vector<std::string> container_env(const FunctionSpec &spec) {
-  std::vector<std::string> env = spec.image_env;
-  for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
-  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
-    std::string_view f = fallback;
-    if (!has_env(env, f.substr(0, f.find('=')))) env.emplace_back(f);
-  }
-  return env;
-}
-
 // A plain rootfs directory is its own root; an OCI image's is its unpacked rootfs.
 const std::string &rootfs_of(const FunctionSpec &spec) { return spec.rootfs.empty() ? spec.image : spec.rootfs; }
 }  // namespace
 
 std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
                             const OciConfigInput &input) {
-  std::vector<std::string> env = container_env(spec);
-  env.push_back("FAASVISOR_FUNCTION=" + spec.name);
-  env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  std::vector<std::string> env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the container's memory cgroup; a quarter of the limit, as
   // for the process backend.
   uint64_t tmp_bytes = spec.memory_bytes / 4;
@@ -496,7 +476,7 @@ Status OciBackend::validate(const FunctionSpec &spec) const {
   }
   const char *field = spec.env_process.empty() ? "field 'image'" : "field 'envProcess'";
   if (spec.argv.empty()) return plain_error(field, "no command to run");
-  auto command = image::find_command(rootfs, spec.argv[0], container_env(spec));
+  auto command = image::find_command(rootfs, spec.argv[0], instance_environment(spec, spec.name));
   if (!command) return plain_error(field, command.error().message() + " (" + spec.image + ")");
   if (!image::is_directory_in(rootfs, spec.cwd.empty() ? "/" : spec.cwd))
     return plain_error("field 'image'", "the working directory " + spec.cwd + " is not a directory in " + spec.image);
@@ -531,30 +511,21 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
     return st.error();
   }
 
-  int fds[6] = {-1, -1, -1, -1, -1, -1};  // in r/w, out r/w, err r/w
-  auto close_all = [&] {
-    for (int &fd : fds)
-      if (fd >= 0) close(fd), fd = -1;
-  };
   auto undo = [&] {
-    close_all();
     unlink(config_path.c_str());
     rmdir(bundle.c_str());
   };
-  for (int i = 0; i < 3; ++i) {
-    if (pipe2(&fds[i * 2], O_CLOEXEC) < 0) {
-      int err = errno;
-      undo();
-      return errno_error("pipe2", err);
-    }
+  proc::StdioPipes pipes;
+  if (Status st = proc::make_stdio_pipes(pipes); !st.ok()) {
+    undo();
+    return st.error();
   }
-  for (int node_end : {1, 2, 4}) fcntl(fds[node_end], F_SETFL, O_NONBLOCK);
 
   std::vector<std::string> args = runtime_argv({"run", "--bundle", bundle, id});
   std::vector<char *> argv = c_argv(args);
   auto spawned = options_.runtime == OciRuntime::gvisor
-                     ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
-                     : spawn_runtime(argv.data(), exec_fd_, mntns_fd_, fds[0], fds[3], fds[5]);
+                     ? spawn_pid_namespace(argv, pipes.child[0], pipes.child[1], pipes.child[2])
+                     : spawn_runtime(argv.data(), exec_fd_, mntns_fd_, pipes.child[0], pipes.child[1], pipes.child[2]);
   if (!spawned) {
     undo();
     return spawned.error();
@@ -562,11 +533,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   Launched out;
   out.child = std::move(*spawned);
   int pidfd = out.child.pidfd();
-  out.to_instance = fds[1];
-  out.from_instance = fds[2];
-  out.log = fds[4];
-  fds[1] = fds[2] = fds[4] = -1;
-  close_all();
+  pipes.release_node_ends(&out.to_instance, &out.from_instance, &out.log);
   // The container's cgroup, made by the runtime, where the node's tree would put it: memory
   // usage and OOM kills read it like a process instance's. The runtime removes it.
   for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);

@@ -54,7 +54,7 @@ const char *to_string(InstanceState state) {
 Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
     : pool_(pool), function_(std::move(function)), id_(id), generation_(function_->generation()) {
   name_ = function_->name() + "-" + std::to_string(id);
-  reserved_bytes_ = function_->spec().memory_bytes;
+  reserved_bytes_ = function_->spec().reservation_bytes;
   state_since_ns_ = monotonic_ns();
   console_preamble_ = function_->backend().console_preamble();
   function_->instances.push_back(*this);

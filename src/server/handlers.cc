@@ -174,6 +174,9 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
         bool ok = b->available(&why);
         w.begin_object().field("name", b->name()).field("available", ok);
         if (!ok) w.field("why_not", why);
+        std::vector<std::pair<std::string, std::string>> facts;
+        b->describe(facts);
+        for (const auto &[name, value] : facts) w.field(name, value);
         w.end_object();
       }
       w.end_array();

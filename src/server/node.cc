@@ -12,6 +12,7 @@
 
 #include "backend/oci.h"
 #include "backend/process.h"
+#include "backend/qemu.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -190,6 +191,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN);
 
+  auto accel = backend::parse_accel(options.accel);
+  if (!accel) {
+    *error = accel.error().message();
+    return nullptr;
+  }
   auto ring = io::Ring::create(options.ring_entries);
   if (!ring) {
     *error = ring.error().message();
@@ -243,6 +249,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     oci_options.runtime = runtime;
     impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
   }
+  backend::QemuHostOptions qemu_options;
+  qemu_options.qemu_path = options.qemu_path;
+  qemu_options.kernel_path = options.vm_kernel;
+  qemu_options.accel = *accel;
+  auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
+  for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
+    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
 
   if (options.handle_signals) {
     sigset_t mask;
