@@ -82,6 +82,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (!valid_function_name(spec.name))
     return field_error("service", "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.', "
                                   "not starting with '.' or '-'");
+  // First: what the image is depends on the backend that runs it.
+  if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
+    spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
@@ -90,7 +93,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   // backends: each backend's validate() checks its kind.
   if (stat(spec.image.c_str(), &st) < 0)
     return field_error("image", "'" + spec.image + "' does not exist on this node");
-  bool oci = image::looks_like_oci(spec.image);
+  bool oci = image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
   if (!spec.env_process.empty()) {
@@ -140,8 +143,6 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
-  if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
-    spec.backend = it->second;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());

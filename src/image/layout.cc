@@ -59,11 +59,17 @@ std::string_view env_name(std::string_view entry) { return entry.substr(0, entry
 
 }  // namespace
 
-bool looks_like_oci(const std::string &path) {
+bool runs_oci_images(std::string_view backend) {
+  return backend == "crun" || backend == "runc" || backend == "gvisor";
+}
+
+bool is_oci_image(const FunctionSpec &spec) {
   struct stat st{};
-  if (stat(path.c_str(), &st) != 0) return false;
-  if (S_ISREG(st.st_mode)) return true;
-  return S_ISDIR(st.st_mode) && stat((path + "/oci-layout").c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  if (stat(spec.image.c_str(), &st) != 0) return false;
+  // A regular file is a tar of a layout only where images run: the VM backends boot files
+  // of their own (an initramfs, a unikernel).
+  if (S_ISREG(st.st_mode)) return runs_oci_images(spec.backend);
+  return S_ISDIR(st.st_mode) && stat((spec.image + "/oci-layout").c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 bool valid_digest(std::string_view digest) {
@@ -168,9 +174,9 @@ Result<std::string> clean_entry_path(std::string_view name) {
 }
 
 Status check_runs_images(const FunctionSpec &spec) {
-  if (spec.backend == "process")
+  if (!runs_oci_images(spec.backend))
     return plain_error("field 'image'", spec.image + " is an OCI image: it runs on a container backend "
-                                        "(annotation faasvisor.backend: crun, runc or gvisor), not on process");
+                                        "(annotation faasvisor.backend: crun, runc or gvisor), not on " + spec.backend);
   return {};
 }
 

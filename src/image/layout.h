@@ -1,7 +1,7 @@
 // OCI image layouts (image-spec v1): the pure part. Parsing index.json, a manifest and an
 // image config; checking digests and the paths of layer entries; and turning a resolved
 // image into what a container runs (argv, env, cwd), with the deployment's envProcess and
-// envVars taking precedence. No I/O here, except looks_like_oci's stat.
+// envVars taking precedence. No I/O here, except is_oci_image's stat.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +48,11 @@ constexpr size_t kMaxConfigStrings = 1024;         // Entrypoint + Cmd + Env ite
 // fits a pipe's default buffer, so the helper never blocks writing it before it exits.
 constexpr size_t kMaxAnswer = 60 * 1024;
 
-// A directory holding an `oci-layout` file, or a regular file (a tar of such a directory).
-bool looks_like_oci(const std::string &path);
+// Whether the backend runs OCI images (crun, runc, gvisor).
+bool runs_oci_images(std::string_view backend);
+// A directory holding an `oci-layout` file, or, for a backend that runs OCI images, a
+// regular file (a tar of such a directory).
+bool is_oci_image(const FunctionSpec &spec);
 
 bool valid_digest(std::string_view digest);         // sha256:<64 lowercase hex>
 std::string_view digest_hex(std::string_view digest);  // the part after "sha256:"

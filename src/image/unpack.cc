@@ -491,6 +491,9 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits) {
   // Root only: an image may hold setuid binaries, which no host user may reach through the
   // cache (the runtimes, which do, run as root; in the container noNewPrivileges holds).
+  // Its parents (e.g. /var/lib/faasvisor on a fresh host) are ordinary directories.
+  for (size_t slash = cache_dir.find('/', 1); slash != std::string::npos; slash = cache_dir.find('/', slash + 1))
+    if (Status st = make_dir(cache_dir.substr(0, slash), 0755); !st.ok()) return st.error();
   for (const std::string &dir : {cache_dir, cache_dir + "/sha256", cache_dir + "/tmp"})
     if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
   if (chmod(cache_dir.c_str(), 0700) < 0) return Error{errno, "chmod", cache_dir};

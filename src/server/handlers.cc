@@ -109,7 +109,7 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
 }  // namespace
 
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
-  if (image::looks_like_oci(spec->image)) {
+  if (image::is_oci_image(*spec)) {
     if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
     // Unpacking may take seconds: the helper does it, this request is answered when it exits.
     if (Status st = images->resolve(spec->image, conn); !st.ok()) return conn.respond_error(503, st.error().message());
