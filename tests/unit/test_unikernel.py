@@ -117,6 +117,14 @@ g.send(frame(SHUTDOWN))
 rc = g.wait()
 ok(rc == debug_exit_status(0) and not g.logs, f"SHUTDOWN ends QEMU ({rc}), no log lines {g.logs}")
 
+# RAM that ends inside the running image (it loads at 1 MiB and ends at 1152 KiB): the guest
+# refuses to serve, says why, and exits with code 1.
+g = Guest("echo.uk", mem="1144K")
+t, rest = g.frame(timeout=10)
+rc = g.wait()
+ok(t is None and rc == debug_exit_status(1) and any("more memory" in l for l in g.logs),
+   f"-m 1144K -> exit {rc}, {g.logs}")
+
 # hash against Python's hashlib
 g = Guest("hash.uk", mem="4M")
 ok(g.frame()[0] == READY, "hash.uk READY")
