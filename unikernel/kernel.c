@@ -275,8 +275,22 @@ static void memory_init(const struct pvh_start_info *start_info) {
     if (entries > MAX_MEMMAP_ENTRIES) entries = MAX_MEMMAP_ENTRIES;
     memcpy(map, (const void *)(uintptr_t)start_info->memmap_paddr, entries * sizeof map[0]);
   }
-  for (uint32_t i = 0; i < entries; i++)
-    if (map[i].type == PVH_MEMMAP_RAM) add_ram(map[i].addr, map[i].addr + map[i].size);
+  int image_in_ram = entries == 0; /* without a map, trust the loader */
+  for (uint32_t i = 0; i < entries; i++) {
+    if (map[i].type != PVH_MEMMAP_RAM) continue;
+    add_ram(map[i].addr, map[i].addr + map[i].size);
+    if (map[i].addr <= (uintptr_t)__image_start &&
+        map[i].addr + map[i].size >= (uintptr_t)__image_end)
+      image_in_ram = 1;
+  }
+  if (!image_in_ram) {
+    /* The loader placed the image, but its BSS (page tables, stacks, buffers) runs past the
+     * end of RAM: writes there are lost. Refuse to serve rather than fail at random. */
+    static const char *const parts[] = {
+        "faasvisor unikernel: RAM ends inside the image: give the VM more memory"};
+    uk_log(parts, 1);
+    uk_exit(FV_EXIT_INIT);
+  }
   if (uk_heap.total_bytes == 0) {
     static const char *const parts[] = {
         "faasvisor unikernel: no PVH memory map, assuming 2 MiB of RAM"};

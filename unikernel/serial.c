@@ -14,7 +14,9 @@
  * 4 character times (~350 us at 115200 baud) after the last byte below it; so the level is
  * set to the largest of 1, 4, 8, 14 not above the bytes still expected, and a frame's tail
  * does not wait for that timeout. QEMU also hands over at most trigger-level bytes per
- * read of its input. */
+ * read of its input. Spinning on the status register for a while before halting was
+ * measured and is slower (a 100-byte echo took 3-20 ms instead of 1.4 ms): the spinning
+ * vCPU competes with QEMU's I/O thread that fills the FIFO. */
 #include "serial.h"
 
 #include <stdint.h>

@@ -43,9 +43,11 @@ TEST_CASE("heap: allocations are aligned, inside the region, and do not overlap"
     blocks.emplace_back(p, std::max<size_t>(len, 1));
   }
   // Each block still holds its own fill byte: no block overlapped another.
-  for (size_t i = 0; i < blocks.size(); i++)
-    for (size_t j = 0; j < blocks[i].second; j++)
-      REQUIRE(blocks[i].first[j] == static_cast<unsigned char>(i + 1));
+  for (size_t i = 0; i < blocks.size(); i++) {
+    auto fill = static_cast<unsigned char>(i + 1);
+    auto [p, len] = blocks[i];
+    REQUIRE(std::all_of(p, p + len, [fill](unsigned char c) { return c == fill; }));
+  }
   for (auto &[p, len] : blocks) CHECK(uk_heap_free(&a.heap, p) == 0);
   CHECK(a.heap.free_bytes == a.heap.total_bytes);
 }
@@ -140,7 +142,8 @@ TEST_CASE("heap: random alloc/free keeps the books balanced and the contents int
       live.push_back({p, len, fill});
     } else {
       size_t i = rng() % live.size();
-      for (size_t j = 0; j < live[i].len; j++) REQUIRE(live[i].p[j] == live[i].fill);
+      const Live &l = live[i];
+      REQUIRE(std::all_of(l.p, l.p + l.len, [&l](unsigned char c) { return c == l.fill; }));
       REQUIRE(uk_heap_free(&a.heap, live[i].p) == 0);
       live[i] = live.back();
       live.pop_back();
