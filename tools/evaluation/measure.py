@@ -403,7 +403,16 @@ class Evaluation:
                           "%s  n=%-2d  repeat %d/%d" % (phase, n, r + 1, self.s.repeats(n)))
         self.progress.line(what, self.remaining_s())
         t0, wall = time.monotonic(), time.time()
-        rows, errors, note = self.one_run(p, phase, n, r)
+        try:
+            rows, errors, note = self.one_run(p, phase, n, r)
+        except NodeError as e:
+            # One run that goes wrong (instances that do not boot or stop in time) is left
+            # out and the evaluation goes on; a node that no longer answers ends it.
+            self.node.info()
+            self.note(b, "%s n=%d repeat %d not measured: %s" % (phase, n, r + 1, e))
+            self.skipped.add((b, phase, n, r))
+            self.progress.done += 1
+            return
         seconds = time.monotonic() - t0
         self.store.record_run(b, phase, n, r, rows, errors, seconds, wall, note)
         self.progress.record(b, phase, n, seconds)
