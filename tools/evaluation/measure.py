@@ -419,7 +419,7 @@ class Evaluation:
         self.progress.done += 1
         if errors:
             self.note(b, "%s n=%d repeat %d: %d of %d invocations failed%s"
-                      % (phase, n, r + 1, errors, n, (": " + note) if note else ""))
+                      % (phase, n, r + 1, errors, n, (": " + shorten(note)) if note else ""))
 
     def one_run(self, p, phase, n, r):
         if phase == "static":
@@ -510,6 +510,11 @@ class Evaluation:
                 self.node.delete(name)
         except NodeError as e:
             self.say("cleanup of %s: %s" % (name, e))
+
+
+def shorten(text, limit=240):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def pick_spread(points, k):
