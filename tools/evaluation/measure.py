@@ -9,6 +9,7 @@ import sys
 import time
 
 from .node import NodeError
+from .store import mean
 
 FULL_POINTS = [1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 60]
 QUICK_POINTS = [1, 2, 4, 8]
@@ -258,6 +259,7 @@ class Evaluation:
         self.accelerator = {}    # backend -> "tcg" / "kvm"
         self.unavailable = {}    # backend -> why
         self.sample_ms = 1000
+        self.skipped = set()     # (backend, phase, n, repeat) left out this session
 
     def say(self, text):
         self.log.write("evaluate: %s\n" % text)
@@ -356,40 +358,68 @@ class Evaluation:
                     left += self.progress.predict(p["backend"], phase, n)
         return left
 
-    skipped = set()
-
     def run_backend(self, p, todo, backend_deadline):
         b, name = p["backend"], p["spec"]["service"]
-        self.skipped = set(self.skipped)
         if self.node.function(name) is not None:
             self.reset(name)
             self.node.delete(name)
         self.node.deploy(p["spec"])
         try:
-            for k, (phase, n, r) in enumerate(todo):
-                predicted = self.progress.predict(b, phase, n)
-                if phase != "static" and time.monotonic() + predicted > backend_deadline:
-                    left = todo[k:]
-                    for x in left:
-                        self.skipped.add((b,) + x)
-                    self.progress.done += len(left)
-                    self.note(b, "time budget reached: %d runs not made (the points measured so "
-                                 "far have fewer repeats)" % len(left))
-                    break
-                what = "%s %s" % (b, "artefact size" if phase == "static" else
-                                  "%s  n=%-2d  repeat %d/%d" % (phase, n, r + 1, self.s.repeats(n)))
-                self.progress.line(what, self.remaining_s())
-                t0, wall = time.monotonic(), time.time()
-                rows, errors, note = self.one_run(p, phase, n, r)
-                seconds = time.monotonic() - t0
-                self.store.record_run(b, phase, n, r, rows, errors, seconds, wall, note)
-                self.progress.record(b, phase, n, seconds)
+            over_time, over_memory = 0, 0
+            for phase, n, r in todo:
+                # A run that would not fit in the backend's share of the time, or in the host's
+                # memory, is skipped; a smaller one later in the plan may still fit.
+                if phase != "static" and time.monotonic() + self.progress.predict(b, phase, n) > backend_deadline:
+                    over_time += 1
+                elif phase != "static" and not self.fits_in_memory(b, name, n):
+                    over_memory += 1
+                else:
+                    self.measure_run(p, phase, n, r)
+                    continue
+                self.skipped.add((b, phase, n, r))
                 self.progress.done += 1
-                if errors:
-                    self.note(b, "%s n=%d repeat %d: %d of %d invocations failed%s"
-                              % (phase, n, r + 1, errors, n, (": " + note) if note else ""))
+            if over_time:
+                self.note(b, "time budget reached: %d runs not made (the points measured have "
+                             "fewer repeats, the largest maybe none)" % over_time)
+            if over_memory:
+                self.note(b, "%d runs not made: their instances' RSS would not fit in 80%% of the "
+                             "host's available memory" % over_memory)
         finally:
             self.remove(name)
+
+    def fits_in_memory(self, backend, name, n):
+        """Whether n instances fit the host, by the RSS measured so far (a VM's exceeds its
+        memory limit: the VMM and, under TCG, the translation cache come on top)."""
+        per = max((mean(self.store.values(backend, "rss_bytes", "warm", k))
+                   for k in self.store.concurrencies(backend, "rss_bytes", "warm")), default=0)
+        if not per:
+            return True
+        live = len(self.node.instances(name))
+        return n * per <= 0.8 * (mem_available() + live * per)
+
+    def measure_run(self, p, phase, n, r):
+        b = p["backend"]
+        what = "%s %s" % (b, "artefact size" if phase == "static" else
+                          "%s  n=%-2d  repeat %d/%d" % (phase, n, r + 1, self.s.repeats(n)))
+        self.progress.line(what, self.remaining_s())
+        t0, wall = time.monotonic(), time.time()
+        try:
+            rows, errors, note = self.one_run(p, phase, n, r)
+        except NodeError as e:
+            # One run that goes wrong (instances that do not boot or stop in time) is left
+            # out and the evaluation goes on; a node that no longer answers ends it.
+            self.node.info()
+            self.note(b, "%s n=%d repeat %d not measured: %s" % (phase, n, r + 1, e))
+            self.skipped.add((b, phase, n, r))
+            self.progress.done += 1
+            return
+        seconds = time.monotonic() - t0
+        self.store.record_run(b, phase, n, r, rows, errors, seconds, wall, note)
+        self.progress.record(b, phase, n, seconds)
+        self.progress.done += 1
+        if errors:
+            self.note(b, "%s n=%d repeat %d: %d of %d invocations failed%s"
+                      % (phase, n, r + 1, errors, n, (": " + shorten(note)) if note else ""))
 
     def one_run(self, p, phase, n, r):
         if phase == "static":
@@ -480,6 +510,11 @@ class Evaluation:
                 self.node.delete(name)
         except NodeError as e:
             self.say("cleanup of %s: %s" % (name, e))
+
+
+def shorten(text, limit=240):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def pick_spread(points, k):
