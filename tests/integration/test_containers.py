@@ -36,7 +36,7 @@ def container_spec(name, image, backend="crun", **extra):
     return spec
 
 
-@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/nsenter"),
+@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/unshare"),
                      "crun is not installed")
 class ContainerTests(DaemonTestCase):
     FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000")

@@ -101,7 +101,7 @@ class ProcessIsolationTests(DaemonTestCase):
         self.assertEqual((again.status, again.body), (200, b"allocated 4 MiB"))
 
 
-@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/nsenter"), "crun is not installed")
+@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/unshare"), "crun is not installed")
 class CrunIsolationTests(ProcessIsolationTests):
     BACKEND = "crun"
     FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000")
