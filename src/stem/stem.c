@@ -61,9 +61,13 @@
 #define GO_MAX_BYTES (256u * 1024u)
 #define GO_MAX_ITEMS 1024u
 
+static void report(const char *what) {
+  fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
+}
+
 static void fail(const char *what) __attribute__((noreturn));
 static void fail(const char *what) {
-  fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
+  report(what);
   _exit(127);
 }
 
@@ -131,11 +135,6 @@ struct cgroup_dir {
 static struct cgroup_dir g_cgroups[MAX_CGROUPS];
 static int g_ncgroups;
 
-static int open_write(int dir_fd, const char *file) {
-  int fd = openat(dir_fd, file, O_WRONLY | O_CLOEXEC);
-  if (fd < 0 && errno != ENOENT) fail(file); /* absent: the kernel does not offer it */
-  return fd;
-}
 
 static int oom_kills(const struct cgroup_dir *cg) {
   if (cg->oom_fd < 0) return 0;
@@ -190,10 +189,9 @@ static void finish_cgroups(void) {
 
 static void fail_outer(const char *what) __attribute__((noreturn));
 static void fail_outer(const char *what) {
-  int saved = errno;
+  report(what);
   finish_cgroups();
-  errno = saved;
-  fail(what);
+  _exit(127);
 }
 
 /* Where the outer stem goes back to before the rmdir: on v1 the node's own subtree (v1
@@ -214,6 +212,13 @@ static int open_home(const struct cgroup_dir *cg) {
     fd = open(path, O_WRONLY | O_CLOEXEC);
   }
   fclose(f);
+  return fd;
+}
+
+/* A limit file of a directory being made; absent: the kernel does not offer it. */
+static int open_write(int dir_fd, const char *file) {
+  int fd = openat(dir_fd, file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno != ENOENT) fail_outer(file);
   return fd;
 }
 
