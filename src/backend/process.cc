@@ -79,8 +79,8 @@ void ProcessBackend::discard(Launched &stem) {
   // the outer stem reaps its init before it exits. Bounded: the outer stem does nothing else.
   stem.child.signal(SIGUSR2);
   stem.child.wait();
+  cleanup(stem);
   stem.child = proc::Child();
-  cgroups_.remove(stem.cgroup);
 }
 
 void ProcessBackend::on_refill(io::Timer &t) {
@@ -137,6 +137,17 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   }
 }
 
-Status ProcessBackend::cleanup(Launched &launched) { return cgroups_.remove(launched.cgroup); }
+// A stem that exited by itself removed its cgroup directories (src/stem/stem.c ends by
+// SIGKILL when it leaves one): nothing to do on the loop. One killed by a signal (the node's
+// last resort, or an OOM kill it left the memory directory for) or never started leaves the
+// removal to us.
+Status ProcessBackend::cleanup(Launched &launched) {
+  const proc::Child &stem = launched.child;
+  if (stem.reaped() && stem.exit_status().exited) {
+    launched.cgroup.dirs.clear();
+    return {};
+  }
+  return cgroups_.remove(launched.cgroup);
+}
 
 }  // namespace faasvisor::backend

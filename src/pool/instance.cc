@@ -23,7 +23,10 @@ constexpr size_t kLogTailBytes = 2048;
 constexpr size_t kLogLineMax = 4096;
 constexpr uint64_t kCleanupRetryNs = 20'000'000;
 constexpr uint32_t kCleanupAttempts = 100;
-constexpr uint64_t kEofGraceNs = 200'000'000;
+// After end of output, how long the process has to exit before the instance is a fault. A
+// sandbox removes its cgroups before it exits, which on a loaded cgroup v1 host can take
+// a few hundred ms.
+constexpr uint64_t kEofGraceNs = 1'000'000'000;
 
 // Hop-by-hop headers are the connection's business, not the function's (RFC 9110 7.6.1).
 bool hop_by_hop(std::string_view name) {
@@ -70,7 +73,7 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
   eof_timer_.callback = [](io::Timer &t) {
     auto &self = t.owner_as<Instance>();
     ++self.depth_;
-    self.fault("the instance closed its output" + self.log_tail());
+    self.fault(self.out_of_memory_or("the instance ") + "closed its output" + self.log_tail());
     --self.depth_;
     self.maybe_release();
   };
@@ -262,6 +265,14 @@ void Instance::kill(int status, std::string reason) {
 }
 
 void Instance::fault(std::string reason) { kill(502, std::move(reason)); }
+
+// The start of a fault message: whether the OOM killer acted in the instance's cgroup (the
+// sandbox leaves its memory cgroup for this when it did), else `otherwise`.
+std::string Instance::out_of_memory_or(const char *otherwise) {
+  if (!function_->backend().out_of_memory(launched_)) return otherwise;
+  return "the instance ran out of memory (limit " +
+         std::to_string(function_->spec().memory_bytes >> 20) + " MiB) and ";
+}
 
 void Instance::begin_stopping() {
   pool_.timers().stop(timer_);
@@ -487,11 +498,7 @@ void Instance::on_exit(io::Completion &c, int, uint32_t) {
     std::string how = reaped ? status.describe() : reaped.error().message();
     FV_DEBUG("instance %s: process %s", self.name_.c_str(), how.c_str());
     if (self.state_ != InstanceState::stopping) {
-      std::string why = "the instance " + how;
-      if (self.function_->backend().out_of_memory(self.launched_))
-        why = "the instance ran out of memory (limit " +
-              std::to_string(self.function_->spec().memory_bytes >> 20) + " MiB) and " + how;
-      self.fault(why + self.log_tail());
+      self.fault(self.out_of_memory_or("the instance ") + how + self.log_tail());
     }
     self.after_exit();
   }

@@ -90,6 +90,7 @@ class Instance {
   void handle_frames();
   bool handle_frame(uint8_t type, const uint8_t *payload, uint32_t length);
   void fault(std::string reason);        // protocol or I/O fault: kill, 502 for the invocation
+  std::string out_of_memory_or(const char *otherwise);
   void finish_invocation(const InvocationResult &result);
   void begin_stopping();
   void after_exit();

@@ -10,8 +10,8 @@
 
 #include "util/log.h"
 
-// The node's cgroupfs calls on the loop are reads, and an rmdir of directories the sandbox
-// has normally removed already (a failed lookup). mkdir and rmdir of instance cgroups are done by the
+// The node's cgroupfs calls on the loop are reads, and the rmdir of what a sandbox killed by
+// a signal left (one that exits by itself has removed its directories). mkdir and rmdir of instance cgroups are done by the
 // sandbox (src/stem/stem.c): on cgroup v1 hosts either can wait for an RCU grace period
 // while other cgroups are created, migrated into or removed, up to ~20-30 ms measured under
 // boot churn (bench/policy/replay). io_uring's mkdirat would not help (it runs the same call

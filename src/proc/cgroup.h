@@ -8,8 +8,7 @@
 // cgroup v1 a mkdir or rmdir can wait tens of milliseconds for the kernel, which must not
 // stall the node's event loop. The node
 // names the directories (plan), reads them while the instance lives (usage, PSS, OOM kills),
-// and removes whatever the sandbox could not (remove: on ENOENT, the usual case, it costs a
-// failed lookup).
+// and removes them only after a sandbox that did not exit by itself (remove).
 #pragma once
 
 #include <cstdint>

@@ -27,6 +27,7 @@ Child &Child::operator=(Child &&other) noexcept {
     pid_ = other.pid_;
     pidfd_ = other.pidfd_;
     reaped_ = other.reaped_;
+    status_ = other.status_;
     other.pid_ = -1;
     other.pidfd_ = -1;
     other.reaped_ = false;
@@ -62,18 +63,24 @@ void Child::wait() {
          errno == EINTR) {
   }
   reaped_ = true;
+  status_.exited = info.si_code == CLD_EXITED;
+  status_.code_or_signal = info.si_status;
 }
 
 Result<bool> Child::try_reap(ExitStatus *status) {
-  if (reaped_) return true;
+  if (reaped_) {
+    *status = status_;
+    return true;
+  }
   siginfo_t info{};
   if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | WNOHANG | __WALL) <
       0)
     return errno_error("waitid");
   if (info.si_pid == 0) return false;  // still running
   reaped_ = true;
-  status->exited = info.si_code == CLD_EXITED;
-  status->code_or_signal = info.si_status;
+  status_.exited = info.si_code == CLD_EXITED;
+  status_.code_or_signal = info.si_status;
+  *status = status_;
   return true;
 }
 

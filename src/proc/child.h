@@ -31,6 +31,8 @@ class Child {
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_; }
   bool reaped() const { return reaped_; }
+  // How it ended; meaningful once reaped().
+  const ExitStatus &exit_status() const { return status_; }
 
   Status signal(int signo);
   // Blocking reap, for a child already told to exit.
@@ -44,6 +46,7 @@ class Child {
   pid_t pid_ = -1;
   int pidfd_ = -1;
   bool reaped_ = false;
+  ExitStatus status_;
 };
 
 }  // namespace faasvisor::proc

@@ -8,9 +8,11 @@
  *     mount, ipc, uts, net and pid namespaces, forks the inner stem, then only waits for it
  *     and mirrors its exit, so the node's pidfd on the outer stem sees the instance end.
  *     Before it exits it moves itself back to the node's cgroup and removes the directories
- *     (rmdir waits like mkdir). If the OOM killer acted in the cgroup, the memory directory
- *     is left for the node to read the count from, and the node removes it; so is anything
- *     the stem could not remove (it was killed, or the kernel kept the directory busy);
+ *     (rmdir waits like mkdir), so the node has nothing to remove after a stem that exited.
+ *     If the OOM killer acted in the cgroup, the memory directory is left for the node to
+ *     read the count from; that, or a directory the kernel kept busy, makes the stem end by
+ *     SIGKILL instead of exiting, and the node removes what is left (as after a stem killed
+ *     by anyone else);
  *   inner stem (pid 1 of the new pid namespace): makes the host read-only with private
  *     /tmp and /proc, brings up loopback, and waits for GO (below).
  *
@@ -59,9 +61,13 @@
 #define GO_MAX_BYTES (256u * 1024u)
 #define GO_MAX_ITEMS 1024u
 
+static void report(const char *what) {
+  fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
+}
+
 static void fail(const char *what) __attribute__((noreturn));
 static void fail(const char *what) {
-  fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
+  report(what);
   _exit(127);
 }
 
@@ -129,11 +135,6 @@ struct cgroup_dir {
 static struct cgroup_dir g_cgroups[MAX_CGROUPS];
 static int g_ncgroups;
 
-static int open_write(int dir_fd, const char *file) {
-  int fd = openat(dir_fd, file, O_WRONLY | O_CLOEXEC);
-  if (fd < 0 && errno != ENOENT) fail(file); /* absent: the kernel does not offer it */
-  return fd;
-}
 
 static int oom_kills(const struct cgroup_dir *cg) {
   if (cg->oom_fd < 0) return 0;
@@ -147,11 +148,11 @@ static int oom_kills(const struct cgroup_dir *cg) {
 
 static void write_value(int fd, const char *value, const char *what);
 
-/* Moves the outer stem back where it came from, then removes the directories made so far.
- * A cgroup v1 directory can stay busy for a moment after its last task is reaped: retry for
- * up to about a second, then leave it to the node (which removes what is left when it sees
- * us exit). */
-static void remove_cgroups(void) {
+/* Moves the outer stem back where it came from, then removes the directories made so far;
+ * true if none is left. A cgroup v1 directory can stay busy for a moment after its last task
+ * is reaped: retry for up to about a second, then leave it to the node. */
+static int remove_cgroups(void) {
+  int all = 1;
   for (int i = 0; i < g_ncgroups; ++i) {
     struct cgroup_dir *cg = &g_cgroups[i];
     if (!cg->made) continue;
@@ -161,23 +162,36 @@ static void remove_cgroups(void) {
         n = write(cg->home_fd, "0", 1);
       } while (n < 0 && errno == EINTR);
     }
-    if (oom_kills(cg)) continue; /* the node reads the count, then removes it */
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      if (unlinkat(cg->parent_fd, cg->name, AT_REMOVEDIR) == 0 || errno == ENOENT) break;
-      if (errno != EBUSY && errno != EINTR) break;
-      struct timespec pause = {0, 5 * 1000 * 1000};
-      nanosleep(&pause, NULL);
-    }
     cg->made = 0;
+    if (oom_kills(cg)) { /* the node reads the count, then removes it */
+      all = 0;
+      continue;
+    }
+    int removed = 0;
+    for (int attempt = 0; attempt < 200 && !removed; ++attempt) {
+      if (unlinkat(cg->parent_fd, cg->name, AT_REMOVEDIR) == 0 || errno == ENOENT) removed = 1;
+      else if (errno != EBUSY && errno != EINTR) break;
+      else {
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+      }
+    }
+    all &= removed;
   }
+  return all;
+}
+
+/* The node removes nothing after a stem that exited by itself: one that leaves a directory
+ * behind must not exit. It dies by SIGKILL instead, and the node removes what is left. */
+static void finish_cgroups(void) {
+  if (!remove_cgroups()) kill(getpid(), SIGKILL);
 }
 
 static void fail_outer(const char *what) __attribute__((noreturn));
 static void fail_outer(const char *what) {
-  int saved = errno;
-  remove_cgroups();
-  errno = saved;
-  fail(what);
+  report(what);
+  finish_cgroups();
+  _exit(127);
 }
 
 /* Where the outer stem goes back to before the rmdir: on v1 the node's own subtree (v1
@@ -198,6 +212,13 @@ static int open_home(const struct cgroup_dir *cg) {
     fd = open(path, O_WRONLY | O_CLOEXEC);
   }
   fclose(f);
+  return fd;
+}
+
+/* A limit file of a directory being made; absent: the kernel does not offer it. */
+static int open_write(int dir_fd, const char *file) {
+  int fd = openat(dir_fd, file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno != ENOENT) fail_outer(file);
   return fd;
 }
 
@@ -364,7 +385,7 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
       _exit(127);
     }
     if (done == child) {
-      remove_cgroups(); /* the outer stem's; none in the init (leave_cgroups_to_outer) */
+      finish_cgroups(); /* the outer stem's; none in the init (leave_cgroups_to_outer) */
       exit_like(status, who); /* others are orphans the function left */
     }
   }

@@ -219,3 +219,42 @@ TEST_CASE("an abandoned invocation leaves its instance to finish and return to w
   CHECK(!t.result.done);  // the sink is never called for an abandoned invocation
   CHECK(f.pool->running_invocations() == 0);
 }
+
+TEST_CASE("a pre-warm decision unloads every idle instance of the function, not only the last") {
+  Fixture f;
+  auto &fn = f.deploy("prewarm-all", R"(,"annotations":{"faasvisor.keepalive":"adaptive"})");
+  // A learned histogram: 20 idle times of 2.5 minutes (bin 2), far in the policy clock's
+  // future, so the first real arrival adds one idle time of 0 (bin 0): with 21 samples the
+  // head (5th percentile, the 2nd smallest) is still bin 2. The windows: pre-warm 108 s,
+  // keep-alive until 198 s.
+  pool::KeepAlivePolicy learned(fn.spec().keepalive);
+  uint64_t t = 100'000'000;
+  for (int i = 0; i < 20; ++i) {
+    learned.on_completion(t, 0);
+    t += 150'000;
+    learned.on_arrival(t, 0);
+  }
+  learned.on_completion(t, 0);
+  fn.policy = learned;
+  REQUIRE(fn.policy.windows().from_histogram);
+  REQUIRE(fn.policy.windows().prewarm_ms == 108'000);
+
+  // Two at once: two instances. The quick one is released while the slow one runs, and
+  // keeps the keep-alive window; when the slow one ends the function is idle and the
+  // policy pre-warms: both are unloaded.
+  TestInvocation quick, slow;
+  quick.query = "mode=ok";
+  slow.query = "mode=slow&ms=300";
+  f.invoke(fn, slow);
+  f.invoke(fn, quick);
+  REQUIRE(f.run_until([&] { return quick.result.done; }));
+  CHECK(quick.result.status == 200);
+  CHECK(fn.warm == 1);
+  CHECK(fn.stats.keepalive_stops == 0);
+  REQUIRE(f.run_until([&] { return slow.result.done; }));
+  CHECK(slow.result.status == 200);
+  CHECK(fn.warm == 0);
+  CHECK(fn.warm_list.size() == 0);
+  CHECK(fn.stats.keepalive_stops == 2);
+  CHECK(fn.prewarm_timer.armed());  // one instance comes back 108 s from now
+}
