@@ -80,8 +80,9 @@ bool hybrid_cgroups() {
   return !is_fs("/sys/fs/cgroup", CGROUP2_SUPER_MAGIC) && is_fs("/sys/fs/cgroup/unified", CGROUP2_SUPER_MAGIC);
 }
 
-// Every cgroup hierarchy a runtime may use: each v1 controller directory (not the hybrid
-// layout's empty unified one), or the single v2 root.
+// Every cgroup hierarchy a runtime may use: each v1 controller directory and, on hybrid
+// hosts, the controller-less unified one (runc makes its cgroups there too), or the single
+// v2 root.
 std::vector<std::string> cgroup_hierarchies(proc::CgroupMode mode) {
   std::vector<std::string> out;
   if (mode == proc::CgroupMode::v2) out.emplace_back("/sys/fs/cgroup");
@@ -89,7 +90,7 @@ std::vector<std::string> cgroup_hierarchies(proc::CgroupMode mode) {
   DIR *d = opendir("/sys/fs/cgroup");
   if (d == nullptr) return out;
   while (dirent *e = readdir(d)) {
-    if (e->d_name[0] == '.' || std::strcmp(e->d_name, "unified") == 0) continue;
+    if (e->d_name[0] == '.') continue;
     out.push_back(std::string("/sys/fs/cgroup/") + e->d_name);
   }
   closedir(d);
@@ -289,6 +290,34 @@ void sweep_dead_nodes(const char *runtime) {
   closedir(d);
 }
 
+// On v1 the runtime also makes /faasvisor/node-<pid> in hierarchies the node's cgroup tree
+// does not use (blkio, devices, freezer...), removed at a clean shutdown. For nodes that died
+// without one: their empty directories there (and any container cgroup left in them). The
+// tree's own hierarchies are swept by proc::CgroupTree.
+void sweep_dead_node_cgroups(const std::vector<std::string> &hierarchies, const std::vector<std::string> &tree_roots) {
+  for (const std::string &hierarchy : hierarchies) {
+    bool ours = false;
+    for (const std::string &root : tree_roots) ours |= root.rfind(hierarchy + "/", 0) == 0;
+    if (ours) continue;
+    std::string top = hierarchy + "/faasvisor";
+    DIR *d = opendir(top.c_str());
+    if (d == nullptr) continue;
+    while (dirent *e = readdir(d)) {
+      if (std::strncmp(e->d_name, "node-", 5) != 0) continue;
+      pid_t pid = static_cast<pid_t>(std::strtol(e->d_name + 5, nullptr, 10));
+      if (pid <= 0 || pid == getpid() || node_alive(pid)) continue;
+      std::string node = top + "/" + e->d_name;
+      if (DIR *n = opendir(node.c_str())) {
+        while (dirent *c = readdir(n))
+          if (c->d_type == DT_DIR && c->d_name[0] != '.') rmdir((node + "/" + c->d_name).c_str());
+        closedir(n);
+      }
+      rmdir(node.c_str());
+    }
+    closedir(d);
+  }
+}
+
 }  // namespace
 
 const char *to_string(OciRuntime runtime) {
@@ -374,6 +403,7 @@ OciBackend::OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions option
   }
   if (node_dir_.empty()) node_dir_ = "node-" + std::to_string(getpid());
   hierarchies_ = cgroup_hierarchies(cgroups_.mode());
+  if (cgroups_.mode() == proc::CgroupMode::v1) sweep_dead_node_cgroups(hierarchies_, cgroups_.roots());
   Status st = prepare_state_dir();
   if (!st.ok()) setup_error_ = st.error().message();
 }
