@@ -1,5 +1,5 @@
-"""tools/evaluate against a real daemon: a small quick run over the process backend and the
-container backends this host runs, checked in its CSV, figures and report; an interrupted
+"""tools/evaluate against a real daemon: a small quick run over every backend this host runs
+(process, the container backends, the microVM and the unikernel), checked in its CSV, figures and report; an interrupted
 run resumed without losing or repeating finished runs; and the figures the node reports
 for it (each instance's initialisation time and memory, each invocation's duration)."""
 
@@ -15,6 +15,8 @@ from harness import BUILD, ROOT, DaemonTestCase, scaled, wait_until
 
 EVALUATE = os.path.join(ROOT, "tools", "evaluate")
 IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
+VM_DIR = os.path.join(IMAGE_BUILD, "vm")
+UNIKERNEL = os.path.join(IMAGE_BUILD, "unikernel", "echo.uk")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("fig5_1_memory.png", "fig5_2a_init.png", "fig5_2b_cold.png", "fig5_2c_warm.png",
            "fig5_2d_gap.png", "fig5_3_artefact.png")
@@ -30,8 +32,16 @@ def read_csv(path):
 
 
 class EvaluateTests(DaemonTestCase):
-    FLAGS = ("--memory-sample-ms", "200")
+    FLAGS = ("--memory-sample-ms", "200", "--vm-kernel", os.path.join(VM_DIR, "vmlinux"))
     backends = ["process"]
+
+    @classmethod
+    def setUpClass(cls):
+        # The microVM kernel must exist before the daemon starts (it looks for it then).
+        if shutil.which("qemu-system-x86_64"):
+            subprocess.run([os.path.join(ROOT, "tools", "vmkernel"), "--build", IMAGE_BUILD], check=True,
+                           stdout=subprocess.DEVNULL)
+        super().setUpClass()
 
     @classmethod
     def prepare_daemon(cls):
@@ -48,6 +58,14 @@ class EvaluateTests(DaemonTestCase):
                 r = d.request("POST", "/system/functions", {
                     "service": "echo-" + backend, "image": rootfs("echo"), "envProcess": "/echo",
                     "limits": {"memory": "64Mi"}, "annotations": {"faasvisor.backend": backend}})
+                assert r.status == 202, r
+                cls.backends.append(backend)
+        vms = {"microvm": (os.path.join(VM_DIR, "echo.initramfs"), "128Mi"), "unikernel": (UNIKERNEL, "8Mi")}
+        for backend, (image, memory) in vms.items():
+            if backend in available and os.path.exists(image):
+                r = d.request("POST", "/system/functions", {
+                    "service": "echo-" + backend, "image": image, "envProcess": "/echo",
+                    "limits": {"memory": memory}, "annotations": {"faasvisor.backend": backend}})
                 assert r.status == 202, r
                 cls.backends.append(backend)
 
@@ -68,6 +86,9 @@ class EvaluateTests(DaemonTestCase):
         self.assertFalse([n for n in names if n.startswith("eval-")], names)
 
     def test_quick_run_writes_samples_figures_and_report(self):
+        if shutil.which("qemu-system-x86_64"):  # tools/setup installs QEMU: both VM backends are measured
+            self.assertIn("microvm", self.backends)
+            self.assertIn("unikernel", self.backends)
         # n = 1 and 3, about 3 samples a point: 3 cold and 3 warm runs at n = 1, one of each at 3.
         r = self.evaluate("--quick", "--backends", ",".join(self.backends), "--points", "1,3",
                           "--samples", "3")
