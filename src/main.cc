@@ -16,6 +16,7 @@ void usage(FILE *out) {
                "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
+               "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
@@ -39,12 +40,19 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
-    if (i + 1 >= argc) {
+    std::string inline_value;
+    const char *value = nullptr;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg.resize(eq);
+      value = inline_value.c_str();
+    } else if (i + 1 >= argc) {
       std::fprintf(stderr, "faasvisord: %s needs a value\n", arg.c_str());
       usage(stderr);
       return 2;
+    } else {
+      value = argv[++i];
     }
-    const char *value = argv[++i];
     uint64_t n = 0;
     bool numeric = parse_u64(value, &n);
     auto need_number = [&]() {
@@ -62,6 +70,16 @@ int main(int argc, char **argv) {
       options.memory_budget_bytes = *bytes;
     }
     else if (arg == "--stem") options.stem_path = value;
+    else if (arg == "--image-cache") {
+      if (value[0] != '/') {
+        std::fprintf(stderr, "faasvisord: --image-cache wants an absolute directory, not '%s'\n", value);
+        return 2;
+      }
+      options.image_cache_dir = value;
+    }
+    else if (arg == "--qemu") options.qemu_path = value;
+    else if (arg == "--vm-kernel") options.vm_kernel = value;
+    else if (arg == "--accel") options.accel = value;
     else if (arg == "--policy-time-scale") {
       char *end = nullptr;
       double scale = std::strtod(value, &end);

@@ -23,10 +23,15 @@ struct NodeOptions {
   uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
+  std::string image_cache_dir = "/var/lib/faasvisor/images";  // unpacked OCI images, by digest
+  std::string unpack_path;                   // faasvisor-unpack; default: beside the running program
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
   uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured
   double policy_time_scale = 1.0;            // keep-alive policies' clock: N policy seconds per real second
+  std::string qemu_path;                     // VM backends: empty finds qemu-system-x86_64 on PATH
+  std::string vm_kernel;                     // microvm kernel; empty: BUILD/vm/vmlinux, else /boot/vmlinuz-*
+  std::string accel = "auto";                // VM accelerator: auto (KVM if a probe guest runs), kvm, tcg
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

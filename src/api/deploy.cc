@@ -7,6 +7,7 @@
 #include <cmath>
 #include <simdjson.h>
 
+#include "image/layout.h"
 #include "proc/spawn.h"
 
 namespace faasvisor {
@@ -81,15 +82,25 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (!valid_function_name(spec.name))
     return field_error("service", "must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' or '.', "
                                   "not starting with '.' or '-'");
+  // First: what the image is depends on the backend that runs it.
+  if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
+    spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
-  if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
-    return field_error("image", "'" + spec.image + "' is not a directory on this node");
-  if (spec.env_process.empty()) return field_error("envProcess", "required (the command to run)");
-  auto argv = proc::split_command(spec.env_process);
-  if (!argv) return field_error("envProcess", argv.error().message());
-  spec.argv = std::move(*argv);
+  // A directory for the process and container backends, an OCI image (a layout directory
+  // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
+  // backends: each backend's validate() checks its kind.
+  if (stat(spec.image.c_str(), &st) < 0)
+    return field_error("image", "'" + spec.image + "' does not exist on this node");
+  bool oci = image::is_oci_image(spec);
+  // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
+  if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
+  if (!spec.env_process.empty()) {
+    auto argv = proc::split_command(spec.env_process);
+    if (!argv) return field_error("envProcess", argv.error().message());
+    spec.argv = std::move(*argv);
+  }
   for (const auto &[name, value] : spec.env_vars) {
     if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos ||
         value.find('\0') != std::string::npos)
@@ -97,8 +108,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   }
   if (!spec.limits_memory.empty()) {
     auto bytes = parse_memory_bytes(spec.limits_memory);
-    if (!bytes || *bytes < (4ull << 20))
-      return field_error("limits.memory", "must be a quantity of at least 4Mi, such as \"128Mi\"");
+    // 2Mi: the least any backend runs in (a unikernel); each backend may ask for more.
+    if (!bytes || *bytes < (2ull << 20))
+      return field_error("limits.memory", "must be a quantity of at least 2Mi, such as \"128Mi\"");
     spec.memory_bytes = *bytes;
   }
   if (!spec.limits_cpu.empty()) {
@@ -131,8 +143,6 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
-  if (auto it = spec.annotations.find("faasvisor.backend"); it != spec.annotations.end())
-    spec.backend = it->second;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());

@@ -19,7 +19,7 @@ struct FunctionSpec {
   // As deployed (echoed back by GET /system/functions).
   std::string name;
   std::string namespace_name = "openfaas-fn";
-  std::string image;        // the function's directory on the node
+  std::string image;        // the function's directory, or an OCI image (layout dir or tar)
   std::string env_process;  // command run there
   std::vector<std::pair<std::string, std::string>> env_vars;
   std::map<std::string, std::string> labels;
@@ -28,8 +28,16 @@ struct FunctionSpec {
   std::string limits_cpu;     // raw, e.g. "1" or "500m"
 
   // Derived.
-  std::vector<std::string> argv;
+  std::vector<std::string> argv;  // envProcess split; for an OCI image, else Entrypoint + Cmd
+  // Filled from an OCI image once it is unpacked (image/layout.h apply_image); for a plain
+  // rootfs directory rootfs is empty (the image itself) and cwd "/".
+  std::string rootfs;                  // the unpacked, shared root filesystem
+  std::string image_digest;            // its manifest digest
+  std::vector<std::string> image_env;  // the image's Env not overridden by envVars
+  std::string cwd = "/";
   uint64_t memory_bytes = 128ull << 20;
+  uint64_t reservation_bytes = 0;  // held against the node's budget per instance: memory_bytes plus
+                                   // the backend's own cost (set at deploy)
   uint32_t cpu_millis = 1000;
   uint32_t max_instances = 100;
   uint32_t min_instances = 0;

@@ -6,6 +6,8 @@
 #include <csignal>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "api/deploy.h"
 #include "proc/cgroup.h"
@@ -37,12 +39,26 @@ class Backend {
   // The signal that ends an instance at once (SIGKILL unless the launched process is a
   // supervisor that must take its children with it).
   virtual int kill_signal() const { return SIGKILL; }
+  // The last resort once kill_signal() has not ended the instance within the grace period.
+  // Returns true to be called again after another grace period if that does not end it
+  // either. Default: SIGKILL to the launched process.
+  virtual bool force_kill(Launched &launched) {
+    launched.child.signal(SIGKILL);
+    return false;
+  }
   // The node is shutting down: release anything prepared ahead of demand.
   virtual void drain() {}
   // Whether the instance's memory limit was hit (the kernel killed something for it).
   virtual bool out_of_memory(const Launched &) const { return false; }
   // True where firmware or a kernel may print on the stream before the first frame.
   virtual bool console_preamble() const { return false; }
+  // The boot deadline for functions that set none (faasvisor.boot_timeout); 0: the spec's.
+  virtual uint64_t default_boot_timeout_ms() const { return 0; }
+  // Memory an instance costs beyond its function's limit (e.g. the VMM beside a guest's RAM),
+  // held against the node's memory budget.
+  virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }
+  // Facts about how the backend runs on this host, shown by /system/info (name, value).
+  virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
 };
 
 }  // namespace faasvisor::backend

@@ -7,7 +7,11 @@
 #include <linux/sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -17,13 +21,14 @@
 #include <cstdio>
 #include <cstring>
 
+#include "image/rootfs.h"
+#include "backend/environment.h"
 #include "proc/spawn.h"
 #include "util/log.h"
 
 namespace faasvisor::backend {
 namespace {
 
-constexpr const char *kNsenter = "/usr/bin/nsenter";
 constexpr const char *kUnshare = "/usr/bin/unshare";
 constexpr uint64_t kCpuPeriodUs = 100'000;
 
@@ -65,13 +70,6 @@ std::string json_string_array(const std::vector<std::string> &items) {
   return out + "]";
 }
 
-bool has_env(const std::vector<std::string> &env, std::string_view name) {
-  for (const std::string &e : env)
-    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
-      return true;
-  return false;
-}
-
 bool is_fs(const char *path, long magic) {
   struct statfs st{};
   return statfs(path, &st) == 0 && static_cast<long>(st.f_type) == magic;
@@ -110,8 +108,8 @@ std::vector<char *> c_argv(std::vector<std::string> &args) {
 char *const kEnv[] = {const_cast<char *>("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
                       nullptr};
 
-// Runs a short helper command to completion, output to the node's stderr. Blocking: used at
-// start-up and in the rare cleanup of a container whose runtime was killed.
+// Runs a short helper command to completion, output to the node's stderr. Blocking: used
+// only at start-up.
 Status run_blocking(std::vector<std::string> args) {
   SpawnSetup setup;
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -144,14 +142,77 @@ Status write_file(const std::string &path, std::string_view text) {
   return {};
 }
 
-// posix_spawn is a vfork: the loop pays for the exec of nsenter/crun, not the container's
-// creation, which runs in the runtime while the node goes on.
-Result<proc::Child> spawn_plain(std::vector<char *> &argv, int in_fd, int out_fd, int err_fd) {
-  SpawnSetup setup;
-  posix_spawn_file_actions_adddup2(&setup.actions, in_fd, 0);
-  posix_spawn_file_actions_adddup2(&setup.actions, out_fd, 1);
-  posix_spawn_file_actions_adddup2(&setup.actions, err_fd, 2);
-  return proc::spawn_with_pidfd(argv[0], setup, argv.data(), kEnv);
+// What a runtime's child needs between clone and exec; it lives on the parent's stack,
+// which the child shares (CLONE_VM) while the parent waits (CLONE_VFORK).
+struct ExecPlan {
+  char *const *argv;
+  int exec_fd;   // a sealed copy of the runtime (execveat), or -1: argv[0] by path
+  int mntns_fd;  // a mount namespace to enter first, or -1
+  int fds[3];    // stdin, stdout, stderr
+};
+
+int exec_runtime(void *arg) {
+  const auto *plan = static_cast<const ExecPlan *>(arg);
+  // Its own signal dispositions (no CLONE_SIGHAND): the node ignores SIGPIPE.
+  for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP}) signal(sig, SIG_DFL);
+  const char *failed = nullptr;
+  if (plan->mntns_fd >= 0 && setns(plan->mntns_fd, CLONE_NEWNS) < 0) failed = "setns";
+  for (int i = 0; i < 3 && failed == nullptr; ++i)
+    if (dup2(plan->fds[i], i) < 0) failed = "dup2";
+  if (failed == nullptr) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (plan->exec_fd >= 0) syscall(SYS_execveat, plan->exec_fd, "", plan->argv, kEnv, AT_EMPTY_PATH);
+    else execve(plan->argv[0], plan->argv, kEnv);
+    failed = "exec";
+  }
+  char msg[96];
+  int n = std::snprintf(msg, sizeof msg, "faasvisord: %s %s: %s\n", failed, plan->argv[0], strerrorname_np(errno));
+  if (n > 0 && ::write(plan->fds[2], msg, static_cast<size_t>(n)) < 0) _exit(127);
+  _exit(127);
+}
+
+// Starts a runtime like posix_spawn does (a vfork: no page tables copied, the loop waits
+// only for the exec), but the child may first enter a mount namespace, which posix_spawn
+// cannot do: on hybrid hosts crun runs where /sys/fs/cgroup/unified is gone, without an
+// nsenter(1) exec in between. All signals stay blocked in the parent until the child has
+// exec'd, so no handler of the node's runs on the child's stack.
+Result<proc::Child> spawn_runtime(char *const *argv, int exec_fd, int mntns_fd, int in_fd, int out_fd, int err_fd) {
+  constexpr size_t kStackBytes = 64 * 1024;
+  alignas(64) static char stack[kStackBytes];  // one thread, and the parent waits: one stack
+  ExecPlan plan{argv, exec_fd, mntns_fd, {in_fd, out_fd, err_fd}};
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int pidfd = -1;
+  pid_t pid = clone(exec_runtime, stack + kStackBytes, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &plan, &pidfd);
+  int err = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return errno_error("clone", err);
+  return proc::Child(pid, pidfd);
+}
+
+// A sealed in-memory copy of a runtime binary, made once. crun and runc protect the host's
+// binary from a container (CVE-2019-5736) by re-executing themselves from a read-only
+// copy on every start unless /proc/self/exe already is a fully sealed memfd, which cannot be
+// written at all: started from this copy they skip that (about 3-5 ms of a crun start).
+int sealed_copy(const std::string &path) {
+  int src = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (src < 0) return -1;
+  int fd = memfd_create("runtime", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  struct stat st{};
+  bool ok = fd >= 0 && fstat(src, &st) == 0;
+  off_t done = 0;
+  while (ok && done < st.st_size) {
+    ssize_t n = sendfile(fd, src, nullptr, static_cast<size_t>(st.st_size - done));
+    ok = n > 0;
+    done += n > 0 ? n : 0;
+  }
+  close(src);
+  if (ok) ok = fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) == 0;
+  if (!ok && fd >= 0) close(fd);
+  return ok ? fd : -1;
 }
 
 [[noreturn]] void child_fail(int err_fd, const char *what) {
@@ -239,16 +300,14 @@ const char *to_string(OciRuntime runtime) {
   return "?";
 }
 
+namespace {
+// A plain rootfs directory is its own root; an OCI image's is its unpacked rootfs.
+const std::string &rootfs_of(const FunctionSpec &spec) { return spec.rootfs.empty() ? spec.image : spec.rootfs; }
+}  // namespace
+
 std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
                             const OciConfigInput &input) {
-  std::vector<std::string> env;
-  for (const auto &[name, value] : spec.env_vars) env.push_back(name + "=" + value);
-  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
-    std::string_view f = fallback;
-    if (!has_env(env, f.substr(0, f.find('=')))) env.emplace_back(f);
-  }
-  env.push_back("FAASVISOR_FUNCTION=" + spec.name);
-  env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  std::vector<std::string> env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the container's memory cgroup; a quarter of the limit, as
   // for the process backend.
   uint64_t tmp_bytes = spec.memory_bytes / 4;
@@ -258,7 +317,7 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "\"process\":{\"terminal\":false,\"user\":{\"uid\":65534,\"gid\":65534},";
   j += "\"args\":" + json_string_array(spec.argv) + ",";
   j += "\"env\":" + json_string_array(env) + ",";
-  j += "\"cwd\":\"/\",\"noNewPrivileges\":true,";
+  j += "\"cwd\":" + json_string(spec.cwd.empty() ? "/" : spec.cwd) + ",\"noNewPrivileges\":true,";
   j += "\"capabilities\":{\"bounding\":[],\"effective\":[],\"inheritable\":[],\"permitted\":[],\"ambient\":[]},";
   j += "\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}]},";
   j += "\"root\":{\"path\":" + json_string(input.rootfs) + ",\"readonly\":true},";
@@ -285,7 +344,8 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],";
   j += "\"maskedPaths\":[\"/proc/acpi\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\","
        "\"/proc/sched_debug\",\"/proc/scsi\",\"/sys/firmware\"],";
-  j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]";
+  j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"],";
+  j += "\"seccomp\":" + default_seccomp_profile();
   j += "}}";
   return j;
 }
@@ -300,6 +360,9 @@ OciBackend::OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions option
     // other runtimes' empty network namespace.
     global_flags_.push_back("--platform=" + options_.gvisor_platform);
     global_flags_.emplace_back("--network=none");
+    // The config's seccomp profile, applied by the sandbox's kernel to the function (runsc
+    // ignores it otherwise; gVisor's own host-side filters apply either way).
+    global_flags_.emplace_back("--oci-seccomp");
   }
   // The cgroup tree's roots are <hierarchy>/faasvisor/node-<pid>: the runtime is given the
   // same place, as an absolute cgroupsPath (cgroupfs manager, v1 and v2 alike).
@@ -333,6 +396,7 @@ Status OciBackend::prepare_state_dir() {
   bundles_dir_ = base + "/bundles";
   if (Status st = make_dir(root_dir_, 0700); !st.ok()) return st;
   if (Status st = make_dir(bundles_dir_, 0711); !st.ok()) return st;
+  if (options_.runtime != OciRuntime::gvisor) exec_fd_ = sealed_copy(options_.runtime_path);  // -1: by path
   // runc copes with the hybrid layout; crun needs the unified mount hidden.
   if (options_.runtime == OciRuntime::crun && hybrid_cgroups()) return make_hybrid_namespace();
   return {};
@@ -356,11 +420,16 @@ Status OciBackend::make_hybrid_namespace() {
     return st;
   }
   mntns_file_ = file;
+  mntns_fd_ = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (mntns_fd_ < 0) return Error{errno, "open", file};
   return {};
 }
 
 void OciBackend::release_state_dir() {
   if (options_.state_dir.empty()) return;
+  if (mntns_fd_ >= 0) close(mntns_fd_);
+  if (exec_fd_ >= 0) close(exec_fd_);
+  mntns_fd_ = exec_fd_ = -1;
   if (!mntns_file_.empty()) {
     umount2(mntns_file_.c_str(), MNT_DETACH);
     unlink(mntns_file_.c_str());
@@ -395,29 +464,27 @@ bool OciBackend::available(std::string *why_not) const {
 }
 
 Status OciBackend::validate(const FunctionSpec &spec) const {
-  if (spec.image.empty() || spec.image[0] != '/')
-    return plain_error("field 'image'", std::string("the ") + name() + " backend needs the absolute path of a rootfs directory");
+  const std::string &rootfs = rootfs_of(spec);
+  if (rootfs.empty() || rootfs[0] != '/')
+    return plain_error("field 'image'", std::string("the ") + name() + " backend needs the absolute path of a rootfs directory or an OCI image");
   // The rootfs is shared and read-only: the mount points must exist in it already (the
-  // runtime would otherwise create them in the image). tools/mkimage makes them.
+  // runtime would otherwise create them in the image). tools/mkimage and the unpacker make them.
   for (const char *dir : {"/proc", "/dev", "/tmp"}) {
     struct stat st{};
-    if (stat((spec.image + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    if (stat((rootfs + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return plain_error("field 'image'", spec.image + " has no " + dir + " directory (build it with tools/mkimage)");
   }
-  if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
-    return plain_error("field 'envProcess'", "the command must be an absolute path inside the image");
-  if (access((spec.image + spec.argv[0]).c_str(), X_OK) != 0)
-    return plain_error("field 'envProcess'", spec.argv[0] + " is not an executable in " + spec.image);
+  const char *field = spec.env_process.empty() ? "field 'image'" : "field 'envProcess'";
+  if (spec.argv.empty()) return plain_error(field, "no command to run");
+  auto command = image::find_command(rootfs, spec.argv[0], instance_environment(spec, spec.name));
+  if (!command) return plain_error(field, command.error().message() + " (" + spec.image + ")");
+  if (!image::is_directory_in(rootfs, spec.cwd.empty() ? "/" : spec.cwd))
+    return plain_error("field 'image'", "the working directory " + spec.cwd + " is not a directory in " + spec.image);
   return {};
 }
 
 std::vector<std::string> OciBackend::runtime_argv(std::initializer_list<std::string_view> args) const {
   std::vector<std::string> out;
-  if (!mntns_file_.empty()) {
-    out.emplace_back(kNsenter);
-    out.push_back("--mount=" + mntns_file_);
-    out.emplace_back("--");
-  }
   out.push_back(options_.runtime_path);
   out.emplace_back("--root");
   out.push_back(root_dir_);
@@ -433,7 +500,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   if (Status st = make_dir(bundle, 0700); !st.ok()) return st.error();
 
   OciConfigInput input;
-  input.rootfs = spec.image;
+  input.rootfs = rootfs_of(spec);
   input.hostname = spec.name;
   input.limits = cgroups_.mode() != proc::CgroupMode::none;
   if (input.limits && !cgroup_base_.empty()) input.cgroups_path = cgroup_base_ + "/" + id;
@@ -444,29 +511,21 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
     return st.error();
   }
 
-  int fds[6] = {-1, -1, -1, -1, -1, -1};  // in r/w, out r/w, err r/w
-  auto close_all = [&] {
-    for (int &fd : fds)
-      if (fd >= 0) close(fd), fd = -1;
-  };
   auto undo = [&] {
-    close_all();
     unlink(config_path.c_str());
     rmdir(bundle.c_str());
   };
-  for (int i = 0; i < 3; ++i) {
-    if (pipe2(&fds[i * 2], O_CLOEXEC) < 0) {
-      int err = errno;
-      undo();
-      return errno_error("pipe2", err);
-    }
+  proc::StdioPipes pipes;
+  if (Status st = proc::make_stdio_pipes(pipes); !st.ok()) {
+    undo();
+    return st.error();
   }
-  for (int node_end : {1, 2, 4}) fcntl(fds[node_end], F_SETFL, O_NONBLOCK);
 
   std::vector<std::string> args = runtime_argv({"run", "--bundle", bundle, id});
   std::vector<char *> argv = c_argv(args);
-  auto spawned = options_.runtime == OciRuntime::gvisor ? spawn_pid_namespace(argv, fds[0], fds[3], fds[5])
-                                                        : spawn_plain(argv, fds[0], fds[3], fds[5]);
+  auto spawned = options_.runtime == OciRuntime::gvisor
+                     ? spawn_pid_namespace(argv, pipes.child[0], pipes.child[1], pipes.child[2])
+                     : spawn_runtime(argv.data(), exec_fd_, mntns_fd_, pipes.child[0], pipes.child[1], pipes.child[2]);
   if (!spawned) {
     undo();
     return spawned.error();
@@ -474,11 +533,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   Launched out;
   out.child = std::move(*spawned);
   int pidfd = out.child.pidfd();
-  out.to_instance = fds[1];
-  out.from_instance = fds[2];
-  out.log = fds[4];
-  fds[1] = fds[2] = fds[4] = -1;
-  close_all();
+  pipes.release_node_ends(&out.to_instance, &out.from_instance, &out.log);
   // The container's cgroup, made by the runtime, where the node's tree would put it: memory
   // usage and OOM kills read it like a process instance's. The runtime removes it.
   for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);
@@ -486,9 +541,65 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   return out;
 }
 
+// A runtime command (kill, delete) with stdin from /dev/null and its output on the node's
+// stderr, started like `run` (same namespace, same sealed binary) and never waited for here.
+Result<proc::Child> OciBackend::spawn_runtime_command(std::initializer_list<std::string_view> args) const {
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) return errno_error("open /dev/null");
+  std::vector<std::string> argv_strings = runtime_argv(args);
+  std::vector<char *> argv = c_argv(argv_strings);
+  auto spawned = spawn_runtime(argv.data(), exec_fd_, mntns_fd_, devnull, STDERR_FILENO, STDERR_FILENO);
+  close(devnull);
+  return spawned;
+}
+
+bool OciBackend::force_kill(Launched &launched) {
+  int pidfd = launched.child.pidfd();
+  auto it = ids_.find(pidfd);
+  if (options_.runtime == OciRuntime::gvisor || it == ids_.end() || kills_.count(pidfd) != 0) {
+    launched.child.signal(SIGKILL);
+    return false;
+  }
+  auto spawned = spawn_runtime_command({"kill", it->second, "KILL"});
+  if (!spawned) {
+    FV_WARN("%s kill %s: %s", name(), it->second.c_str(), spawned.error().message().c_str());
+    launched.child.signal(SIGKILL);
+    return false;
+  }
+  kills_.emplace(pidfd, std::move(*spawned));
+  return true;
+}
+
+// `<runtime> delete --force ID` as a child of its own, never waited for on the loop: the
+// first call starts it and asks to be called again (EBUSY); later calls reap it without
+// blocking. A failed delete is started again on the next call.
+Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
+  auto running = deletes_.find(instance_pidfd);
+  if (running == deletes_.end()) {
+    auto spawned = spawn_runtime_command({"delete", "--force", id});
+    if (!spawned) return spawned.error();
+    deletes_.emplace(instance_pidfd, std::move(*spawned));
+    return errno_error("delete container", EBUSY);
+  }
+  proc::ExitStatus status;
+  auto reaped = running->second.try_reap(&status);
+  if (reaped && !*reaped) return errno_error("delete container", EBUSY);
+  deletes_.erase(running);
+  if (!reaped) return reaped.error();
+  if (!status.exited || status.code_or_signal != 0)
+    return plain_error("delete container", id + ": the runtime's delete " + status.describe());
+  return {};
+}
+
 Status OciBackend::cleanup(Launched &launched) {
   auto it = ids_.find(launched.child.pidfd());
   if (it == ids_.end()) return {};
+  if (auto kill = kills_.find(launched.child.pidfd()); kill != kills_.end()) {
+    proc::ExitStatus status;
+    auto reaped = kill->second.try_reap(&status);
+    if (reaped && !*reaped) return errno_error("runtime kill", EBUSY);
+    kills_.erase(kill);
+  }
   const std::string &id = it->second;
   // `run` in the foreground deletes the container when it ends. Its state survives only if
   // the runtime itself was killed (SIGTERM for runsc, or the stop grace ran out).
@@ -505,11 +616,10 @@ Status OciBackend::cleanup(Launched &launched) {
       unlink((runsc_state + ".state").c_str());
     }
   } else if (stat((root_dir_ + "/" + id).c_str(), &st) == 0) {
-    // crun/runc: `delete --force` kills the orphaned container and removes its cgroup. The
-    // spawn blocks the loop for a few ms; it is the rare path (the runtime was SIGKILLed), and
-    // could move off the loop as a child watched by its pidfd, like an instance.
-    Status deleted = run_blocking(runtime_argv({"delete", "--force", id}));
-    if (!deleted.ok()) return Error{EBUSY, "delete container", id + ": " + deleted.error().message()};
+    // crun/runc: `delete --force` kills the orphaned container and removes its cgroup.
+    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
+  } else if (deletes_.count(launched.child.pidfd()) != 0) {
+    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
   }
   unlink((runsc_state + ".lock").c_str());
   std::string bundle = bundles_dir_ + "/" + id;

@@ -7,8 +7,10 @@
 //
 // Hybrid cgroup hosts (v1 controllers, an empty cgroup2 at /sys/fs/cgroup/unified): crun
 // refuses them. The backend keeps one mount namespace in which the unified mount is gone
-// (made once at start by unshare(1), pinned by a bind mount of its nsfs file) and starts
-// crun inside it with nsenter(1). Pure v2 hosts run the runtime directly. runsc runs as
+// (made once at start by unshare(1), pinned by a bind mount of its nsfs file); each crun's
+// child enters it between clone and exec (no nsenter(1) in between). Pure v2 hosts run the
+// runtime directly. crun and runc are executed from a sealed in-memory copy, so they skip
+// copying themselves on every start. runsc runs as
 // pid 1 of its own pid namespace, so its sandbox processes cannot outlive it.
 #pragma once
 
@@ -42,6 +44,9 @@ struct OciConfigInput {
   bool limits = true;        // false when the host gives no cgroups
 };
 
+// The seccomp profile every container gets (linux.seccomp, JSON text): see oci_seccomp.cc.
+std::string default_seccomp_profile();
+
 // The OCI runtime configuration for one instance of spec (JSON text).
 std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_name,
                             const OciConfigInput &input);
@@ -68,10 +73,16 @@ class OciBackend final : public Backend {
   // container. runsc runs as pid 1 of its own pid namespace (see spawn_pid_namespace in
   // oci.cc), where SIGTERM is ignored: SIGKILL ends it and everything in the namespace.
   int kill_signal() const override { return options_.runtime == OciRuntime::gvisor ? SIGKILL : SIGTERM; }
+  // crun/runc: `<runtime> kill ID KILL` first, so `run` sees its container end, reaps it and
+  // deletes it as usual (a SIGKILLed runtime would leave the container orphaned, re-parented
+  // to init); SIGKILL to the runtime only if that does not end it either.
+  bool force_kill(Launched &launched) override;
 
  private:
   Status prepare_state_dir();
   Status make_hybrid_namespace();
+  Status delete_container(int instance_pidfd, const std::string &id);
+  Result<proc::Child> spawn_runtime_command(std::initializer_list<std::string_view> args) const;
   void release_state_dir();
   std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
 
@@ -82,6 +93,8 @@ class OciBackend final : public Backend {
   std::string root_dir_;     // the runtime's --root
   std::string bundles_dir_;
   std::string mntns_file_;   // empty unless hybrid crun
+  int mntns_fd_ = -1;        // that namespace, entered by each crun before its exec
+  int exec_fd_ = -1;         // sealed copy of crun/runc (see sealed_copy in oci.cc), or -1
   bool state_mounted_ = false;
   std::vector<std::string> global_flags_;  // runsc: platform and network
   std::vector<std::string> hierarchies_;  // every cgroup hierarchy (v1: one per controller)
@@ -89,6 +102,10 @@ class OciBackend final : public Backend {
   // Container id and bundle of each live instance, by its runtime's pidfd (held until the
   // Launched is destroyed, after cleanup, so it cannot be reused meanwhile).
   std::unordered_map<int, std::string> ids_;
+  // `delete --force` children under way, by the pidfd of the instance they clean up after.
+  std::unordered_map<int, proc::Child> deletes_;
+  // `kill ID KILL` children, by the pidfd of the instance they end (reaped by cleanup).
+  std::unordered_map<int, proc::Child> kills_;
 };
 
 }  // namespace faasvisor::backend

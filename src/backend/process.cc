@@ -1,7 +1,9 @@
 #include "backend/process.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/environment.h"
 #include "proc/spawn.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -15,13 +17,6 @@ namespace {
 constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
-
-bool has_env(const std::vector<std::string> &env, std::string_view name) {
-  for (const std::string &e : env)
-    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
-      return true;
-  return false;
-}
 }  // namespace
 
 ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
@@ -49,6 +44,13 @@ bool ProcessBackend::available(std::string *why_not) const {
     return false;
   }
   return true;
+}
+
+Status ProcessBackend::validate(const FunctionSpec &spec) const {
+  struct stat st{};
+  if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
+  return {};
 }
 
 Result<Launched> ProcessBackend::make_stem() {
@@ -104,13 +106,7 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   proc::GoSpec go;
   go.directory = spec.image;
   go.argv = spec.argv;
-  for (const auto &[name, value] : spec.env_vars) go.env.push_back(name + "=" + value);
-  for (const char *fallback : {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8"}) {
-    std::string_view f = fallback;
-    if (!has_env(go.env, f.substr(0, f.find('=')))) go.env.emplace_back(f);
-  }
-  go.env.push_back("FAASVISOR_FUNCTION=" + spec.name);
-  go.env.push_back("FAASVISOR_INSTANCE=" + std::string(instance_name));
+  go.env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
   go.tmp_size_bytes = spec.memory_bytes / 4;
   // The stem writes the limits to its cgroup before it execs the function.

@@ -25,6 +25,7 @@ class ProcessBackend final : public Backend {
 
   const char *name() const override { return "process"; }
   bool available(std::string *why_not) const override;
+  Status validate(const FunctionSpec &spec) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
   Result<uint64_t> memory_usage(const Launched &launched) const override {

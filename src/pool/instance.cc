@@ -57,7 +57,7 @@ const char *to_string(InstanceState state) {
 Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
     : pool_(pool), function_(std::move(function)), id_(id), generation_(function_->generation()) {
   name_ = function_->name() + "-" + std::to_string(id);
-  reserved_bytes_ = function_->spec().memory_bytes;
+  reserved_bytes_ = function_->spec().reservation_bytes;
   state_since_ns_ = monotonic_ns();
   console_preamble_ = function_->backend().console_preamble();
   function_->instances.push_back(*this);
@@ -376,6 +376,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       timer_purpose_ = TimerPurpose::none;
       set_state(InstanceState::warm);
       last_used_ns_ = now;
+      ready_ns_ = now;
       pool_.instance_ready(*this, now - spawn_ns_);
       return state_ != InstanceState::stopping;
     }
@@ -550,8 +551,9 @@ void Instance::on_timer(io::Timer &t) {
         self.launched_.child.signal(self.function_->backend().kill_signal());
         self.timer_purpose_ = TimerPurpose::stop_grace;
         self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
-      } else {
-        self.launched_.child.signal(SIGKILL);
+      } else if (self.function_->backend().force_kill(self.launched_)) {
+        self.timer_purpose_ = TimerPurpose::stop_grace;
+        self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
       }
       break;
     case TimerPurpose::cleanup_retry:

@@ -59,6 +59,8 @@ class Instance {
   uint64_t generation() const { return generation_; }
   pid_t pid() const { return launched_.child.pid(); }
   uint64_t spawn_ns() const { return spawn_ns_; }
+  // Launch to READY (the instance's initialisation time); 0 until it was ready.
+  uint64_t init_ns() const { return ready_ns_ != 0 ? ready_ns_ - spawn_ns_ : 0; }
   uint64_t last_used_ns() const { return last_used_ns_; }
   uint32_t served() const { return served_; }
   uint64_t state_since_ns() const { return state_since_ns_; }

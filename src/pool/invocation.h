@@ -29,6 +29,7 @@ struct InvocationResult {
   bool cold = false;
   uint64_t instance_id = 0;
   uint32_t retry_after_s = 0;  // for 429/503
+  uint64_t duration_ns = 0;    // arrival to this result (the node's execution time)
 };
 
 class InvocationSink {

@@ -58,10 +58,23 @@ PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Bac
 }  // namespace
 
 namespace {
+// A backend whose instances boot slowly (a Linux guest under TCG) sets its own default.
+// Each instance holds its memory limit against the node's budget, plus what the backend
+// itself costs per instance (a VMM beside its guest's RAM).
+void apply_backend_defaults(FunctionSpec &spec, const backend::Backend &b) {
+  uint64_t boot_ms = b.default_boot_timeout_ms();
+  if (boot_ms > 0 && spec.annotations.count("faasvisor.boot_timeout") == 0) spec.boot_timeout_ms = boot_ms;
+  spec.reservation_bytes = spec.memory_bytes + b.memory_overhead_bytes(spec);
+}
+
 PoolError check_budget(const FunctionSpec &spec, uint64_t budget) {
-  if (spec.memory_bytes <= budget) return {Outcome::ok, {}};
-  return {Outcome::bad_backend, "field 'limits.memory': " + std::to_string(spec.memory_bytes >> 20) +
-                                    " MiB is more than the node's whole memory budget (" +
+  uint64_t need = std::max(spec.memory_bytes, spec.reservation_bytes);
+  if (need <= budget) return {Outcome::ok, {}};
+  std::string overhead = need > spec.memory_bytes
+                             ? " (+" + std::to_string((need - spec.memory_bytes) >> 20) + " MiB for the backend)"
+                             : "";
+  return {Outcome::bad_backend, "field 'limits.memory': " + std::to_string(spec.memory_bytes >> 20) + " MiB" +
+                                    overhead + " is more than the node's whole memory budget (" +
                                     std::to_string(budget >> 20) + " MiB)"};
 }
 }  // namespace
@@ -73,6 +86,8 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);
+  if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   std::string name = spec->name;
   auto fn = std::make_shared<Function>(std::move(spec), *b);
   fn->owner_pool = this;
@@ -91,6 +106,8 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);
+  if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   fn->replace_spec(std::move(spec), *b);
   // Warm instances of the old definition retire now; busy and booting ones when they
   // next become idle (dispatch checks the generation).
@@ -125,7 +142,7 @@ PoolError Pool::scale(std::string_view name, uint64_t replicas) {
   uint64_t target = std::min<uint64_t>(replicas, fn->spec().max_instances);
   // Pre-booting uses free budget only: it never evicts other functions' instances.
   while (fn->active() < target && !shutting_down_ &&
-         reserved_bytes_ + fn->spec().memory_bytes <= options_.memory_budget_bytes) {
+         reserved_bytes_ + fn->spec().reservation_bytes <= options_.memory_budget_bytes) {
     if (!spawn_instance(*fn)) break;
   }
   // Scaling down stops idle instances, least recently used first, then booting ones that
@@ -296,7 +313,7 @@ void Pool::on_sample(io::Timer &t) {
 }
 
 bool Pool::spawn_instance(Function &fn) {
-  if (!reserve(fn.spec().memory_bytes)) return false;
+  if (!reserve(fn.spec().reservation_bytes)) return false;
   std::shared_ptr<Function> owner = functions_.at(fn.name());
   auto *inst = new Instance(*this, std::move(owner), next_instance_id_++);
   all_.push_back(*inst);
@@ -353,7 +370,7 @@ void Pool::on_prewarm(io::Timer &t) {
   Pool &pool = *fn.owner_pool;
   if (fn.deleted || pool.shutting_down_ || fn.warm > 0 || fn.booting > 0) return;
   if (fn.active() >= fn.spec().max_instances) return;
-  if (pool.reserved_bytes_ + fn.spec().memory_bytes > pool.options_.memory_budget_bytes) return;
+  if (pool.reserved_bytes_ + fn.spec().reservation_bytes > pool.options_.memory_budget_bytes) return;
   if (pool.spawn_instance(fn)) {
     ++fn.stats.prewarms;
     fn.instances.back()->prewarmed = true;
@@ -370,7 +387,7 @@ void Pool::instance_idle_expired(Instance &inst) {
 
 void Pool::ensure_min(Function &fn) {
   while (!shutting_down_ && !fn.deleted && fn.active() < fn.spec().min_instances &&
-         reserved_bytes_ + fn.spec().memory_bytes <= options_.memory_budget_bytes) {
+         reserved_bytes_ + fn.spec().reservation_bytes <= options_.memory_budget_bytes) {
     if (!spawn_instance(fn)) break;
   }
 }
@@ -428,7 +445,8 @@ void Pool::instance_finished(Instance &inst) {
 void Pool::deliver(Invocation &inv, InvocationResult &result) {
   Function &fn = *inv.function;
   uint64_t now = monotonic_ns();
-  double exec_ms = static_cast<double>(now - inv.arrival_ns) / 1e6;
+  result.duration_ns = now - inv.arrival_ns;
+  double exec_ms = static_cast<double>(result.duration_ns) / 1e6;
   if (result.error.empty()) {
     if (result.cold) {
       ++fn.stats.cold;

@@ -60,6 +60,35 @@ SpawnSetup::~SpawnSetup() {
   posix_spawnattr_destroy(&attr);
 }
 
+void StdioPipes::close_all() {
+  for (int *set : {child, node})
+    for (int i = 0; i < 3; ++i)
+      if (set[i] >= 0) close(set[i]), set[i] = -1;
+}
+
+void StdioPipes::release_node_ends(int *to_child, int *from_child, int *log) {
+  *to_child = node[0];
+  *from_child = node[1];
+  *log = node[2];
+  node[0] = node[1] = node[2] = -1;
+}
+
+Status make_stdio_pipes(StdioPipes &pipes) {
+  for (int i = 0; i < 3; ++i) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+      int err = errno;
+      pipes.close_all();
+      return Error{err, "pipe2", ""};
+    }
+    // stdin: the child reads; stdout and stderr: the child writes.
+    pipes.child[i] = i == 0 ? fds[0] : fds[1];
+    pipes.node[i] = i == 0 ? fds[1] : fds[0];
+    fcntl(pipes.node[i], F_SETFL, O_NONBLOCK);
+  }
+  return {};
+}
+
 Result<Child> spawn_with_pidfd(const char *path, SpawnSetup &setup, char *const argv[],
                                char *const envp[]) {
   pid_t pid = -1;

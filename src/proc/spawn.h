@@ -50,6 +50,22 @@ struct SpawnSetup {
 Result<Child> spawn_with_pidfd(const char *path, SpawnSetup &setup, char *const argv[],
                                char *const envp[]);
 
+// Three pipes for a child's stdin, stdout and stderr. The child's ends (cloexec: a dup2 in
+// the child clears it) go to fds 0-2 of the child; the node keeps the other ends,
+// non-blocking. The destructor closes whatever was not released.
+struct StdioPipes {
+  int child[3] = {-1, -1, -1};  // stdin read end, stdout write end, stderr write end
+  int node[3] = {-1, -1, -1};   // stdin write end, stdout read end, stderr read end
+  StdioPipes() = default;
+  StdioPipes(const StdioPipes &) = delete;
+  StdioPipes &operator=(const StdioPipes &) = delete;
+  ~StdioPipes() { close_all(); }
+  void close_all();
+  // Hands the node's ends to the caller; only the child's are closed from then on.
+  void release_node_ends(int *to_child, int *from_child, int *log);
+};
+Status make_stdio_pipes(StdioPipes &pipes);
+
 // What a stem becomes.
 struct GoSpec {
   std::string directory;

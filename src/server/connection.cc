@@ -156,6 +156,12 @@ void Connection::invocation_done(pool::Invocation &, const pool::InvocationResul
     extra += "X-Faasvisor-Instance: ";
     extra += std::to_string(result.instance_id);
     extra += "\r\n";
+    // The OpenFaaS watchdog's header: the node's arrival-to-answer time, queueing and any
+    // cold start included (the figure /system/stats summarises as exec_ms).
+    char duration[48];
+    std::snprintf(duration, sizeof duration, "X-Duration-Seconds: %.6f\r\n",
+                  static_cast<double>(result.duration_ns) / 1e9);
+    extra += duration;
   }
   if (result.retry_after_s != 0) {
     extra += "Retry-After: ";
@@ -313,6 +319,8 @@ void Connection::close() {
   if (following_ != nullptr) following_->unfollow(*this);
   following_ = nullptr;
   if (request_active_) node_.pool->abandon(invocation_);
+  node_.images->cancel(*this);
+  pending_deploy_.reset();
   request_active_ = false;
   node_.timers->stop(idle_timer_);
   node_.ring->cancel(recv_op_);
@@ -325,6 +333,15 @@ void Connection::maybe_free() {
   if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
+}
+
+void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {
+  pending_deploy_ = std::move(spec);
+  pending_update_ = update;
+}
+
+void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) {
+  node_.image_resolved(*this, std::move(pending_deploy_), pending_update_, result, image_fault);
 }
 
 }  // namespace faasvisor

@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "api/deploy.h"
 #include "http/parser.h"
+#include "image/store.h"
 #include "io/ring.h"
 #include "io/timer.h"
 #include "pool/invocation.h"
@@ -16,7 +18,7 @@
 namespace faasvisor {
 struct NodeImpl;
 
-class Connection final : public pool::InvocationSink, public pool::LogFollower {
+class Connection final : public pool::InvocationSink, public pool::LogFollower, public image::Waiter {
  public:
   Connection(NodeImpl &node, int fd);
   ~Connection();
@@ -49,6 +51,9 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower {
   void follow(pool::LogBook &book, std::string function_name, std::string namespace_name);
   void log_line(const pool::LogEntry &entry) override;
   void log_ended() override;
+  // A deploy waiting for its OCI image: the request stays active until the image is ready.
+  void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
+  void image_ready(Result<image::Resolved> &result, bool image_fault) override;
 
   ListHook node_hook;
 
@@ -85,6 +90,8 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower {
   bool streaming_ = false;
   bool parse_failed_ = false;
   pool::LogBook *following_ = nullptr;
+  std::shared_ptr<FunctionSpec> pending_deploy_;
+  bool pending_update_ = false;
   std::string follow_name_, follow_namespace_;
 };
 

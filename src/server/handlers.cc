@@ -49,12 +49,15 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
+  if (!spec.image_digest.empty()) w.field("imageDigest", spec.image_digest).field("rootfs", spec.rootfs);
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
   w.field("queued", fn.queue.size());
   w.key("instances").begin_array();
   const_cast<pool::Function &>(fn).instances.for_each([&](pool::Instance &inst) {
     w.begin_object().field("id", inst.id()).field("state", pool::to_string(inst.state()));
-    w.field("pid", static_cast<int64_t>(inst.pid())).field("served", inst.served()).end_object();
+    w.field("pid", static_cast<int64_t>(inst.pid())).field("served", inst.served());
+    if (inst.init_ns() != 0) w.field("initMs", static_cast<double>(inst.init_ns()) / 1e6);
+    w.field("memoryBytes", inst.memory_bytes()).end_object();
   });
   w.end_array();
   w.end_object();
@@ -105,6 +108,33 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
 
 }  // namespace
 
+void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
+  if (image::is_oci_image(*spec)) {
+    if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
+    // Unpacking may take seconds: the helper does it, this request is answered when it exits.
+    if (Status st = images->resolve(spec->image, conn); !st.ok()) return conn.respond_error(503, st.error().message());
+    return conn.await_image(std::move(spec), update);
+  }
+  pool::PoolError err = update ? pool->update(spec) : pool->deploy(spec);
+  if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
+  return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+}
+
+void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
+                              Result<image::Resolved> &image, bool image_fault) {
+  if (!image) return conn.respond_error(image_fault ? 400 : 503, image.error().message());
+  if (Status st = image::apply_image(*spec, *image); !st.ok()) return conn.respond_error(400, st.error().message());
+  pool::PoolError err = update ? pool->update(spec) : pool->deploy(spec);
+  if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
+  std::string body;
+  api::JsonWriter w(body);
+  w.begin_object().field("status", "accepted");
+  w.key("image").begin_object().field("digest", image->digest).field("rootfs", image->rootfs);
+  w.field("unpacked", image->unpacked).end_object();
+  w.end_object();
+  conn.respond(202, kJson, body);
+}
+
 void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
   api::Route r = api::route(req.method, req.path());
   std::string body;
@@ -144,13 +174,21 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
         bool ok = b->available(&why);
         w.begin_object().field("name", b->name()).field("available", ok);
         if (!ok) w.field("why_not", why);
+        std::vector<std::pair<std::string, std::string>> facts;
+        b->describe(facts);
+        for (const auto &[name, value] : facts) w.field(name, value);
         w.end_object();
       }
       w.end_array();
       w.field("instances", pool->live_instances());
       w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
+      w.field("memory_sample_ms", pool->options().memory_sample_ms);
       w.field("memory_reserved_bytes", pool->reserved_bytes());
       w.field("connections", connections.size());
+      const image::StoreStats &is = images->stats();
+      w.key("images").begin_object().field("cache", images->options().cache_dir);
+      w.field("unpacking", images->running()).field("resolved", is.resolved);
+      w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
       w.end_object();
       w.end_object();
       return conn.respond(200, kJson, body);
@@ -174,10 +212,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       limits.default_queue_limit = options.max_queue_per_function;
       auto spec = parse_deploy(req.body, limits);
       if (!spec) return conn.respond_error(400, spec.error().message());
-      pool::PoolError err = r.kind == api::RouteKind::deploy ? pool->deploy(std::move(*spec))
-                                                             : pool->update(std::move(*spec));
-      if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
-      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+      return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {
       auto name = parse_delete(req.body);

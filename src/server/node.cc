@@ -12,6 +12,7 @@
 
 #include "backend/oci.h"
 #include "backend/process.h"
+#include "backend/qemu.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -51,13 +52,13 @@ void raise_fd_limit() {
   }
 }
 
-// faasvisor-stem is installed beside the daemon.
-std::string default_stem_path() {
+// The helpers (faasvisor-stem, faasvisor-unpack) are installed beside the daemon.
+std::string helper_path(const char *name) {
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "faasvisor-stem";
+  if (n <= 0) return name;
   std::string path(exe, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/') + 1) + "faasvisor-stem";
+  return path.substr(0, path.rfind('/') + 1) + name;
 }
 
 void arm_accept(NodeImpl &node) { node.ring->accept_multishot(node.accept_op, node.listen_fd); }
@@ -134,6 +135,7 @@ void NodeImpl::begin_shutdown() {
   ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
   listen_fd = -1;
   pool->begin_shutdown();
+  images->shutdown();  // deploys waiting for an image are answered 503 as their helpers die
   connections.for_each([](Connection &conn) {
     conn.close_when_idle();
     conn.maybe_free();
@@ -189,6 +191,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN);
 
+  auto accel = backend::parse_accel(options.accel);
+  if (!accel) {
+    *error = accel.error().message();
+    return nullptr;
+  }
   auto ring = io::Ring::create(options.ring_entries);
   if (!ring) {
     *error = ring.error().message();
@@ -228,8 +235,12 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   pool_options.memory_sample_ms = options.memory_sample_ms;
   pool_options.policy_time_scale = options.policy_time_scale;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
+  image::StoreOptions image_options;
+  image_options.cache_dir = options.image_cache_dir;
+  image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
+  impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   backend::ProcessBackendOptions process_options;
-  process_options.stem_path = options.stem_path.empty() ? default_stem_path() : options.stem_path;
+  process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
   process_options.stem_pool_size = options.stem_pool_size;
   impl->pool->add_backend(
       std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
@@ -238,6 +249,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     oci_options.runtime = runtime;
     impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
   }
+  backend::QemuHostOptions qemu_options;
+  qemu_options.qemu_path = options.qemu_path;
+  qemu_options.kernel_path = options.vm_kernel;
+  qemu_options.accel = *accel;
+  auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
+  for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
+    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
 
   if (options.handle_signals) {
     sigset_t mask;
@@ -274,7 +292,8 @@ Node::~Node() {
   // Drain the completions still armed on the node itself (signal read, kernel timeout).
   node.ring->cancel(node.signal_op);
   node.timers->stop(node.shutdown_timer);
-  while (node.signal_op.in_flight || node.accept_op.in_flight) node.ring->run_once();
+  node.images->shutdown();
+  while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle()) node.ring->run_once();
   if (node.signal_fd >= 0) ::close(node.signal_fd);
   // The backends release their prepared sandboxes (and those sandboxes' cgroups) first;
   // only then is the node's cgroup subtree empty enough to remove.

@@ -9,6 +9,7 @@
 
 #include "faasvisor/node.h"
 #include "http/parser.h"
+#include "image/store.h"
 #include "io/ring.h"
 #include "io/timer.h"
 #include "pool/scheduler.h"
@@ -29,6 +30,7 @@ struct NodeImpl {
   std::unique_ptr<io::TimerQueue> timers;
   proc::CgroupTree cgroups;
   std::unique_ptr<pool::Pool> pool;
+  std::unique_ptr<image::Store> images;
   http::Limits http_limits;
   std::string node_name;
   std::string bound_address;
@@ -52,6 +54,11 @@ struct NodeImpl {
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
+  // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
+  // loop, and the request answered when that is done (server/handlers.cc).
+  void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
+  void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
+                      Result<image::Resolved> &image, bool image_fault);
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);

@@ -23,7 +23,7 @@ def rootfs(name):
 
 
 def build_images():
-    if all(os.path.exists(os.path.join(rootfs(n), n)) for n in ("echo", "hash", "misbehave")):
+    if all(os.path.exists(os.path.join(rootfs(n), n)) for n in ("echo", "hash", "misbehave", "isolation")):
         return
     subprocess.run([os.path.join(ROOT, "tools", "mkimage"), IMAGE_BUILD], check=True,
                    stdout=subprocess.DEVNULL)
@@ -36,7 +36,7 @@ def container_spec(name, image, backend="crun", **extra):
     return spec
 
 
-@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/nsenter"),
+@unittest.skipUnless(shutil.which("crun") and os.path.exists("/usr/bin/unshare"),
                      "crun is not installed")
 class ContainerTests(DaemonTestCase):
     FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000")
@@ -81,15 +81,15 @@ class ContainerTests(DaemonTestCase):
         self.assertEqual(r.status, 200, r.body)
         self.assertIn(b"ba7816bf", r.body)  # SHA-256("abc")
 
-    def test_ten_concurrent_cold_starts(self):
+    def test_twenty_concurrent_cold_starts(self):
         name = self.BACKEND + "-many"
         self.deploy(container_spec(name, "misbehave", self.BACKEND))
         results = parallel(lambda i: self.daemon.invoke(name, b"%d" % i, query="mode=slow&ms=300"),
-                           [(i,) for i in range(10)])
+                           [(i,) for i in range(20)])
         for i, r in enumerate(results):
             self.assertNotIsInstance(r, BaseException)
             self.assertEqual((r.status, r.body), (200, b"%d" % i))
-        self.assertEqual(len(self.daemon.instances(name)), 10)
+        self.assertEqual(len(self.daemon.instances(name)), 20)
         self.assertEqual(self.daemon.request("DELETE", "/system/functions",
                                              {"functionName": name}).status, 202)
         wait_until(lambda: not os.listdir(os.path.join(self.state_dir(), "bundles")) or
@@ -118,6 +118,24 @@ class ContainerTests(DaemonTestCase):
         self.assertEqual(r.status, 502, r.body)
         self.daemon.assert_process_gone(pid)
         wait_until(lambda: not self.leftovers(instance_name), scaled(5),
+                   "runtime state and bundle of %s to be removed" % instance_name)
+        self.assertTrue(self.daemon.healthy())
+
+    def test_kill_after_grace_leaves_nothing(self):
+        """A function that ignores SIGTERM outlives the stop grace: the node kills the runtime
+        (crun/runc: SIGKILL after the forwarded SIGTERM; runsc: SIGKILL at once) and cleanup
+        removes the orphaned container with the runtime's delete, off the loop."""
+        name = self.BACKEND + "-stubborn"
+        self.deploy(container_spec(name, "isolation", self.BACKEND,
+                                   annotations={"faasvisor.backend": self.BACKEND, "faasvisor.timeout": "1s"}))
+        self.assertEqual(self.daemon.invoke(name, b"", query="mode=alloc&mib=1").status, 200)
+        inst = self.daemon.instances(name)[0]
+        instance_name = "%s-%d" % (name, inst["id"])
+        self.daemon.record_children()
+        r = self.daemon.invoke(name, b"", query="mode=ignoreterm")
+        self.assertEqual(r.status, 504, r.body)
+        self.daemon.assert_process_gone(inst["pid"])
+        wait_until(lambda: not self.leftovers(instance_name), scaled(10),
                    "runtime state and bundle of %s to be removed" % instance_name)
         self.assertTrue(self.daemon.healthy())
 

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <cerrno>
 #include <set>
 #include <string>
 #include <string_view>
@@ -132,4 +133,43 @@ TEST_CASE("oci config: without cgroups there is no path and no limit") {
   CHECK(doc["linux"]["cgroupsPath"].error() == simdjson::NO_SUCH_FIELD);
   CHECK(doc["linux"]["resources"]["memory"].error() == simdjson::NO_SUCH_FIELD);
   CHECK(doc["linux"]["resources"]["devices"].get_array().size() == 1);
+}
+
+TEST_CASE("oci config: the default seccomp profile allows ordinary calls and denies the rest") {
+  simdjson::dom::parser parser;
+  std::string json = make_oci_config(sample_spec(), "echo-7", sample_input());
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(json).get(doc) == simdjson::SUCCESS);
+  auto seccomp = doc["linux"]["seccomp"];
+  CHECK(std::string_view(seccomp["defaultAction"].get_string()) == "SCMP_ACT_ERRNO");
+  CHECK(integer(seccomp["defaultErrnoRet"]) == ENOSYS);
+  std::set<std::string> allowed, denied;
+  bool clone_filtered = false;
+  for (simdjson::dom::element rule : seccomp["syscalls"].get_array()) {
+    std::string_view action = rule["action"].get_string();
+    std::vector<std::string> names = strings(rule["names"]);
+    if (rule["args"].error() == simdjson::SUCCESS) {
+      // clone only without namespace flags
+      CHECK(names == std::vector<std::string>{"clone"});
+      simdjson::dom::element arg = rule["args"].at(0);
+      CHECK(std::string_view(arg["op"].get_string()) == "SCMP_CMP_MASKED_EQ");
+      CHECK(integer(arg["value"]) == 0x7E020000);
+      CHECK(integer(arg["valueTwo"]) == 0);
+      clone_filtered = true;
+      continue;
+    }
+    if (action == "SCMP_ACT_ALLOW") allowed.insert(names.begin(), names.end());
+    if (action == "SCMP_ACT_ERRNO") {
+      CHECK(integer(rule["errnoRet"]) == EPERM);
+      denied.insert(names.begin(), names.end());
+    }
+  }
+  CHECK(clone_filtered);
+  for (const char *name : {"read", "write", "openat", "mmap", "futex", "execve", "epoll_wait", "socket", "exit_group"})
+    CHECK_MESSAGE(allowed.count(name) == 1, name);
+  for (const char *name : {"mount", "unshare", "setns", "ptrace", "bpf", "init_module", "kexec_load", "io_uring_setup"})
+    CHECK_MESSAGE(denied.count(name) == 1, name);
+  for (const std::string &name : allowed) CHECK_MESSAGE(denied.count(name) == 0, name);
+  CHECK(allowed.count("clone") == 0);   // only through the filtered rule
+  CHECK(allowed.count("clone3") == 0);  // ENOSYS: its flags cannot be inspected
 }

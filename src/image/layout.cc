@@ -1,0 +1,261 @@
+#include "image/layout.h"
+
+#include <sys/stat.h>
+
+#include <simdjson.h>
+
+#include "api/json.h"
+
+namespace faasvisor::image {
+namespace {
+
+namespace dom = simdjson::dom;
+
+constexpr std::string_view kManifestTypes[] = {"application/vnd.oci.image.manifest.v1+json",
+                                               "application/vnd.docker.distribution.manifest.v2+json"};
+
+Result<dom::object> parse_object(dom::parser &parser, std::string_view json, const char *what) {
+  if (json.size() > kMaxJsonBlob) return plain_error(what, "larger than 4 MiB");
+  dom::element doc;
+  if (auto err = parser.parse(json.data(), json.size()).get(doc))
+    return plain_error(what, std::string("not JSON: ") + simdjson::error_message(err));
+  dom::object object;
+  if (doc.get_object().get(object)) return plain_error(what, "not a JSON object");
+  return object;
+}
+
+Result<Descriptor> read_descriptor(dom::element value, const char *what) {
+  Descriptor d;
+  dom::object object;
+  if (value.get_object().get(object)) return plain_error(what, "descriptor is not an object");
+  std::string_view text;
+  if (object["digest"].get_string().get(text) || !valid_digest(text))
+    return plain_error(what, "descriptor has no valid sha256 digest");
+  d.digest = std::string(text);
+  if (!object["mediaType"].get_string().get(text)) d.media_type = std::string(text);
+  int64_t size = 0;
+  if (object["size"].get_int64().get(size) || size < 0) return plain_error(what, "descriptor has no valid size");
+  d.size = static_cast<uint64_t>(size);
+  return d;
+}
+
+// A JSON array of strings, or null/absent (empty).
+Status read_strings(dom::object object, const char *key, std::vector<std::string> &out, size_t &budget) {
+  dom::element value;
+  if (object[key].get(value) || value.is_null()) return {};
+  dom::array array;
+  if (value.get_array().get(array)) return plain_error("image config", std::string(key) + " is not an array of strings");
+  for (dom::element item : array) {
+    std::string_view text;
+    if (item.get_string().get(text) || text.find('\0') != std::string_view::npos)
+      return plain_error("image config", std::string(key) + " is not an array of strings");
+    if (budget-- == 0) return plain_error("image config", "too many strings in Entrypoint, Cmd and Env");
+    out.emplace_back(text);
+  }
+  return {};
+}
+
+std::string_view env_name(std::string_view entry) { return entry.substr(0, entry.find('=')); }
+
+}  // namespace
+
+bool runs_oci_images(std::string_view backend) {
+  return backend == "crun" || backend == "runc" || backend == "gvisor";
+}
+
+bool is_oci_image(const FunctionSpec &spec) {
+  struct stat st{};
+  if (stat(spec.image.c_str(), &st) != 0) return false;
+  // A regular file is a tar of a layout only where images run: the VM backends boot files
+  // of their own (an initramfs, a unikernel).
+  if (S_ISREG(st.st_mode)) return runs_oci_images(spec.backend);
+  return S_ISDIR(st.st_mode) && stat((spec.image + "/oci-layout").c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool valid_digest(std::string_view digest) {
+  if (digest.size() != 7 + 64 || digest.substr(0, 7) != "sha256:") return false;
+  for (char c : digest.substr(7))
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+std::string_view digest_hex(std::string_view digest) { return digest.substr(7); }
+
+Result<Descriptor> parse_index(std::string_view json) {
+  dom::parser parser;
+  auto object = parse_object(parser, json, "index.json");
+  if (!object) return object.error();
+  dom::array manifests;
+  if ((*object)["manifests"].get_array().get(manifests))
+    return plain_error("index.json", "has no manifests array");
+  std::vector<std::pair<Descriptor, bool>> found;  // descriptor, is linux/amd64
+  for (dom::element m : manifests) {
+    auto d = read_descriptor(m, "index.json");
+    if (!d) return d.error();
+    bool known = false;
+    for (std::string_view t : kManifestTypes) known |= d->media_type == t;
+    if (!known) continue;  // nested indexes, attestations...
+    std::string_view os, arch;
+    bool amd64 = !m["platform"]["os"].get_string().get(os) && !m["platform"]["architecture"].get_string().get(arch) &&
+                 os == "linux" && arch == "amd64";
+    found.emplace_back(std::move(*d), amd64);
+  }
+  if (found.empty()) return plain_error("index.json", "names no image manifest");
+  if (found.size() == 1) return found[0].first;
+  for (auto &[d, amd64] : found)
+    if (amd64) return d;
+  return plain_error("index.json", "names several manifests and none for linux/amd64");
+}
+
+Result<Manifest> parse_manifest(std::string_view json) {
+  dom::parser parser;
+  auto object = parse_object(parser, json, "manifest");
+  if (!object) return object.error();
+  Manifest m;
+  dom::element config;
+  if ((*object)["config"].get(config)) return plain_error("manifest", "has no config");
+  auto c = read_descriptor(config, "manifest config");
+  if (!c) return c.error();
+  m.config = std::move(*c);
+  dom::array layers;
+  if ((*object)["layers"].get_array().get(layers)) return plain_error("manifest", "has no layers array");
+  for (dom::element l : layers) {
+    auto d = read_descriptor(l, "manifest layer");
+    if (!d) return d.error();
+    if (m.layers.size() == kMaxLayers) return plain_error("manifest", "more than 128 layers");
+    m.layers.push_back(std::move(*d));
+  }
+  return m;
+}
+
+Result<ImageConfig> parse_config(std::string_view json) {
+  dom::parser parser;
+  auto object = parse_object(parser, json, "image config");
+  if (!object) return object.error();
+  ImageConfig out;
+  dom::element value;
+  if ((*object)["config"].get(value) || value.is_null()) return out;  // no runtime config at all
+  dom::object config;
+  if (value.get_object().get(config)) return plain_error("image config", "'config' is not an object");
+  size_t budget = kMaxConfigStrings;
+  for (auto [key, target] : {std::pair{"Entrypoint", &out.entrypoint}, std::pair{"Cmd", &out.cmd},
+                             std::pair{"Env", &out.env}})
+    if (Status st = read_strings(config, key, *target, budget); !st.ok()) return st.error();
+  std::string_view dir;
+  if (!config["WorkingDir"].get_string().get(dir)) out.working_dir = std::string(dir);
+  return out;
+}
+
+std::vector<std::string_view> split_on(std::string_view text, char separator) {
+  std::vector<std::string_view> out;
+  size_t at = 0;
+  while (true) {
+    size_t next = text.find(separator, at);
+    if (next == std::string_view::npos) {
+      out.push_back(text.substr(at));
+      return out;
+    }
+    out.push_back(text.substr(at, next - at));
+    at = next + 1;
+  }
+}
+
+Result<std::string> clean_entry_path(std::string_view name) {
+  if (!name.empty() && name[0] == '/') return plain_error("absolute path", std::string(name));
+  std::string out;
+  for (std::string_view part : split_on(name, '/')) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") return plain_error("path with '..'", std::string(name));
+    if (!out.empty()) out += '/';
+    out += part;
+  }
+  if (out.find('\0') != std::string::npos) return plain_error("path with a NUL byte", std::string(name));
+  return out;
+}
+
+Status check_runs_images(const FunctionSpec &spec) {
+  if (!runs_oci_images(spec.backend))
+    return plain_error("field 'image'", spec.image + " is an OCI image: it runs on a container backend "
+                                        "(annotation faasvisor.backend: crun, runc or gvisor), not on " + spec.backend);
+  return {};
+}
+
+Status apply_image(FunctionSpec &spec, const Resolved &image) {
+  if (Status st = check_runs_images(spec); !st.ok()) return st;
+  spec.rootfs = image.rootfs;
+  spec.image_digest = image.digest;
+  if (spec.argv.empty()) {
+    spec.argv = image.config.entrypoint;
+    spec.argv.insert(spec.argv.end(), image.config.cmd.begin(), image.config.cmd.end());
+  }
+  if (spec.argv.empty() || spec.argv[0].empty())
+    return plain_error("field 'image'", spec.image + " has no runnable entrypoint (its config has no Entrypoint "
+                                        "or Cmd, and the deployment gives no envProcess)");
+  spec.image_env.clear();
+  for (const std::string &e : image.config.env) {
+    if (e.find('=') == std::string::npos) continue;
+    bool overridden = false;
+    for (const auto &[name, value] : spec.env_vars) overridden |= env_name(e) == name;
+    if (!overridden) spec.image_env.push_back(e);
+  }
+  spec.cwd = image.config.working_dir.empty() ? "/" : image.config.working_dir;
+  if (spec.cwd[0] != '/')
+    return plain_error("field 'image'", spec.image + ": WorkingDir '" + spec.cwd + "' is not absolute");
+  return {};
+}
+
+namespace {
+void write_strings(api::JsonWriter &w, std::string_view key, const std::vector<std::string> &items) {
+  w.key(key).begin_array();
+  for (const std::string &s : items) w.string(s);
+  w.end_array();
+}
+
+Status read_string_list(dom::object object, const char *key, std::vector<std::string> &out) {
+  size_t budget = kMaxConfigStrings;
+  return read_strings(object, key, out, budget);
+}
+}  // namespace
+
+std::string encode_resolved(const Resolved &image) {
+  std::string out;
+  api::JsonWriter w(out);
+  w.begin_object().field("digest", image.digest).field("rootfs", image.rootfs).field("unpacked", image.unpacked);
+  write_strings(w, "Entrypoint", image.config.entrypoint);
+  write_strings(w, "Cmd", image.config.cmd);
+  write_strings(w, "Env", image.config.env);
+  w.field("WorkingDir", image.config.working_dir);
+  w.end_object();
+  return out + "\n";
+}
+
+std::string encode_failure(std::string_view message) {
+  std::string out;
+  api::JsonWriter w(out);
+  w.begin_object().field("error", message).end_object();
+  return out + "\n";
+}
+
+Result<Resolved> decode_resolved(std::string_view json) {
+  dom::parser parser;
+  auto object = parse_object(parser, json, "image helper answer");
+  if (!object) return object.error();
+  std::string_view text;
+  if (!(*object)["error"].get_string().get(text)) return plain_error("image", std::string(text));
+  Resolved r;
+  if ((*object)["digest"].get_string().get(text) || !valid_digest(text))
+    return plain_error("image helper answer", "no digest");
+  r.digest = std::string(text);
+  if ((*object)["rootfs"].get_string().get(text) || text.empty() || text[0] != '/')
+    return plain_error("image helper answer", "no rootfs");
+  r.rootfs = std::string(text);
+  bool unpacked = false;
+  if (!(*object)["unpacked"].get_bool().get(unpacked)) r.unpacked = unpacked;
+  for (auto [key, target] : {std::pair{"Entrypoint", &r.config.entrypoint}, std::pair{"Cmd", &r.config.cmd},
+                             std::pair{"Env", &r.config.env}})
+    if (Status st = read_string_list(*object, key, *target); !st.ok()) return st.error();
+  if (!(*object)["WorkingDir"].get_string().get(text)) r.config.working_dir = std::string(text);
+  return r;
+}
+
+}  // namespace faasvisor::image

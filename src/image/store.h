@@ -1,0 +1,82 @@
+// The node's side of OCI images: at deploy time an image is resolved to its cached rootfs
+// and config by the faasvisor-unpack helper (image/unpack.h), a child process watched by its
+// pidfd on the ring, so unpacking (seconds for a large image) never runs on the loop. A
+// deploy waits for it as a Waiter and is answered when the helper exits. Deploys of the same
+// image at the same time share one helper.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "image/layout.h"
+#include "io/ring.h"
+#include "io/timer.h"
+#include "proc/child.h"
+#include "util/intrusive_list.h"
+
+namespace faasvisor::image {
+
+class Waiter {
+ public:
+  // image_fault: the image itself is unusable (missing, corrupt, malicious); otherwise the
+  // node could not resolve it (helper failed to start, timed out, node shutting down).
+  virtual void image_ready(Result<Resolved> &result, bool image_fault) = 0;
+  bool waiting() const { return waiter_hook.linked(); }
+
+  ListHook waiter_hook;
+  void *job = nullptr;  // the Store's job this waiter is on
+
+ protected:
+  ~Waiter() = default;
+};
+
+struct StoreOptions {
+  std::string cache_dir = "/var/lib/faasvisor/images";
+  std::string helper_path;          // faasvisor-unpack
+  uint64_t timeout_ms = 300'000;    // a helper still running after this is killed
+  uint32_t max_jobs = 8;            // images being unpacked at once; more deploys get 503
+};
+
+struct StoreStats {
+  uint64_t resolved = 0;  // helper runs that answered with an image
+  uint64_t unpacked = 0;  // of those, how many unpacked it (the others found it cached)
+  uint64_t failed = 0;
+};
+
+class Store {
+ public:
+  Store(io::Ring &ring, io::TimerQueue &timers, StoreOptions options);
+  ~Store();
+  Store(const Store &) = delete;
+  Store &operator=(const Store &) = delete;
+
+  // Starts resolving `image` (or joins a helper already resolving it); w.image_ready runs
+  // later from the loop. Fails at once, calling nothing, if no helper can be started.
+  Status resolve(const std::string &image, Waiter &w);
+  // The waiter goes away (its client left): it is not called. The helper runs on.
+  void cancel(Waiter &w);
+  // Kills every helper; their waiters are answered as their exits arrive.
+  void shutdown();
+  bool idle() const { return jobs_.empty(); }
+  size_t running() const { return jobs_.size(); }
+
+  const StoreOptions &options() const { return options_; }
+  const StoreStats &stats() const { return stats_; }
+
+ private:
+  struct Job;
+  static void on_exit(io::Completion &c, int result, uint32_t flags);
+  static void on_deadline(io::Timer &t);
+  void finish(Job &job);
+
+  io::Ring &ring_;
+  io::TimerQueue &timers_;
+  StoreOptions options_;
+  StoreStats stats_;
+  bool shutting_down_ = false;
+  std::unordered_map<std::string, std::unique_ptr<Job>> jobs_;  // by image path
+};
+
+}  // namespace faasvisor::image

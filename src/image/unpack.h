@@ -1,0 +1,44 @@
+// Unpacking OCI images into the node's content-addressed cache. Run by the faasvisor-unpack
+// helper, never on the node's loop: it reads and writes whole layers.
+//
+// Cache layout (CACHE is the node's --image-cache, default /var/lib/faasvisor/images):
+//   CACHE/sha256/<manifest digest>/rootfs        the root filesystem, shared read-only
+//   CACHE/sha256/<manifest digest>/config.json   the image config blob, as published
+//   CACHE/tmp/                                   work in progress, renamed into place whole
+// An image is unpacked into CACHE/tmp and renamed to its final name in one step, so a crash
+// or a concurrent node never leaves (or sees) a half-made image; the loser of a race drops
+// its copy. Nothing in the cache is ever written to again.
+//
+// Safety: every blob is checked against its sha256 digest and size. Layer entries with an
+// absolute path or a ".." component are refused, as is any entry (file, link, whiteout)
+// whose parent directory resolves outside the root through a symlink (openat2 with
+// RESOLVE_BENEATH: absolute symlinks and ".." that climb out both fail); hard links must
+// name a target inside the root the same way. Device nodes, FIFOs and sockets are skipped.
+// Whiteouts (.wh.NAME) delete NAME from lower layers; an opaque whiteout (.wh..wh..opq)
+// empties its directory of what lower layers put there.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "image/layout.h"
+#include "util/result.h"
+
+namespace faasvisor::image {
+
+struct UnpackLimits {
+  uint64_t max_bytes = 8ull << 30;     // file data written, all layers together
+  uint64_t max_entries = 1'000'000;    // entries, all layers together
+};
+
+// Resolves `image` (an OCI layout directory or a tar archive of one) to its cached rootfs,
+// unpacking it first if the cache does not have it.
+Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image,
+                              const UnpackLimits &limits = {});
+
+// Applies one layer (a tar, compressed or not, read from fd) to the directory root_fd;
+// exposed for tests. `digest`: checked against the bytes read (empty: not checked).
+Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t size,
+                   const UnpackLimits &limits, uint64_t *bytes_used, uint64_t *entries_used);
+
+}  // namespace faasvisor::image

@@ -1,0 +1,349 @@
+/* faasvisor-vminit: /init of a microVM instance (the microvm backend, src/backend/qemu.cc).
+ *
+ * The node talks the instance protocol over the guest's serial port (ttyS0, QEMU's
+ * -serial stdio). This agent makes that stream clean and runs the function on it:
+ *   - mounts devtmpfs, proc and a tmpfs /tmp;
+ *   - turns the kernel's console output off (it shares ttyS0 with the protocol);
+ *   - sets ttyS0 raw: no echo, no CR/LF translation, no signals, 8-bit clean;
+ *   - runs the function (argv and environment from the kernel command line's fvspec=,
+ *     written by the node) with stdin on ttyS0 and stdout, stderr on pipes back to it;
+ *   - relays the function's stdout to ttyS0 frame by frame, and sends each stderr line as
+ *     a LOG frame between frames, so the function's log reaches the node on the one stream;
+ *   - when the function exits, says how in a LOG frame and reboots: the kernel's reboot=t
+ *     triple-faults and QEMU, run with -no-reboot, exits. A panic does the same (panic=-1).
+ * Static, no allocation beyond fixed buffers; it never returns (pid 1 must not exit). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/klog.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "faasvisor/frame.h"
+
+#define SPEC_MAX 4096
+#define MAX_ARGS 64
+#define MAX_ENV 128
+#define LOG_LINE_MAX 1024
+
+static int g_tty = 1; /* /dev/console (ttyS0) until /dev/ttyS0 is open */
+
+static void write_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+/* One LOG frame on the protocol stream (only between frames). */
+static void send_log(const char *line, size_t len) {
+  uint8_t header[FV_FRAME_HEADER_SIZE];
+  if (len > LOG_LINE_MAX) len = LOG_LINE_MAX;
+  fv_frame_header_write(header, FV_FRAME_LOG, (uint32_t)len);
+  write_all(g_tty, header, sizeof header);
+  write_all(g_tty, line, len);
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+  char line[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof line) n = sizeof line - 1;
+  send_log(line, (size_t)n);
+}
+
+static void halt_now(void) {
+  sync();
+  reboot(RB_AUTOBOOT);
+  for (;;) pause();
+}
+
+/* Fatal before the function runs: a LOG frame (the stream is clean from the start), then
+ * the end of the VM; the node reports the instance as failed with this line in its log. */
+static void die(const char *what) {
+  say("faasvisor-vminit: %s: %s", what, strerror(errno));
+  halt_now();
+}
+
+/* The kernel modules tools/mkinitramfs put in the image, in dependency order. */
+static void load_modules(void) {
+  static char list[4096];
+  static char loaded[512];
+  size_t loaded_len = 0;
+  int fd = open("/lib/modules/load", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, list, sizeof list - 1);
+  close(fd);
+  if (n <= 0) return;
+  list[n] = '\0';
+  for (char *line = strtok(list, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+    int mod = open(line, O_RDONLY | O_CLOEXEC);
+    if (mod < 0) die(line);
+    if (syscall(SYS_finit_module, mod, "", 0) < 0 && errno != EEXIST) die(line);
+    close(mod);
+    const char *base = strrchr(line, '/') != NULL ? strrchr(line, '/') + 1 : line;
+    int w = snprintf(loaded + loaded_len, sizeof loaded - loaded_len, "%s%.*s",
+                     loaded_len ? ", " : "", (int)strcspn(base, "."), base);
+    if (w > 0 && (size_t)w < sizeof loaded - loaded_len) loaded_len += (size_t)w;
+  }
+  say("faasvisor-vminit: loaded kernel modules: %s", loaded);
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* fvspec=<percent-encoded> from /proc/cmdline, decoded in place into spec: argv entries,
+ * NUL-terminated, then an empty entry, then "NAME=value" entries. Returns its length. */
+static size_t read_spec(char *spec, size_t cap) {
+  static char cmdline[SPEC_MAX * 3 + 1024];
+  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("open /proc/cmdline");
+  ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+  close(fd);
+  if (n <= 0) die("read /proc/cmdline");
+  cmdline[n] = '\0';
+  char *at = strstr(cmdline, " fvspec=");
+  if (at == NULL) {
+    errno = ENOENT;
+    die("no fvspec= on the kernel command line");
+  }
+  at += strlen(" fvspec=");
+  size_t len = 0;
+  while (*at != '\0' && *at != ' ' && *at != '\n' && len < cap) {
+    if (at[0] == '%' && hexval(at[1]) >= 0 && hexval(at[2]) >= 0) {
+      spec[len++] = (char)(hexval(at[1]) * 16 + hexval(at[2]));
+      at += 3;
+    } else {
+      spec[len++] = *at++;
+    }
+  }
+  return len;
+}
+
+static int set_raw(int fd) {
+  struct termios t;
+  if (tcgetattr(fd, &t) < 0) return -1;
+  cfmakeraw(&t);
+  t.c_cflag |= CLOCAL | CREAD;
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  cfsetispeed(&t, B115200);
+  cfsetospeed(&t, B115200);
+  return tcsetattr(fd, TCSANOW, &t);
+}
+
+/* The function's stdout, relayed to the tty whole frames at a time, so LOG frames can go
+ * between them. A stream that stops parsing as frames is passed on as is (the node will
+ * name the protocol error) and no more LOG frames are inserted. */
+static struct {
+  uint8_t header[FV_FRAME_HEADER_SIZE];
+  size_t header_len;
+  uint64_t remaining; /* payload bytes of the current frame still to relay */
+  int passthrough;
+} g_out;
+
+static int at_frame_boundary(void) {
+  return !g_out.passthrough && g_out.header_len == 0 && g_out.remaining == 0;
+}
+
+static void relay_out(const uint8_t *p, size_t n) {
+  while (n > 0) {
+    if (g_out.passthrough) {
+      write_all(g_tty, p, n);
+      return;
+    }
+    if (g_out.remaining > 0) {
+      size_t take = n < g_out.remaining ? n : (size_t)g_out.remaining;
+      write_all(g_tty, p, take);
+      g_out.remaining -= take;
+      p += take;
+      n -= take;
+      continue;
+    }
+    size_t take = FV_FRAME_HEADER_SIZE - g_out.header_len;
+    if (take > n) take = n;
+    memcpy(g_out.header + g_out.header_len, p, take);
+    g_out.header_len += take;
+    p += take;
+    n -= take;
+    if (g_out.header_len < FV_FRAME_HEADER_SIZE) return;
+    struct fv_frame_header h;
+    if (fv_frame_header_parse(g_out.header, FV_FRAME_HEADER_SIZE, UINT32_MAX, &h) != FV_OK)
+      g_out.passthrough = 1;
+    else
+      g_out.remaining = h.length;
+    write_all(g_tty, g_out.header, FV_FRAME_HEADER_SIZE);
+    g_out.header_len = 0;
+  }
+}
+
+static struct {
+  char buf[LOG_LINE_MAX * 4];
+  size_t len;
+} g_err;
+
+/* Sends the complete lines of the function's stderr (all of it when flushing). */
+static void flush_err(int all) {
+  size_t start = 0;
+  for (size_t i = 0; i < g_err.len; i++) {
+    if (g_err.buf[i] != '\n') continue;
+    send_log(g_err.buf + start, i - start);
+    start = i + 1;
+  }
+  if (all && start < g_err.len) {
+    send_log(g_err.buf + start, g_err.len - start);
+    start = g_err.len;
+  }
+  if (start == 0 && g_err.len == sizeof g_err.buf) { /* one over-long line: cut it */
+    send_log(g_err.buf, g_err.len);
+    start = g_err.len;
+  }
+  memmove(g_err.buf, g_err.buf + start, g_err.len - start);
+  g_err.len -= start;
+}
+
+int main(void) {
+  set_raw(g_tty); /* early, so even a failure's LOG frame reaches the node intact */
+  /* The kernel opened /dev/console (ttyS0) as fds 0-2 from the initramfs's /dev; devtmpfs
+   * replaces that /dev with the real device nodes. */
+  mkdir("/dev", 0755);
+  mkdir("/proc", 0555);
+  mkdir("/tmp", 01777);
+  if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") < 0 && errno != EBUSY)
+    die("mount /dev");
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    die("mount /proc");
+  if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) die("mount /tmp");
+  /* From here on the kernel prints nothing on the console: ttyS0 is the protocol's. A
+   * panic still does (it turns the console back on), and then QEMU exits. Level 0 silences
+   * even KERN_EMERG ("reboot: Restarting system" would otherwise follow the function's last
+   * frame); klogctl's CONSOLE_OFF, the fallback, keeps level 1. */
+  int printk = open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC);
+  if (printk < 0 || write(printk, "0 4 0 0", 7) != 7)
+    klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
+  if (printk >= 0) close(printk);
+  load_modules();
+
+  g_tty = open("/dev/ttyS0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (g_tty < 0) g_tty = 1;
+  if (set_raw(g_tty) < 0) die("set ttyS0 raw");
+  tcflush(g_tty, TCIOFLUSH);
+
+  static char spec[SPEC_MAX + 1];
+  size_t spec_len = read_spec(spec, SPEC_MAX);
+  spec[spec_len] = '\0';
+  char *argv[MAX_ARGS + 1];
+  char *envp[MAX_ENV + 1];
+  int argc = 0, envc = 0, in_env = 0;
+  for (size_t i = 0; i < spec_len;) {
+    char *entry = spec + i;
+    size_t len = strlen(entry);
+    if (len == 0 && !in_env) {
+      in_env = 1;
+    } else if (len > 0) {
+      if (!in_env && argc < MAX_ARGS)
+        argv[argc++] = entry;
+      else if (in_env && envc < MAX_ENV)
+        envp[envc++] = entry;
+    }
+    i += len + 1;
+  }
+  argv[argc] = NULL;
+  envp[envc] = NULL;
+  if (argc == 0) {
+    errno = EINVAL;
+    die("fvspec= names no command");
+  }
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) die("signalfd");
+
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die("pipe2");
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    if (dup2(g_tty, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(127);
+    if (chdir("/") < 0) _exit(127);
+    execve(argv[0], argv, envp);
+    dprintf(2, "faasvisor-vminit: cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+
+  struct pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {sfd, POLLIN, 0}};
+  int status = 0;
+  int exited = 0;
+  static uint8_t buf[65536];
+  while (!exited || fds[0].fd >= 0 || fds[1].fd >= 0) {
+    /* Stderr waits while a frame is half relayed, and while its buffer is full. */
+    fds[1].events = g_err.len < sizeof g_err.buf ? POLLIN : 0;
+    if (poll(fds, 3, exited ? 100 : -1) == 0) break; /* exited; a grandchild holds a pipe */
+    if (fds[2].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == sizeof si) {
+      }
+      int st;
+      pid_t pid;
+      while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+        if (pid == child) status = st, exited = 1;
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n > 0)
+        relay_out(buf, (size_t)n);
+      else if (n == 0 || errno != EINTR)
+        fds[0].fd = -1;
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(err[0], g_err.buf + g_err.len, sizeof g_err.buf - g_err.len);
+      if (n > 0)
+        g_err.len += (size_t)n;
+      else if (n == 0 || errno != EINTR)
+        fds[1].fd = -1;
+    }
+    if (at_frame_boundary() && g_err.len > 0) flush_err(fds[1].fd < 0);
+  }
+  if (at_frame_boundary()) {
+    flush_err(1);
+    if (WIFEXITED(status))
+      say("faasvisor-vminit: %s exited with status %d", argv[0], WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+      say("faasvisor-vminit: %s was killed by signal %s", argv[0], sigabbrev_np(WTERMSIG(status)));
+  }
+  halt_now();
+  return 0;
+}

@@ -1,0 +1,45 @@
+/* fault: a test function for the unikernel that crashes the guest on demand (?mode=...).
+ * Freestanding: it builds only into BUILD/unikernel/fault.uk.
+ *
+ *   ok        echo the body (also the default)
+ *   null      write through a NULL pointer (page fault)
+ *   overflow  recurse until the stack runs into its guard page
+ *   ud2       execute an invalid instruction
+ */
+#include <stddef.h>
+
+#include "faasvisor/function.h"
+
+static int mode_is(const struct fv_request *req, const char *want, size_t want_len) {
+  size_t len = 0;
+  const char *v = fv_query_get(req, "mode", &len);
+  if (v == NULL || len != want_len) return 0;
+  for (size_t i = 0; i < len; i++)
+    if (v[i] != want[i]) return 0;
+  return 1;
+}
+
+#define MODE_IS(req, literal) mode_is(req, literal, sizeof literal - 1)
+
+/* Each frame keeps a page-sized array alive so the recursion reaches the guard page fast
+ * and the compiler cannot turn it into a loop. */
+static unsigned recurse(unsigned depth) {
+  volatile unsigned char pad[4096];
+  if (depth > (1u << 30)) return 0; /* never reached: a 64 KiB stack ends far sooner */
+  pad[depth % sizeof pad] = (unsigned char)depth;
+  return recurse(depth + 1) + pad[0];
+}
+
+int handle(const struct fv_request *req, struct fv_response *resp) {
+  if (MODE_IS(req, "null")) {
+    volatile int *volatile p = NULL;
+    *p = 1;
+  } else if (MODE_IS(req, "overflow")) {
+    resp->status = (int)recurse(0);
+  } else if (MODE_IS(req, "ud2")) {
+    __asm__ volatile("ud2");
+  }
+  resp->body = req->body;
+  resp->body_len = req->body_len;
+  return 0;
+}

@@ -1,0 +1,346 @@
+"""The VM backends (QEMU): Linux microVMs and unikernels.
+
+microvm: the host's kernel (tools/vmkernel caches it uncompressed in <build>/vm/vmlinux)
+boots each function's initramfs (<build>/vm/<name>.initramfs, made by the build with
+tools/mkinitramfs: faasvisor-vminit as /init and the static function). Cold then warm, a
+few concurrent cold starts, a function that crashes or hangs mid-invocation, one that dies
+or never gets ready at boot: each gets its status and leaves no QEMU process behind (the
+harness's leak check runs after every class).
+
+unikernel: a PVH ELF booted directly. Until the unikernel kit's images exist, the host's
+vmlinux stands in as a PVH image that boots but never speaks the protocol (a boot timeout).
+
+Images hold static binaries: a sanitizer build's functions are not static, so tools/test
+points FAASVISOR_IMAGE_BUILD at the release build, as for the container images. Guests run
+under TCG (--accel=tcg; the harness's default) except in AcceleratorProbeTests.
+"""
+
+import os
+import shutil
+import subprocess
+import unittest
+
+from harness import BUILD, ROOT, Daemon, DaemonTestCase, parallel, scaled, wait_until
+
+IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
+VM_DIR = os.path.join(IMAGE_BUILD, "vm")
+KERNEL = os.path.join(VM_DIR, "vmlinux")
+QEMU = shutil.which("qemu-system-x86_64")
+UNIKERNEL_DIR = os.environ.get("FAASVISOR_UNIKERNEL_DIR", os.path.join(IMAGE_BUILD, "unikernel"))
+
+
+def initramfs(name):
+    return os.path.join(VM_DIR, name + ".initramfs")
+
+
+def have_images():
+    return all(os.path.exists(initramfs(n)) for n in ("echo", "hash", "misbehave"))
+
+
+def ensure_kernel():
+    """tools/vmkernel: extracts the host's kernel once (cached by the source's identity)."""
+    subprocess.run([os.path.join(ROOT, "tools", "vmkernel"), "--build", IMAGE_BUILD], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def vm_spec(name, image, backend="microvm", process=None, memory="128Mi", **annotations):
+    spec = {"service": name, "image": image, "envProcess": process or "/" + os.path.basename(image).split(".")[0],
+            "limits": {"memory": memory}, "annotations": {"faasvisor.backend": backend}}
+    spec["annotations"].update(annotations)
+    return spec
+
+
+def function_logs(daemon, name):
+    import urllib.parse
+    r = daemon.get("/system/logs?" + urllib.parse.urlencode({"name": name}))
+    return r.body.decode("utf-8", "replace")
+
+
+@unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed (tools/setup installs qemu-system-x86)")
+@unittest.skipUnless(os.path.exists("/boot") and any(n.startswith("vmlinuz-") for n in os.listdir("/boot")),
+                     "no kernel in /boot (tools/setup installs linux-image-cloud-amd64)")
+@unittest.skipUnless(have_images(), "no microVM images in %s (the build makes them where functions link statically)" % VM_DIR)
+class MicrovmTests(DaemonTestCase):
+    FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--accel=tcg", "--vm-kernel", KERNEL)
+
+    @classmethod
+    def setUpClass(cls):
+        ensure_kernel()
+        super().setUpClass()
+
+    def deploy(self, spec, expect=202):
+        r = self.daemon.request("POST", "/system/functions", spec)
+        self.assertEqual(r.status, expect, r.body)
+        return r
+
+    def test_cold_then_warm(self):
+        name = "echo-vm"
+        self.deploy(vm_spec(name, initramfs("echo")))
+        cold = self.daemon.invoke(name, b"first")
+        self.assertEqual((cold.status, cold.body), (200, b"first"))
+        # Every byte value crosses the serial port untouched (raw tty: no CR/LF mapping, no
+        # echo, no signal characters).
+        payload = bytes(range(256)) * 4
+        warm = self.daemon.invoke(name, payload)
+        self.assertEqual(warm.status, 200, warm.body)
+        self.assertEqual(warm.body, payload)
+        insts = self.daemon.instances(name)
+        self.assertEqual(len(insts), 1, insts)
+        self.assertEqual(insts[0]["state"], "warm")
+        stats = self.daemon.stats(name)
+        self.assertEqual((stats["invocations"]["cold"], stats["invocations"]["warm"]), (1, 1), stats)
+        # Held against the node's budget: the guest's RAM and QEMU's own (TCG cache 32 MiB,
+        # QEMU 28 MiB).
+        info = self.daemon.get("/system/info").json()["faasvisor"]
+        self.assertEqual(info["memory_reserved_bytes"], (128 + 32 + 28) << 20, info)
+        # The instance's memory is QEMU's resident set: at least a good part of the guest.
+        wait_until(lambda: self.daemon.function(name)["usage"]["totalMemoryBytes"] > 16 << 20,
+                   scaled(5), "the microVM's memory to be measured")
+
+    def test_hash_and_environment(self):
+        name = "hash-vm"
+        self.deploy(vm_spec(name, initramfs("hash")))
+        r = self.daemon.invoke(name, b"abc", query="rounds=1")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertIn(b"ba7816bf", r.body)  # SHA-256("abc")
+
+    def test_three_concurrent_cold_starts(self):
+        # Each TCG microVM is ~1 s of boot and ~200 MiB of RSS: three fit the 2-core machine.
+        name = "many-vm"
+        self.deploy(vm_spec(name, initramfs("misbehave")))
+        results = parallel(lambda i: self.daemon.invoke(name, b"%d" % i, query="mode=slow&ms=300"),
+                           [(i,) for i in range(3)], timeout=scaled(90))
+        for i, r in enumerate(results):
+            self.assertNotIsInstance(r, BaseException)
+            self.assertEqual((r.status, r.body), (200, b"%d" % i))
+        # Three guests booted (an early one may also serve a later request once free).
+        self.assertEqual(len(self.daemon.instances(name)), 3)
+
+    def test_crash_mid_invocation_502_and_no_qemu_left(self):
+        name = "crash-vm"
+        self.deploy(vm_spec(name, initramfs("misbehave")))
+        ok = self.daemon.invoke(name, b"x")
+        self.assertEqual(ok.status, 200, ok.body)
+        pid = self.daemon.instances(name)[0]["pid"]
+        self.assertIn("qemu", open("/proc/%d/comm" % pid).read())
+        r = self.daemon.invoke(name, b"x", query="mode=crash")
+        self.assertEqual(r.status, 502, r.body)
+        self.daemon.assert_process_gone(pid)
+        # /init said how the function ended, on the protocol stream, as a LOG frame.
+        wait_until(lambda: "killed by signal ABRT" in function_logs(self.daemon, name), scaled(5),
+                   "the guest agent's report of the crash in the function's log")
+        again = self.daemon.invoke(name, b"y")
+        self.assertEqual((again.status, again.body), (200, b"y"))
+        self.assertTrue(self.daemon.healthy())
+
+    def test_hang_504_and_qemu_killed(self):
+        name = "hang-vm"
+        # The deadline counts from arrival, boot included: boot one guest first (scale.min).
+        spec = vm_spec(name, initramfs("misbehave"), **{"faasvisor.timeout": "2s"})
+        spec["labels"] = {"com.openfaas.scale.min": "1"}
+        self.deploy(spec)
+        self.daemon.wait_warm(name, 1, timeout=scaled(30))
+        ok = self.daemon.invoke(name, b"x")
+        self.assertEqual(ok.status, 200, ok.body)
+        pid = self.daemon.instances(name)[0]["pid"]
+        r = self.daemon.invoke(name, b"x", query="mode=hang")
+        self.assertEqual(r.status, 504, r.body)
+        self.daemon.assert_process_gone(pid)
+
+    def test_function_dies_at_boot_502(self):
+        name = "dies-vm"
+        spec = vm_spec(name, initramfs("misbehave"))
+        spec["envVars"] = {"FV_TEST_CRASH_AT_START": "1"}
+        self.deploy(spec)
+        r = self.daemon.invoke(name, b"x")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"exited", r.body)
+        wait_until(lambda: "exited with status 1" in function_logs(self.daemon, name), scaled(5),
+                   "the guest agent's report in the function's log")
+        wait_until(lambda: not self.daemon.instances(name), scaled(10), "the failed instance to go")
+
+    def test_guest_kernel_panic_502(self):
+        # /init exits at once: "Kernel panic - not syncing: Attempted to kill init", then
+        # panic=-1 and reboot=t end the guest and -no-reboot ends QEMU.
+        name = "panic-vm"
+        self.deploy(vm_spec(name, initramfs("panic"), process="/init"))
+        r = self.daemon.invoke(name, b"x")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"exited", r.body)
+        # The log tail quoted is the panic's last words (x86 prints the kernel offset on panic).
+        self.assertIn(b"Kernel Offset", r.body)
+        wait_until(lambda: not self.daemon.instances(name), scaled(10), "the panicked guest's QEMU to go")
+
+    def test_never_ready_boot_timeout_502(self):
+        name = "silent-vm"
+        spec = vm_spec(name, initramfs("misbehave"), **{"faasvisor.boot_timeout": "6s"})
+        spec["envVars"] = {"FV_TEST_NO_READY": "1"}
+        self.deploy(spec)
+        r = self.daemon.invoke(name, b"x")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"did not become ready", r.body)
+        wait_until(lambda: not self.daemon.instances(name), scaled(10), "the QEMU of the instance to go")
+
+    def test_kernel_modules_in_the_image_are_loaded(self):
+        release = open(os.path.join(VM_DIR, "vmlinux.release")).read().strip()
+        if not os.path.exists("/lib/modules/%s/modules.dep" % release):
+            self.skipTest("no modules of the guest kernel %s on this host" % release)
+        image = os.path.join(VM_DIR, "echo-modules.initramfs")
+        subprocess.run([os.path.join(ROOT, "tools", "mkinitramfs"),
+                        "--init", os.path.join(IMAGE_BUILD, "src", "faasvisor-vminit"),
+                        "--file", os.path.join(IMAGE_BUILD, "examples", "echo", "echo"),
+                        "--module", "virtio_mmio", "--out", image], check=True)
+        name = "mods-vm"
+        self.deploy(vm_spec(name, image, process="/echo"))
+        r = self.daemon.invoke(name, b"with modules")
+        self.assertEqual((r.status, r.body), (200, b"with modules"))
+        # /init loads them in dependency order before the function starts (and fails the
+        # boot if one does not load).
+        self.assertIn("loaded kernel modules: virtio_ring, virtio, virtio_mmio", function_logs(self.daemon, name))
+
+    def test_bad_deployments_400(self):
+        cases = [
+            ("limits.memory", vm_spec("small", initramfs("echo"), memory="64Mi")),
+            ("image", vm_spec("notcpio", KERNEL, process="/echo")),
+            ("image", vm_spec("dir", VM_DIR, process="/echo")),
+            ("envProcess", vm_spec("nocmd", initramfs("echo"), process="/bin/sh")),
+            ("envProcess", vm_spec("relcmd", initramfs("echo"), process="echo")),
+            ("envVars", dict(vm_spec("bigenv", initramfs("echo")), envVars={"BIG": "x" * 3000})),
+            # The unikernel backend boots PVH ELF images only: a static Linux program is an
+            # ELF without the PVH note, an initramfs is not an ELF at all.
+            ("image", vm_spec("uk-elf", os.path.join(IMAGE_BUILD, "examples", "echo", "echo"),
+                              backend="unikernel", process="/echo")),
+            ("image", vm_spec("uk-cpio", initramfs("echo"), backend="unikernel", process="/echo")),
+        ]
+        for field, spec in cases:
+            with self.subTest(field=field, service=spec["service"]):
+                r = self.daemon.request("POST", "/system/functions", spec)
+                self.assertJsonError(r, 400, "'%s'" % field)
+        names = [f["name"] for f in self.daemon.get("/system/functions").json()]
+        self.assertFalse(set(names) & {s["service"] for _, s in cases}, names)
+
+    def test_system_info_names_qemu_kernel_and_accelerator(self):
+        backends = {b["name"]: b for b in self.daemon.get("/system/info").json()["faasvisor"]["backends"]}
+        vm = backends["microvm"]
+        self.assertTrue(vm["available"], vm)
+        self.assertEqual(vm["kernel"], KERNEL)
+        self.assertEqual(vm["accelerator"], "tcg")
+        self.assertEqual(vm["accelerator_why"], "chosen by --accel=tcg")
+        self.assertEqual(vm["min_memory"], "96Mi")
+        self.assertTrue(backends["unikernel"]["available"], backends["unikernel"])
+
+    def test_unikernel_that_never_speaks_times_out(self):
+        # Any PVH ELF boots; the host kernel prints its boot log on COM1 and never sends
+        # READY: the boot deadline kills QEMU, the invocation gets a 502 with the console's
+        # last words, and no process is left.
+        name = "uk-silent"
+        self.deploy(vm_spec(name, KERNEL, backend="unikernel", process="/kernel", memory="96Mi",
+                            **{"faasvisor.boot_timeout": "3s"}))
+        r = self.daemon.invoke(name, b"x")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"did not become ready", r.body)
+        wait_until(lambda: not self.daemon.instances(name), scaled(10), "the unikernel's QEMU to go")
+
+
+def unikernel_image(name):
+    return os.path.join(UNIKERNEL_DIR, name + ".uk")
+
+
+@unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed")
+@unittest.skipUnless(os.path.exists(unikernel_image("echo")),
+                     "no unikernel images in %s (the unikernel kit builds them)" % UNIKERNEL_DIR)
+class UnikernelTests(DaemonTestCase):
+    FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--accel=tcg")
+
+    def deploy(self, name, image):
+        r = self.daemon.request("POST", "/system/functions",
+                                vm_spec(name, unikernel_image(image), backend="unikernel",
+                                        process="/" + image, memory="8Mi"))
+        self.assertEqual(r.status, 202, r.body)
+
+    def test_cold_then_warm(self):
+        for fn in ("echo", "hash"):
+            self.deploy(fn + "-uk", fn)
+        cold = self.daemon.invoke("echo-uk", b"first")
+        self.assertEqual((cold.status, cold.body), (200, b"first"))
+        warm = self.daemon.invoke("echo-uk", b"second")
+        self.assertEqual((warm.status, warm.body), (200, b"second"))
+        self.assertEqual(len(self.daemon.instances("echo-uk")), 1)
+        h = self.daemon.invoke("hash-uk", b"abc", query="rounds=1")
+        self.assertEqual(h.status, 200, h.body)
+        self.assertIn(b"ba7816bf", h.body)
+
+    def test_concurrent_cold_starts(self):
+        name = "echo-uk-many"
+        self.deploy(name, "echo")
+        results = parallel(lambda i: self.daemon.invoke(name, b"%d" % i), [(i,) for i in range(4)],
+                           timeout=scaled(60))
+        for i, res in enumerate(results):
+            self.assertNotIsInstance(res, BaseException)
+            self.assertEqual((res.status, res.body), (200, b"%d" % i))
+
+    @unittest.skipUnless(os.path.exists(unikernel_image("fault")), "no fault.uk")
+    def test_guest_fault_502_and_no_qemu_left(self):
+        name = "fault-uk"
+        self.deploy(name, "fault")
+        ok = self.daemon.invoke(name, b"x")
+        self.assertEqual((ok.status, ok.body), (200, b"x"))
+        pid = self.daemon.instances(name)[0]["pid"]
+        r = self.daemon.invoke(name, b"x", query="mode=null")
+        self.assertEqual(r.status, 502, r.body)
+        self.daemon.assert_process_gone(pid)
+        again = self.daemon.invoke(name, b"y")
+        self.assertEqual((again.status, again.body), (200, b"y"))
+
+
+@unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed")
+class AcceleratorProbeTests(unittest.TestCase):
+    """--accel=auto: the node decides at start, off its loop, and says why; a broken
+    /dev/kvm (as on the development machines) must fall back to TCG, not hang guests."""
+
+    def test_auto_decides_and_says_why(self):
+        ensure_kernel()
+        d = Daemon("--stem-pool", "0", "--accel=auto", "--vm-kernel", KERNEL).start()
+        try:
+            vm = {b["name"]: b for b in d.get("/system/info").json()["faasvisor"]["backends"]}["microvm"]
+            self.assertIn(vm["accelerator"], ("kvm", "tcg"), vm)
+            if not os.path.exists("/dev/kvm"):
+                self.assertEqual((vm["accelerator"], vm["accelerator_why"]), ("tcg", "no /dev/kvm on this host"))
+            else:
+                self.assertNotIn("probing", vm["accelerator_why"])
+                self.assertIn("kvm", vm["accelerator_why"])
+            if have_images():
+                r = d.request("POST", "/system/functions", vm_spec("echo-auto", initramfs("echo")))
+                self.assertEqual(r.status, 202, r.body)
+                r = d.invoke("echo-auto", b"auto")
+                self.assertEqual((r.status, r.body), (200, b"auto"))
+        finally:
+            problems = d.stop()
+        self.assertEqual(problems, [])
+
+    def test_missing_qemu_and_kernel_400_says_why(self):
+        d = Daemon("--stem-pool", "0", "--qemu", "/nonexistent/qemu-system-x86_64").start()
+        try:
+            backends = {b["name"]: b for b in d.get("/system/info").json()["faasvisor"]["backends"]}
+            for name in ("microvm", "unikernel"):
+                self.assertFalse(backends[name]["available"])
+                self.assertIn("QEMU", backends[name]["why_not"])
+            r = d.request("POST", "/system/functions", vm_spec("no-qemu", initramfs("echo")))
+            self.assertEqual(r.status, 400, r.body)
+            self.assertIn(b"cannot run on this host", r.body)
+            self.assertIn(b"QEMU", r.body)
+        finally:
+            problems = d.stop()
+        self.assertEqual(problems, [])
+        d = Daemon("--stem-pool", "0", "--vm-kernel", "/nonexistent/vmlinux").start()
+        try:
+            backends = {b["name"]: b for b in d.get("/system/info").json()["faasvisor"]["backends"]}
+            self.assertFalse(backends["microvm"]["available"])
+            self.assertIn("/nonexistent/vmlinux", backends["microvm"]["why_not"])
+            self.assertTrue(backends["unikernel"]["available"])
+            r = d.request("POST", "/system/functions", vm_spec("no-kernel", initramfs("echo")))
+            self.assertEqual(r.status, 400, r.body)
+            self.assertIn(b"kernel", r.body)
+        finally:
+            problems = d.stop()
+        self.assertEqual(problems, [])

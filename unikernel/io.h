@@ -1,0 +1,25 @@
+/* x86 port I/O. */
+#ifndef FAASVISOR_UNIKERNEL_IO_H
+#define FAASVISOR_UNIKERNEL_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+static inline void outb(uint16_t port, uint8_t value) {
+  __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port) {
+  uint8_t value;
+  __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
+
+/* Writes len bytes from data to one port (rep outsb): one instruction for a whole run. */
+static inline void outsb(uint16_t port, const void *data, size_t len) {
+  __asm__ volatile("rep outsb" : "+S"(data), "+c"(len) : "d"(port) : "memory");
+}
+
+static inline void cpu_relax(void) { __asm__ volatile("pause"); }
+
+#endif

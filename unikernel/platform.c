@@ -1,0 +1,35 @@
+/* The function SDK's platform hooks (src/sdk/platform.h) for the guest: the protocol on
+ * COM1, frame buffers from the heap, diagnostics as LOG frames, exits that end the VM. */
+#include "platform.h"
+
+#include "kernel.h"
+#include "serial.h"
+
+long fv_platform_read(void *buf, size_t len) {
+  serial_read(buf, len);
+  return (long)len; /* a serial line has no end of stream; SHUTDOWN ends the guest */
+}
+
+int fv_platform_write(const void *buf, size_t len) {
+  serial_write(buf, len);
+  return 0;
+}
+
+const char *fv_platform_io_error(void) { return "serial port error"; }
+
+void *fv_platform_alloc(size_t len) { return uk_heap_alloc(&uk_heap, len); }
+
+void fv_platform_free(void *ptr) {
+  if (uk_heap_free(&uk_heap, ptr) != 0)
+    fv_platform_exit(UK_EXIT_CRASH, "heap", "free of a pointer that is not a live allocation");
+}
+
+void fv_platform_log(const char *context, const char *detail) {
+  const char *parts[] = {"faasvisor function: ", context, ": ", detail};
+  uk_log(parts, detail != NULL ? 4 : 2);
+}
+
+void fv_platform_exit(int code, const char *context, const char *detail) {
+  fv_platform_log(context, detail);
+  uk_exit(code);
+}
