@@ -15,6 +15,12 @@
 //   --busy-release-fixed  an instance released while others of its function still run
 //                      keeps the spec's fixed keep-alive, not the policy's horizon (a
 //                      variant for comparison, not the paper's policy)
+//   --per-rank         per-rank histograms: an instance released at concurrency k gets the
+//                      windows of rank k's idle times (a variant, see simulator.h)
+//   --rank-histograms N  with --per-rank: ranks with a histogram of their own (default 8;
+//                      higher ranks share one)
+//   --ranked-keep      with --per-rank: a rank above 1 whose windows pre-warm keeps its
+//                      instance for the horizon instead of being unloaded
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,7 +44,7 @@ namespace {
       "policy_sim: %s\n"
       "usage: policy_sim summary|replay [--policy SPEC]... [--boot-ms N] [--memory-mib N]\n"
       "                  [--scale-min N] [--scale-max N] [--queue-limit N] [--end-ms N]\n"
-      "                  [--busy-release-fixed]\n"
+      "                  [--busy-release-fixed] [--per-rank] [--rank-histograms N] [--ranked-keep]\n"
       "                  TRACE.csv\n",
       why);
   std::exit(2);
@@ -85,6 +91,13 @@ Args parse_args(int argc, char **argv) {
       args.options.end_ms = parse_count("--end-ms", value());
     else if (a == "--busy-release-fixed")
       args.options.busy_release_fixed = true;
+    else if (a == "--per-rank")
+      args.options.per_rank = true;
+    else if (a == "--rank-histograms")
+      args.options.rank_histograms =
+          static_cast<uint32_t>(parse_count("--rank-histograms", value()));
+    else if (a == "--ranked-keep")
+      args.options.ranked_keep = true;
     else if (a.substr(0, 2) == "--")
       usage(("unknown option " + std::string(a)).c_str());
     else if (args.trace_path.empty())

@@ -46,6 +46,18 @@ struct SimOptions {
   // keepalive_ms (false), or the fixed keep-alive of its spec (true: a variant for
   // comparison, not the paper's policy).
   bool busy_release_fixed = false;
+  // Per-rank histograms (a tried-and-rejected generalisation of the paper to scale-out; see
+  // bench/policy/README.md): the k-th concurrent instance is treated as an application of
+  // its own. Rank k's idle times run from the function's concurrency dropping below k to it
+  // reaching k again; ranks 1..rank_histograms have a histogram each, higher ranks use the
+  // one for concurrency rank_histograms + 1 (its idle times run from the concurrency
+  // dropping below that level to reaching it again). An
+  // instance released at concurrency k (in flight k - 1 after its completion) gets rank
+  // k's windows. Rank 1 pre-warms as before; a higher rank whose windows pre-warm is
+  // unloaded at once (ranked_keep false) or kept for the horizon (true).
+  bool per_rank = false;
+  uint32_t rank_histograms = 8;
+  bool ranked_keep = false;
 };
 
 struct FunctionResult {
