@@ -23,33 +23,10 @@ struct Instance {
   uint64_t expire_at_ms = kNever;
 };
 
-// Per-rank histograms (SimOptions::per_rank): rank k's policy is a KeepAlivePolicy fed with
-// the function's concurrency shifted down by k - 1, so its "idle" times run from the
-// concurrency dropping below k to reaching k again. Ranks 2..rank_histograms have one each;
-// every higher rank uses the next one, which sees the idle times of concurrency
-// rank_histograms + 1.
 struct Function {
-  Function(const pool::KeepAliveSpec &spec, const SimOptions &options) : policy(spec) {
-    if (options.per_rank) ranks.assign(options.rank_histograms, pool::KeepAlivePolicy(spec));
-  }
+  Function(const pool::KeepAliveSpec &spec, uint32_t ranks) : policy(spec, ranks) {}
 
-  pool::KeepAlivePolicy policy;  // rank 1: the function's own idle times
-  std::vector<pool::KeepAlivePolicy> ranks;  // ranks 2..kSharedRank, if per_rank
-
-  void on_arrival(uint64_t now_ms, uint32_t running_before) {
-    policy.on_arrival(now_ms, running_before);
-    for (uint32_t k = 2; k <= ranks.size() + 1 && k - 1 <= running_before; ++k)
-      ranks[k - 2].on_arrival(now_ms, running_before - (k - 1));
-  }
-  void on_completion(uint64_t now_ms, uint32_t running_after) {
-    policy.on_completion(now_ms, running_after);
-    for (uint32_t k = 2; k <= ranks.size() + 1 && k - 1 <= running_after; ++k)
-      ranks[k - 2].on_completion(now_ms, running_after - (k - 1));
-  }
-  pool::KeepAliveWindows windows(uint32_t rank) const {
-    if (rank <= 1 || ranks.empty()) return policy.windows();
-    return ranks[std::min<size_t>(rank, ranks.size() + 1) - 2].windows();
-  }
+  pool::KeepAlivePolicy policy;
   std::vector<Instance> instances;  // slots, reused
   std::vector<uint32_t> free_slots;
   std::vector<uint32_t> warm;  // a stack: back() is the most recently used
@@ -85,7 +62,7 @@ class Simulation {
   Simulation(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options)
       : trace_(trace), options_(options) {
     functions_.reserve(trace.functions.size());
-    for (size_t i = 0; i < trace.functions.size(); ++i) functions_.emplace_back(spec, options);
+    for (size_t i = 0; i < trace.functions.size(); ++i) functions_.emplace_back(spec, options.ranks);
   }
 
   SimResult run();
@@ -178,7 +155,7 @@ void Simulation::arrive(uint32_t index) {
     ++f.result.rejected;  // the node answers 429 at once: nothing runs, nothing to learn
     return;
   }
-  f.on_arrival(now_ms_, f.in_flight);
+  f.policy.on_arrival(now_ms_, f.in_flight);
   ++f.in_flight;
   ++in_flight_;
   // The idle period ended: the next completion that leaves the function idle decides anew.
@@ -241,7 +218,7 @@ void Simulation::on_done(uint32_t fn, uint32_t inst) {
   assert(f.instances[inst].state == State::busy);
   --f.in_flight;
   --in_flight_;
-  f.on_completion(now_ms_, f.in_flight);
+  f.policy.on_completion(now_ms_, f.in_flight);
   if (!f.queue.empty()) {
     uint32_t index = f.queue.front();
     f.queue.pop_front();
@@ -257,10 +234,10 @@ void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
   Function &f = functions_[fn];
   assert(f.instances[inst].state == State::busy);
   if (f.warm.size() + 1 <= options_.scale_min) return make_warm(fn, inst, kNever);
-  // Released at concurrency in_flight + 1: that rank's windows with per_rank (a pre-warmed
-  // or scale-up instance that never served is rank 1's), else the function's.
-  uint32_t rank = options_.per_rank && after_invocation ? f.in_flight + 1 : 1;
-  pool::KeepAliveWindows w = f.windows(rank);
+  // Released at concurrency in_flight + 1: that rank's windows (a pre-warmed or scale-up
+  // instance that never served is rank 1's), as Pool::apply_keepalive.
+  uint32_t rank = options_.ranks > 1 && after_invocation ? f.in_flight + 1 : 1;
+  pool::KeepAliveWindows w = f.policy.windows(rank);
   if (after_invocation && f.in_flight == 0 && w.prewarm_ms > 0) {
     // The next arrival is not expected before prewarm_ms: unload now, load one then. That
     // goes for every idle instance (a concurrency peak's leftovers too), least recently
@@ -272,7 +249,8 @@ void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
     return;
   }
   if (rank > 1 && w.prewarm_ms > 0 && !options_.ranked_keep) {
-    // Rank k's next arrival is not expected before prewarm_ms: unload, no pre-warm.
+    // Rank k's next arrival is not expected before prewarm_ms: unload, no pre-warm (only
+    // rank 1 pre-warms).
     stop(fn, inst);
     return;
   }

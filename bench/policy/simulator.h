@@ -13,7 +13,8 @@
 //    a boot (it was handed to an instance as the instance became ready), `queued` if it
 //    waited for a busy instance to finish.
 //  - The policy hears of every arrival and completion (in_flight = queued + running). When
-//    an instance turns warm: while the function has no more than scale.min warm instances
+//    an instance turns warm, it gets the windows of the concurrency rank it was released at
+//    (see ranks below). While the function has no more than scale.min warm instances
 //    (this one included) it is kept with no deadline. Otherwise, if it just finished an
 //    invocation that left the function idle and the windows pre-warm, it is stopped, and
 //    so is every other warm instance above scale.min (the policy expects no arrival before
@@ -46,17 +47,12 @@ struct SimOptions {
   // keepalive_ms (false), or the fixed keep-alive of its spec (true: a variant for
   // comparison, not the paper's policy).
   bool busy_release_fixed = false;
-  // Per-rank histograms (a tried-and-rejected generalisation of the paper to scale-out; see
-  // bench/policy/README.md): the k-th concurrent instance is treated as an application of
-  // its own. Rank k's idle times run from the function's concurrency dropping below k to it
-  // reaching k again; ranks 1..rank_histograms have a histogram each, higher ranks use the
-  // one for concurrency rank_histograms + 1 (its idle times run from the concurrency
-  // dropping below that level to reaching it again). An
-  // instance released at concurrency k (in flight k - 1 after its completion) gets rank
-  // k's windows. Rank 1 pre-warms as before; a higher rank whose windows pre-warm is
-  // unloaded at once (ranked_keep false) or kept for the horizon (true).
-  bool per_rank = false;
-  uint32_t rank_histograms = 8;
+  // Concurrency ranks with a histogram of their own (pool::KeepAlivePolicy): an instance
+  // released at concurrency k gets rank k's windows, and a rank above 1 whose windows
+  // pre-warm is unloaded at once, or, with ranked_keep (an alternative, for comparison),
+  // kept for the horizon. 1: the paper's one histogram per function, whose windows every
+  // instance gets (the node's adaptive policy before per-rank histograms).
+  uint32_t ranks = pool::KeepAlivePolicy::kRanks;
   bool ranked_keep = false;
 };
 
