@@ -15,6 +15,10 @@
 //   --busy-release-fixed  an instance released while others of its function still run
 //                      keeps the spec's fixed keep-alive, not the policy's horizon (a
 //                      variant for comparison, not the paper's policy)
+//   --ranks N          concurrency ranks with an idle-time histogram of their own (default
+//                      9, the node's; 1: the paper's one histogram per function)
+//   --ranked-keep      a rank above 1 whose windows pre-warm keeps its
+//                      instance for the horizon instead of being unloaded
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,7 +42,7 @@ namespace {
       "policy_sim: %s\n"
       "usage: policy_sim summary|replay [--policy SPEC]... [--boot-ms N] [--memory-mib N]\n"
       "                  [--scale-min N] [--scale-max N] [--queue-limit N] [--end-ms N]\n"
-      "                  [--busy-release-fixed]\n"
+      "                  [--busy-release-fixed] [--ranks N] [--ranked-keep]\n"
       "                  TRACE.csv\n",
       why);
   std::exit(2);
@@ -85,6 +89,10 @@ Args parse_args(int argc, char **argv) {
       args.options.end_ms = parse_count("--end-ms", value());
     else if (a == "--busy-release-fixed")
       args.options.busy_release_fixed = true;
+    else if (a == "--ranks")
+      args.options.ranks = static_cast<uint32_t>(parse_count("--ranks", value()));
+    else if (a == "--ranked-keep")
+      args.options.ranked_keep = true;
     else if (a.substr(0, 2) == "--")
       usage(("unknown option " + std::string(a)).c_str());
     else if (args.trace_path.empty())
@@ -94,6 +102,7 @@ Args parse_args(int argc, char **argv) {
   }
   if (args.trace_path.empty()) usage("missing TRACE.csv");
   if (args.options.scale_max == 0) usage("--scale-max must be at least 1");
+  if (args.options.ranks == 0 || args.options.ranks > 1024) usage("--ranks must be 1 to 1024");
   if (args.policies.empty()) {
     if (args.mode == "replay") usage("replay wants one --policy");
     args.policies = {"fixed:1m", "fixed:10m", "fixed:60m", "adaptive"};

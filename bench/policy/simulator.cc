@@ -24,7 +24,7 @@ struct Instance {
 };
 
 struct Function {
-  explicit Function(const pool::KeepAliveSpec &spec) : policy(spec) {}
+  Function(const pool::KeepAliveSpec &spec, uint32_t ranks) : policy(spec, ranks) {}
 
   pool::KeepAlivePolicy policy;
   std::vector<Instance> instances;  // slots, reused
@@ -62,7 +62,7 @@ class Simulation {
   Simulation(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options)
       : trace_(trace), options_(options) {
     functions_.reserve(trace.functions.size());
-    for (size_t i = 0; i < trace.functions.size(); ++i) functions_.emplace_back(spec);
+    for (size_t i = 0; i < trace.functions.size(); ++i) functions_.emplace_back(spec, options.ranks);
   }
 
   SimResult run();
@@ -234,7 +234,10 @@ void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
   Function &f = functions_[fn];
   assert(f.instances[inst].state == State::busy);
   if (f.warm.size() + 1 <= options_.scale_min) return make_warm(fn, inst, kNever);
-  pool::KeepAliveWindows w = f.policy.windows();
+  // Released at concurrency in_flight + 1: that rank's windows (a pre-warmed or scale-up
+  // instance that never served is rank 1's), as Pool::apply_keepalive.
+  uint32_t rank = options_.ranks > 1 && after_invocation ? f.in_flight + 1 : 1;
+  pool::KeepAliveWindows w = f.policy.windows(rank);
   if (after_invocation && f.in_flight == 0 && w.prewarm_ms > 0) {
     // The next arrival is not expected before prewarm_ms: unload now, load one then. That
     // goes for every idle instance (a concurrency peak's leftovers too), least recently
@@ -245,7 +248,13 @@ void Simulation::settle(uint32_t fn, uint32_t inst, bool after_invocation) {
     schedule(now_ms_ + w.prewarm_ms, EventKind::prewarm, fn, 0, ++f.prewarm_epoch);
     return;
   }
-  uint64_t keep_ms = w.keepalive_ms;
+  if (rank > 1 && w.prewarm_ms > 0 && !options_.ranked_keep) {
+    // Rank k's next arrival is not expected before prewarm_ms: unload, no pre-warm (only
+    // rank 1 pre-warms).
+    stop(fn, inst);
+    return;
+  }
+  uint64_t keep_ms = rank > 1 && options_.ranked_keep ? w.horizon_ms() : w.keepalive_ms;
   // The variant: the idle-time histogram (of times when nothing runs) does not describe how
   // long an instance released while others still run will wait.
   if (after_invocation && f.in_flight != 0 && options_.busy_release_fixed)

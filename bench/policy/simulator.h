@@ -13,7 +13,8 @@
 //    a boot (it was handed to an instance as the instance became ready), `queued` if it
 //    waited for a busy instance to finish.
 //  - The policy hears of every arrival and completion (in_flight = queued + running). When
-//    an instance turns warm: while the function has no more than scale.min warm instances
+//    an instance turns warm, it gets the windows of the concurrency rank it was released at
+//    (see ranks below). While the function has no more than scale.min warm instances
 //    (this one included) it is kept with no deadline. Otherwise, if it just finished an
 //    invocation that left the function idle and the windows pre-warm, it is stopped, and
 //    so is every other warm instance above scale.min (the policy expects no arrival before
@@ -46,6 +47,13 @@ struct SimOptions {
   // keepalive_ms (false), or the fixed keep-alive of its spec (true: a variant for
   // comparison, not the paper's policy).
   bool busy_release_fixed = false;
+  // Concurrency ranks with a histogram of their own (pool::KeepAlivePolicy): an instance
+  // released at concurrency k gets rank k's windows, and a rank above 1 whose windows
+  // pre-warm is unloaded at once, or, with ranked_keep (an alternative, for comparison),
+  // kept for the horizon. 1: the paper's one histogram per function, whose windows every
+  // instance gets (the node's adaptive policy before per-rank histograms).
+  uint32_t ranks = pool::KeepAlivePolicy::kRanks;
+  bool ranked_keep = false;
 };
 
 struct FunctionResult {

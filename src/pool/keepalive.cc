@@ -90,43 +90,52 @@ double IdleHistogram::cv() const {
 
 // ---------------------------------------------------------------------------- policy
 
-KeepAlivePolicy::KeepAlivePolicy(KeepAliveSpec spec) : spec_(spec) { update_windows(); }
+KeepAlivePolicy::KeepAlivePolicy(KeepAliveSpec spec, uint32_t ranks)
+    : spec_(spec), ranks_(std::max<uint32_t>(ranks, 1)) {
+  for (Rank &r : ranks_) update_windows(r);
+}
 
 void KeepAlivePolicy::on_arrival(uint64_t now_ms, uint32_t running_before) {
-  if (running_before != 0 || !has_end_) return;
+  // Concurrency reaches running_before + 1; above the last rank only its own level counts.
+  if (running_before >= ranks_.size()) return;
+  Rank &r = ranks_[running_before];
+  if (!r.has_end) return;
   // The caller's clock is monotonic; a completion and an arrival in the same tick may
   // still be reported out of order, which is an idle time of 0.
-  histogram_.add(now_ms > last_end_ms_ ? now_ms - last_end_ms_ : 0);
-  if (spec_.kind == KeepAliveSpec::Kind::adaptive) update_windows();
+  r.histogram.add(now_ms > r.last_end_ms ? now_ms - r.last_end_ms : 0);
+  if (spec_.kind == KeepAliveSpec::Kind::adaptive) update_windows(r);
 }
 
 void KeepAlivePolicy::on_completion(uint64_t now_ms, uint32_t running_after) {
-  if (running_after != 0) return;  // still running: the function is not idle yet
-  last_end_ms_ = now_ms;
-  has_end_ = true;
+  // Concurrency drops below running_after + 1.
+  if (running_after >= ranks_.size()) return;
+  ranks_[running_after].last_end_ms = now_ms;
+  ranks_[running_after].has_end = true;
 }
 
-bool KeepAlivePolicy::representative() const {
-  uint64_t total = histogram_.total();
+bool KeepAlivePolicy::representative(uint32_t rank) const {
+  const IdleHistogram &h = ranks_[slot(rank)].histogram;
+  uint64_t total = h.total();
   if (total < kMinSamples) return false;
-  double oob_fraction =
-      static_cast<double>(histogram_.out_of_bounds()) / static_cast<double>(total);
+  double oob_fraction = static_cast<double>(h.out_of_bounds()) / static_cast<double>(total);
   if (oob_fraction > kMaxOutOfBoundsFraction) return false;
-  return histogram_.cv() >= kMinCv;
+  return h.cv() >= kMinCv;
 }
 
-// Recomputed when the histogram changes (once per idle period), so windows() is a copy.
-void KeepAlivePolicy::update_windows() {
-  if (spec_.kind == KeepAliveSpec::Kind::fixed || !representative()) {
-    windows_ = KeepAliveWindows{0, spec_.fixed_ms, false};
+// Recomputed when a rank's histogram changes (once per idle period of that rank), so
+// windows() is a copy.
+void KeepAlivePolicy::update_windows(Rank &r) {
+  uint32_t rank = static_cast<uint32_t>(&r - ranks_.data()) + 1;
+  if (spec_.kind == KeepAliveSpec::Kind::fixed || !representative(rank)) {
+    r.windows = KeepAliveWindows{0, spec_.fixed_ms, false};
     return;
   }
-  uint64_t head_ms = histogram_.percentile(kHeadPercentile);  // lower edge: pre-warm early
-  uint64_t tail_ms = histogram_.percentile(kTailPercentile) + IdleHistogram::kBinMs;
+  uint64_t head_ms = r.histogram.percentile(kHeadPercentile);  // lower edge: pre-warm early
+  uint64_t tail_ms = r.histogram.percentile(kTailPercentile) + IdleHistogram::kBinMs;
   uint64_t prewarm_ms = scaled_ms(head_ms, kHeadMargin);
   uint64_t horizon_ms = scaled_ms(tail_ms, kTailMargin);
   assert(horizon_ms > prewarm_ms);  // tail's upper edge > head's lower edge
-  windows_ = KeepAliveWindows{prewarm_ms, horizon_ms - prewarm_ms, true};
+  r.windows = KeepAliveWindows{prewarm_ms, horizon_ms - prewarm_ms, true};
 }
 
 }  // namespace faasvisor::pool

@@ -28,7 +28,18 @@
 //    Otherwise the instance is unloaded right away, one is loaded again when the pre-warming
 //    window ends, and it is kept until tail * 1.1 after the execution's end, i.e. for
 //    tail * 1.1 - head * 0.9 once loaded.
-//  - The histogram is used only while it is representative: enough idle times seen, most of
+//  - Scale-out (ours; the paper keeps one copy per application): the k-th concurrent
+//    instance of a function is treated as an application of its own, with its own
+//    histogram. Rank k's idle times run from the function's concurrency (invocations in
+//    flight) dropping below k to it reaching k again, so rank 1's are the function's idle
+//    times above. Ranks 1..kRanks - 1 have a histogram each, and every higher rank uses the
+//    one of concurrency kRanks (bounded state: about 2 KiB per histogram). An instance
+//    released at concurrency k (k - 1 still in flight after its completion) gets rank k's
+//    windows, under the same rules and fallbacks as rank 1, with one difference: only rank
+//    1 pre-warms (the node has one pre-warm per function); a higher rank whose windows
+//    pre-warm is unloaded at once, and its next arrival finds a lower rank's instance or
+//    boots one. The keep-alive is capped by the histograms' range: at most 4 h * 1.1.
+//  - A histogram is used only while it is representative: enough idle times seen, most of
 //    them within the 4 hours, and bin counts that are concentrated, which the paper measures
 //    with the coefficient of variation (CV) of the 240 bin counts, threshold 2 (a flat
 //    histogram, low CV, predicts nothing). Otherwise the paper falls back to a standard
@@ -39,6 +50,7 @@
 #include <array>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "util/result.h"
 
@@ -115,28 +127,43 @@ class KeepAlivePolicy {
   // Ours: out-of-bounds idle times are "too many" when they are the majority.
   static constexpr double kMaxOutOfBoundsFraction = 0.5;
 
-  explicit KeepAlivePolicy(KeepAliveSpec spec);
+  // Concurrency ranks with a histogram of their own, the last one shared by every higher
+  // rank. Ours, chosen before any run (the simulator's per-rank rows show 64 too).
+  static constexpr uint32_t kRanks = 9;
+
+  // ranks: as kRanks, at least 1 (1: the paper's one histogram per function).
+  explicit KeepAlivePolicy(KeepAliveSpec spec, uint32_t ranks = kRanks);
 
   // An invocation arrives; running_before = invocations of this function in flight just
-  // before it. Records an idle time when running_before == 0 and there was a previous end.
+  // before it. Records an idle time of rank running_before + 1, if that rank had an end.
   void on_arrival(uint64_t now_ms, uint32_t running_before);
-  // An invocation ended; running_after = invocations still in flight.
+  // An invocation ended; running_after = invocations still in flight: rank
+  // running_after + 1 ends.
   void on_completion(uint64_t now_ms, uint32_t running_after);
 
-  // What to apply after a completion that left the function idle.
-  KeepAliveWindows windows() const { return windows_; }
-  bool representative() const;
-  const IdleHistogram &histogram() const { return histogram_; }
+  // What to apply to an instance released at concurrency `rank` (rank - 1 invocations still
+  // in flight). windows() is rank 1's: after a completion that left the function idle.
+  KeepAliveWindows windows(uint32_t rank = 1) const { return ranks_[slot(rank)].windows; }
+  bool representative(uint32_t rank = 1) const;
+  const IdleHistogram &histogram(uint32_t rank = 1) const { return ranks_[slot(rank)].histogram; }
   KeepAliveSpec spec() const { return spec_; }
 
  private:
-  void update_windows();
+  struct Rank {
+    IdleHistogram histogram;
+    KeepAliveWindows windows;
+    uint64_t last_end_ms = 0;
+    bool has_end = false;
+  };
+
+  uint32_t slot(uint32_t rank) const {
+    uint32_t n = static_cast<uint32_t>(ranks_.size());
+    return rank == 0 ? 0 : (rank < n ? rank : n) - 1;
+  }
+  void update_windows(Rank &rank);
 
   KeepAliveSpec spec_;
-  IdleHistogram histogram_;
-  KeepAliveWindows windows_;
-  uint64_t last_end_ms_ = 0;
-  bool has_end_ = false;
+  std::vector<Rank> ranks_;  // by rank - 1
 };
 
 }  // namespace faasvisor::pool

@@ -345,8 +345,19 @@ uint64_t Pool::policy_ms_to_ns(uint64_t policy_ms) const {
 void Pool::apply_keepalive(Instance &inst, bool after_invocation) {
   Function &fn = inst.function();
   if (fn.warm <= fn.spec().min_instances) return;  // scale.min instances are always kept
-  KeepAliveWindows w = fn.policy.windows();
-  if (w.prewarm_ms > 0 && after_invocation && fn.in_flight == 0) {
+  // Released at concurrency in_flight + 1 (keepalive.h: per-rank histograms); an instance
+  // that never served (pre-warmed, or booted for an invocation another one took) is rank 1.
+  uint32_t rank = after_invocation ? fn.in_flight + 1 : 1;
+  KeepAliveWindows w = fn.policy.windows(rank);
+  if (w.prewarm_ms > 0 && rank > 1) {
+    // Rank `rank` is not expected back before the pre-warm window, and only rank 1
+    // pre-warms: unload it now.
+    fn.warm_list.remove(inst);
+    ++fn.stats.keepalive_stops;
+    inst.stop("keep-alive: unloaded, its concurrency rank not expected back soon");
+    return;
+  }
+  if (w.prewarm_ms > 0 && after_invocation) {
     // The next arrival is expected no sooner than the pre-warm window: unload now and
     // bring one instance back just before it. That holds for every idle instance of the
     // function (those a concurrency peak left behind too), not only the one just released.

@@ -409,3 +409,35 @@ TEST_CASE("adaptive: too few or too spread idle times are not representative") {
     CHECK_FALSE(policy.windows().from_histogram);
   }
 }
+
+TEST_CASE("adaptive: each concurrency rank records its own idle times, higher ranks share the last") {
+  KeepAlivePolicy policy(*parse_keepalive("adaptive"));
+  constexpr uint32_t last = KeepAlivePolicy::kRanks;
+  // Concurrency 0 -> 3 -> 0 at t = 0, then back up to 3: rank k comes back after k minutes.
+  uint64_t t = 0;
+  for (uint32_t running = 0; running < 3; ++running) policy.on_arrival(t, running);
+  for (uint32_t running = 3; running-- > 0;) policy.on_completion(t, running);
+  for (uint32_t running = 0; running < 3; ++running)
+    policy.on_arrival(t + (running + 1) * 60'000 + 1, running);
+  CHECK(policy.histogram(1).count(1) == 1);
+  CHECK(policy.histogram(2).count(2) == 1);
+  CHECK(policy.histogram(3).count(3) == 1);
+  CHECK(policy.histogram(4).total() == 0);
+  // Above the last rank only the last rank's own level is recorded, and every higher rank
+  // gets its windows.
+  t += 10 * 60'000;
+  for (uint32_t running = 3; running < last + 2; ++running) policy.on_arrival(t, running);
+  for (uint32_t running = last + 2; running-- > 3;) policy.on_completion(t + 1, running);
+  for (uint32_t running = 3; running < last + 2; ++running) policy.on_arrival(t + 2, running);
+  CHECK(policy.histogram(last).total() == 1);
+  CHECK(&policy.histogram(last + 1) == &policy.histogram(last));
+  CHECK(&policy.histogram(1000) == &policy.histogram(last));
+  // One rank: the paper's one histogram per function, every rank gets its windows.
+  KeepAlivePolicy one(*parse_keepalive("adaptive"), 1);
+  one.on_completion(0, 0);
+  one.on_arrival(60'000, 0);
+  one.on_completion(60'000, 1);
+  one.on_arrival(70'000, 1);
+  CHECK(one.histogram(1).total() == 1);
+  CHECK(&one.histogram(2) == &one.histogram(1));
+}

@@ -220,33 +220,43 @@ TEST_CASE("an abandoned invocation leaves its instance to finish and return to w
   CHECK(f.pool->running_invocations() == 0);
 }
 
-TEST_CASE("a pre-warm decision unloads every idle instance of the function, not only the last") {
-  Fixture f;
-  auto &fn = f.deploy("prewarm-all", R"(,"annotations":{"faasvisor.keepalive":"adaptive"})");
-  // A learned histogram: 20 idle times of 2.5 minutes (bin 2), far in the policy clock's
-  // future, so the first real arrival adds one idle time of 0 (bin 0): with 21 samples the
-  // head (5th percentile, the 2nd smallest) is still bin 2. The windows: pre-warm 108 s,
-  // keep-alive until 198 s.
-  pool::KeepAlivePolicy learned(fn.spec().keepalive);
+// A policy that learned 20 idle times of 2.5 minutes (bin 2) at concurrency rank `rank`,
+// far in the policy clock's future, so the first real arrival at that rank adds one idle
+// time of 0 (bin 0): with 21 samples the head (5th percentile, the 2nd smallest) is still bin
+// 2. The rank's windows: pre-warm 108 s, keep-alive until 198 s.
+pool::KeepAlivePolicy learned_rank(const pool::KeepAliveSpec &spec, uint32_t rank) {
+  pool::KeepAlivePolicy learned(spec);
   uint64_t t = 100'000'000;
   for (int i = 0; i < 20; ++i) {
-    learned.on_completion(t, 0);
+    learned.on_completion(t, rank - 1);
     t += 150'000;
-    learned.on_arrival(t, 0);
+    learned.on_arrival(t, rank - 1);
   }
-  learned.on_completion(t, 0);
-  fn.policy = learned;
-  REQUIRE(fn.policy.windows().from_histogram);
-  REQUIRE(fn.policy.windows().prewarm_ms == 108'000);
+  learned.on_completion(t, rank - 1);
+  return learned;
+}
 
-  // Two at once: two instances. The quick one is released while the slow one runs, and
-  // keeps the keep-alive window; when the slow one ends the function is idle and the
-  // policy pre-warms: both are unloaded.
-  TestInvocation quick, slow;
+// Two invocations at once, so two instances: a slow one (300 ms), then a quick one.
+void invoke_quick_and_slow(Fixture &f, pool::Function &fn, TestInvocation &quick,
+                           TestInvocation &slow) {
   quick.query = "mode=ok";
   slow.query = "mode=slow&ms=300";
   f.invoke(fn, slow);
   f.invoke(fn, quick);
+}
+
+TEST_CASE("a pre-warm decision unloads every idle instance of the function, not only the last") {
+  Fixture f;
+  auto &fn = f.deploy("prewarm-all", R"(,"annotations":{"faasvisor.keepalive":"adaptive"})");
+  fn.policy = learned_rank(fn.spec().keepalive, 1);
+  REQUIRE(fn.policy.windows().from_histogram);
+  REQUIRE(fn.policy.windows().prewarm_ms == 108'000);
+
+  // Two at once: two instances. The quick one is released while the slow one runs (rank 2,
+  // no idle times: the fixed keep-alive); when the slow one ends the function is idle and
+  // the policy pre-warms: both are unloaded.
+  TestInvocation quick, slow;
+  invoke_quick_and_slow(f, fn, quick, slow);
   REQUIRE(f.run_until([&] { return quick.result.done; }));
   CHECK(quick.result.status == 200);
   CHECK(fn.warm == 1);
@@ -257,4 +267,29 @@ TEST_CASE("a pre-warm decision unloads every idle instance of the function, not 
   CHECK(fn.warm_list.size() == 0);
   CHECK(fn.stats.keepalive_stops == 2);
   CHECK(fn.prewarm_timer.armed());  // one instance comes back 108 s from now
+}
+
+TEST_CASE("adaptive: an instance released at concurrency 2 gets rank 2's windows, not rank 1's") {
+  Fixture f;
+  auto &fn = f.deploy("per-rank", R"(,"annotations":{"faasvisor.keepalive":"adaptive"})");
+  // Rank 2 learned 2.5-minute idle times (the concurrency dropped from 2 to 1 and came back):
+  // pre-warm 108 s, so an instance left idle at rank 2 is unloaded at once. Rank 1 saw
+  // nothing: the fixed 10 minutes.
+  fn.policy = learned_rank(fn.spec().keepalive, 2);
+  REQUIRE(fn.policy.windows(2).prewarm_ms == 108'000);
+  REQUIRE_FALSE(fn.policy.windows(1).from_histogram);
+
+  // The quick one ends while the slow one runs (rank 2) and is unloaded; the slow one
+  // leaves the function idle (rank 1) and stays warm, with no pre-warm.
+  TestInvocation quick, slow;
+  invoke_quick_and_slow(f, fn, quick, slow);
+  REQUIRE(f.run_until([&] { return quick.result.done; }));
+  CHECK(quick.result.status == 200);
+  CHECK(fn.warm == 0);
+  CHECK(fn.stats.keepalive_stops == 1);
+  REQUIRE(f.run_until([&] { return slow.result.done; }));
+  CHECK(slow.result.status == 200);
+  CHECK(fn.warm == 1);
+  CHECK(fn.stats.keepalive_stops == 1);
+  CHECK_FALSE(fn.prewarm_timer.armed());
 }
