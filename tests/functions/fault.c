@@ -5,6 +5,7 @@
  *   null      write through a NULL pointer (page fault)
  *   overflow  recurse until the stack runs into its guard page
  *   ud2       execute an invalid instruction
+ *   hang      spin forever with interrupts on (the node's timeout must end the guest)
  */
 #include <stddef.h>
 
@@ -38,6 +39,8 @@ int handle(const struct fv_request *req, struct fv_response *resp) {
     resp->status = (int)recurse(0);
   } else if (MODE_IS(req, "ud2")) {
     __asm__ volatile("ud2");
+  } else if (MODE_IS(req, "hang")) {
+    for (;;) __asm__ volatile("pause");
   }
   resp->body = req->body;
   resp->body_len = req->body_len;

@@ -18,6 +18,7 @@ under TCG (--accel=tcg; the harness's default) except in AcceleratorProbeTests.
 import os
 import shutil
 import subprocess
+import time
 import unittest
 
 from harness import BUILD, ROOT, Daemon, DaemonTestCase, parallel, scaled, wait_until
@@ -288,6 +289,24 @@ class UnikernelTests(DaemonTestCase):
         pid = self.daemon.instances(name)[0]["pid"]
         r = self.daemon.invoke(name, b"x", query="mode=null")
         self.assertEqual(r.status, 502, r.body)
+        self.daemon.assert_process_gone(pid)
+        again = self.daemon.invoke(name, b"y")
+        self.assertEqual((again.status, again.body), (200, b"y"))
+
+    @unittest.skipUnless(os.path.exists(unikernel_image("fault")), "no fault.uk")
+    def test_hang_504_and_qemu_killed(self):
+        name = "hang-uk"
+        r = self.daemon.request("POST", "/system/functions",
+                                vm_spec(name, unikernel_image("fault"), backend="unikernel", process="/fault",
+                                        memory="8Mi", **{"faasvisor.timeout": "2s"}))
+        self.assertEqual(r.status, 202, r.body)
+        ok = self.daemon.invoke(name, b"x")
+        self.assertEqual((ok.status, ok.body), (200, b"x"))
+        pid = self.daemon.instances(name)[0]["pid"]
+        start = time.monotonic()
+        r = self.daemon.invoke(name, b"x", query="mode=hang")
+        self.assertEqual(r.status, 504, r.body)
+        self.assertLess(time.monotonic() - start, scaled(10))
         self.daemon.assert_process_gone(pid)
         again = self.daemon.invoke(name, b"y")
         self.assertEqual((again.status, again.body), (200, b"y"))
