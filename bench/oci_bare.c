@@ -34,28 +34,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_io.h"
+
 #include "faasvisor/frame.h"
 
 extern char **environ;
 
 enum { kMaxRounds = 10000, kMaxArgs = 64 };
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int read_exact(int fd, uint8_t *buf, size_t len) {
-  while (len > 0) {
-    ssize_t n = read(fd, buf, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    buf += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 /* Reads one whole frame; returns its type, or -1. */
 static int read_frame(int fd, uint8_t *payload, size_t cap) {

@@ -17,25 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_io.h"
+
 enum { kMaxSizeBytes = 65536 };
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Returns 0 when all len bytes arrived, -1 on end of file or error. */
-static int read_exact(int fd, char *buf, size_t len) {
-  while (len > 0) {
-    ssize_t n = read(fd, buf, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    buf += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 static int write_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
