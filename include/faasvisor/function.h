@@ -62,6 +62,9 @@ int fv_init(void) __attribute__((weak));
  * its length. A key without "=" has an empty value. NULL when absent (first match wins). */
 const char *fv_query_get(const struct fv_request *req, const char *key, size_t *len);
 
+/* Whether query parameter key is present with exactly the value want (raw, as fv_query_get). */
+int fv_query_is(const struct fv_request *req, const char *key, const char *want);
+
 /* First header whose name equals name ignoring ASCII case, or NULL. */
 const struct fv_str *fv_header_get(const struct fv_request *req, const char *name);
 

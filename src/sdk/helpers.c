@@ -25,6 +25,12 @@ const char *fv_query_get(const struct fv_request *req, const char *key, size_t *
   return NULL;
 }
 
+int fv_query_is(const struct fv_request *req, const char *key, const char *want) {
+  size_t len = 0;
+  const char *v = fv_query_get(req, key, &len);
+  return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
+}
+
 static int name_equals(struct fv_str a, const char *b, size_t b_len) {
   if (a.len != b_len) return 0;
   for (size_t i = 0; i < b_len; i++)

@@ -11,17 +11,6 @@
 
 #include "faasvisor/function.h"
 
-static int mode_is(const struct fv_request *req, const char *want, size_t want_len) {
-  size_t len = 0;
-  const char *v = fv_query_get(req, "mode", &len);
-  if (v == NULL || len != want_len) return 0;
-  for (size_t i = 0; i < len; i++)
-    if (v[i] != want[i]) return 0;
-  return 1;
-}
-
-#define MODE_IS(req, literal) mode_is(req, literal, sizeof literal - 1)
-
 /* Each frame keeps a page-sized array alive so the recursion reaches the guard page fast
  * and the compiler cannot turn it into a loop. */
 static unsigned recurse(unsigned depth) {
@@ -32,14 +21,14 @@ static unsigned recurse(unsigned depth) {
 }
 
 int handle(const struct fv_request *req, struct fv_response *resp) {
-  if (MODE_IS(req, "null")) {
+  if (fv_query_is(req, "mode", "null")) {
     volatile int *volatile p = NULL;
     *p = 1;
-  } else if (MODE_IS(req, "overflow")) {
+  } else if (fv_query_is(req, "mode", "overflow")) {
     resp->status = (int)recurse(0);
-  } else if (MODE_IS(req, "ud2")) {
+  } else if (fv_query_is(req, "mode", "ud2")) {
     __asm__ volatile("ud2");
-  } else if (MODE_IS(req, "hang")) {
+  } else if (fv_query_is(req, "mode", "hang")) {
     for (;;) __asm__ volatile("pause");
   }
   resp->body = req->body;

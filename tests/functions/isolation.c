@@ -170,12 +170,6 @@ static void report(void) {
   put("\"unshare_user\":\"%s\"}", in_child(probe_unshare));
 }
 
-static int query_is(const struct fv_request *req, const char *key, const char *want) {
-  size_t len = 0;
-  const char *v = fv_query_get(req, key, &len);
-  return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
-}
-
 static long query_long(const struct fv_request *req, const char *key, long fallback) {
   size_t len = 0;
   const char *v = fv_query_get(req, key, &len);
@@ -203,13 +197,13 @@ static void allocate(long mib) {
 
 int handle(const struct fv_request *req, struct fv_response *resp) {
   g_len = 0;
-  if (fv_query_get(req, "mode", NULL) == NULL || query_is(req, "mode", "report")) {
+  if (fv_query_get(req, "mode", NULL) == NULL || fv_query_is(req, "mode", "report")) {
     report();
     fv_response_set_header(resp, "Content-Type", "application/json");
-  } else if (query_is(req, "mode", "ignoreterm")) {
+  } else if (fv_query_is(req, "mode", "ignoreterm")) {
     signal(SIGTERM, SIG_IGN);
     for (;;) pause();
-  } else if (query_is(req, "mode", "alloc")) {
+  } else if (fv_query_is(req, "mode", "alloc")) {
     allocate(query_long(req, "mib", 1));
   } else {
     resp->status = 400;

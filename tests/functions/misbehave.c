@@ -50,12 +50,6 @@ static void write_raw(const void *data, size_t len) {
   }
 }
 
-static int query_is(const struct fv_request *req, const char *key, const char *want) {
-  size_t len = 0;
-  const char *v = fv_query_get(req, key, &len);
-  return v != NULL && len == strlen(want) && memcmp(v, want, len) == 0;
-}
-
 /* Decimal query value, or fallback when absent or not a number (capped to avoid overflow). */
 static long query_long(const struct fv_request *req, const char *key, long fallback) {
   size_t len = 0;
@@ -126,36 +120,36 @@ static void spam_stderr(void) {
 }
 
 int handle(const struct fv_request *req, struct fv_response *resp) {
-  if (fv_query_get(req, "mode", NULL) == NULL || query_is(req, "mode", "ok")) {
+  if (fv_query_get(req, "mode", NULL) == NULL || fv_query_is(req, "mode", "ok")) {
     echo(req, resp);
-  } else if (query_is(req, "mode", "crash")) {
+  } else if (fv_query_is(req, "mode", "crash")) {
     abort();
-  } else if (query_is(req, "mode", "exit")) {
+  } else if (fv_query_is(req, "mode", "exit")) {
     exit(3);
-  } else if (query_is(req, "mode", "hang")) {
+  } else if (fv_query_is(req, "mode", "hang")) {
     block_forever();
-  } else if (query_is(req, "mode", "slow")) {
+  } else if (fv_query_is(req, "mode", "slow")) {
     sleep_ms(query_long(req, "ms", 1000));
     echo(req, resp);
-  } else if (query_is(req, "mode", "garbage")) {
+  } else if (fv_query_is(req, "mode", "garbage")) {
     write_garbage();
     block_forever();
-  } else if (query_is(req, "mode", "oversize")) {
+  } else if (fv_query_is(req, "mode", "oversize")) {
     write_oversize_header();
     block_forever();
-  } else if (query_is(req, "mode", "oom")) {
+  } else if (fv_query_is(req, "mode", "oom")) {
     eat_memory();
-  } else if (query_is(req, "mode", "stderr")) {
+  } else if (fv_query_is(req, "mode", "stderr")) {
     spam_stderr();
     echo(req, resp);
-  } else if (query_is(req, "mode", "status")) {
+  } else if (fv_query_is(req, "mode", "status")) {
     long code = query_long(req, "code", 200);
     if (code < 100 || code > 599) {
       write_raw_status(code);
       block_forever();
     }
     resp->status = (int)code;
-  } else if (query_is(req, "mode", "headers")) {
+  } else if (fv_query_is(req, "mode", "headers")) {
     fv_response_set_header(resp, "X-Test", "yes");
     echo(req, resp);
   } else {
