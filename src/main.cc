@@ -17,6 +17,7 @@ void usage(FILE *out) {
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
+               "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
@@ -76,6 +77,13 @@ int main(int argc, char **argv) {
         return 2;
       }
       options.image_cache_dir = value;
+    }
+    else if (arg == "--state-dir") {
+      if (value[0] != '/' && std::string(value) != "none") {
+        std::fprintf(stderr, "faasvisord: --state-dir wants an absolute directory or 'none', not '%s'\n", value);
+        return 2;
+      }
+      options.state_dir = value;
     }
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;

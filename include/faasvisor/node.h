@@ -24,6 +24,9 @@ struct NodeOptions {
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
   std::string image_cache_dir = "/var/lib/faasvisor/images";  // unpacked OCI images, by digest
+  // Durable state (store/file_store.h): functions, secrets, scale targets, async calls, one
+  // file per record, created 0700. "none" keeps them in memory only (lost on exit).
+  std::string state_dir = "/var/lib/faasvisor/state";
   std::string unpack_path;                   // faasvisor-unpack; default: beside the running program
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
