@@ -62,6 +62,15 @@ struct NodeImpl {
   void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                       Result<image::Resolved> &image, bool image_fault);
 
+  // The durable store's side of the API (server/state.cc). Each answers the request once
+  // the change is durable.
+  bool state_has_room(Connection &conn);  // false: answered 503, change nothing
+  void persist_function(Connection &conn, const std::string &name, std::string reply_body);
+  void persist_removal(Connection &conn, const std::string &name);
+  void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
+  // At start, before the node serves: every function and scale target comes back.
+  Status restore_state();
+
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);
   void step_shutdown();
