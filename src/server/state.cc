@@ -42,11 +42,12 @@ void NodeImpl::persist_function(Connection &conn, const std::string &name, std::
 }
 
 void NodeImpl::persist_removal(Connection &conn, const std::string &name) {
-  (void)state->remove(store::kind::scale, name, log_failure("remove scale record of " + name));
   Status st = state->remove(store::kind::function, name, conn.durable_reply(202, "{\"status\":\"accepted\"}"));
   if (!st.ok())
-    conn.respond_error(503, "the function is deleted but its removal could not be made durable: " +
-                                st.error().message());
+    return conn.respond_error(503, "the function is deleted but its removal could not be made durable: " +
+                                       st.error().message());
+  // Best effort: a scale record left by a crash here is removed at the next start.
+  (void)state->remove(store::kind::scale, name, log_failure("remove scale record of " + name));
 }
 
 void NodeImpl::persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body) {

@@ -20,6 +20,7 @@ import unittest
 from harness import (ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, TIME_SCALE, Daemon, proc_stat,
                      scaled, wait_until)
 from test_containers import build_images, rootfs
+from test_images import IMAGES, build_oci_images
 from test_shutdown import reap_late_orphans
 
 CRUN = shutil.which("crun") and os.path.exists("/usr/bin/unshare")
@@ -41,6 +42,7 @@ def definition(fn):
 class StoreCase(unittest.TestCase):
     def setUp(self):
         self.state = tempfile.mkdtemp(prefix="fv-store-test-")
+        self.cache = tempfile.mkdtemp(prefix="fv-store-images-")
         self.daemons = []
 
     def tearDown(self):
@@ -50,9 +52,10 @@ class StoreCase(unittest.TestCase):
                 d.finish(timeout=scaled(10))
         reap_late_orphans()
         shutil.rmtree(self.state, ignore_errors=True)
+        shutil.rmtree(self.cache, ignore_errors=True)
 
     def start(self, *flags):
-        d = Daemon("--state-dir", self.state, "--stem-pool", "2", *flags).start()
+        d = Daemon("--state-dir", self.state, "--stem-pool", "2", "--image-cache", self.cache, *flags).start()
         self.daemons.append(d)
         return d
 
@@ -103,7 +106,14 @@ class RestartTests(StoreCase):
             self.post(d, "/system/functions", {
                 "service": "echo-crun", "image": rootfs("echo"), "envProcess": "/echo",
                 "annotations": {"faasvisor.backend": "crun"}})
+            # An OCI image: unpacked at deploy, restored from its resolved digest and rootfs.
+            build_oci_images()
+            self.post(d, "/system/functions", {
+                "service": "echo-oci", "image": os.path.join(IMAGES, "echo.oci"),
+                "annotations": {"faasvisor.backend": "crun"}})
         before = self.definitions(d)
+        if CRUN:
+            self.assertTrue(before["echo-oci"]["imageDigest"].startswith("sha256:"))
         self.assertEqual(before["hash"]["generation"], 2)
         self.assertNotIn("gone", before)
         self.stop_clean(d)
@@ -119,6 +129,10 @@ class RestartTests(StoreCase):
         if CRUN:
             r = d2.invoke("echo-crun", b"in a container")
             self.assertEqual((r.status, r.body), (200, b"in a container"))
+            r = d2.invoke("echo-oci", b"from an image")
+            self.assertEqual((r.status, r.body), (200, b"from an image"))
+            # Nothing was resolved again: the record had the image.
+            self.assertEqual(d2.get("/system/info").json()["faasvisor"]["images"]["resolved"], 0)
         # A deletion and a scale-down after the restart persist too.
         self.post(d2, "/system/functions", {"functionName": "hash"}, method="DELETE")
         self.post(d2, "/system/scale-function/echo", {"serviceName": "echo", "replicas": 0})
