@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "faasvisor/node.h"
 #include "http/parser.h"
@@ -23,6 +24,18 @@ namespace faasvisor {
 struct NodeImpl;
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
 
+// A function restored from the store whose OCI image's rootfs is gone from the image cache
+// (wiped, or another --image-cache): the image is resolved again in the background
+// (server/state.cc).
+struct ImageRefill final : image::Waiter {
+  ImageRefill(NodeImpl &n, std::shared_ptr<FunctionSpec> s, uint64_t gen) : node(n), spec(std::move(s)), generation(gen) {}
+  void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  NodeImpl &node;
+  std::shared_ptr<FunctionSpec> spec;  // as restored, waiting for its image
+  uint64_t generation;
+  uint64_t replicas = 0;  // its scale record, if any
+};
+
 struct NodeImpl {
   enum class Phase { running, draining, stopping, stopped };
 
@@ -33,6 +46,7 @@ struct NodeImpl {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
+  std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
   std::string node_name;
   std::string bound_address;
@@ -70,6 +84,7 @@ struct NodeImpl {
   void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
   // At start, before the node serves: every function and scale target comes back.
   Status restore_state();
+  void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);
