@@ -211,7 +211,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     state_options.dir = options.state_dir;
     auto state = store::FileStore::open(*impl->ring, state_options);
     if (!state) {
-      *error = state.error().message();
+      *error = state.error().message() + " (another directory: --state-dir DIR; none: --state-dir none)";
       return nullptr;
     }
     impl->state = std::move(*state);

@@ -84,6 +84,9 @@ struct NodeImpl {
   void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
   // At start, before the node serves: every function and scale target comes back.
   Status restore_state();
+  enum class Restored { now, later, failed };  // later: once its image is unpacked again
+  Restored restore_function(const store::Record &rec, const DeployLimits &limits);
+  void restore_scale(const store::Record &rec);
   void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 
   void begin_shutdown();

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cassert>
 
 #include "api/deploy.h"
@@ -110,75 +111,80 @@ void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
   }
 }
 
+// One function record back into the pool. Returns what became of it.
+NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
+  auto record = decode_function_record(rec.value);
+  Result<std::shared_ptr<FunctionSpec>> spec =
+      record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
+  if (spec && (*spec)->name != rec.key) spec = plain_error("function record", "names '" + (*spec)->name + "'");
+  bool refill = false;
+  if (spec && !record->image_json.empty()) {
+    auto image = image::decode_resolved(record->image_json);
+    Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
+    if (!applied.ok()) spec = applied.error();
+    else refill = access(image->rootfs.c_str(), F_OK) != 0;
+  }
+  if (!spec) {
+    // A record this node cannot use (damaged, or its image directory is gone): the node
+    // starts without the function; a new deploy of the name replaces the record.
+    FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
+    return Restored::failed;
+  }
+  (*spec)->deploy_json = std::move(record->deploy_json);
+  (*spec)->image_json = std::move(record->image_json);
+  if (refill) {
+    refill_image(std::move(*spec), record->generation);
+    return Restored::later;
+  }
+  pool::PoolError err = pool->deploy(*spec);
+  if (err.outcome != pool::Outcome::ok) {
+    FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
+    return Restored::failed;
+  }
+  pool->find(rec.key)->restore_generation(record->generation);
+  return Restored::now;
+}
+
+void NodeImpl::restore_scale(const store::Record &rec) {
+  auto replicas = decode_scale_record(rec.value);
+  if (!replicas) {
+    FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
+    return;
+  }
+  const std::string &name = rec.key;
+  auto waiting = std::find_if(refills.begin(), refills.end(), [&](const auto &r) { return r->spec->name == name; });
+  if (waiting != refills.end()) {
+    (*waiting)->replicas = *replicas;  // applied once the function is back
+    return;
+  }
+  if (pool->find(name) == nullptr) {
+    // The function's removal was durable and this record's was not yet: finish it.
+    (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
+    return;
+  }
+  pool::PoolError err = pool->scale(name, *replicas);
+  if (!err.message.empty()) FV_WARN("state: scale %s: %s", name.c_str(), err.message.c_str());
+}
+
 Status NodeImpl::restore_state() {
   uint64_t start_ns = monotonic_ns();
   auto loaded = state->load_all();
   if (!loaded) return loaded.error();
+  std::map<std::string_view, std::vector<const store::Record *>> by_kind;
+  for (const store::Record &rec : loaded->records) by_kind[rec.kind].push_back(&rec);
+  // Each kind goes to its subsystem, in dependency order: what functions refer to (secrets)
+  // must be back before the functions are; scale targets, and async calls, after them.
   DeployLimits limits;
   limits.default_queue_limit = options.max_queue_per_function;
-  size_t functions = 0, failed = 0, unpacking = 0;
-  std::vector<std::pair<std::string, uint64_t>> scales;
-  for (store::Record &rec : loaded->records) {
-    if (rec.kind == store::kind::scale) {
-      auto replicas = decode_scale_record(rec.value);
-      if (replicas) scales.emplace_back(rec.key, *replicas);
-      else FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
-      continue;
-    }
-    if (rec.kind != store::kind::function) continue;  // other kinds belong to other subsystems
-    auto record = decode_function_record(rec.value);
-    Result<std::shared_ptr<FunctionSpec>> spec =
-        record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
-    if (spec && (*spec)->name != rec.key)
-      spec = plain_error("function record", "names '" + (*spec)->name + "'");
-    bool refill = false;
-    if (spec && !record->image_json.empty()) {
-      auto image = image::decode_resolved(record->image_json);
-      Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
-      if (!applied.ok()) spec = applied.error();
-      else refill = access(image->rootfs.c_str(), F_OK) != 0;
-    }
-    if (!spec) {
-      // A record this node cannot use (damaged, or its image directory is gone): the node
-      // starts without the function; a new deploy of the name replaces the record.
-      FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
-      ++failed;
-      continue;
-    }
-    (*spec)->deploy_json = std::move(record->deploy_json);
-    (*spec)->image_json = std::move(record->image_json);
-    if (refill) {
-      refill_image(std::move(*spec), record->generation);
-      ++unpacking;
-      continue;
-    }
-    pool::PoolError err = pool->deploy(*spec);
-    if (err.outcome != pool::Outcome::ok) {
-      FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
-      ++failed;
-      continue;
-    }
-    pool->find(rec.key)->restore_generation(record->generation);
-    ++functions;
-  }
-  for (const auto &[name, replicas] : scales) {
-    auto waiting = std::find_if(refills.begin(), refills.end(), [&](const auto &r) { return r->spec->name == name; });
-    if (waiting != refills.end()) {
-      (*waiting)->replicas = replicas;  // applied once the function is back
-      continue;
-    }
-    if (pool->find(name) == nullptr) {
-      // The function's removal was durable and this record's was not yet: finish it.
-      (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
-      continue;
-    }
-    pool::PoolError err = pool->scale(name, replicas);
-    if (!err.message.empty()) FV_WARN("state: scale %s: %s", name.c_str(), err.message.c_str());
-  }
+  size_t counts[3] = {0, 0, 0};  // by Restored
+  for (const store::Record *rec : by_kind[store::kind::function])
+    ++counts[static_cast<int>(restore_function(*rec, limits))];
+  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec);
   FV_INFO("state: restored %zu functions and %zu scale targets from %s in %.1f ms (%zu waiting for their "
           "image to be unpacked again, %zu not restored, %u corrupt records skipped, %u interrupted writes removed)",
-          functions, scales.size(), state->describe().c_str(), static_cast<double>(monotonic_ns() - start_ns) / 1e6,
-          unpacking, failed, loaded->skipped, loaded->temp_removed);
+          counts[static_cast<int>(Restored::now)], by_kind[store::kind::scale].size(), state->describe().c_str(),
+          static_cast<double>(monotonic_ns() - start_ns) / 1e6, counts[static_cast<int>(Restored::later)],
+          counts[static_cast<int>(Restored::failed)], loaded->skipped, loaded->temp_removed);
   return {};
 }
 
