@@ -97,13 +97,14 @@ uint32_t kill_members(const std::string &dir, uint32_t &killed) {
   return listed;
 }
 
-void sweep_one(const std::string &node_dir, SweepReport &report, uint64_t wait_ms) {
+// `waited_ms` is shared by every dead node of one sweep: a process that cannot die (stuck
+// in the kernel) delays the start by wait_ms once, not once per node.
+void sweep_one(const std::string &node_dir, SweepReport &report, uint64_t wait_ms, uint64_t &waited_ms) {
   std::vector<std::string> dirs;
   collect_dirs(node_dir, dirs);
   // cgroup v2 kills a whole subtree in one write where the kernel has cgroup.kill (5.14+).
   if (exists(node_dir + "/cgroup.kill")) (void)write_file(node_dir + "/cgroup.kill", "1");
   timespec pause{0, 10'000'000};
-  uint64_t waited_ms = 0;
   // Kill until nothing is listed: a process may fork between the read and the kill.
   for (;;) {
     uint32_t listed = 0;
@@ -164,9 +165,10 @@ void sweep_dead_nodes(const std::string &parent, SweepReport &report, uint64_t w
     dead.push_back(parent + "/" + e->d_name);
   }
   closedir(d);
+  uint64_t waited_ms = 0;
   for (const std::string &node : dead) {
     ++report.nodes;
-    sweep_one(node, report, wait_ms);
+    sweep_one(node, report, wait_ms, waited_ms);
   }
 }
 

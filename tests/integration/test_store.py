@@ -26,6 +26,7 @@ from test_shutdown import reap_late_orphans
 
 CRUN = shutil.which("crun") and os.path.exists("/usr/bin/unshare")
 RUNC = shutil.which("runc")
+RUNSC = shutil.which("runsc")
 
 # The fields of a definition that must come back exactly after a restart.
 DEFINITION = ("name", "image", "envProcess", "envVars", "labels", "annotations", "limits")
@@ -211,9 +212,9 @@ class KilledNodeTests(StoreCase):
                                            "envProcess": "./misbehave"})
         self.assertEqual(d.invoke("echo", b"x").status, 200)
         backends = []
-        if CRUN or RUNC:
+        if CRUN or RUNC or RUNSC:
             build_images()
-        for backend, ok in (("crun", CRUN), ("runc", RUNC)):
+        for backend, ok in (("crun", CRUN), ("runc", RUNC), ("gvisor", RUNSC)):
             if not ok:
                 continue
             backends.append(backend)
