@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <map>
 #include <cassert>
+#include <map>
 
 #include "api/deploy.h"
 #include "image/layout.h"
