@@ -255,7 +255,8 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   qemu_options.accel = *accel;
   auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
-    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
+    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, impl->cgroups,
+                                                                  process_options.stem_path));
 
   if (options.handle_signals) {
     sigset_t mask;
