@@ -575,6 +575,11 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
         std::string("the ") + name() + " backend needs at least " +
             std::to_string(min_memory_bytes() >> 20) + "Mi of guest memory" +
             (kind_ == VmKind::microvm ? " (the Linux guest does not boot in less)" : ""));
+  // QEMU's sandbox has a private /tmp into which only the image's directory is bound: a
+  // file directly in the host's /tmp cannot be reached from there.
+  if (spec.image.rfind('/') == std::strlen("/tmp") && spec.image.starts_with("/tmp/"))
+    return plain_error("field 'image'", "a VM image directly in /tmp cannot be reached from the "
+                                        "sandbox QEMU runs in: put it in a directory of its own");
   struct stat st {};
   if (stat(spec.image.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
     return plain_error("field 'image'", std::string("the ") + name() + " backend needs a file: " +

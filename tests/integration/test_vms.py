@@ -320,6 +320,7 @@ class MicrovmTests(DaemonTestCase):
             ("envProcess", vm_spec("nocmd", initramfs("echo"), process="/bin/sh")),
             ("envProcess", vm_spec("relcmd", initramfs("echo"), process="echo")),
             ("envVars", dict(vm_spec("bigenv", initramfs("echo")), envVars={"BIG": "x" * 3000})),
+            ("image", vm_spec("in-tmp", "/tmp/echo.initramfs", process="/echo")),
             ("annotations.faasvisor.vm.transport",
              vm_spec("badio", initramfs("echo"), **{"faasvisor.vm.transport": "pci"})),
             # The unikernel backend boots PVH ELF images only: a static Linux program is an
