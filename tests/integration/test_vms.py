@@ -205,8 +205,9 @@ class MicrovmTests(DaemonTestCase):
                   if p != qemu and st[0].startswith("qemu-system") for d in cgroup_dirs_of(p)}
         self.assertFalse(others & set(dirs), "QEMU shares a cgroup with another instance")
         limits = cgroup_limits(dirs)
-        # Guest RAM plus QEMU's own cost (the TCG cache and QEMU itself: 32 + 28 MiB).
-        self.assertEqual(limits.get("memory"), (128 + 32 + 28) << 20, limits)
+        # Guest RAM, QEMU's own cost (the TCG cache and QEMU itself: 32 + 28 MiB) and 32 MiB
+        # of slack.
+        self.assertEqual(limits.get("memory"), (128 + 32 + 28 + 32) << 20, limits)
         self.assertEqual(limits.get("cpu_millis"), 500, limits)
 
     def test_hash_and_environment(self):
