@@ -168,6 +168,7 @@ void Connection::invocation_done(pool::Invocation &, const pool::InvocationResul
     extra += std::to_string(result.retry_after_s);
     extra += "\r\n";
   }
+  extra += openfaas_response_headers(parser_.request(), !result.error.empty(), result.headers);
   if (!result.error.empty()) {
     respond_error(result.status, result.error, extra);
   } else {
