@@ -110,8 +110,9 @@ void NodeImpl::prepare_invocation(http::Request &req, pool::Invocation &inv, con
     append_header(req, "X-Call-Id", make_call_id());
   // The gateway stamps X-Start-Time (Unix ns) as the call reaches it, before any
   // scale-from-zero wait. Honoured: the function's timeout and X-Duration-Seconds count from
-  // it, when it is plausible (not ahead of this clock by more than a second of skew, and not
-  // older than the timeout, which would expire the call before it starts).
+  // it when it is plausible, not ahead of this clock and younger than the timeout (an older
+  // one would expire the call before it starts). Otherwise the call counts from now and the
+  // header passes on as it came.
   uint64_t now_real = realtime_ns();
   const http::Header *start = req.find("X-Start-Time");
   uint64_t start_ns = 0;
@@ -123,7 +124,6 @@ void NodeImpl::prepare_invocation(http::Request &req, pool::Invocation &inv, con
   uint64_t now_mono = monotonic_ns();
   uint64_t timeout_ns = fn.spec().timeout_ms * 1'000'000ull;
   bool plausible = start_ns <= now_real && now_real - start_ns < timeout_ns && now_real - start_ns < now_mono;
-  // Ahead of this clock (skew) or implausible: the call starts now, the header passes on as is.
   inv.arrival_ns = plausible ? now_mono - (now_real - start_ns) : now_mono;
 }
 

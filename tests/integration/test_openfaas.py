@@ -7,8 +7,12 @@ here as it would fail there)."""
 import datetime
 import json
 import re
+import shutil
 import time
+import unittest
 import uuid
+
+import test_containers as containers  # its images; a module, so its classes do not run twice
 
 from harness import (DaemonTestCase, ECHO_IMAGE, MISBEHAVE_IMAGE, REQINFO_IMAGE, REQINFO_PROCESS,
                      scaled, wait_until)
@@ -378,3 +382,34 @@ class OpenFaaSTests(DaemonTestCase):
         self.assertEqual(r.header("X-OpenFaaS-Internal"), "proxy")
         self.assertIsNotNone(r.header("X-Call-Id"))
         self.assertEqual(self.remove("err-fn").status, 202)
+
+
+@unittest.skipUnless(shutil.which("crun"), "crun is not installed")
+class OpenFaaSContainerTests(DaemonTestCase):
+    """faas-cli's deploy of a container image: ":latest" appended to the rootfs directory,
+    readOnlyRootFilesystem on the crun backend."""
+    FLAGS = ("--stem-pool", "0")
+
+    @classmethod
+    def prepare_daemon(cls):
+        containers.build_images()
+
+    def test_tagged_rootfs_read_only_on_crun(self):
+        d = self.daemon
+        spec = {"service": "ro-crun", "image": containers.rootfs("isolation") + ":latest",
+                "envProcess": "/isolation", "labels": {}, "annotations": {"faasvisor.backend": "crun"},
+                "readOnlyRootFilesystem": True}
+        r = d.request("PUT", "/system/functions", json.dumps(spec), CLI_HEADERS)
+        self.assertEqual(r.status, 404, r)
+        r = d.request("POST", "/system/functions", json.dumps(spec), CLI_HEADERS)
+        self.assertEqual(r.status, 202, r)
+        f = d.function("ro-crun")
+        self.assertEqual(f["image"], spec["image"])
+        self.assertIs(f["readOnlyRootFilesystem"], True)
+        r = d.invoke("ro-crun")
+        self.assertEqual(r.status, 200, r)
+        report = r.json()
+        self.assertEqual(report["root_write"], "EROFS", report)
+        self.assertEqual(report["tmp_write"], "ok", report)
+        r = d.request("DELETE", "/system/functions", {"functionName": "ro-crun"}, CLI_HEADERS)
+        self.assertEqual(r.status, 202, r)
