@@ -363,6 +363,25 @@ class OpenFaaSTests(DaemonTestCase):
         self.assertLess(float(r.header("X-Duration-Seconds")), 60)
         self.assertEqual(self.remove("id-fn").status, 202)
 
+    def test_timeout_counts_from_the_gateways_start_time(self):
+        # faasvisor.timeout 3s; the function takes 1.5 s. Arriving fresh it answers; arriving
+        # with a gateway X-Start-Time 2 s old (a scale-from-zero wait) the whole call passes
+        # 3 s, so it is the node's 504, marked as such.
+        d = self.daemon
+        spec = self.cli_spec("late-fn", image=MISBEHAVE_IMAGE, envProcess="./misbehave",
+                             annotations={"faasvisor.timeout": "3s"})
+        self.assertEqual(self.cli_deploy(spec)[0], [404, 202])
+        r = d.invoke("late-fn", b"in time", query="mode=slow&ms=1500")
+        self.assertEqual((r.status, r.body), (200, b"in time"), r)
+        start_ns = time.time_ns() - 2_000_000_000
+        r = d.invoke("late-fn", b"late", query="mode=slow&ms=1500",
+                     headers={"X-Start-Time": str(start_ns), "X-Call-Id": "late-call"})
+        # Counted from arrival it would be a 200 after 1.5 s: the 504 is the header's doing.
+        self.assertJsonError(r, 504)
+        self.assertEqual(r.header("X-OpenFaaS-Internal"), "proxy")
+        self.assertEqual(r.header("X-Call-Id"), "late-call")
+        self.assertEqual(self.remove("late-fn").status, 202)
+
     def test_node_errors_are_marked_and_function_errors_are_not(self):
         d = self.daemon
         r = d.invoke("no-such-fn", b"x")
