@@ -31,8 +31,8 @@ Route route(std::string_view method, std::string_view path) {
   if (path == "/system/info") return by_method(method, "GET", {{"GET", RouteKind::info}});
   if (path == "/system/namespaces") return by_method(method, "GET", {{"GET", RouteKind::namespaces}});
   if (starts_with(path, "/system/namespace/")) {
-    // faas-provider answers 501 to the methods that change namespaces when its provider has
-    // none to offer; faasvisor has one namespace and changes none (405 names the one it has).
+    // faasvisor has one namespace and changes none: GET only (faas-provider, whose providers
+    // may create namespaces, routes POST, PUT and DELETE here too).
     Route r = by_method(method, "GET", {{"GET", RouteKind::namespace_info}});
     r.name = path.substr(18);
     if (r.name.empty() || r.name.find('/') != std::string_view::npos) r.kind = RouteKind::not_found;

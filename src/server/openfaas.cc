@@ -106,8 +106,10 @@ pool::Function *NodeImpl::find_invoked(Connection &conn, std::string_view full_n
 }
 
 void NodeImpl::prepare_invocation(http::Request &req, pool::Invocation &inv, const pool::Function &fn) {
-  if (const http::Header *id = req.find("X-Call-Id"); id == nullptr || id->value.empty())
+  if (const http::Header *id = req.find("X-Call-Id"); id == nullptr)
     append_header(req, "X-Call-Id", make_call_id());
+  else if (id->value.empty())
+    const_cast<http::Header *>(id)->value = make_call_id();  // req is ours to change
   // The gateway stamps X-Start-Time (Unix ns) as the call reaches it, before any
   // scale-from-zero wait. Honoured: the function's timeout and X-Duration-Seconds count from
   // it when it is plausible, not ahead of this clock and younger than the timeout (an older

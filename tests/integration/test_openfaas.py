@@ -354,6 +354,12 @@ class OpenFaaSTests(DaemonTestCase):
             self.assertLessEqual(abs(start - before), 5_000_000_000)
             self.assertLess(float(r.header("X-Duration-Seconds")), scaled(20))
         self.assertEqual(len(ids), 3)
+        # An empty one is made too, not passed on empty beside a made one.
+        r = d.invoke("id-fn", b"", headers={"X-Call-Id": ""})
+        seen = [v for k, v in r.json()["headers"] if k.lower() == "x-call-id"]
+        self.assertEqual(len(seen), 1, seen)
+        self.assertEqual(uuid.UUID(seen[0]).version, 4)
+        self.assertEqual(r.header("X-Call-Id"), seen[0])
         # A start time older than the function's timeout is not honoured (the call would be
         # over before it began): it passes on unchanged, the duration counts from arrival.
         stale = str(time.time_ns() - 3600 * 1_000_000_000)
