@@ -29,6 +29,9 @@ std::string render_metrics(NodeImpl &node);  // server/metrics.cc
 // FunctionStatus's image (as deployed), createdAt, constraints, requests and
 // readOnlyRootFilesystem.
 void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec);
+// X-OpenFaaS-Internal for an error the connection makes itself (a malformed, oversized or
+// unfinished request) when the request was for /function/.
+std::string_view openfaas_error_mark(const http::Request &req);
 std::string openfaas_response_headers(const http::Request &req, bool node_error,
                                       const std::vector<std::pair<std::string_view, std::string_view>> &from_function);
 

@@ -129,6 +129,10 @@ void NodeImpl::prepare_invocation(http::Request &req, pool::Invocation &inv, con
   inv.arrival_ns = plausible ? now_mono - (now_real - start_ns) : now_mono;
 }
 
+std::string_view openfaas_error_mark(const http::Request &req) {
+  return std::string_view(req.target).starts_with("/function/") ? kInternalMark : "";
+}
+
 std::string openfaas_response_headers(const http::Request &req, bool node_error,
                                       const std::vector<std::pair<std::string_view, std::string_view>> &from_function) {
   std::string extra;

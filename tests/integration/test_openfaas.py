@@ -15,7 +15,7 @@ import uuid
 import test_containers as containers  # its images; a module, so its classes do not run twice
 
 from harness import (DaemonTestCase, ECHO_IMAGE, MISBEHAVE_IMAGE, REQINFO_IMAGE, REQINFO_PROCESS,
-                     scaled, wait_until)
+                     RawReader, scaled, wait_until)
 
 FAAS_CLI_UA = "faas-cli/0.16.38"
 # What faas-cli's newRequest sets on every management call with a body.
@@ -407,6 +407,19 @@ class OpenFaaSTests(DaemonTestCase):
         self.assertEqual(r.header("X-OpenFaaS-Internal"), "proxy")
         self.assertIsNotNone(r.header("X-Call-Id"))
         self.assertEqual(self.remove("err-fn").status, 202)
+
+        # Refused before routing (the declared body is over the limit): marked on /function/
+        # only, as faas-provider marks only its proxy's answers.
+        for path, marked in (("/function/err-fn", True), ("/system/functions", False)):
+            s = d.raw_socket()
+            try:
+                s.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                          % (path.encode(), 1 << 30))
+                r = RawReader(s).read_response()
+            finally:
+                s.close()
+            self.assertJsonError(r, 413)
+            self.assertEqual(r.header("X-OpenFaaS-Internal"), "proxy" if marked else None, (path, r))
 
 
 @unittest.skipUnless(shutil.which("crun"), "crun is not installed")
