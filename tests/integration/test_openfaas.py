@@ -122,6 +122,7 @@ class OpenFaaSTests(DaemonTestCase):
         created = self.unmarshal_status(self.cli("GET", "/system/function/cli-fn?usage=1").json())
         self.assertEqual(created["name"], "cli-fn")
         self.assertEqual(created["image"], ECHO_IMAGE + ":latest")  # as deployed
+        self.assertEqual(created["faasvisor"]["imagePath"], ECHO_IMAGE)  # what runs
         self.assertEqual(created["namespace"], "openfaas-fn")
         self.assertEqual(created["envVars"], {"GREETING": "hi"})
         self.assertEqual(created["limits"]["memory"], "64Mi")
