@@ -19,6 +19,8 @@ enum class RouteKind {
   invoke,           // any method on /function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
+  namespaces,       // GET /system/namespaces
+  namespace_info,   // GET /system/namespace/NAME
   not_found,
   method_not_allowed,
 };

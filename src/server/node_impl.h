@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "api/json.h"
+#include "api/router.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -23,6 +25,17 @@ namespace faasvisor {
 
 struct NodeImpl;
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
+// The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
+// X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
+// answer the node made itself.
+// FunctionStatus's image (as deployed), createdAt, constraints, requests and
+// readOnlyRootFilesystem.
+void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec);
+// X-OpenFaaS-Internal for an error the connection makes itself (a malformed, oversized or
+// unfinished request) when the request was for /function/.
+std::string_view openfaas_error_mark(const http::Request &req);
+std::string openfaas_response_headers(const http::Request &req, bool node_error,
+                                      const std::vector<std::pair<std::string_view, std::string_view>> &from_function);
 
 // A function restored from the store whose OCI image's rootfs is gone from the image cache
 // (wiped, or another --image-cache): the image is resolved again in the background
@@ -70,6 +83,16 @@ struct NodeImpl {
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
+  void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
+  // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
+  // false / nullptr when they do.
+  void handle_info(Connection &conn, http::Request &request);
+  void handle_namespaces(Connection &conn, api::Route &route);
+  bool check_query_namespace(Connection &conn, http::Request &request);
+  // createdAt: now for a new function, the first deploy's for an update.
+  void stamp_created(FunctionSpec &spec);
+  pool::Function *find_invoked(Connection &conn, std::string_view full_name);
+  void prepare_invocation(http::Request &request, pool::Invocation &invocation, const pool::Function &fn);
   // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
   // loop, and the request answered when that is done (server/handlers.cc).
   void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
