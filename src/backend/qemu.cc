@@ -583,14 +583,19 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   else
     add({"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())});
   add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults",
-       "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-name",
-       std::string(instance_name)});
+       "-no-user-config", "-display", "none", "-no-reboot", "-name", std::string(instance_name)});
   if (kind_ == VmKind::microvm) {
-    add({"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
+    add({"-serial", "stdio", "-kernel", host_->kernel(), "-initrd", spec.image, "-append",
          std::string(kMicrovmCmdline) +
              " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
   } else {
-    add({"-kernel", spec.image});
+    // The protocol on a virtio-serial port on QEMU's stdin/stdout (unikernel/virtio_console.h:
+    // a serial port, not a console, so QEMU never drops what the guest sends); modern
+    // virtio-mmio (QEMU 7.2's default is legacy), named on the guest's command line by
+    // microvm. COM1 goes to QEMU's stderr, the function's log: the guest's crash reports.
+    add({"-global", "virtio-mmio.force-legacy=false", "-device",
+         "virtio-serial-device,max_ports=2", "-chardev", "stdio,id=fv", "-device",
+         "virtserialport,chardev=fv,nr=1", "-serial", "file:/dev/stderr", "-kernel", spec.image});
   }
 
   auto spawned = spawn_qemu(args, -1);
