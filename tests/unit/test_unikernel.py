@@ -146,7 +146,7 @@ def suite(transport):
     rc = g.wait()
     ok(rc == debug_exit_status(0) and not g.logs, T + f"SHUTDOWN ends QEMU ({rc}), no log lines {g.logs}")
 
-    # RAM that ends inside the running image (it loads at 1 MiB and ends at 1160 KiB): the
+    # RAM that ends inside the running image (it loads at 1 MiB and ends at 1152 KiB): the
     # guest refuses to serve, says why, and exits with code 1.
     g = Guest("echo.uk", mem="1144K", transport=transport)
     t, rest = g.frame(timeout=10)
