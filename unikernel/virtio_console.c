@@ -46,8 +46,8 @@ int uk_vconsole_probe(const char *cmdline, size_t len) {
   struct uk_virtio_mmio_slot slots[UK_VIRTIO_MAX_DEVICES];
   size_t n = uk_virtio_mmio_parse(cmdline, len, slots, UK_VIRTIO_MAX_DEVICES);
   for (size_t i = 0; i < n; i++) {
-    if (slots[i].base < MMIO_WINDOW_START || slots[i].size < 0x100 ||
-        slots[i].base + slots[i].size > MMIO_WINDOW_END)
+    if (slots[i].base < MMIO_WINDOW_START || slots[i].base >= MMIO_WINDOW_END ||
+        slots[i].size < 0x100 || slots[i].size > MMIO_WINDOW_END - slots[i].base)
       continue;
     if (uk_virtio_device_id((uintptr_t)slots[i].base) == UK_VIRTIO_ID_CONSOLE) {
       dev.base = (uintptr_t)slots[i].base;

@@ -347,7 +347,7 @@ class UnikernelVirtioTests(DaemonTestCase):
 
     def test_1_mib_and_6_mib_bodies(self):
         name = "echo-uk-big"
-        self.deploy(name, memory="32Mi")
+        self.deploy(name, memory="16Mi")  # as tools/deploy-examples deploys echo-unikernel
         for size in (1 << 20, 6 << 20):  # 6 MiB: the node's default --max-body-bytes
             body = os.urandom(size)
             r = self.daemon.invoke(name, body, timeout=scaled(60))
