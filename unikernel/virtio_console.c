@@ -58,9 +58,10 @@ int uk_vconsole_probe(const char *cmdline, size_t len) {
   return 0;
 }
 
+/* The device returned a buffer it was not given, or kept more than it could have. */
 static _Noreturn void device_broken(void) {
-  static const char *const parts[] = {"faasvisor unikernel: the virtio console returned a "
-                                      "buffer it was not given"};
+  static const char *const parts[] = {"faasvisor unikernel: the virtio console broke the "
+                                      "virtqueue protocol"};
   uk_report(parts, 1);
   uk_exit(UK_EXIT_CRASH);
 }
@@ -96,10 +97,8 @@ static void give_back(uint8_t *buffer) {
   add(&rxq, RX_QUEUE, buffer, RX_BUFFER_BYTES, UK_VQ_DESC_F_WRITE);
 }
 
-static void *alloc_or_null(size_t len) { return uk_heap_alloc(&uk_heap, len); }
-
 static const char *setup_queue(struct uk_vq *vq, uint16_t size, uint32_t index) {
-  void *memory = alloc_or_null(uk_vq_bytes(size));
+  void *memory = uk_heap_alloc(&uk_heap, uk_vq_bytes(size));
   if (memory == NULL) return "no memory for the virtio console's queues";
   uk_vq_init(vq, size, memory);
   return uk_virtio_queue(&dev, index, vq);
@@ -111,7 +110,7 @@ const char *uk_vconsole_start(void) {
   if (why == NULL) why = setup_queue(&rxq, RX_BUFFERS, RX_QUEUE);
   if (why == NULL) why = setup_queue(&txq, TX_QUEUE_SIZE, TX_QUEUE);
   if (why != NULL) return why;
-  uint8_t *buffers = alloc_or_null(RX_BUFFERS * RX_BUFFER_BYTES);
+  uint8_t *buffers = uk_heap_alloc(&uk_heap, RX_BUFFERS * RX_BUFFER_BYTES);
   if (buffers == NULL) return "no memory for the virtio console's receive buffers";
   if (uk_irq_route(dev.irq, UK_VIRTIO_VECTOR) != 0)
     return "the virtio console's interrupt is not an I/O APIC pin";
