@@ -595,7 +595,8 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
     // microvm. COM1 goes to QEMU's stderr, the function's log: the guest's crash reports.
     add({"-global", "virtio-mmio.force-legacy=false", "-device",
          "virtio-serial-device,max_ports=2", "-chardev", "stdio,id=fv", "-device",
-         "virtserialport,chardev=fv,nr=1", "-serial", "file:/dev/stderr", "-kernel", spec.image});
+         "virtserialport,chardev=fv,nr=1", "-serial", "file:/proc/self/fd/2", "-kernel",
+         spec.image});
   }
 
   auto spawned = spawn_qemu(args, -1);

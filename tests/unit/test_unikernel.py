@@ -18,7 +18,7 @@ QEMU = ["qemu-system-x86_64", "-accel", "tcg",
 # What src/backend/qemu.cc passes for a unikernel.
 VIRTIO = ["-global", "virtio-mmio.force-legacy=false", "-device", "virtio-serial-device,max_ports=2",
           "-chardev", "stdio,id=fv", "-device", "virtserialport,chardev=fv,nr=1",
-          "-serial", "file:/dev/stderr"]
+          "-serial", "file:/proc/self/fd/2"]
 COM1 = ["-serial", "stdio"]
 TRANSPORTS = {"virtio": VIRTIO, "com1": COM1}
 TIMEOUT_S = 20  # TCG on a loaded 2-core machine
