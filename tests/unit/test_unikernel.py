@@ -231,6 +231,14 @@ def virtio_only():
         t0 = time.time()
         r = g.invoke(body=body)
         ok(r == (200, [], body), T + f"echo {n >> 20} MiB ({time.time() - t0:.3f} s)")
+    # A reader that lets the pipe fill (64 KiB) and waits: QEMU holds the guest's transmit
+    # queue until the pipe drains (a console port would drop the bytes instead).
+    body = os.urandom(1 << 20)
+    g.send(request(body=body))
+    time.sleep(1.0)
+    t, payload = g.frame()
+    ok(t == RESPONSE and decode_response(payload) == (200, [], body),
+       T + "1 MiB response intact after the reader left the pipe full for 1 s")
     g.send(frame(SHUTDOWN))
     ok(g.wait() == debug_exit_status(0), T + "SHUTDOWN after 6 MiB")
 
