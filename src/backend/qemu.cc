@@ -663,7 +663,14 @@ std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
 // The unikernel's devices and boot: the image speaks the protocol on COM1 (-serial stdio,
 // the sandbox's pipes to the node). Its own function, for the unikernel kit's transport.
 std::vector<std::string> QemuBackend::unikernel_args(const FunctionSpec &spec) const {
-  return {"-M", kUnikernelMachine, "-serial", "stdio", "-kernel", spec.image};
+  // The protocol on a virtio-serial port on QEMU's stdin/stdout (unikernel/virtio_console.h:
+  // a serial port, not a console, so QEMU never drops what the guest sends); modern
+  // virtio-mmio (QEMU 7.2's default is legacy), named on the guest's command line by
+  // microvm. COM1 goes to QEMU's stderr, the function's log: the guest's crash reports.
+  return {"-M", kUnikernelMachine, "-global", "virtio-mmio.force-legacy=false", "-device",
+          "virtio-serial-device,max_ports=2", "-chardev", "stdio,id=fv", "-device",
+          "virtserialport,chardev=fv,nr=1", "-serial", "file:/proc/self/fd/2", "-kernel",
+          spec.image};
 }
 
 // QEMU runs in a sandbox of the process backend's kind (faasvisor-stem, src/stem/stem.c):

@@ -429,6 +429,107 @@ class UnikernelTests(DaemonTestCase):
         self.assertEqual((again.status, again.body), (200, b"y"))
 
 
+def cpu_seconds(pid):
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed")
+@unittest.skipUnless(os.path.exists(unikernel_image("echo")),
+                     "no unikernel images in %s (the unikernel kit builds them)" % UNIKERNEL_DIR)
+class UnikernelVirtioTests(DaemonTestCase):
+    """The unikernel's protocol on its virtio console (unikernel/virtio_console.h), through the
+    real node: byte values, bodies up to the node's 6 MiB limit, what is over a limit, crash
+    reports on COM1 reaching the function's log, and an idle guest that costs no CPU."""
+    FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--accel=tcg")
+
+    def deploy(self, name, image="echo", memory="8Mi"):
+        r = self.daemon.request("POST", "/system/functions",
+                                vm_spec(name, unikernel_image(image), backend="unikernel",
+                                        process="/" + image, memory=memory))
+        self.assertEqual(r.status, 202, r.body)
+
+    def test_every_byte_value_round_trips(self):
+        name = "echo-uk-bytes"
+        self.deploy(name)
+        for value in range(256):
+            body = bytes([value])
+            r = self.daemon.invoke(name, body)
+            self.assertEqual((r.status, r.body), (200, body), "byte 0x%02x" % value)
+        body = bytes(range(256)) * 1024  # 256 KiB, every value at every offset mod 256
+        r = self.daemon.invoke(name, body)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, body)
+        self.assertEqual(len(self.daemon.instances(name)), 1)
+
+    def test_1_mib_and_6_mib_bodies(self):
+        name = "echo-uk-big"
+        self.deploy(name, memory="16Mi")  # as tools/deploy-examples deploys echo-unikernel
+        for size in (1 << 20, 6 << 20):  # 6 MiB: the node's default --max-body-bytes
+            body = os.urandom(size)
+            r = self.daemon.invoke(name, body, timeout=scaled(60))
+            self.assertEqual(r.status, 200, r.body[:200])
+            self.assertTrue(r.body == body, "%d-byte body came back different" % size)
+            self.assertEqual(r.header("X-Faasvisor-Start"), "cold" if size == 1 << 20 else "warm")
+
+    def test_body_over_the_node_limit_413_and_the_guest_serves_on(self):
+        name = "echo-uk-limit"
+        self.deploy(name, memory="32Mi")
+        self.assertEqual(self.daemon.invoke(name, b"first").status, 200)
+        pid = self.daemon.instances(name)[0]["pid"]
+        body = b"x" * ((6 << 20) + 1)
+        s = self.daemon.raw_socket(scaled(60))
+        try:
+            try:
+                s.sendall(b"POST /function/%s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                          % (name.encode(), len(body)) + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the node answers on the declared length and may hang up first
+            r = RawReader(s).read_response()
+        finally:
+            s.close()
+        self.assertEqual(r.status, 413, r.body[:200])
+        self.assertIn("error", r.json())
+        again = self.daemon.invoke(name, b"after")
+        self.assertEqual((again.status, again.body), (200, b"after"))
+        self.assertEqual([i["pid"] for i in self.daemon.instances(name)], [pid])
+
+    def test_body_over_the_guest_memory_413_from_the_guest_and_it_serves_on(self):
+        name = "echo-uk-small"
+        self.deploy(name, memory="2Mi")
+        self.assertEqual(self.daemon.invoke(name, b"first").status, 200)
+        pid = self.daemon.instances(name)[0]["pid"]
+        r = self.daemon.invoke(name, os.urandom(3 << 20), timeout=scaled(60))
+        self.assertEqual(r.status, 413, r.body[:200])
+        self.assertIn("memory", r.json()["error"])
+        again = self.daemon.invoke(name, b"after")
+        self.assertEqual((again.status, again.body), (200, b"after"))
+        self.assertEqual([i["pid"] for i in self.daemon.instances(name)], [pid])
+
+    @unittest.skipUnless(os.path.exists(unikernel_image("fault")), "no fault.uk")
+    def test_crash_report_on_com1_reaches_the_502_and_the_log(self):
+        name = "fault-uk-report"
+        self.deploy(name, image="fault")
+        self.assertEqual(self.daemon.invoke(name, b"x").status, 200)
+        pid = self.daemon.instances(name)[0]["pid"]
+        r = self.daemon.invoke(name, b"x", query="mode=ud2")
+        self.assertEqual(r.status, 502, r.body)
+        self.assertIn(b"CPU exception: invalid opcode", r.body)
+        self.daemon.assert_process_gone(pid)
+        wait_until(lambda: "CPU exception: invalid opcode" in function_logs(self.daemon, name),
+                   scaled(10), "the crash report in the function's log")
+
+    def test_idle_guest_uses_no_cpu(self):
+        name = "echo-uk-idle"
+        self.deploy(name)
+        self.assertEqual(self.daemon.invoke(name, b"x" * 100000).status, 200)
+        pid = self.daemon.instances(name)[0]["pid"]
+        before = cpu_seconds(pid)
+        time.sleep(3)
+        used = cpu_seconds(pid) - before
+        self.assertLess(used, 0.2, "the idle guest's QEMU used %.2f s of CPU in 3 s" % used)
+
+
 @unittest.skipUnless(QEMU, "qemu-system-x86_64 is not installed")
 class AcceleratorProbeTests(unittest.TestCase):
     """--accel=auto: the node decides at start, off its loop, and says why; a broken
