@@ -223,6 +223,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       limits.default_queue_limit = options.max_queue_per_function;
       auto spec = parse_deploy(req.body, limits);
       if (!spec) return conn.respond_error(400, spec.error().message());
+      (*spec)->deploy_json = std::string(req.body);  // what the store keeps and a restart reads
       stamp_created(**spec);
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
