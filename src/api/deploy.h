@@ -52,6 +52,7 @@ struct FunctionSpec {
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
+  bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 
   // What the store keeps to rebuild this function after a restart (server/records.h).

@@ -54,6 +54,9 @@ class Backend {
   virtual bool console_preamble() const { return false; }
   // The boot deadline for functions that set none (faasvisor.boot_timeout); 0: the spec's.
   virtual uint64_t default_boot_timeout_ms() const { return 0; }
+  // Records in the spec what the backend decides once per deployment, so that launch (on
+  // every cold start) need not look again. Default: nothing.
+  virtual void settle(FunctionSpec &) const {}
   // Memory an instance costs beyond its function's limit (e.g. the VMM beside a guest's RAM),
   // held against the node's memory budget.
   virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }

@@ -38,12 +38,14 @@ void ProcessBackend::drain() {
   }
 }
 
+bool sandbox_available(const std::string &stem_path, std::string *why_not) {
+  if (access(stem_path.c_str(), X_OK) == 0) return true;
+  *why_not = "the sandbox helper " + stem_path + " is missing";
+  return false;
+}
+
 bool ProcessBackend::available(std::string *why_not) const {
-  if (access(options_.stem_path.c_str(), X_OK) != 0) {
-    *why_not = "the sandbox helper " + options_.stem_path + " is missing";
-    return false;
-  }
-  return true;
+  return sandbox_available(options_.stem_path, why_not);
 }
 
 Status ProcessBackend::validate(const FunctionSpec &spec) const {
@@ -53,12 +55,12 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   return {};
 }
 
-Result<Launched> ProcessBackend::make_stem() {
-  std::string name = "stem-" + std::to_string(next_stem_id_++);
+Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
+                               std::string_view cgroup_name) {
   // The stem makes, joins and at its end removes these directories itself, off the loop.
-  proc::InstanceCgroup cgroup = cgroups_.plan(name);
+  proc::InstanceCgroup cgroup = cgroups.plan(cgroup_name);
   proc::StemSpec spec;
-  spec.stem_path = options_.stem_path;
+  spec.stem_path = stem_path;
   spec.cgroup = &cgroup;
   auto spawned = proc::spawn_stem(spec);
   if (!spawned) return spawned.error();  // nothing ran: no directory was made
@@ -71,7 +73,7 @@ Result<Launched> ProcessBackend::make_stem() {
   return out;
 }
 
-void ProcessBackend::discard(Launched &stem) {
+void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem) {
   for (int fd : {stem.to_instance, stem.from_instance, stem.log})
     if (fd >= 0) close(fd);
   stem.to_instance = stem.from_instance = stem.log = -1;
@@ -79,9 +81,15 @@ void ProcessBackend::discard(Launched &stem) {
   // the outer stem reaps its init before it exits. Bounded: the outer stem does nothing else.
   stem.child.signal(SIGUSR2);
   stem.child.wait();
-  cleanup(stem);
+  cleanup_stem(cgroups, stem);
   stem.child = proc::Child();
 }
+
+Result<Launched> ProcessBackend::make_stem() {
+  return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++));
+}
+
+void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, stem); }
 
 void ProcessBackend::on_refill(io::Timer &t) {
   auto &self = t.owner_as<ProcessBackend>();

@@ -17,9 +17,23 @@ struct ProcessBackendOptions {
   uint32_t stem_pool_size = 16;   // sandboxes kept ready; 0 makes each on demand
 };
 
-// After a sandbox (faasvisor-stem) is gone: nothing if it exited by itself (it removed its
-// cgroup directories), else the removal of what is left. EBUSY: call again.
+// Sandboxes (faasvisor-stem), shared by the process backend and the VM backends (QEMU runs
+// in one). A fresh sandbox in cgroup `cgroup_name` of the node's tree, waiting on stdin for
+// its GO message (sandbox_available: whether faasvisor-stem is there, else why not):
+bool sandbox_available(const std::string &stem_path, std::string *why_not);
+Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
+                               std::string_view cgroup_name);
+// Ends a sandbox that was never started (or whose GO message could not be written), waits
+// for it (bounded: the outer stem does nothing else) and removes what it left.
+void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);
+// After a sandbox is gone: nothing if it exited by itself (it removed its cgroup
+// directories), else the removal of what is left. EBUSY: call again.
 Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched);
+// A sandbox's memory: the PSS of its cgroup's processes, else the cgroup's usage.
+inline Result<uint64_t> sandbox_memory(const proc::CgroupTree &cgroups, const Launched &launched) {
+  auto pss = cgroups.process_pss(launched.cgroup);
+  return pss ? pss : cgroups.memory_usage(launched.cgroup);
+}
 
 class ProcessBackend final : public Backend {
  public:
@@ -33,8 +47,7 @@ class ProcessBackend final : public Backend {
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
   Result<uint64_t> memory_usage(const Launched &launched) const override {
-    auto pss = cgroups_.process_pss(launched.cgroup);
-    return pss ? pss : cgroups_.memory_usage(launched.cgroup);
+    return sandbox_memory(cgroups_, launched);
   }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;

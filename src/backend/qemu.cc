@@ -272,7 +272,8 @@ std::string probe_image() {
   return img;
 }
 
-// The unikernel's machine: nothing but the CPU, RAM and COM1. A Linux guest keeps the PIT
+// The unikernel's machine: nothing but the CPU, RAM, COM1 and microvm's virtio-mmio slots.
+// A Linux guest keeps the PIT
 // (with acpi=off and no PIT it hangs) and the RTC (rtc=off costs it 2 s of boot).
 constexpr const char *kUnikernelMachine =
     "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off";
@@ -551,10 +552,7 @@ bool QemuBackend::available(std::string *why_not) const {
     *why_not = host_->kvm_broken();
     return false;
   }
-  if (access(stem_path_.c_str(), X_OK) != 0) {
-    *why_not = "the sandbox helper " + stem_path_ + " is missing";
-    return false;
-  }
+  if (!sandbox_available(stem_path_, why_not)) return false;
   if (kind_ == VmKind::microvm && host_->kernel().empty()) {
     *why_not = host_->kernel_missing();
     return false;
@@ -623,12 +621,15 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
   return {};
 }
 
-bool QemuBackend::uses_virtio(const FunctionSpec &spec) const {
-  if (auto it = spec.annotations.find(kTransportAnnotation); it != spec.annotations.end())
-    return it->second == "virtio";
+void QemuBackend::settle(FunctionSpec &spec) const {
+  if (kind_ != VmKind::microvm) return;
+  if (auto it = spec.annotations.find(kTransportAnnotation); it != spec.annotations.end()) {
+    spec.vm_virtio = it->second == "virtio";
+    return;
+  }
   // The image's headers and names only: a few reads of a file validate() has just read.
   auto mode = cpio_mode(spec.image, kVirtioConsoleModule);
-  return mode && *mode != 0;
+  spec.vm_virtio = mode && *mode != 0;
 }
 
 std::vector<std::string> QemuBackend::accelerator_args() const {
@@ -637,19 +638,28 @@ std::vector<std::string> QemuBackend::accelerator_args() const {
   return {"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())};
 }
 
-// The microVM's devices and boot. Virtio: the protocol on a virtserialport (the first port,
-// /dev/vport0p1 in the guest) of a virtio-serial-device on the machine's virtio-mmio
-// transport, whose chardev is QEMU's stdio, the sandbox's pipes to the node; COM1 is the
-// kernel's console, written to QEMU's stderr, the function's log (a panic's last words
-// reach the failure message there). Serial: the protocol on COM1 (-serial stdio).
+namespace {
+// The instance protocol on a virtserialport (the guest's port 1) of a virtio-serial-device on
+// the microvm machine's virtio-mmio transport, whose chardev is QEMU's stdio, the sandbox's
+// pipes to the node: a serial port, not a console, so QEMU never drops what the guest sends
+// when the pipe is full. COM1 goes to QEMU's stderr, the function's log (a panic's or a
+// crash report's last words reach the failure message there). `port` adds options to the
+// port device.
+std::vector<std::string> virtio_serial_args(std::string_view port) {
+  return {"-chardev", "stdio,id=fv", "-device", "virtio-serial-device,max_ports=2", "-device",
+          "virtserialport,chardev=fv,nr=1" + std::string(port), "-serial", "file:/proc/self/fd/2"};
+}
+}  // namespace
+
+// The microVM's devices and boot: virtio (the guest sees /dev/vport0p1, named for vminit),
+// or the protocol on COM1 (-serial stdio) for the serial transport.
 std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
                                                    std::string_view instance_name) const {
-  bool virtio = uses_virtio(spec);
+  bool virtio = spec.vm_virtio;
   std::vector<std::string> args = {"-M", virtio ? kMicrovmMachine : kMicrovmSerialMachine};
   if (virtio) {
-    args.insert(args.end(), {"-chardev", "stdio,id=fv", "-device", "virtio-serial-device,max_ports=2",
-                             "-device", "virtserialport,chardev=fv,nr=1,name=faasvisor", "-serial",
-                             "file:/proc/self/fd/2"});
+    std::vector<std::string> devices = virtio_serial_args(",name=faasvisor");
+    args.insert(args.end(), devices.begin(), devices.end());
   } else {
     args.insert(args.end(), {"-serial", "stdio"});
   }
@@ -660,17 +670,15 @@ std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
   return args;
 }
 
-// The unikernel's devices and boot: the image speaks the protocol on COM1 (-serial stdio,
-// the sandbox's pipes to the node). Its own function, for the unikernel kit's transport.
+// The unikernel's devices and boot: the kit's virtio console (unikernel/virtio_console.h) on
+// modern virtio-mmio (QEMU 7.2's default is legacy), which microvm names on the guest's
+// command line. Its own function, for the unikernel kit's transport.
 std::vector<std::string> QemuBackend::unikernel_args(const FunctionSpec &spec) const {
-  // The protocol on a virtio-serial port on QEMU's stdin/stdout (unikernel/virtio_console.h:
-  // a serial port, not a console, so QEMU never drops what the guest sends); modern
-  // virtio-mmio (QEMU 7.2's default is legacy), named on the guest's command line by
-  // microvm. COM1 goes to QEMU's stderr, the function's log: the guest's crash reports.
-  return {"-M", kUnikernelMachine, "-global", "virtio-mmio.force-legacy=false", "-device",
-          "virtio-serial-device,max_ports=2", "-chardev", "stdio,id=fv", "-device",
-          "virtserialport,chardev=fv,nr=1", "-serial", "file:/proc/self/fd/2", "-kernel",
-          spec.image};
+  std::vector<std::string> args = {"-M", kUnikernelMachine, "-global", "virtio-mmio.force-legacy=false"};
+  std::vector<std::string> devices = virtio_serial_args("");
+  args.insert(args.end(), devices.begin(), devices.end());
+  args.insert(args.end(), {"-kernel", spec.image});
+  return args;
 }
 
 // QEMU runs in a sandbox of the process backend's kind (faasvisor-stem, src/stem/stem.c):
@@ -704,37 +712,23 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   go.limits.pids_max = std::max(spec.pids_max, kQemuMinPids);
   std::string message = proc::encode_go(go);
 
-  proc::InstanceCgroup cgroup = cgroups_.plan(instance_name);
-  proc::StemSpec stem;
-  stem.stem_path = stem_path_;
-  stem.cgroup = &cgroup;
-  auto spawned = proc::spawn_stem(stem);
-  if (!spawned) return spawned.error();  // nothing ran: no directory was made
-  Launched out;
-  out.child = std::move(spawned->child);
-  out.to_instance = spawned->stdin_fd;
-  out.from_instance = spawned->stdout_fd;
-  out.log = spawned->stderr_fd;
-  out.cgroup = std::move(cgroup);
+  auto sandbox = spawn_sandbox(cgroups_, stem_path_, instance_name);
+  if (!sandbox) return sandbox.error();
   // A fresh pipe takes the whole message (a few KiB: the kernel command line is at most
   // 2 KiB) at once; the stem reads it once its cgroup and namespaces are made.
-  ssize_t n = ::write(out.to_instance, message.data(), message.size());
+  ssize_t n = ::write(sandbox->to_instance, message.data(), message.size());
   if (n != static_cast<ssize_t>(message.size())) {
     int err = n < 0 ? errno : EAGAIN;
-    for (int *fd : {&out.to_instance, &out.from_instance, &out.log}) close(std::exchange(*fd, -1));
-    out.child.signal(SIGUSR2);
-    out.child.wait();
-    cleanup(out);
+    discard_sandbox(cgroups_, *sandbox);
     return errno_error("write the QEMU command to the sandbox", err);
   }
-  return out;
+  return sandbox;
 }
 
 Result<uint64_t> QemuBackend::memory_usage(const Launched &launched) const {
   // QEMU's share of memory (guest RAM it touched, the translation cache, itself) and the
   // stem's few pages, from the instance's cgroup.
-  auto pss = cgroups_.process_pss(launched.cgroup);
-  return pss ? pss : cgroups_.memory_usage(launched.cgroup);
+  return sandbox_memory(cgroups_, launched);
 }
 
 Status QemuBackend::cleanup(Launched &launched) { return cleanup_stem(cgroups_, launched); }

@@ -9,8 +9,10 @@
 //              command and environment travel on the kernel command line (fvspec=). The
 //              protocol runs on a virtio serial port (virtio-mmio); COM1 is the kernel's
 //              console, sent to the log. Images without the virtio modules use COM1.
-//   unikernel  a PVH ELF image per function that speaks the protocol on COM1 itself, booted
-//              with the leanest microvm machine (no PIT, PIC, RTC, ACPI or option ROMs).
+//   unikernel  a PVH ELF image per function that speaks the protocol itself on a virtio
+//              serial port (the kit's virtio-mmio driver; COM1 carries its crash reports to
+//              the log), booted with the leanest microvm machine (no PIT, PIC, RTC, ACPI or
+//              option ROMs).
 //
 // The guest's RAM is the function's memory limit. A guest that panics or whose function
 // exits reboots, and -no-reboot makes QEMU exit: the pool sees an instance exit like any
@@ -121,8 +123,9 @@ class QemuBackend final : public Backend {
   uint32_t tb_size_mib() const { return kind_ == VmKind::microvm ? 32 : 8; }
 
   // Whether a microVM carries the protocol on virtio (annotation faasvisor.vm.transport,
-  // else whether its image holds the virtio_console module) or on COM1.
-  bool uses_virtio(const FunctionSpec &spec) const;
+  // else whether its image holds the virtio_console module) or on COM1: decided once per
+  // deployment (FunctionSpec::vm_virtio), since the image's cpio headers are read for it.
+  void settle(FunctionSpec &spec) const override;
 
  private:
   std::vector<std::string> accelerator_args() const;

@@ -65,6 +65,7 @@ void apply_backend_defaults(FunctionSpec &spec, const backend::Backend &b) {
   uint64_t boot_ms = b.default_boot_timeout_ms();
   if (boot_ms > 0 && spec.annotations.count("faasvisor.boot_timeout") == 0) spec.boot_timeout_ms = boot_ms;
   spec.reservation_bytes = spec.memory_bytes + b.memory_overhead_bytes(spec);
+  b.settle(spec);
 }
 
 PoolError check_budget(const FunctionSpec &spec, uint64_t budget) {
