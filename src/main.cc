@@ -7,6 +7,7 @@
 #include "api/deploy.h"
 #include "faasvisor/node.h"
 #include "util/log.h"
+#include "util/number.h"
 
 namespace {
 
@@ -20,15 +21,6 @@ void usage(FILE *out) {
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
-}
-
-bool parse_u64(const char *text, uint64_t *out) {
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-') return false;
-  *out = v;
-  return true;
 }
 
 }  // namespace
@@ -54,8 +46,9 @@ int main(int argc, char **argv) {
     } else {
       value = argv[++i];
     }
-    uint64_t n = 0;
-    bool numeric = parse_u64(value, &n);
+    std::optional<uint64_t> number = faasvisor::parse_decimal(value);
+    bool numeric = number.has_value();
+    uint64_t n = number.value_or(0);
     auto need_number = [&]() {
       if (numeric) return true;
       std::fprintf(stderr, "faasvisord: %s wants a whole number, not '%s'\n", arg.c_str(), value);

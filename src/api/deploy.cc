@@ -3,13 +3,13 @@
 #include <sys/stat.h>
 
 #include <cctype>
-#include <cerrno>
 #include <cmath>
 #include <simdjson.h>
 
 #include "api/openfaas.h"
 #include "image/layout.h"
 #include "proc/spawn.h"
+#include "util/number.h"
 
 namespace faasvisor {
 namespace {
@@ -69,15 +69,12 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
                              uint64_t fallback, uint64_t min, uint64_t max, const char *field) {
   auto it = map.find(key);
   if (it == map.end()) return fallback;
-  const std::string &text = it->second;
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || text[0] == '-' || v < min || v > max)
+  std::optional<uint64_t> v = parse_decimal(it->second);
+  if (!v || *v < min || *v > max)
     return field_error(std::string(field) + "." + key,
                        "must be a whole number from " + std::to_string(min) + " to " +
                            std::to_string(max));
-  return static_cast<uint64_t>(v);
+  return *v;
 }
 
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {

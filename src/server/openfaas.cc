@@ -12,6 +12,7 @@
 #include "server/node_impl.h"
 #include "version.h"  // generated in the build directory
 #include "util/clock.h"
+#include "util/number.h"
 
 namespace faasvisor {
 namespace {
@@ -51,17 +52,6 @@ std::string make_call_id() {
                 static_cast<unsigned long long>(hi & 0xffff), static_cast<unsigned long long>(lo >> 48),
                 static_cast<unsigned long long>(lo & 0xffffffffffffull));
   return out;
-}
-
-bool parse_u64(std::string_view text, uint64_t *out) {
-  if (text.empty() || text.size() > 19) return false;
-  uint64_t v = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  *out = v;
-  return true;
 }
 
 }  // namespace
@@ -117,12 +107,13 @@ void NodeImpl::prepare_invocation(http::Request &req, pool::Invocation &inv, con
   // header passes on as it came.
   uint64_t now_real = realtime_ns();
   const http::Header *start = req.find("X-Start-Time");
-  uint64_t start_ns = 0;
-  if (start == nullptr || !parse_u64(start->value, &start_ns)) {
+  std::optional<uint64_t> start_at = start != nullptr ? parse_decimal(start->value) : std::nullopt;
+  if (!start_at) {
     if (start == nullptr) append_header(req, "X-Start-Time", std::to_string(now_real));
     inv.arrival_ns = monotonic_ns();
     return;
   }
+  uint64_t start_ns = *start_at;
   uint64_t now_mono = monotonic_ns();
   uint64_t timeout_ns = fn.spec().timeout_ms * 1'000'000ull;
   bool plausible = start_ns <= now_real && now_real - start_ns < timeout_ns && now_real - start_ns < now_mono;

@@ -2,10 +2,8 @@
 
 #include <simdjson.h>
 
-#include <cerrno>
-#include <cstdlib>
-
 #include "api/json.h"
+#include "util/number.h"
 
 namespace faasvisor {
 
@@ -40,13 +38,8 @@ Result<FunctionRecord> decode_function_record(std::string_view bytes) {
 std::string encode_scale_record(uint64_t replicas) { return std::to_string(replicas); }
 
 Result<uint64_t> decode_scale_record(std::string_view bytes) {
-  std::string text(bytes);
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || text[0] == '-')
-    return plain_error("scale record", "not a whole number: '" + text + "'");
-  return static_cast<uint64_t>(v);
+  if (auto replicas = parse_decimal(bytes)) return *replicas;
+  return plain_error("scale record", "not a whole number: '" + std::string(bytes) + "'");
 }
 
 }  // namespace faasvisor
