@@ -12,6 +12,7 @@ std::string encode_function_record(const FunctionRecord &record) {
   api::JsonWriter w(out);
   w.begin_object().field("generation", record.generation).field("deploy", record.deploy_json);
   if (!record.image_json.empty()) w.key("image").raw(record.image_json);
+  if (record.created_ns != 0) w.field("created", record.created_ns);
   w.end_object();
   return out;
 }
@@ -27,6 +28,7 @@ Result<FunctionRecord> decode_function_record(std::string_view bytes) {
   std::string_view deploy;
   if (doc["deploy"].get_string().get(deploy)) return plain_error("function record", "no deploy body");
   r.deploy_json = std::string(deploy);
+  if (doc["created"].get_uint64().get(r.created_ns)) r.created_ns = 0;
   simdjson::dom::element image;
   if (!doc["image"].get(image)) {
     if (!image.is_object()) return plain_error("function record", "'image' is not an object");

@@ -2,8 +2,9 @@
 // encoding of each record kind, apart from the node so it can be tested alone.
 //
 // function/NAME: {"generation": N, "deploy": "<the deploy body as accepted>",
-//                 "image": <image::encode_resolved of its OCI image>}   ("image" only for OCI
-//   images). Restoring parses the deploy body again (parse_deploy: the same validation as a
+//                 "image": <image::encode_resolved of its OCI image>,   ("image" only for OCI
+//                 "created": <Unix ns of the first deploy>}              images; "created" is
+//   absent in records written before it was kept). Restoring parses the deploy body again (parse_deploy: the same validation as a
 //   deploy) and, for an OCI image, applies the resolved image (image::apply_image), so the
 //   function comes back exactly as it was, without unpacking anything.
 // scale/NAME: the replicas last asked for by POST /system/scale-function, in decimal.
@@ -21,6 +22,7 @@ struct FunctionRecord {
   uint64_t generation = 1;
   std::string deploy_json;  // the body of the POST or PUT that made this generation
   std::string image_json;   // image::encode_resolved(...), or empty for a plain directory
+  uint64_t created_ns = 0;  // the first deploy's Unix ns (createdAt), kept across updates; 0: unknown
 };
 
 std::string encode_function_record(const FunctionRecord &record);

@@ -35,7 +35,7 @@ bool NodeImpl::state_has_room(Connection &conn) {
 void NodeImpl::persist_function(Connection &conn, const std::string &name, std::string reply_body) {
   pool::Function *fn = pool->find(name);
   assert(fn != nullptr);
-  FunctionRecord record{fn->generation(), fn->spec().deploy_json, fn->spec().image_json};
+  FunctionRecord record{fn->generation(), fn->spec().deploy_json, fn->spec().image_json, fn->spec().created_ns};
   Status st = state->put(store::kind::function, name, encode_function_record(record),
                          conn.durable_reply(202, std::move(reply_body)));
   if (!st.ok())
@@ -96,7 +96,7 @@ void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
       if (replicas > 0) (void)n.pool->scale(name, replicas);
       FV_INFO("state: function %s restored, its image unpacked again at %s", name.c_str(), result->rootfs.c_str());
       if (changed) {
-        FunctionRecord record{generation, spec->deploy_json, spec->image_json};
+        FunctionRecord record{generation, spec->deploy_json, spec->image_json, spec->created_ns};
         (void)n.state->put(store::kind::function, name, encode_function_record(record),
                            log_failure("record the re-unpacked image of " + name));
       }
@@ -132,6 +132,7 @@ NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const De
   }
   (*spec)->deploy_json = std::move(record->deploy_json);
   (*spec)->image_json = std::move(record->image_json);
+  (*spec)->created_ns = record->created_ns;
   if (refill) {
     refill_image(std::move(*spec), record->generation);
     return Restored::later;

@@ -29,7 +29,7 @@ RUNC = shutil.which("runc")
 RUNSC = shutil.which("runsc")
 
 # The fields of a definition that must come back exactly after a restart.
-DEFINITION = ("name", "image", "envProcess", "envVars", "labels", "annotations", "limits")
+DEFINITION = ("name", "image", "envProcess", "envVars", "labels", "annotations", "limits", "createdAt")
 
 
 def definition(fn):

@@ -267,7 +267,7 @@ TEST_CASE("the memory store answers on the next loop turn and keeps nothing past
   CHECK(s.load_all()->records.size() == 1);
 }
 
-TEST_CASE("a function record keeps the deploy body, generation and resolved image exactly") {
+TEST_CASE("a function record keeps the deploy body, generation, resolved image and creation time exactly") {
   FunctionRecord r;
   r.generation = 7;
   r.deploy_json = R"({"service":"x","envVars":{"A":"quote \" and \\ newline \n"}})";
@@ -277,6 +277,11 @@ TEST_CASE("a function record keeps the deploy body, generation and resolved imag
   CHECK(back->generation == 7);
   CHECK(back->deploy_json == r.deploy_json);
   CHECK(back->image_json == r.image_json);
+  CHECK(back->created_ns == 0);  // a record written before createdAt was kept
+  r.created_ns = 1796290200123456789ull;
+  back = decode_function_record(encode_function_record(r));
+  REQUIRE(back.ok());
+  CHECK(back->created_ns == r.created_ns);
   r.image_json.clear();
   back = decode_function_record(encode_function_record(r));
   REQUIRE(back.ok());
