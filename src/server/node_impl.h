@@ -5,8 +5,11 @@
 #include <sys/signalfd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "api/auth.h"
+#include "api/image_roots.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -32,12 +35,16 @@ struct NodeImpl {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   http::Limits http_limits;
+  std::optional<api::BasicAuthCredentials> basic_auth;  // set: /system/* needs it (server/node.cc)
+  api::ImageRoots image_roots;
   std::string node_name;
   std::string bound_address;
   uint64_t started_ns = 0;
 
   int listen_fd = -1;
   io::Completion accept_op{};
+  io::Timer accept_retry_timer;  // after an accept error such as EMFILE: wait, then re-arm
+  bool accept_failing = false;    // warned about it already
   int signal_fd = -1;
   io::Completion signal_op{};
   signalfd_siginfo signal_info{};  // written by the kernel while signal_op is in flight
@@ -53,6 +60,8 @@ struct NodeImpl {
 
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
+  // False (and the request answered 401) if the route needs credentials the request lacks.
+  bool authorized(Connection &conn, const http::Request &request);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
   // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
   // loop, and the request answered when that is done (server/handlers.cc).
