@@ -174,6 +174,8 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   bool oci = image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
+  if (spec.env_process.size() > kMaxCommandBytes)
+    return field_error("envProcess", "at most " + std::to_string(kMaxCommandBytes) + " bytes");
   if (!spec.env_process.empty()) {
     auto argv = proc::split_command(spec.env_process);
     if (!argv) return field_error("envProcess", argv.error().message());

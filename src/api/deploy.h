@@ -63,6 +63,7 @@ struct DeployLimits {
 // is no place for data. Deploy answers 400 beyond these.
 inline constexpr size_t kMaxEnvVars = 256;
 inline constexpr size_t kMaxEnvBytes = 64 * 1024;  // sum of NAME=value lengths
+inline constexpr size_t kMaxCommandBytes = 16 * 1024;  // envProcess
 
 // The context of the error parse_deploy returns when a host path lies outside the image
 // roots: the API answers it with 403 instead of 400.

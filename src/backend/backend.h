@@ -21,6 +21,9 @@ struct Launched {
   int from_instance = -1;   // node reads frames (non-blocking)
   int log = -1;             // the instance's stderr, or -1
   proc::InstanceCgroup cgroup;
+  // Bytes the instance must receive before any frame, written through the ring by the
+  // instance: what of the process backend's GO message the pipe did not take at once.
+  std::string initial_input;
 };
 
 class Backend {
