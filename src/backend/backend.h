@@ -21,6 +21,12 @@ struct Launched {
   int from_instance = -1;   // node reads frames (non-blocking)
   int log = -1;             // the instance's stderr, or -1
   proc::InstanceCgroup cgroup;
+  // Bytes the instance must receive before any frame, written through the ring by the
+  // instance: what of the process backend's GO message the pipe did not take at once.
+  std::string initial_input;
+  // The backend's own name for this launch, never reused (unlike a pidfd number, which the
+  // kernel hands out again once the Launched is gone, even after a cleanup that gave up).
+  uint64_t backend_key = 0;
 };
 
 class Backend {

@@ -538,12 +538,12 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   }
   Launched out;
   out.child = std::move(*spawned);
-  int pidfd = out.child.pidfd();
+  out.backend_key = next_key_++;
   pipes.release_node_ends(&out.to_instance, &out.from_instance, &out.log);
   // The container's cgroup, made by the runtime, where the node's tree would put it: memory
   // usage and OOM kills read it like a process instance's. The runtime removes it.
   for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);
-  ids_[pidfd] = id;
+  ids_[out.backend_key] = id;
   return out;
 }
 
@@ -560,9 +560,9 @@ Result<proc::Child> OciBackend::spawn_runtime_command(std::initializer_list<std:
 }
 
 bool OciBackend::force_kill(Launched &launched) {
-  int pidfd = launched.child.pidfd();
-  auto it = ids_.find(pidfd);
-  if (options_.runtime == OciRuntime::gvisor || it == ids_.end() || kills_.count(pidfd) != 0) {
+  uint64_t key = launched.backend_key;
+  auto it = ids_.find(key);
+  if (options_.runtime == OciRuntime::gvisor || it == ids_.end() || kills_.count(key) != 0) {
     launched.child.signal(SIGKILL);
     return false;
   }
@@ -572,19 +572,19 @@ bool OciBackend::force_kill(Launched &launched) {
     launched.child.signal(SIGKILL);
     return false;
   }
-  kills_.emplace(pidfd, std::move(*spawned));
+  kills_.emplace(key, std::move(*spawned));
   return true;
 }
 
 // `<runtime> delete --force ID` as a child of its own, never waited for on the loop: the
 // first call starts it and asks to be called again (EBUSY); later calls reap it without
 // blocking. A failed delete is started again on the next call.
-Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
-  auto running = deletes_.find(instance_pidfd);
+Status OciBackend::delete_container(uint64_t instance_key, const std::string &id) {
+  auto running = deletes_.find(instance_key);
   if (running == deletes_.end()) {
     auto spawned = spawn_runtime_command({"delete", "--force", id});
     if (!spawned) return spawned.error();
-    deletes_.emplace(instance_pidfd, std::move(*spawned));
+    deletes_.emplace(instance_key, std::move(*spawned));
     return errno_error("delete container", EBUSY);
   }
   proc::ExitStatus status;
@@ -598,9 +598,9 @@ Status OciBackend::delete_container(int instance_pidfd, const std::string &id) {
 }
 
 Status OciBackend::cleanup(Launched &launched) {
-  auto it = ids_.find(launched.child.pidfd());
+  auto it = ids_.find(launched.backend_key);
   if (it == ids_.end()) return {};
-  if (auto kill = kills_.find(launched.child.pidfd()); kill != kills_.end()) {
+  if (auto kill = kills_.find(launched.backend_key); kill != kills_.end()) {
     proc::ExitStatus status;
     auto reaped = kill->second.try_reap(&status);
     if (reaped && !*reaped) return errno_error("runtime kill", EBUSY);
@@ -623,9 +623,9 @@ Status OciBackend::cleanup(Launched &launched) {
     }
   } else if (stat((root_dir_ + "/" + id).c_str(), &st) == 0) {
     // crun/runc: `delete --force` kills the orphaned container and removes its cgroup.
-    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
-  } else if (deletes_.count(launched.child.pidfd()) != 0) {
-    if (Status deleted = delete_container(launched.child.pidfd(), id); !deleted.ok()) return deleted;
+    if (Status deleted = delete_container(launched.backend_key, id); !deleted.ok()) return deleted;
+  } else if (deletes_.count(launched.backend_key) != 0) {
+    if (Status deleted = delete_container(launched.backend_key, id); !deleted.ok()) return deleted;
   }
   unlink((runsc_state + ".lock").c_str());
   std::string bundle = bundles_dir_ + "/" + id;

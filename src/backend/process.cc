@@ -135,11 +135,16 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     }
     if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
-    // The pipe is empty and the message is far below its capacity, so this non-blocking
-    // write completes at once; EPIPE means the stem died in the pool: take another.
+    // The pipe is empty: this non-blocking write usually takes the whole message. What it
+    // does not take (a big environment is more than a pipe holds) the instance writes
+    // through the ring as the stem reads. EPIPE means the stem died in the pool: take another.
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());
-    if (n == static_cast<ssize_t>(message.size())) return stem;
-    int err = n < 0 ? errno : EAGAIN;
+    if (n < 0 && errno == EAGAIN) n = 0;
+    if (n >= 0) {
+      stem.initial_input.assign(message, static_cast<size_t>(n));
+      return stem;
+    }
+    int err = errno;
     discard(stem);
     if (err != EPIPE) return errno_error("write GO message to the sandbox", err);
   }

@@ -154,6 +154,13 @@ Status Instance::start(uint64_t now_ns) {
   in_.resize(kInitialReadBytes);
   arm_read();
   arm_log();
+  if (!launched_.initial_input.empty()) {
+    // Before READY the stream is ours alone: nothing else is written until this is done.
+    out_.assign(launched_.initial_input.begin(), launched_.initial_input.end());
+    out_sent_ = 0;
+    std::string().swap(launched_.initial_input);
+    write_more();
+  }
   pool_.ring().poll(exit_op_, launched_.child.pidfd(), POLLIN);
   timer_purpose_ = TimerPurpose::boot;
   pool_.timers().start(timer_, now_ns + function_->spec().boot_timeout_ms * 1'000'000ull);
@@ -369,6 +376,12 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
     case FV_FRAME_READY: {
       if (state_ != InstanceState::booting) {
         fault("instance protocol error: READY frame after the instance was ready");
+        return false;
+      }
+      // Only the function can send READY, after the sandbox read all its initial input: the
+      // write's completion is always reaped first. Guard the invariant rather than interleave.
+      if (write_op_.in_flight) {
+        fault("instance protocol error: READY before the instance had read its initial input");
         return false;
       }
       uint64_t now = monotonic_ns();

@@ -73,6 +73,12 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void finish_request();
   void append_status_line(int status);
   void flush();
+  // Hostile clients (docs/security.md): a client that pipelines requests but never reads the
+  // answers is not read from while this much output waits; a request's head and body have
+  // deadlines of their own, however slowly the bytes trickle in.
+  bool output_backlogged() const;
+  void rearm_deadline();
+  const char *deadline_expired_because() const;
 
   NodeImpl &node_;
   int fd_;
@@ -94,6 +100,8 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   bool freed_ = false;
   bool streaming_ = false;
   bool parse_failed_ = false;
+  uint64_t head_started_ns_ = 0;  // first byte of the request being received, 0 if none
+  uint64_t body_started_ns_ = 0;  // end of its head, 0 until then
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;

@@ -180,7 +180,18 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   persist_function(conn, name, std::move(body));
 }
 
+bool NodeImpl::authorized(Connection &conn, const http::Request &req) {
+  if (!basic_auth || !api::path_needs_auth(req.path(), options.protect_metrics)) return true;
+  const http::Header *header = req.find("authorization");
+  if (header != nullptr && api::basic_auth_matches(header->value, *basic_auth)) return true;
+  conn.respond_error(401, header == nullptr ? "authentication required: this route needs HTTP basic auth"
+                                            : "invalid credentials",
+                     api::kBasicAuthChallenge);
+  return false;
+}
+
 void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
+  if (!authorized(conn, req)) return;
   api::Route r = api::route(req.method, req.path());
   std::string body;
   api::JsonWriter w(body);
@@ -221,8 +232,10 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     case api::RouteKind::update: {
       DeployLimits limits;
       limits.default_queue_limit = options.max_queue_per_function;
+      limits.image_roots = &image_roots;
       auto spec = parse_deploy(req.body, limits);
-      if (!spec) return conn.respond_error(400, spec.error().message());
+      if (!spec)
+        return conn.respond_error(spec.error().context == kOutsideImageRoots ? 403 : 400, spec.error().message());
       (*spec)->deploy_json = std::string(req.body);  // what the store keeps and a restart reads
       stamp_created(**spec);
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);

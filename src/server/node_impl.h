@@ -5,11 +5,14 @@
 #include <sys/signalfd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "api/json.h"
 #include "api/router.h"
+#include "api/auth.h"
+#include "api/image_roots.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -61,12 +64,16 @@ struct NodeImpl {
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
   std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
+  std::optional<api::BasicAuthCredentials> basic_auth;  // set: /system/* needs it (server/node.cc)
+  api::ImageRoots image_roots;
   std::string node_name;
   std::string bound_address;
   uint64_t started_ns = 0;
 
   int listen_fd = -1;
   io::Completion accept_op{};
+  io::Timer accept_retry_timer;  // after an accept error such as EMFILE: wait, then re-arm
+  bool accept_failing = false;    // warned about it already
   int signal_fd = -1;
   io::Completion signal_op{};
   signalfd_siginfo signal_info{};  // written by the kernel while signal_op is in flight
@@ -82,6 +89,8 @@ struct NodeImpl {
 
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
+  // False (and the request answered 401) if the route needs credentials the request lacks.
+  bool authorized(Connection &conn, const http::Request &request);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
   void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
   // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return

@@ -45,7 +45,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
+#include <stddef.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -391,6 +395,72 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
   }
 }
 
+/* The process backend's seccomp filter (docs/security.md), installed by the function's
+ * process just before its exec, after no_new_privs. A variant of the containers' profile
+ * (src/backend/oci_seccomp.cc): that profile's EPERM list is denied here too (namespaces,
+ * mounts, ptrace and reading other processes' memory, kernel modules, kexec, bpf, perf,
+ * keyrings, userfaultfd, clocks, swap, reboot, io_uring...) and clone with any CLONE_NEW*
+ * flag, but everything else is allowed rather than an allowlist: a process function runs
+ * the host's own interpreters and tools, whose needs the allowlist of a static container
+ * image does not know. clone3 passes its flags in memory, where a filter cannot look: it
+ * fails with ENOSYS and glibc falls back to clone. Other ABIs (x32, i386) are refused. */
+static const int k_denied_syscalls[] = {
+  SYS_unshare, SYS_setns, SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_open_tree,
+  SYS_move_mount, SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr,
+#ifndef FV_SANITIZER_BUILD /* LeakSanitizer stops a function's threads with ptrace at exit */
+  SYS_ptrace,
+#endif
+  SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_getfd, SYS_kcmp,
+  SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load,
+  SYS_bpf, SYS_perf_event_open, SYS_add_key, SYS_request_key, SYS_keyctl, SYS_userfaultfd,
+  SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_settimeofday, SYS_clock_settime,
+  SYS_clock_adjtime, SYS_adjtimex, SYS_syslog, SYS_quotactl, SYS_vhangup,
+  SYS_name_to_handle_at, SYS_open_by_handle_at, SYS_lookup_dcookie, SYS_fanotify_init,
+  SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register, SYS_personality, SYS_mbind,
+  SYS_set_mempolicy, SYS_migrate_pages, SYS_move_pages,
+#ifdef SYS_iopl
+  SYS_iopl, SYS_ioperm, SYS_modify_ldt,
+#endif
+};
+#define CLONE_NAMESPACE_FLAGS 0x7E020000u /* NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET */
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+static void install_seccomp_filter(void) {
+#ifdef SECCOMP_ARCH
+  enum { N_DENIED = sizeof k_denied_syscalls / sizeof k_denied_syscalls[0] };
+  struct sock_filter prog[16 + 2 * N_DENIED];
+  size_t n = 0;
+#define EMIT(stmt) (prog[n++] = (struct sock_filter)stmt)
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+#if defined(__x86_64__)
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u /* __X32_SYSCALL_BIT */, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
+#endif
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
+  for (size_t i = 0; i < N_DENIED; ++i) {
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)k_denied_syscalls[i], 0, 1));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  }
+  /* clone: its flags are the first argument (the low word holds every CLONE_NEW* bit). */
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NAMESPACE_FLAGS, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+#undef EMIT
+  struct sock_fprog fprog = {(unsigned short)n, prog};
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) < 0) fail("install the seccomp filter");
+#endif
+}
+
 /* Runs the function as our child and mirrors its end. */
 static int run_as_init(char **argv, char **envp) {
   sigset_t all, old;
@@ -412,6 +482,7 @@ static int run_as_init(char **argv, char **envp) {
       if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
+    install_seccomp_filter();
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
     execvpe(argv[0], argv, envp);
@@ -461,24 +532,31 @@ static void setup_sandbox(void) {
 }
 
 /* A function directory under the host's /tmp (say, a checkout in /tmp/ci) is hidden by the
- * private /tmp. Its top-level entry is bound back, read-only, like the rest of the host: the
- * function can reach the files beside its directory (a runtime at ../../runtimes) as it
- * would anywhere else. */
-static void expose_host_tmp_entry(const char *relative) {
-  char name[256];
-  size_t n = strcspn(relative, "/");
-  if (n == 0 || n >= sizeof name || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
-  memcpy(name, relative, n);
-  name[n] = '\0';
-  int src = openat(g_host_tmp, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+ * private /tmp. Exactly that directory is bound back, read-only, at the same path: the
+ * private /tmp gets root-owned mount points for the directories above it, and nothing else
+ * of the host's /tmp (its neighbours, another function, a node's log) becomes visible. A
+ * function there that reaches for files beside its directory (a runtime at ../../runtimes)
+ * must find them elsewhere: inside its directory, or outside /tmp. */
+static void expose_host_tmp_dir(const char *relative) {
+  if (relative[0] == '\0' || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
+  int src = openat(g_host_tmp, relative, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (src < 0) fail("find the function directory under the host's /tmp");
-  char target[300], source[64];
-  snprintf(target, sizeof target, "/tmp/%s", name);
+  char target[4200], source[64];
+  int len = snprintf(target, sizeof target, "/tmp/%s", relative);
+  if (len < 0 || (size_t)len >= sizeof target) { errno = ENAMETOOLONG; fail("enter the function directory"); }
+  /* mkdir -p in the private /tmp, one component at a time. */
+  for (char *p = target + 5; ; ++p) {
+    if (*p != '/' && *p != '\0') continue;
+    char saved = *p;
+    *p = '\0';
+    if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
+    *p = saved;
+    if (saved == '\0') break;
+  }
   snprintf(source, sizeof source, "/proc/self/fd/%d", src);
-  if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
-  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the host's /tmp entry");
+  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the function directory");
   if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-    fail("make the host's /tmp entry read-only");
+    fail("make the function directory read-only");
   close(src);
 }
 
@@ -550,7 +628,7 @@ int main(int argc, char **argv) {
     snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)tmp_size);
     if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
   }
-  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_entry(dir + 5);
+  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_dir(dir + 5);
   if (g_host_tmp >= 0) close(g_host_tmp);
   if (chdir(dir) < 0) fail("enter the function directory");
   g_uid = uid;
