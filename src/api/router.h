@@ -19,6 +19,10 @@ enum class RouteKind {
   invoke,           // any method on /function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
+  list_secrets,     // GET /system/secrets
+  create_secret,    // POST /system/secrets
+  update_secret,    // PUT /system/secrets
+  delete_secret,    // DELETE /system/secrets
   not_found,
   method_not_allowed,
 };

@@ -12,6 +12,7 @@
 #include "api/deploy.h"
 #include "proc/cgroup.h"
 #include "proc/child.h"
+#include "secrets/table.h"
 
 namespace faasvisor::backend {
 
@@ -59,6 +60,20 @@ class Backend {
   virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }
   // Facts about how the backend runs on this host, shown by /system/info (name, value).
   virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
+
+  // Where launch() finds the values of spec.secrets (the node's table; set once, at start).
+  void set_secrets(const secrets::SecretTable *table) { secrets_ = table; }
+
+ protected:
+  // The values of spec.secrets as of now, for the instance being launched.
+  Result<std::vector<secrets::SecretValue>> secret_values(const FunctionSpec &spec) const {
+    if (spec.secrets.empty()) return std::vector<secrets::SecretValue>{};
+    if (secrets_ == nullptr) return plain_error("no secrets on this node", spec.secrets[0]);
+    return secrets_->resolve(spec.secrets);
+  }
+
+ private:
+  const secrets::SecretTable *secrets_ = nullptr;
 };
 
 }  // namespace faasvisor::backend

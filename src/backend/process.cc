@@ -1,7 +1,10 @@
 #include "backend/process.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "backend/environment.h"
 #include "proc/spawn.h"
@@ -17,6 +20,27 @@ namespace {
 constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
+
+// A GO message carrying secrets can pass a pipe's default 64 KiB: grow the stem's input
+// pipe to hold it whole (the write must not block the loop). Root may pass
+// /proc/sys/fs/pipe-max-size; the largest message is about 4.3 MiB (FV_SECRETS_VALUES_MAX).
+Status fit_pipe(int fd, size_t bytes) {
+  int size = fcntl(fd, F_GETPIPE_SZ);
+  if (size >= 0 && static_cast<size_t>(size) >= bytes) return {};
+  if (fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes)) < 0)
+    return errno_error("enlarge the sandbox's input pipe for the function's secrets");
+  return {};
+}
+
+// The process backend mounts each instance's secrets on /var/openfaas/secrets; the host's
+// read-only root needs that directory as a mount point (an empty one: nothing is written
+// to the host).
+Status ensure_secrets_mount_point() {
+  for (const char *dir : {"/var", "/var/openfaas", "/var/openfaas/secrets"})
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+      return plain_error("invalid deployment", std::string("field 'secrets': cannot make the mount point ") + dir + ": " + std::strerror(errno));
+  return {};
+}
 }  // namespace
 
 ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
@@ -50,6 +74,7 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   struct stat st{};
   if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
+  if (!spec.secrets.empty()) return ensure_secrets_mount_point();
   return {};
 }
 
@@ -113,7 +138,14 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   go.limits.memory_bytes = spec.memory_bytes;
   go.limits.cpu_millis = spec.cpu_millis;
   go.limits.pids_max = spec.pids_max;
+  auto values = secret_values(spec);
+  if (!values) return values.error();
+  for (const secrets::SecretValue &v : *values) go.secrets.emplace_back(v.name, v.value);
   std::string message = proc::encode_go(go);
+  struct Wipe {
+    std::string &s;
+    ~Wipe() { secrets::wipe(s); }
+  } wipe_message{message};
 
   for (;;) {
     Launched stem;
@@ -127,8 +159,12 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     }
     if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
-    // The pipe is empty and the message is far below its capacity, so this non-blocking
-    // write completes at once; EPIPE means the stem died in the pool: take another.
+    // The pipe is empty and holds the message (see fit_pipe), so this non-blocking write
+    // completes at once; EPIPE means the stem died in the pool: take another.
+    if (Status st = fit_pipe(stem.to_instance, message.size()); !st.ok()) {
+      discard(stem);
+      return st.error();
+    }
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());
     if (n == static_cast<ssize_t>(message.size())) return stem;
     int err = n < 0 ? errno : EAGAIN;

@@ -329,8 +329,21 @@ void Connection::close() {
   ::shutdown(fd_, SHUT_RDWR);
 }
 
+bool Connection::end_external() {
+  assert(external_ > 0);
+  --external_;
+  if (!closing_) return true;
+  maybe_free();
+  return false;
+}
+
+void Connection::resume() {
+  process_input();
+  arm_recv();
+}
+
 void Connection::maybe_free() {
-  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
+  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight || external_ > 0) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
 }

@@ -51,6 +51,14 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void follow(pool::LogBook &book, std::string function_name, std::string namespace_name);
   void log_line(const pool::LogEntry &entry) override;
   void log_ended() override;
+  // An operation outside the connection (a store write) answers the current request later.
+  // The connection stays allocated until end_external(), even if the client leaves.
+  void begin_external() { ++external_; }
+  // Whether the request may still be answered. False: the client left, and the connection
+  // may already be freed by this call (do not touch it then).
+  bool end_external();
+  // After an answer given from outside the connection's callbacks: go on with pipelined input.
+  void resume();
   // A deploy waiting for its OCI image: the request stays active until the image is ready.
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
@@ -89,6 +97,7 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   bool freed_ = false;
   bool streaming_ = false;
   bool parse_failed_ = false;
+  uint32_t external_ = 0;  // operations that will call end_external()
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;

@@ -14,6 +14,7 @@
 #include "io/timer.h"
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
+#include "secrets/table.h"
 #include "server/connection.h"
 #include "store/store.h"
 #include "util/intrusive_list.h"
@@ -33,6 +34,7 @@ struct NodeImpl {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
+  secrets::SecretTable secret_table;     // what is durable in `state`; read by backends at launch
   http::Limits http_limits;
   std::string node_name;
   std::string bound_address;
@@ -61,6 +63,13 @@ struct NodeImpl {
   void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
   void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                       Result<image::Resolved> &image, bool image_fault);
+
+  // /system/secrets (server/secrets_api.cc).
+  void list_secrets(Connection &conn);
+  void change_secret(Connection &conn, http::Request &request, secrets::Change change);
+  void secret_stored(Connection &conn, const std::string &name, secrets::Change change,
+                     std::string &value, const Status &stored);
+  void restore_secrets(const std::vector<store::Record> &records);  // at start, from load_all
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);
