@@ -22,6 +22,10 @@ struct Launched {
   int from_instance = -1;   // node reads frames (non-blocking)
   int log = -1;             // the instance's stderr, or -1
   proc::InstanceCgroup cgroup;
+  // Bytes still to be written to to_instance before any frame: the part of a large first
+  // message (a GO message with secrets) the pipe could not take at once. The instance writes
+  // them on the ring and then wipes them.
+  std::string input_prefix;
 };
 
 class Backend {

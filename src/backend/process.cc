@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "backend/environment.h"
@@ -22,14 +24,22 @@ constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
 
 // A GO message carrying secrets can pass a pipe's default 64 KiB: grow the stem's input
-// pipe to hold it whole (the write must not block the loop). Root may pass
-// /proc/sys/fs/pipe-max-size; the largest message is about 4.3 MiB (FV_SECRETS_VALUES_MAX).
-Status fit_pipe(int fd, size_t bytes) {
+// pipe towards it (up to /proc/sys/fs/pipe-max-size, 1 MiB by default, without
+// CAP_SYS_RESOURCE). Whatever still does not fit is written later, on the ring
+// (Launched::input_prefix).
+void grow_pipe(int fd, size_t bytes) {
   int size = fcntl(fd, F_GETPIPE_SZ);
-  if (size >= 0 && static_cast<size_t>(size) >= bytes) return {};
-  if (fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes)) < 0)
-    return errno_error("enlarge the sandbox's input pipe for the function's secrets");
-  return {};
+  if (size < 0 || static_cast<size_t>(size) >= bytes) return;
+  static const int max_size = [] {
+    int max = 1 << 20;
+    if (FILE *f = std::fopen("/proc/sys/fs/pipe-max-size", "re")) {
+      if (std::fscanf(f, "%d", &max) != 1) max = 1 << 20;
+      std::fclose(f);
+    }
+    return max;
+  }();
+  int want = static_cast<int>(std::min<size_t>(bytes, static_cast<size_t>(max_size)));
+  if (want > size) (void)fcntl(fd, F_SETPIPE_SZ, want);  // best effort: the rest goes later
 }
 
 // The process backend mounts each instance's secrets on /var/openfaas/secrets; the host's
@@ -159,14 +169,15 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     }
     if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
-    // The pipe is empty and holds the message (see fit_pipe), so this non-blocking write
-    // completes at once; EPIPE means the stem died in the pool: take another.
-    if (Status st = fit_pipe(stem.to_instance, message.size()); !st.ok()) {
-      discard(stem);
-      return st.error();
-    }
+    // The pipe is empty and takes the whole message (or, with large secrets, as much as it
+    // holds: the instance writes the rest), so this non-blocking write does not wait; EPIPE
+    // means the stem died in the pool: take another.
+    grow_pipe(stem.to_instance, message.size());
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());
-    if (n == static_cast<ssize_t>(message.size())) return stem;
+    if (n > 0) {
+      if (static_cast<size_t>(n) < message.size()) stem.input_prefix = message.substr(static_cast<size_t>(n));
+      return stem;
+    }
     int err = n < 0 ? errno : EAGAIN;
     discard(stem);
     if (err != EPIPE) return errno_error("write GO message to the sandbox", err);

@@ -152,6 +152,14 @@ Status Instance::start(uint64_t now_ns) {
   }
   launched_ = std::move(*launched);
   FV_DEBUG("instance %s: started, pid %d", name_.c_str(), launched_.child.pid());
+  if (!launched_.input_prefix.empty()) {
+    // The rest of the backend's first message: before any frame, like the message itself.
+    out_.assign(launched_.input_prefix.begin(), launched_.input_prefix.end());
+    secrets::wipe(launched_.input_prefix);
+    out_sent_ = 0;
+    out_has_secrets_ = true;
+    write_more();
+  }
   in_.resize(kInitialReadBytes);
   arm_read();
   arm_log();
