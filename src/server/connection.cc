@@ -111,6 +111,7 @@ void Connection::process_input() {
 void Connection::handle_request() {
   http::Request &req = parser_.request();
   keep_alive_ = req.keep_alive && node_.phase == NodeImpl::Phase::running;
+  ++request_seq_;
   node_.handle(*this, req, invocation_);
 }
 
@@ -329,23 +330,23 @@ void Connection::close() {
   ::shutdown(fd_, SHUT_RDWR);
 }
 
-bool Connection::end_external() {
-  assert(external_ > 0);
-  --external_;
-  if (!closing_) return true;
-  maybe_free();
-  return false;
-}
-
-void Connection::resume() {
-  process_input();
-  arm_recv();
-}
-
 void Connection::maybe_free() {
-  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight || external_ > 0) return;
+  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
+}
+
+store::Done Connection::durable_reply(int status, std::string body, std::string failure) {
+  std::weak_ptr<char> life = life_;
+  uint64_t seq = request_seq_;
+  return [this, life, seq, status, body = std::move(body), failure = std::move(failure)](Status st) {
+    if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
+    if (!st.ok()) respond_error(500, failure + ": " + st.error().message());
+    else respond(status, "application/json", body);
+    // Answered from the store's callback: go on with pipelined requests already received.
+    process_input();
+    arm_recv();
+  };
 }
 
 void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {

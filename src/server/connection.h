@@ -13,6 +13,7 @@
 #include "io/timer.h"
 #include "pool/invocation.h"
 #include "pool/logbook.h"
+#include "store/store.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor {
@@ -51,17 +52,14 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void follow(pool::LogBook &book, std::string function_name, std::string namespace_name);
   void log_line(const pool::LogEntry &entry) override;
   void log_ended() override;
-  // An operation outside the connection (a store write) answers the current request later.
-  // The connection stays allocated until end_external(), even if the client leaves.
-  void begin_external() { ++external_; }
-  // Whether the request may still be answered. False: the client left, and the connection
-  // may already be freed by this call (do not touch it then).
-  bool end_external();
-  // After an answer given from outside the connection's callbacks: go on with pipelined input.
-  void resume();
   // A deploy waiting for its OCI image: the request stays active until the image is ready.
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  // A change waiting to be durable: the returned Done answers the current request with
+  // `status` and `body` once the store reports it (500 with `failure` and the store's error
+  // if it failed), unless the client has gone or the connection is gone by then.
+  store::Done durable_reply(int status, std::string body,
+                            std::string failure = "the change is in effect but could not be made durable");
 
   ListHook node_hook;
 
@@ -97,11 +95,12 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   bool freed_ = false;
   bool streaming_ = false;
   bool parse_failed_ = false;
-  uint32_t external_ = 0;  // operations that will call end_external()
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;
   std::string follow_name_, follow_namespace_;
+  uint64_t request_seq_ = 0;  // counts requests, so a late durable_reply finds its own
+  std::shared_ptr<char> life_ = std::make_shared<char>();  // durable_reply's weak handle
 };
 
 }  // namespace faasvisor

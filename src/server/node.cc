@@ -216,12 +216,6 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     }
     impl->state = std::move(*state);
   }
-  auto records = impl->state->load_all();
-  if (!records) {
-    *error = "cannot read the state in " + options.state_dir + ": " + records.error().message();
-    return nullptr;
-  }
-  impl->restore_secrets(records->records);
 
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   int one = 1;
@@ -276,6 +270,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
     impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
+
+  // Every function comes back before the node serves: the listener is bound, but nothing is
+  // accepted until run() turns the loop, so /healthz answers only after this.
+  if (Status st = impl->restore_state(); !st.ok()) {
+    *error = st.error().message();
+    return nullptr;
+  }
 
   if (options.handle_signals) {
     sigset_t mask;

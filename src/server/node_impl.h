@@ -67,9 +67,17 @@ struct NodeImpl {
   // /system/secrets (server/secrets_api.cc).
   void list_secrets(Connection &conn);
   void change_secret(Connection &conn, http::Request &request, secrets::Change change);
-  void secret_stored(Connection &conn, const std::string &name, secrets::Change change,
-                     std::string &value, const Status &stored);
-  void restore_secrets(const std::vector<store::Record> &records);  // at start, from load_all
+  void secret_stored(const std::string &name, secrets::Change change, std::string &value,
+                     const Status &stored);
+  void restore_secrets(const std::vector<store::Record> &records);  // from restore_state
+  // The durable store's side of the API (server/state.cc). Each answers the request once
+  // the change is durable.
+  bool state_has_room(Connection &conn);  // false: answered 503, change nothing
+  void persist_function(Connection &conn, const std::string &name, std::string reply_body);
+  void persist_removal(Connection &conn, const std::string &name);
+  void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
+  // At start, before the node serves: every function and scale target comes back.
+  Status restore_state();
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);

@@ -78,27 +78,29 @@ void NodeImpl::change_secret(Connection &conn, http::Request &req, secrets::Chan
     }
   }
 
+  if (!state_has_room(conn)) return;
+
   secret_table.begin_change(name, change);
-  conn.begin_external();
-  // The value travels to the table through the callback, which runs on the loop once the
-  // store is done; conn stays allocated until then (begin_external).
-  auto done = [this, &conn, name, change, value = r.value](Status st) mutable {
-    secret_stored(conn, name, change, value, st);
+  // The table changes in the callback, once the store is done, whether or not the client is
+  // still there; then the client gets its answer.
+  store::Done reply = conn.durable_reply(202, "{\"status\":\"accepted\"}", "secret '" + name + "' was not stored");
+  auto done = [this, name, change, value = r.value, reply = std::move(reply)](Status st) mutable {
+    secret_stored(name, change, value, st);
+    reply(st);
   };
   Status issued = change == secrets::Change::remove ? state->remove(store::kind::secret, name, std::move(done))
                                                     : state->put(store::kind::secret, name, r.value, std::move(done));
   secrets::wipe(r.value);
   if (!issued.ok()) {
     secret_table.end_change(name);
-    conn.end_external();  // still open: this is its own request being handled
     int status = issued.error().errno_value == EAGAIN ? 503 : 500;
-    return conn.respond_error(status, "secret '" + name + "' not stored: " + issued.error().message(),
+    return conn.respond_error(status, "secret '" + name + "' was not stored: " + issued.error().message(),
                               status == 503 ? "Retry-After: 1\r\n" : "");
   }
 }
 
-void NodeImpl::secret_stored(Connection &conn, const std::string &name, secrets::Change change,
-                             std::string &value, const Status &stored) {
+void NodeImpl::secret_stored(const std::string &name, secrets::Change change, std::string &value,
+                             const Status &stored) {
   secret_table.end_change(name);
   if (stored.ok()) {
     if (change == secrets::Change::remove) secret_table.erase(name);
@@ -114,10 +116,6 @@ void NodeImpl::secret_stored(Connection &conn, const std::string &name, secrets:
     FV_WARN("secret %s not %s: %s", name.c_str(), past_tense(change), stored.error().message().c_str());
   }
   secrets::wipe(value);
-  if (!conn.end_external()) return;  // the client left; the change stands (or failed) all the same
-  if (stored.ok()) conn.respond(202, kJson, "{\"status\":\"accepted\"}");
-  else conn.respond_error(500, "secret '" + name + "' not stored: " + stored.error().message());
-  conn.resume();
 }
 
 void NodeImpl::restore_secrets(const std::vector<store::Record> &records) {
