@@ -23,6 +23,8 @@ enum class RouteKind {
   create_secret,    // POST /system/secrets
   update_secret,    // PUT /system/secrets
   delete_secret,    // DELETE /system/secrets
+  namespaces,       // GET /system/namespaces
+  namespace_info,   // GET /system/namespace/NAME
   not_found,
   method_not_allowed,
 };

@@ -118,9 +118,9 @@ void NodeImpl::secret_stored(const std::string &name, secrets::Change change, st
   secrets::wipe(value);
 }
 
-void NodeImpl::restore_secrets(const std::vector<store::Record> &records) {
-  for (const store::Record &record : records) {
-    if (record.kind != store::kind::secret) continue;
+void NodeImpl::restore_secrets(const std::vector<const store::Record *> &records) {
+  for (const store::Record *rec : records) {
+    const store::Record &record = *rec;
     if (!secrets::valid_secret_name(record.key) || record.value.size() > FV_SECRET_VALUE_MAX) {
       FV_WARN("state: skipping secret record '%s' (bad name or value too large)", record.key.c_str());
       continue;
