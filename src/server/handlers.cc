@@ -230,6 +230,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       auto spec = parse_deploy(req.body, limits);
       if (!spec) return conn.respond_error(400, spec.error().message());
       stamp_created(**spec);
+      (*spec)->deploy_json = std::string(req.body);  // what the store keeps (lost in main's merge)
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {

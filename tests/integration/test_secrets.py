@@ -266,13 +266,19 @@ class SecretsRestartTests(unittest.TestCase):
                 self.assertEqual(r.status, 202, r.body)
                 r = d.request("DELETE", "/system/secrets", {"name": "dropped"})
                 self.assertEqual(r.status, 202, r.body)
+                r = d.request("POST", "/system/functions", process_spec("kept-fn", ["kept"]))
+                self.assertEqual(r.status, 202, r.body)
             finally:
-                problems = d.stop()
+                problems = d.stop(settle=False)
             self.assertEqual(problems, [])
             d = Daemon("--stem-pool", "1", "--state-dir", state).start()
             try:
                 names = [s["name"] for s in d.get("/system/secrets").json()]
                 self.assertEqual(names, ["kept"])
+                # The function came back with its secrets, before the node answered.
+                r = d.invoke("kept-fn", query="name=kept")
+                self.assertEqual((r.status, r.body), (200, VALUE.encode()))
+                self.assertEqual(d.request("DELETE", "/system/secrets", {"name": "kept"}).status, 409)
                 r = d.request("POST", "/system/functions", process_spec("after-restart", ["kept"]))
                 self.assertEqual(r.status, 202, r.body)
                 r = d.invoke("after-restart", query="name=kept")
