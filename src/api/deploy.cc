@@ -10,9 +10,11 @@
 #include <simdjson.h>
 
 #include "api/openfaas.h"
+#include "faasvisor/frame.h"
 #include "image/layout.h"
 #include "proc/spawn.h"
 #include "util/number.h"
+#include "secrets/request.h"
 
 namespace faasvisor {
 
@@ -52,6 +54,23 @@ Status read_string_map(dom::element value, std::string_view field, Out &&put) {
     if (member.get_string().get(text))
       return field_error(field, "value of '" + std::string(key) + "' must be a string");
     put(std::string(key), std::string(text));
+  }
+  return {};
+}
+
+// "secrets": [names]. Whether they exist is the handler's question (the secret table).
+Status read_secrets(dom::element value, FunctionSpec &spec) {
+  dom::array array;
+  if (value.is_null()) return {};  // faas-cli may send null for none
+  if (value.get_array().get(array)) return field_error("secrets", "must be an array of secret names");
+  for (dom::element item : array) {
+    std::string_view name;
+    if (item.get_string().get(name)) return field_error("secrets", "must be an array of secret names");
+    if (!secrets::valid_secret_name(name))
+      return field_error("secrets", "'" + std::string(name) + "' is not a secret name");
+    if (spec.secrets.size() == FV_SECRETS_MAX_COUNT)
+      return field_error("secrets", "more than " + std::to_string(FV_SECRETS_MAX_COUNT) + " names");
+    spec.secrets.emplace_back(name);
   }
   return {};
 }
@@ -350,6 +369,7 @@ Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json,
       st = read_string_map(value, key,
                            [&](std::string k, std::string v) { spec->annotations[k] = v; });
     else if (key == "limits") st = read_limits(value, *spec);
+    else if (key == "secrets") st = read_secrets(value, *spec);
     else st = api::read_openfaas_field(key, value, *spec);
     if (!st.ok()) return st.error();
   }

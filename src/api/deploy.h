@@ -27,6 +27,9 @@ struct FunctionSpec {
   std::map<std::string, std::string> annotations;
   std::string limits_memory;  // raw, e.g. "128Mi"
   std::string limits_cpu;     // raw, e.g. "1" or "500m"
+  // Secrets the instances get as /var/openfaas/secrets/NAME (or fv_secret(NAME)); names only:
+  // the values live in the node's secret table (secrets/table.h), looked up at each start.
+  std::vector<std::string> secrets;
   // OpenFaaS fields kept and honoured (api/openfaas.h, docs/openfaas.md).
   std::string image_reference;           // the image as deployed when a ":TAG" was resolved away
   std::string requests_memory;           // raw; at most the limit, which is always reserved

@@ -143,6 +143,38 @@ Status write_file(const std::string &path, std::string_view text) {
   return {};
 }
 
+// The container's user (make_oci_config's process.user) owns its secret files.
+constexpr uid_t kContainerUid = 65534;
+constexpr gid_t kContainerGid = 65534;
+
+// An instance's secrets as files DIR/NAME, 0400, owned by the container's user, in its
+// bundle (on /run's tmpfs, like config.json: the writes wait on no disk). The directory is
+// bound read-only on /var/openfaas/secrets and removed with the bundle.
+Status write_secret_files(const std::string &dir, const std::vector<secrets::SecretValue> &values) {
+  if (Status st = make_dir(dir, 0755); !st.ok()) return st;
+  for (const secrets::SecretValue &v : values) {
+    std::string path = dir + "/" + v.name;  // a plain file name (fv_secret_name_valid)
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+    if (fd < 0) return Error{errno, "create a secret file", v.name};
+    ssize_t n = v.value.empty() ? 0 : ::write(fd, v.value.data(), v.value.size());
+    int err = errno;
+    bool owned = fchown(fd, kContainerUid, kContainerGid) == 0;
+    if (!owned) err = errno;
+    close(fd);
+    if (n != static_cast<ssize_t>(v.value.size()) || !owned) return Error{n < 0 || !owned ? err : EIO, "write a secret file", v.name};
+  }
+  return {};
+}
+
+void remove_secret_files(const std::string &dir) {
+  DIR *d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent *e = readdir(d))
+    if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
+  closedir(d);
+  rmdir(dir.c_str());
+}
+
 // What a runtime's child needs between clone and exec; it lives on the parent's stack,
 // which the child shares (CLONE_VM) while the parent waits (CLONE_VFORK).
 struct ExecPlan {
@@ -333,6 +365,9 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=64k\"]},";
   j += "{\"destination\":\"/tmp\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"nodev\",\"mode=1777\",\"size=" +
        std::to_string(tmp_bytes) + "\"]}";
+  if (!input.secrets_dir.empty())
+    j += ",{\"destination\":\"/var/openfaas/secrets\",\"type\":\"bind\",\"source\":" + json_string(input.secrets_dir) +
+         ",\"options\":[\"rbind\",\"ro\",\"nosuid\",\"nodev\",\"noexec\"]}";
   j += "],";
   j += "\"linux\":{";
   if (!input.cgroups_path.empty()) j += "\"cgroupsPath\":" + json_string(input.cgroups_path) + ",";
@@ -486,6 +521,8 @@ Status OciBackend::validate(const FunctionSpec &spec) const {
   if (!command) return plain_error(field, command.error().message() + " (" + spec.image + ")");
   if (!image::is_directory_in(rootfs, spec.cwd.empty() ? "/" : spec.cwd))
     return plain_error("field 'image'", "the working directory " + spec.cwd + " is not a directory in " + spec.image);
+  if (!spec.secrets.empty() && !image::is_directory_in(rootfs, "/var/openfaas/secrets"))
+    return plain_error("field 'secrets'", spec.image + " has no /var/openfaas/secrets directory to mount them on (tools/mkimage and the OCI unpacker make it)");
   return {};
 }
 
@@ -505,7 +542,20 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   std::string bundle = bundles_dir_ + "/" + id;
   if (Status st = make_dir(bundle, 0700); !st.ok()) return st.error();
 
+  auto values = secret_values(spec);
+  if (!values) {
+    rmdir(bundle.c_str());
+    return values.error();
+  }
   OciConfigInput input;
+  if (!values->empty()) {
+    input.secrets_dir = bundle + "/secrets";
+    if (Status st = write_secret_files(input.secrets_dir, *values); !st.ok()) {
+      remove_secret_files(input.secrets_dir);
+      rmdir(bundle.c_str());
+      return st.error();
+    }
+  }
   input.rootfs = rootfs_of(spec);
   input.hostname = spec.name;
   input.limits = cgroups_.mode() != proc::CgroupMode::none;
@@ -513,12 +563,14 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   // A few kB on tmpfs: the write does not wait on a disk.
   std::string config_path = bundle + "/config.json";
   if (Status st = write_file(config_path, make_oci_config(spec, instance_name, input)); !st.ok()) {
+    remove_secret_files(bundle + "/secrets");
     rmdir(bundle.c_str());
     return st.error();
   }
 
   auto undo = [&] {
     unlink(config_path.c_str());
+    remove_secret_files(bundle + "/secrets");
     rmdir(bundle.c_str());
   };
   proc::StdioPipes pipes;
@@ -630,6 +682,7 @@ Status OciBackend::cleanup(Launched &launched) {
   unlink((runsc_state + ".lock").c_str());
   std::string bundle = bundles_dir_ + "/" + id;
   unlink((bundle + "/config.json").c_str());
+  remove_secret_files(bundle + "/secrets");
   rmdir(bundle.c_str());
   // The runtime removed the container's cgroup; EBUSY while the kernel still releases it.
   for (const std::string &dir : launched.cgroup.dirs)

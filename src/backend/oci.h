@@ -42,6 +42,8 @@ struct OciConfigInput {
   std::string cgroups_path;  // e.g. /faasvisor/node-123/echo-1; empty: the runtime's default
   std::string hostname;
   bool limits = true;        // false when the host gives no cgroups
+  std::string secrets_dir;   // the instance's secret files, bound read-only on
+                             // /var/openfaas/secrets; empty: the function has none
 };
 
 // The seccomp profile every container gets (linux.seccomp, JSON text): see oci_seccomp.cc.

@@ -384,14 +384,16 @@ void Connection::maybe_free() {
   node_.connection_closed(*this);  // unlinks and deletes this
 }
 
-store::Done Connection::durable_reply(int status, std::string body) {
+store::Done Connection::durable_reply(int status, std::string body, std::string failure) {
   std::weak_ptr<char> life = life_;
   uint64_t seq = request_seq_;
-  return [this, life, seq, status, body = std::move(body)](Status st) {
+  return [this, life, seq, status, body = std::move(body), failure = std::move(failure)](Status st) {
     if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
-    if (!st.ok())
-      return respond_error(500, "the change is in effect but could not be made durable: " + st.error().message());
-    respond(status, "application/json", body);
+    if (!st.ok()) respond_error(500, failure + ": " + st.error().message());
+    else respond(status, "application/json", body);
+    // Answered from the store's callback: go on with pipelined requests already received.
+    process_input();
+    arm_recv();
   };
 }
 

@@ -56,9 +56,10 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
   // A change waiting to be durable: the returned Done answers the current request with
-  // `status` and `body` once the store reports it (500 if it failed), unless the client has
-  // gone or the connection is gone by then.
-  store::Done durable_reply(int status, std::string body);
+  // `status` and `body` once the store reports it (500 with `failure` and the store's error
+  // if it failed), unless the client has gone or the connection is gone by then.
+  store::Done durable_reply(int status, std::string body,
+                            std::string failure = "the change is in effect but could not be made durable");
 
   ListHook node_hook;
 

@@ -295,6 +295,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   pool_options.memory_sample_ms = options.memory_sample_ms;
   pool_options.policy_time_scale = options.policy_time_scale;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
+  impl->pool->set_secrets(&impl->secret_table);
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;

@@ -20,6 +20,7 @@
 #include "io/timer.h"
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
+#include "secrets/table.h"
 #include "server/connection.h"
 #include "store/store.h"
 #include "util/intrusive_list.h"
@@ -62,6 +63,7 @@ struct NodeImpl {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
+  secrets::SecretTable secret_table;     // what is durable in `state`; read by backends at launch
   std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
   std::optional<api::BasicAuthCredentials> basic_auth;  // set: /system/* needs it (server/node.cc)
@@ -108,6 +110,12 @@ struct NodeImpl {
   void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                       Result<image::Resolved> &image, bool image_fault);
 
+  // /system/secrets (server/secrets_api.cc).
+  void list_secrets(Connection &conn);
+  void change_secret(Connection &conn, http::Request &request, secrets::Change change);
+  void secret_stored(const std::string &name, secrets::Change change, std::string &value,
+                     const Status &stored);
+  void restore_secrets(const std::vector<const store::Record *> &records);  // from restore_state
   // The durable store's side of the API (server/state.cc). Each answers the request once
   // the change is durable.
   bool state_has_room(Connection &conn);  // false: answered 503, change nothing

@@ -28,7 +28,7 @@
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
- *   before the exec)
+ *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets)
  * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
  *
  * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
@@ -62,7 +62,8 @@
 #include <unistd.h>
 
 #define GO_MAGIC 0x4f475646u
-#define GO_MAX_BYTES (256u * 1024u)
+/* Secrets make the largest messages: up to 4 MiB of values (FV_SECRETS_VALUES_MAX). */
+#define GO_MAX_BYTES (5u * 1024u * 1024u)
 #define GO_MAX_ITEMS 1024u
 
 static void report(const char *what) {
@@ -109,6 +110,15 @@ static char *get_str(struct cursor *c) {
   if (strlen(s) != len) { errno = 0; fail("GO message string contains NUL"); }
   c->p += len;
   return s;
+}
+
+/* A view of len bytes, which may hold anything (a secret's value). */
+static const unsigned char *get_bytes(struct cursor *c, uint32_t *len) {
+  *len = get_u32(c);
+  if ((size_t)(c->end - c->p) < *len) { errno = 0; fail("GO message bytes truncated"); }
+  const unsigned char *at = c->p;
+  c->p += *len;
+  return at;
 }
 
 static char **get_list(struct cursor *c) {
@@ -560,6 +570,73 @@ static void expose_host_tmp_dir(const char *relative) {
   close(src);
 }
 
+/* ---- secrets ---- */
+
+#define SECRETS_DIR "/var/openfaas/secrets"
+#define SECRETS_MAX 64u        /* FV_SECRETS_MAX_COUNT */
+#define SECRET_NAME_MAX 200u   /* FV_SECRET_NAME_MAX */
+
+/* The node checked the names (faasvisor/frame.h fv_secret_name_valid); this only makes sure
+ * each is a plain file name. */
+static int plain_file_name(const unsigned char *name, uint32_t len) {
+  if (len == 0 || len > SECRET_NAME_MAX || name[0] == '.') return 0;
+  for (uint32_t i = 0; i < len; ++i)
+    if (name[i] == '/' || name[i] == '\0') return 0;
+  return 1;
+}
+
+static void write_secret(int dir, const char *name, const unsigned char *value, uint32_t len,
+                         uint32_t uid, uint32_t gid) {
+  int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+  if (fd < 0) fail("create a secret file");
+  while (len > 0) {
+    ssize_t n = write(fd, value, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write a secret file");
+    value += n;
+    len -= (uint32_t)n;
+  }
+  if (fchown(fd, uid, gid) < 0) fail("chown a secret file");
+  close(fd);
+}
+
+/* Inner stem, after GO: the function's secrets as files /var/openfaas/secrets/NAME, 0400 and
+ * owned by the function's user, on a tmpfs of this sandbox's mount namespace (charged to the
+ * instance's memory cgroup) that is made read-only once written. The node made the empty
+ * mount point on the host. The values are then wiped from the message, which this process
+ * keeps for the instance's life: the files are the only copy left. */
+static void install_secrets(struct cursor *c, uint32_t uid, uint32_t gid) {
+  uint32_t count = get_u32(c);
+  if (count > SECRETS_MAX) { errno = 0; fail("GO message has too many secrets"); }
+  struct { const unsigned char *name, *value; uint32_t name_len, value_len; } items[SECRETS_MAX];
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    items[i].name = get_bytes(c, &items[i].name_len);
+    items[i].value = get_bytes(c, &items[i].value_len);
+    if (!plain_file_name(items[i].name, items[i].name_len)) { errno = 0; fail("bad secret name in the GO message"); }
+    bytes += items[i].value_len;
+  }
+  if (count == 0) return;
+  char opts[96];
+  /* tmpfs gives each file whole pages. */
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%u,mode=0755",
+           (unsigned long long)(bytes + (uint64_t)(count + 1) * 4096u), count + 8);
+  if (mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+    fail("mount a tmpfs on " SECRETS_DIR);
+  int dir = open(SECRETS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail("open " SECRETS_DIR);
+  for (uint32_t i = 0; i < count; ++i) {
+    char name[SECRET_NAME_MAX + 1];
+    memcpy(name, items[i].name, items[i].name_len);
+    name[items[i].name_len] = '\0';
+    write_secret(dir, name, items[i].value, items[i].value_len, uid, gid);
+    explicit_bzero((void *)items[i].value, items[i].value_len);
+  }
+  close(dir);
+  if (mount(NULL, SECRETS_DIR, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    fail("make " SECRETS_DIR " read-only");
+}
+
 static void exit_like(int status, const char *who) {
   if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
   int sig = WTERMSIG(status);
@@ -619,8 +696,9 @@ int main(int argc, char **argv) {
   memory_bytes |= (uint64_t)get_u32(&c) << 32;
   uint32_t cpu_millis = get_u32(&c);
   uint32_t pids_max = get_u32(&c);
-  if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   apply_limits(memory_bytes, cpu_millis, pids_max);
+  install_secrets(&c, uid, gid);
+  if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 
   if (tmp_size > 0) {
