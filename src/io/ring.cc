@@ -66,6 +66,12 @@ void Ring::accept_multishot(Completion &c, int listen_fd) {
   arm(c, sqe);
 }
 
+void Ring::connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_connect(sqe, fd, addr, addr_len);
+  arm(c, sqe);
+}
+
 void Ring::recv(Completion &c, int fd, void *buf, size_t len) {
   io_uring_sqe *sqe = get_sqe();
   io_uring_prep_recv(sqe, fd, buf, len, 0);
@@ -93,6 +99,49 @@ void Ring::write(Completion &c, int fd, const void *buf, size_t len) {
 void Ring::poll(Completion &c, int fd, unsigned poll_mask) {
   io_uring_sqe *sqe = get_sqe();
   io_uring_prep_poll_add(sqe, fd, poll_mask);
+  arm(c, sqe);
+}
+
+void Ring::openat(Completion &c, int dir_fd, const char *path, int flags, mode_t mode) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_openat(sqe, dir_fd, path, flags, mode);
+  arm(c, sqe);
+}
+
+void Ring::write_at(Completion &c, int fd, const void *buf, size_t len, uint64_t offset) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_write(sqe, fd, buf, static_cast<unsigned>(len), offset);
+  arm(c, sqe);
+}
+
+void Ring::fsync(Completion &c, int fd) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_fsync(sqe, fd, 0);
+  arm(c, sqe);
+}
+
+void Ring::close_fd(Completion &c, int fd) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_close(sqe, fd);
+  arm(c, sqe);
+}
+
+void Ring::renameat(Completion &c, int old_dir_fd, const char *old_path, int new_dir_fd,
+                    const char *new_path) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_renameat(sqe, old_dir_fd, old_path, new_dir_fd, new_path, 0);
+  arm(c, sqe);
+}
+
+void Ring::unlinkat(Completion &c, int dir_fd, const char *path, int flags) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_unlinkat(sqe, dir_fd, path, flags);
+  arm(c, sqe);
+}
+
+void Ring::nop(Completion &c) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_nop(sqe);
   arm(c, sqe);
 }
 

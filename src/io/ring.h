@@ -38,11 +38,23 @@ class Ring {
   // Operations. Each arms `c` (asserting it is idle) and queues one SQE; nothing is submitted
   // until the loop calls run_once().
   void accept_multishot(Completion &c, int listen_fd);
+  // *addr is read by the kernel until the CQE: it lives in the owner.
+  void connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len);
   void recv(Completion &c, int fd, void *buf, size_t len);
   void send(Completion &c, int fd, const void *buf, size_t len);
   void read(Completion &c, int fd, void *buf, size_t len);    // pipes: offset -1
   void write(Completion &c, int fd, const void *buf, size_t len);
   void poll(Completion &c, int fd, unsigned poll_mask);
+  // Files, for the durable store (store/durable.h). `path`/`buf` are read by the kernel until
+  // the CQE arrives: they must live in the owner, not on the caller's stack.
+  void openat(Completion &c, int dir_fd, const char *path, int flags, mode_t mode);
+  void write_at(Completion &c, int fd, const void *buf, size_t len, uint64_t offset);
+  void fsync(Completion &c, int fd);  // full fsync (data and metadata); works on directories
+  void close_fd(Completion &c, int fd);
+  void renameat(Completion &c, int old_dir_fd, const char *old_path, int new_dir_fd, const char *new_path);
+  void unlinkat(Completion &c, int dir_fd, const char *path, int flags);
+  // Completes (result 0) on the next loop turn: defers a continuation out of its caller.
+  void nop(Completion &c);
   void timeout_abs(Completion &c, __kernel_timespec *deadline);  // *deadline read until the CQE
   void timeout_update(Completion &c, __kernel_timespec *deadline);
   // Asks the kernel to cancel every request armed with `target`. The target still gets its

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api/deploy.h"
+#include "async/calls.h"
 #include "http/parser.h"
 #include "image/store.h"
 #include "io/ring.h"
@@ -18,7 +19,10 @@
 namespace faasvisor {
 struct NodeImpl;
 
-class Connection final : public pool::InvocationSink, public pool::LogFollower, public image::Waiter {
+class Connection final : public pool::InvocationSink,
+                         public pool::LogFollower,
+                         public image::Waiter,
+                         public async::AcceptWaiter {
  public:
   Connection(NodeImpl &node, int fd);
   ~Connection();
@@ -54,6 +58,11 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   // A deploy waiting for its OCI image: the request stays active until the image is ready.
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  // An async call waiting to be durable: the request stays active until it is (202) or
+  // could not be made so.
+  void await_call(async::Call &call) { awaiting_call_ = &call; }
+  void call_accepted(std::string_view call_id) override;
+  void call_failed(int status, std::string_view message) override;
 
   ListHook node_hook;
 
@@ -92,6 +101,7 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;
+  async::Call *awaiting_call_ = nullptr;
   std::string follow_name_, follow_namespace_;
 };
 

@@ -135,6 +135,17 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   conn.respond(202, kJson, body);
 }
 
+// POST /async-function/NAME: 202 with X-Call-Id once the call is durable (async/calls.h).
+void NodeImpl::handle_async(Connection &conn, http::Request &req, std::string_view function,
+                            std::string_view subpath) {
+  async::Call *call = nullptr;
+  async::Refusal refusal = async->accept(conn, req, function, subpath, &call);
+  if (refusal.status == 0) return conn.await_call(*call);
+  std::string extra;
+  if (refusal.retry_after_s != 0) extra = "Retry-After: " + std::to_string(refusal.retry_after_s) + "\r\n";
+  conn.respond_error(refusal.status, refusal.message, extra);
+}
+
 void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
   api::Route r = api::route(req.method, req.path());
   std::string body;
@@ -152,6 +163,8 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       inv.arrival_ns = monotonic_ns();
       return pool->invoke(*fn, inv);
     }
+    case api::RouteKind::async_invoke:
+      return handle_async(conn, req, r.name, r.subpath);
     case api::RouteKind::healthz:
       return conn.respond(200, kJson, "{\"status\":\"ok\"}");
     case api::RouteKind::info: {
@@ -210,6 +223,8 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     case api::RouteKind::update: {
       DeployLimits limits;
       limits.default_queue_limit = options.max_queue_per_function;
+      limits.default_async_queue_limit = options.async_queue_per_function;
+      limits.default_async_concurrency = options.async_concurrency;
       auto spec = parse_deploy(req.body, limits);
       if (!spec) return conn.respond_error(400, spec.error().message());
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "async/calls.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -31,6 +32,7 @@ struct NodeImpl {
   proc::CgroupTree cgroups;
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
+  std::unique_ptr<async::AsyncCalls> async;  // POST /async-function (async/calls.h)
   http::Limits http_limits;
   std::string node_name;
   std::string bound_address;
@@ -54,6 +56,8 @@ struct NodeImpl {
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
+  void handle_async(Connection &conn, http::Request &request, std::string_view function,
+                    std::string_view subpath);
   // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
   // loop, and the request answered when that is done (server/handlers.cc).
   void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
