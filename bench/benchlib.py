@@ -249,6 +249,10 @@ class Node:
         # broken): benchmarks that do not run VMs must not compete with it.
         if not any(a == "--accel" or a.startswith("--accel=") for a in self.args):
             self.args.append("--accel=tcg")
+        # Benchmarks keep no state between runs and run beside other nodes: no shared
+        # /var/lib/faasvisor/state (bench/store passes its own --state-dir).
+        if not any(a == "--state-dir" or a.startswith("--state-dir=") for a in self.args):
+            self.args += ["--state-dir", "none"]
         self.stem_pool = 16 if stem_pool is None else stem_pool
         self.log = tempfile.NamedTemporaryFile(prefix="faasvisord-bench-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log,

@@ -15,6 +15,7 @@
 #include "backend/process.h"
 #include "backend/qemu.h"
 #include "server/node_impl.h"
+#include "store/file_store.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -189,7 +190,7 @@ void NodeImpl::step_shutdown() {
       conn.maybe_free();
     });
   }
-  if (phase == Phase::stopping && pool->empty() && connections.empty() && async->idle()) {
+  if (phase == Phase::stopping && pool->empty() && connections.empty() && state->idle() && async->idle()) {
     timers->stop(shutdown_timer);
     phase = Phase::stopped;
   }
@@ -228,6 +229,18 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   }
   impl->ring.reset(*ring);
   impl->timers = std::make_unique<io::TimerQueue>(impl->ring.get());
+  if (options.state_dir == "none") {
+    impl->state = std::make_unique<store::MemoryStore>(*impl->ring);
+  } else {
+    store::FileStoreOptions state_options;
+    state_options.dir = options.state_dir;
+    auto state = store::FileStore::open(*impl->ring, state_options);
+    if (!state) {
+      *error = state.error().message();
+      return nullptr;
+    }
+    impl->state = std::move(*state);
+  }
 
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   int one = 1;
@@ -323,7 +336,8 @@ Node::~Node() {
   node.ring->cancel(node.signal_op);
   node.timers->stop(node.shutdown_timer);
   node.images->shutdown();
-  while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.async->idle())
+  while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle() ||
+         !node.async->idle())
     node.ring->run_once();
   node.async.reset();
   if (node.signal_fd >= 0) ::close(node.signal_fd);

@@ -16,6 +16,7 @@
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
 #include "server/connection.h"
+#include "store/store.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor {
@@ -32,6 +33,7 @@ struct NodeImpl {
   proc::CgroupTree cgroups;
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
+  std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
   std::unique_ptr<async::AsyncCalls> async;  // POST /async-function (async/calls.h)
   http::Limits http_limits;
   std::string node_name;

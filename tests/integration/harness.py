@@ -22,9 +22,11 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -337,6 +339,13 @@ class Daemon:
         # CPU where KVM is broken): only the VM tests that check that ask for it.
         if not any(f == "--accel" or f.startswith("--accel=") for f in self.flags):
             self.flags.append("--accel=tcg")
+        # Every daemon gets a state directory of its own, removed when it stops, unless the
+        # test passes one (restart tests): daemons run in parallel and must never share
+        # /var/lib/faasvisor/state (the node locks it; a second one would fail to start).
+        self.own_state_dir = None
+        if not any(f == "--state-dir" or f.startswith("--state-dir=") for f in self.flags):
+            self.own_state_dir = tempfile.mkdtemp(prefix="fv-state-")
+            self.flags += ["--state-dir", self.own_state_dir]
         self.stem_pool = DEFAULT_STEM_POOL
         for i, f in enumerate(self.flags):
             if f == "--stem-pool":
@@ -372,6 +381,8 @@ class Daemon:
         while not self._listening.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self._kill_hard()
+                if self.own_state_dir is not None:
+                    shutil.rmtree(self.own_state_dir, ignore_errors=True)
                 raise AssertionError("faasvisord did not start (exit %r):\n%s"
                                      % (self.proc.returncode, self.log_text()))
         self.cgroup_roots = ["/sys/fs/cgroup/%s/faasvisor/node-%d" % (c, self.pid)
@@ -550,6 +561,8 @@ class Daemon:
         problems += self.leak_problems()
         if self.exit_code != 0:
             remove_cgroup_trees(self.cgroup_roots)  # a crashed daemon's leftovers
+        if self.own_state_dir is not None:
+            shutil.rmtree(self.own_state_dir, ignore_errors=True)
         self.proc = None
         return problems
 
