@@ -171,10 +171,7 @@ bool Journal::idle() const { return step_ == Step::idle && pending_waiters_.empt
 
 void Journal::kick() {
   if (step_ != Step::idle) return;
-  if (durable() && need_rotate_) {
-    if (!pending_waiters_.empty() || pending_records_ > 0) start_rotation();
-    return;
-  }
+  if (durable() && need_rotate_) return start_rotation();
   if (durable() && start_unlink()) return;
   if (pending_records_ > 0) start_batch();
 }
@@ -297,7 +294,7 @@ void Journal::rotation_failed(int err) {
   Status st = errno_error("starting a new async journal segment", err);
   FV_ERROR("async journal: %s", st.error().message().c_str());
   // Nothing can be made durable now: refuse what waits (the clients get 503); the next
-  // append tries again.
+  // append tries again (not before: a full disk would spin).
   fail_pending(st);
 }
 
