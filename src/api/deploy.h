@@ -49,6 +49,10 @@ struct FunctionSpec {
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
+
+  // What the store keeps to rebuild this function after a restart (server/records.h).
+  std::string deploy_json;  // the deploy body as accepted
+  std::string image_json;   // image::encode_resolved of its OCI image, once resolved; else empty
 };
 
 struct DeployLimits {

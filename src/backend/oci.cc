@@ -259,16 +259,6 @@ int remove_entry(const char *path, const struct stat *, int type, struct FTW *) 
   return 0;
 }
 
-bool node_alive(pid_t pid) {
-  std::string comm = "/proc/" + std::to_string(pid) + "/comm";
-  FILE *f = std::fopen(comm.c_str(), "re");
-  if (f == nullptr) return false;
-  char name[32] = {};
-  bool alive = std::fgets(name, sizeof name, f) != nullptr && std::strncmp(name, "faasvisor", 9) == 0;
-  std::fclose(f);
-  return alive;
-}
-
 // A node that was SIGKILLed (or crashed) leaves its state dir, and for crun on hybrid hosts
 // two mounts (the state dir bound on itself and the pinned mount namespace). Each backend
 // removes its own runtime's part for nodes whose process is gone; the last one removes the
@@ -279,7 +269,7 @@ void sweep_dead_nodes(const char *runtime) {
   while (dirent *e = readdir(d)) {
     if (std::strncmp(e->d_name, "node-", 5) != 0) continue;
     pid_t pid = static_cast<pid_t>(std::strtol(e->d_name + 5, nullptr, 10));
-    if (pid <= 0 || pid == getpid() || node_alive(pid)) continue;
+    if (pid <= 0 || pid == getpid() || proc::node_alive(pid)) continue;
     std::string node = std::string("/run/faasvisor/") + e->d_name;
     std::string dir = node + "/" + runtime;
     umount2((dir + "/mntns").c_str(), MNT_DETACH);
@@ -299,22 +289,8 @@ void sweep_dead_node_cgroups(const std::vector<std::string> &hierarchies, const 
     bool ours = false;
     for (const std::string &root : tree_roots) ours |= root.rfind(hierarchy + "/", 0) == 0;
     if (ours) continue;
-    std::string top = hierarchy + "/faasvisor";
-    DIR *d = opendir(top.c_str());
-    if (d == nullptr) continue;
-    while (dirent *e = readdir(d)) {
-      if (std::strncmp(e->d_name, "node-", 5) != 0) continue;
-      pid_t pid = static_cast<pid_t>(std::strtol(e->d_name + 5, nullptr, 10));
-      if (pid <= 0 || pid == getpid() || node_alive(pid)) continue;
-      std::string node = top + "/" + e->d_name;
-      if (DIR *n = opendir(node.c_str())) {
-        while (dirent *c = readdir(n))
-          if (c->d_type == DT_DIR && c->d_name[0] != '.') rmdir((node + "/" + c->d_name).c_str());
-        closedir(n);
-      }
-      rmdir(node.c_str());
-    }
-    closedir(d);
+    proc::SweepReport report;
+    proc::sweep_dead_nodes(hierarchy + "/faasvisor", report);
   }
 }
 

@@ -68,6 +68,8 @@ class Function {
   const std::string &name() const { return spec_->name; }
   backend::Backend &backend() const { return *backend_; }
   uint64_t generation() const { return generation_; }
+  // A function restored from the store continues its generations where it left off.
+  void restore_generation(uint64_t generation) { generation_ = generation; }
   void replace_spec(std::shared_ptr<const FunctionSpec> spec, backend::Backend &backend) {
     if (spec->keepalive.kind != spec_->keepalive.kind || spec->keepalive.fixed_ms != spec_->keepalive.fixed_ms)
       policy = KeepAlivePolicy(spec->keepalive);

@@ -3,10 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "util/log.h"
 
@@ -52,7 +56,8 @@ Status make_dir(const std::string &path) {
   return {};
 }
 
-// Removes child directories of `dir` (instance cgroups left by a node that died) and `dir`.
+// Removes child directories of `dir` and `dir`, for a clean shutdown (the instances' own
+// sandboxes have removed theirs; this catches what a killed one left).
 void remove_tree(const std::string &dir) {
   if (DIR *d = opendir(dir.c_str())) {
     while (dirent *e = readdir(d)) {
@@ -63,17 +68,59 @@ void remove_tree(const std::string &dir) {
   rmdir(dir.c_str());
 }
 
-// Cleans node-<pid> subtrees whose node is gone.
-void remove_stale_nodes(const std::string &parent) {
-  DIR *d = opendir(parent.c_str());
-  if (d == nullptr) return;
-  while (dirent *e = readdir(d)) {
-    int pid = 0;
-    if (std::sscanf(e->d_name, "node-%d", &pid) != 1 || pid <= 0) continue;
-    if (exists("/proc/" + std::to_string(pid))) continue;
-    remove_tree(parent + "/" + e->d_name);
+// Every directory of the subtree at `dir`, deepest first.
+void collect_dirs(const std::string &dir, std::vector<std::string> &out, int depth = 0) {
+  if (depth > 16) return;  // cgroup trees are shallow; a deeper one is not ours to walk
+  if (DIR *d = opendir(dir.c_str())) {
+    while (dirent *e = readdir(d))
+      if (e->d_type == DT_DIR && e->d_name[0] != '.') collect_dirs(dir + "/" + e->d_name, out, depth + 1);
+    closedir(d);
   }
-  closedir(d);
+  out.push_back(dir);
+}
+
+// SIGKILLs every process listed in dir/cgroup.procs; returns how many were listed.
+uint32_t kill_members(const std::string &dir, uint32_t &killed) {
+  FILE *f = std::fopen((dir + "/cgroup.procs").c_str(), "re");
+  if (f == nullptr) return 0;
+  uint32_t listed = 0;
+  int pid = 0;
+  while (std::fscanf(f, "%d", &pid) == 1) {
+    ++listed;
+    // Through a pidfd, so the signal reaches the process listed, not a successor of its pid.
+    int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) continue;
+    if (syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0) == 0) ++killed;
+    close(fd);
+  }
+  std::fclose(f);
+  return listed;
+}
+
+void sweep_one(const std::string &node_dir, SweepReport &report, uint64_t wait_ms) {
+  std::vector<std::string> dirs;
+  collect_dirs(node_dir, dirs);
+  // cgroup v2 kills a whole subtree in one write where the kernel has cgroup.kill (5.14+).
+  if (exists(node_dir + "/cgroup.kill")) (void)write_file(node_dir + "/cgroup.kill", "1");
+  timespec pause{0, 10'000'000};
+  uint64_t waited_ms = 0;
+  // Kill until nothing is listed: a process may fork between the read and the kill.
+  for (;;) {
+    uint32_t listed = 0;
+    for (const std::string &d : dirs) listed += kill_members(d, report.killed);
+    if (listed == 0 || waited_ms >= wait_ms) break;
+    nanosleep(&pause, nullptr);
+    waited_ms += 10;
+  }
+  for (const std::string &d : dirs) {
+    // rmdir is EBUSY for a moment after the last task left.
+    while (rmdir(d.c_str()) != 0 && errno == EBUSY && waited_ms < wait_ms) {
+      nanosleep(&pause, nullptr);
+      waited_ms += 10;
+    }
+    if (exists(d)) ++report.left;
+    else ++report.removed;
+  }
 }
 
 std::string read_small_file(const std::string &path) {
@@ -86,6 +133,42 @@ std::string read_small_file(const std::string &path) {
 }
 
 }  // namespace
+
+bool node_alive(int pid) {
+  std::string comm = "/proc/" + std::to_string(pid) + "/comm";
+  FILE *f = std::fopen(comm.c_str(), "re");
+  if (f == nullptr) return false;
+  char name[32] = {};
+  bool alive = std::fgets(name, sizeof name, f) != nullptr && std::strncmp(name, "faasvisor", 9) == 0;
+  std::fclose(f);
+  if (!alive) return false;
+  // A zombie (SIGKILLed, not yet reaped) is dead: its instances are ours to clean.
+  f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "re");
+  if (f == nullptr) return false;
+  char stat[512] = {};
+  size_t n = std::fread(stat, 1, sizeof stat - 1, f);
+  std::fclose(f);
+  const char *paren = std::strrchr(stat, ')');
+  if (n == 0 || paren == nullptr || paren[1] == '\0') return true;
+  return paren[2] != 'Z' && paren[2] != 'X';
+}
+
+void sweep_dead_nodes(const std::string &parent, SweepReport &report, uint64_t wait_ms) {
+  DIR *d = opendir(parent.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> dead;
+  while (dirent *e = readdir(d)) {
+    int pid = 0;
+    if (std::sscanf(e->d_name, "node-%d", &pid) != 1 || pid <= 0) continue;
+    if (pid == getpid() || node_alive(pid)) continue;
+    dead.push_back(parent + "/" + e->d_name);
+  }
+  closedir(d);
+  for (const std::string &node : dead) {
+    ++report.nodes;
+    sweep_one(node, report, wait_ms);
+  }
+}
 
 const char *to_string(CgroupMode mode) {
   switch (mode) {
@@ -104,7 +187,7 @@ CgroupTree CgroupTree::detect(std::string_view node_name) {
     std::string top = base + "/faasvisor";
     std::string root = top + "/" + std::string(node_name);
     Status st = make_dir(top);
-    if (st.ok()) remove_stale_nodes(top);
+    if (st.ok()) sweep_dead_nodes(top, tree.swept_);
     if (st.ok()) st = write_file(base + "/cgroup.subtree_control", "+memory +pids +cpu");
     if (st.ok()) st = write_file(top + "/cgroup.subtree_control", "+memory +pids +cpu");
     if (st.ok()) st = make_dir(root);
@@ -116,13 +199,14 @@ CgroupTree CgroupTree::detect(std::string_view node_name) {
     tree.mode_ = CgroupMode::v2;
     tree.roots_.push_back(root);
     tree.controllers_.push_back("unified");
+    tree.log_sweep();
     return tree;
   }
   for (const char *controller : kV1Controllers) {
     std::string top = base + "/" + controller + "/faasvisor";
     std::string root = top + "/" + std::string(node_name);
     Status st = make_dir(top);
-    if (st.ok()) remove_stale_nodes(top);
+    if (st.ok()) sweep_dead_nodes(top, tree.swept_);
     if (st.ok()) st = make_dir(root);
     if (!st.ok()) {
       tree.why_none_ = std::string("cgroup v1 ") + controller + ": " + st.error().message();
@@ -135,7 +219,14 @@ CgroupTree CgroupTree::detect(std::string_view node_name) {
     tree.controllers_.push_back(controller);
   }
   tree.mode_ = CgroupMode::v1;
+  tree.log_sweep();
   return tree;
+}
+
+void CgroupTree::log_sweep() const {
+  if (swept_.nodes == 0) return;
+  FV_INFO("swept %u dead nodes' cgroups: %u processes killed, %u directories removed, %u still busy",
+          swept_.nodes, swept_.killed, swept_.removed, swept_.left);
 }
 
 InstanceCgroup CgroupTree::plan(std::string_view instance_name) const {

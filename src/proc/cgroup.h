@@ -23,6 +23,25 @@ namespace faasvisor::proc {
 enum class CgroupMode { none, v1, v2 };
 const char *to_string(CgroupMode mode);
 
+// Whether the node that named its subtree node-<pid> still runs: the pid exists and is a
+// faasvisor program. A pid the kernel gave to something else since counts as dead; one
+// that is again some faasvisor process counts as alive (never touch what might be live).
+bool node_alive(int pid);
+
+// What a sweep of dead nodes found and removed (CgroupTree::detect runs one; so does the
+// OCI backend for the hierarchies the tree does not use).
+struct SweepReport {
+  uint32_t nodes = 0;       // dead node-<pid> subtrees
+  uint32_t killed = 0;      // processes still in them, SIGKILLed
+  uint32_t removed = 0;     // cgroup directories removed
+  uint32_t left = 0;        // directories that could not be removed (still busy at the deadline)
+};
+// Under `parent` (<hierarchy>/faasvisor), for every node-<pid> whose node is dead: SIGKILLs
+// every process in the subtree (instances, containers, VMMs a killed node left), waits up to
+// `wait_ms` for them to leave, then removes the directories deepest first. Blocking: for
+// the node's start, before it serves.
+void sweep_dead_nodes(const std::string &parent, SweepReport &report, uint64_t wait_ms = 3000);
+
 struct CgroupLimits {
   uint64_t memory_bytes = 0;  // 0: no limit
   uint32_t cpu_millis = 0;    // 1000 = one CPU; 0: no quota
@@ -65,12 +84,16 @@ class CgroupTree {
   Result<uint64_t> memory_usage(const InstanceCgroup &cg) const;
   // Removes the node's subtree (and "faasvisor" if it is then empty).
   void remove_roots() const;
+  // What detect() found left by dead nodes and removed.
+  const SweepReport &swept() const { return swept_; }
 
  private:
   CgroupMode mode_ = CgroupMode::none;
   std::string why_none_;
   std::vector<std::string> roots_;        // node-<pid> directories, one per hierarchy
   std::vector<std::string> controllers_;  // v1: controller of each root
+  SweepReport swept_;
+  void log_sweep() const;
 };
 
 }  // namespace faasvisor::proc

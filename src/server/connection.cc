@@ -111,6 +111,7 @@ void Connection::process_input() {
 void Connection::handle_request() {
   http::Request &req = parser_.request();
   keep_alive_ = req.keep_alive && node_.phase == NodeImpl::Phase::running;
+  ++request_seq_;
   node_.handle(*this, req, invocation_);
 }
 
@@ -335,6 +336,17 @@ void Connection::maybe_free() {
   if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
+}
+
+store::Done Connection::durable_reply(int status, std::string body) {
+  std::weak_ptr<char> life = life_;
+  uint64_t seq = request_seq_;
+  return [this, life, seq, status, body = std::move(body)](Status st) {
+    if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
+    if (!st.ok())
+      return respond_error(500, "the change is in effect but could not be made durable: " + st.error().message());
+    respond(status, "application/json", body);
+  };
 }
 
 void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {

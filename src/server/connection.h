@@ -14,6 +14,7 @@
 #include "io/timer.h"
 #include "pool/invocation.h"
 #include "pool/logbook.h"
+#include "store/store.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor {
@@ -58,6 +59,10 @@ class Connection final : public pool::InvocationSink,
   // A deploy waiting for its OCI image: the request stays active until the image is ready.
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  // A change waiting to be durable: the returned Done answers the current request with
+  // `status` and `body` once the store reports it (500 if it failed), unless the client has
+  // gone or the connection is gone by then.
+  store::Done durable_reply(int status, std::string body);
   // An async call waiting to be durable: the request stays active until it is (202) or
   // could not be made so.
   void await_call(async::Call &call) { awaiting_call_ = &call; }
@@ -103,6 +108,8 @@ class Connection final : public pool::InvocationSink,
   bool pending_update_ = false;
   async::Call *awaiting_call_ = nullptr;
   std::string follow_name_, follow_namespace_;
+  uint64_t request_seq_ = 0;  // counts requests, so a late durable_reply finds its own
+  std::shared_ptr<char> life_ = std::make_shared<char>();  // durable_reply's weak handle
 };
 
 }  // namespace faasvisor

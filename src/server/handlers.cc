@@ -109,22 +109,27 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
 }  // namespace
 
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
+  if (!state_has_room(conn)) return;
   if (image::is_oci_image(*spec)) {
     if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
     // Unpacking may take seconds: the helper does it, this request is answered when it exits.
     if (Status st = images->resolve(spec->image, conn); !st.ok()) return conn.respond_error(503, st.error().message());
     return conn.await_image(std::move(spec), update);
   }
-  pool::PoolError err = update ? pool->update(spec) : pool->deploy(spec);
+  std::string name = spec->name;
+  pool::PoolError err = update ? pool->update(std::move(spec)) : pool->deploy(std::move(spec));
   if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
-  return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+  persist_function(conn, name, "{\"status\":\"accepted\"}");
 }
 
 void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                               Result<image::Resolved> &image, bool image_fault) {
   if (!image) return conn.respond_error(image_fault ? 400 : 503, image.error().message());
   if (Status st = image::apply_image(*spec, *image); !st.ok()) return conn.respond_error(400, st.error().message());
-  pool::PoolError err = update ? pool->update(spec) : pool->deploy(spec);
+  if (!state_has_room(conn)) return;
+  spec->image_json = image::encode_resolved(*image);
+  std::string name = spec->name;
+  pool::PoolError err = update ? pool->update(std::move(spec)) : pool->deploy(std::move(spec));
   if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
   std::string body;
   api::JsonWriter w(body);
@@ -132,7 +137,15 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   w.key("image").begin_object().field("digest", image->digest).field("rootfs", image->rootfs);
   w.field("unpacked", image->unpacked).end_object();
   w.end_object();
-  conn.respond(202, kJson, body);
+  persist_function(conn, name, std::move(body));
+}
+
+DeployLimits NodeImpl::deploy_limits() const {
+  DeployLimits limits;
+  limits.default_queue_limit = options.max_queue_per_function;
+  limits.default_async_queue_limit = options.async_queue_per_function;
+  limits.default_async_concurrency = options.async_concurrency;
+  return limits;
 }
 
 // POST /async-function/NAME: 202 with X-Call-Id once the call is durable (async/calls.h).
@@ -199,6 +212,10 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       w.field("memory_reserved_bytes", pool->reserved_bytes());
       w.field("connections", connections.size());
       const image::StoreStats &is = images->stats();
+      const store::StoreStats &ss = state->stats();
+      w.key("state").begin_object().field("store", state->describe()).field("durable", state->durable());
+      w.field("puts", ss.puts).field("removes", ss.removes).field("failed", ss.failed);
+      w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
       w.key("images").begin_object().field("cache", images->options().cache_dir);
       w.field("unpacking", images->running()).field("resolved", is.resolved);
       w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
@@ -221,26 +238,25 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     }
     case api::RouteKind::deploy:
     case api::RouteKind::update: {
-      DeployLimits limits;
-      limits.default_queue_limit = options.max_queue_per_function;
-      limits.default_async_queue_limit = options.async_queue_per_function;
-      limits.default_async_concurrency = options.async_concurrency;
-      auto spec = parse_deploy(req.body, limits);
+      auto spec = parse_deploy(req.body, deploy_limits());
       if (!spec) return conn.respond_error(400, spec.error().message());
+      (*spec)->deploy_json = std::string(req.body);
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {
       auto name = parse_delete(req.body);
       if (!name) return conn.respond_error(400, name.error().message());
+      if (!state_has_room(conn)) return;
       pool::PoolError err = pool->remove(*name);
       if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
-      return conn.respond(202, kJson, "{\"status\":\"accepted\"}");
+      return persist_removal(conn, *name);
     }
     case api::RouteKind::scale: {
       auto scale = parse_scale(req.body);
       if (!scale) return conn.respond_error(400, scale.error().message());
       if (!scale->service_name.empty() && scale->service_name != r.name)
         return conn.respond_error(400, "field 'serviceName': does not match the function in the path");
+      if (!state_has_room(conn)) return;
       pool::PoolError err = pool->scale(r.name, scale->replicas);
       if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
       pool::Function *fn = pool->find(r.name);
@@ -250,7 +266,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
         w.field("warning", err.message);
       }
       w.end_object();
-      return conn.respond(202, kJson, body);
+      return persist_scale(conn, r.name, scale->replicas, std::move(body));
     }
     case api::RouteKind::stats: {
       w.begin_object().key("functions").begin_object();

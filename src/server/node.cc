@@ -295,6 +295,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
     impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
 
+  // Every function comes back before the node serves: the listener is bound, but nothing is
+  // accepted until run() turns the loop, so /healthz answers only after this.
+  if (Status st = impl->restore_state(); !st.ok()) {
+    *error = st.error().message();
+    return nullptr;
+  }
+  // Then the async calls not done when the last node stopped: their functions are back.
   if (Status st = open_async(*impl); !st.ok()) {
     *error = st.error().message();
     return nullptr;

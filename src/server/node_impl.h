@@ -58,6 +58,8 @@ struct NodeImpl {
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
+  // The node's defaults for what a deployment leaves out (its flags).
+  DeployLimits deploy_limits() const;
   void handle_async(Connection &conn, http::Request &request, std::string_view function,
                     std::string_view subpath);
   // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
@@ -65,6 +67,15 @@ struct NodeImpl {
   void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
   void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                       Result<image::Resolved> &image, bool image_fault);
+
+  // The durable store's side of the API (server/state.cc). Each answers the request once
+  // the change is durable.
+  bool state_has_room(Connection &conn);  // false: answered 503, change nothing
+  void persist_function(Connection &conn, const std::string &name, std::string reply_body);
+  void persist_removal(Connection &conn, const std::string &name);
+  void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
+  // At start, before the node serves: every function and scale target comes back.
+  Status restore_state();
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);

@@ -47,6 +47,7 @@ class FileStore final : public Store {
   Status put(std::string_view kind, std::string_view key, std::string value, Done done) override;
   Status remove(std::string_view kind, std::string_view key, Done done) override;
   bool idle() const override { return stats_.queued_now == 0; }
+  bool full() const override { return stats_.queued_now >= options_.max_queued; }
   bool durable() const override { return true; }
   std::string describe() const override { return "file:" + options_.dir; }
   const StoreStats &stats() const override { return stats_; }

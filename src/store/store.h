@@ -89,6 +89,9 @@ class Store {
 
   // No change in flight: the node waits for this before it exits.
   virtual bool idle() const = 0;
+  // A put/remove now would be refused with EAGAIN: callers that must not change anything
+  // they cannot make durable ask first.
+  virtual bool full() const = 0;
   // Whether done(ok) means "survives a crash" (false for MemoryStore).
   virtual bool durable() const = 0;
   // For logs and /system/info: "file:/var/lib/faasvisor/state" or "memory".
@@ -107,6 +110,7 @@ class MemoryStore final : public Store {
   Status put(std::string_view kind, std::string_view key, std::string value, Done done) override;
   Status remove(std::string_view kind, std::string_view key, Done done) override;
   bool idle() const override { return pending_.empty() && !nop_.in_flight; }
+  bool full() const override { return false; }
   bool durable() const override { return false; }
   std::string describe() const override { return "memory"; }
   const StoreStats &stats() const override { return stats_; }

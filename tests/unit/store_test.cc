@@ -16,6 +16,7 @@
 #include "store/durable.h"
 #include "store/file_store.h"
 #include "store/store.h"
+#include "server/records.h"
 
 using namespace faasvisor;
 namespace fs = std::filesystem;
@@ -264,4 +265,26 @@ TEST_CASE("the memory store answers on the next loop turn and keeps nothing past
   CHECK(calls == 1);
   CHECK_FALSE(s.durable());
   CHECK(s.load_all()->records.size() == 1);
+}
+
+TEST_CASE("a function record keeps the deploy body, generation and resolved image exactly") {
+  FunctionRecord r;
+  r.generation = 7;
+  r.deploy_json = R"({"service":"x","envVars":{"A":"quote \" and \\ newline \n"}})";
+  r.image_json = R"({"digest":"sha256:ab","rootfs":"/r","Env":["A=1"]})";
+  auto back = decode_function_record(encode_function_record(r));
+  REQUIRE(back.ok());
+  CHECK(back->generation == 7);
+  CHECK(back->deploy_json == r.deploy_json);
+  CHECK(back->image_json == r.image_json);
+  r.image_json.clear();
+  back = decode_function_record(encode_function_record(r));
+  REQUIRE(back.ok());
+  CHECK(back->image_json.empty());
+  CHECK_FALSE(decode_function_record("{\"deploy\":\"{}\"}").ok());       // no generation
+  CHECK_FALSE(decode_function_record("{\"generation\":1}").ok());        // no body
+  CHECK_FALSE(decode_function_record("{\"generation\":1,\"deploy\":").ok());
+  CHECK(*decode_scale_record(encode_scale_record(12)) == 12);
+  CHECK_FALSE(decode_scale_record("-1").ok());
+  CHECK_FALSE(decode_scale_record("").ok());
 }
