@@ -306,6 +306,16 @@ class Node:
         except ValueError:
             return resp.status, text
 
+    def request_bytes(self, path, body, timeout_s=120):
+        """(status, body bytes) of a POST on a connection of its own (large bodies)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request("POST", path, body=body)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
     def deploy_echo(self, max_instances=1000):
         spec = dict(ECHO_SPEC, image=os.path.join(self.build, "examples", "echo"))
         spec["labels"] = {"com.openfaas.scale.max": str(max_instances)}

@@ -21,7 +21,6 @@
 #define PTE_CACHE_DISABLE 0x10
 #define PTE_LARGE 0x80
 #define MMIO_PTE (PTE_PRESENT + PTE_WRITE + PTE_WRITE_THROUGH + PTE_CACHE_DISABLE + PTE_LARGE)
-#define IOAPIC_BASE 0xfec00000
 #define LAPIC_BASE 0xfee00000
 #define LAPIC_EOI (LAPIC_BASE + 0xb0)
 #define CODE_SELECTOR 0x08
@@ -83,11 +82,19 @@ pvh_start32:
   mov $uk_stack_guard, %eax        /* a stack overflow faults instead of corrupting BSS */
   shr $12, %eax
   movl $0, uk_pt(, %eax, 8)
-  /* The I/O APIC and the local APIC (serial interrupts), uncached 2 MiB pages in the
-   * fourth GiB: PDPT[3] -> a PD with entries for 0xfec00000 and 0xfee00000. */
+  /* The fourth GiB, devices only (microvm's RAM below 4 GiB ends at 3 GiB): the
+   * virtio-mmio windows, the I/O APIC and the local APIC, as uncached 2 MiB pages.
+   * PDPT[3] -> a PD mapping 0xc0000000 + i * 2 MiB for every i. */
   movl $(uk_pd_mmio + PTE_PRESENT + PTE_WRITE), uk_pdpt + 3 * 8
-  movl $(IOAPIC_BASE + MMIO_PTE), uk_pd_mmio + ((IOAPIC_BASE - 0xc0000000) >> 21) * 8
-  movl $(LAPIC_BASE + MMIO_PTE), uk_pd_mmio + ((LAPIC_BASE - 0xc0000000) >> 21) * 8
+  xor %ecx, %ecx
+5:
+  mov %ecx, %eax
+  shl $21, %eax
+  add $(0xc0000000 + MMIO_PTE), %eax
+  mov %eax, uk_pd_mmio(, %ecx, 8)
+  inc %ecx
+  cmp $512, %ecx
+  jb 5b
 
   /* Long mode: PAE, page tables, EFER.LME, paging. SSE on (no x87 emulation, FXSR), so
    * compiled C may use SSE registers. */
@@ -137,8 +144,9 @@ uk_exception_stubs:
   jmp exception_common
   .endr
 
-/* The serial port's interrupt only wakes the CPU from hlt (serial.c reads the data): it
- * acknowledges the local APIC and returns. Interrupts are enabled only around that hlt. */
+/* A device's interrupt (COM1's, the virtio console's) only wakes the CPU from hlt (the code
+ * that halted looks at its device): it acknowledges the local APIC and returns. Interrupts
+ * are enabled only around that hlt. */
   .p2align 4
   .globl uk_irq_wakeup
 uk_irq_wakeup:

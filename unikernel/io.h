@@ -1,4 +1,4 @@
-/* x86 port I/O. */
+/* x86 port I/O, and halting until an interrupt. */
 #ifndef FAASVISOR_UNIKERNEL_IO_H
 #define FAASVISOR_UNIKERNEL_IO_H
 
@@ -21,5 +21,11 @@ static inline void outsb(uint16_t port, const void *data, size_t len) {
 }
 
 static inline void cpu_relax(void) { __asm__ volatile("pause"); }
+
+/* Halts until an interrupt. IF is set only across hlt (sti delays interrupts by one
+ * instruction), so an interrupt raised since the caller last looked is taken by this hlt
+ * rather than lost before it; interrupts stay off everywhere else, so no handler ever runs
+ * beside the code that waits (boot.S's handler only acknowledges the local APIC). */
+static inline void wait_for_interrupt(void) { __asm__ volatile("sti\n\thlt\n\tcli" ::: "memory"); }
 
 #endif

@@ -1,6 +1,6 @@
-/* The unikernel's C entry and machine setup: fault handlers, the heap from the PVH memory
- * map, the serial port; then the function SDK's instance loop (src/sdk/serve.c), and the
- * way out of the VM. */
+/* The unikernel's C entry and machine setup: fault handlers, interrupts, the serial port,
+ * the heap from the PVH memory map, the protocol's stream; then the function SDK's instance
+ * loop (src/sdk/serve.c), and the way out of the VM. */
 #include "kernel.h"
 
 #include <stdint.h>
@@ -23,7 +23,6 @@ extern uint64_t uk_gdt[];
 #define EXCEPTION_STUB_BYTES 16
 #define EXCEPTION_VECTORS 32
 #define IDT_VECTORS 64
-#define SERIAL_VECTOR 0x30
 #define SPURIOUS_VECTOR 0x3f
 #define SERIAL_IRQ 4 /* COM1's ISA interrupt: I/O APIC pin 4 on microvm and Firecracker */
 
@@ -31,6 +30,7 @@ extern uint64_t uk_gdt[];
 #define IOAPIC_BASE 0xfec00000u
 #define IOAPIC_SELECT 0x00
 #define IOAPIC_WINDOW 0x10
+#define IOAPIC_VERSION 0x01
 #define IOAPIC_REDIRECTION(pin) (0x10 + 2 * (pin))
 #define LAPIC_BASE 0xfee00000u
 #define LAPIC_ID 0x20
@@ -47,6 +47,7 @@ extern uint64_t uk_gdt[];
 /* Without a PVH memory map (a loader that gives version 0): the least RAM QEMU gives. */
 #define FALLBACK_RAM_END 0x200000u
 #define MAX_MEMMAP_ENTRIES 32u
+#define MAX_CMDLINE_BYTES 4096u
 
 #define ISA_DEBUG_EXIT_PORT 0x501    /* QEMU's default for -device isa-debug-exit */
 #define ISA_DEBUG_EXIT_PORT_ALT 0xf4 /* the customary iobase=0xf4 */
@@ -82,8 +83,17 @@ void uk_log(const char *const *parts, size_t count) {
   for (size_t i = 0; i < count; i++) len += (uint32_t)strlen(parts[i]);
   uint8_t header[FV_FRAME_HEADER_SIZE];
   fv_frame_header_write(header, FV_FRAME_LOG, len);
-  serial_write(header, sizeof header);
+  fv_platform_write(header, sizeof header);
+  for (size_t i = 0; i < count; i++) fv_platform_write(parts[i], strlen(parts[i]));
+}
+
+void uk_report(const char *const *parts, size_t count) {
+  if (!uk_stream_is_virtio()) {
+    uk_log(parts, count);
+    return;
+  }
   for (size_t i = 0; i < count; i++) serial_write(parts[i], strlen(parts[i]));
+  serial_write("\n", 1);
 }
 
 /* "0x" and 16 hex digits, NUL-terminated. */
@@ -164,7 +174,7 @@ void uk_exception(const struct uk_trap_frame *frame) {
                          hex64(fault_address, address),
                          ", error code ",
                          hex64(frame->error_code, error)};
-  uk_log(parts, sizeof parts / sizeof parts[0]);
+  uk_report(parts, sizeof parts / sizeof parts[0]);
   uk_exit(UK_EXIT_CRASH);
 }
 
@@ -219,7 +229,8 @@ static void traps_init(void) {
 
   for (int i = 0; i < EXCEPTION_VECTORS; i++)
     set_gate(i, uk_exception_stubs + i * EXCEPTION_STUB_BYTES, 1);
-  set_gate(SERIAL_VECTOR, uk_irq_wakeup, 0);
+  set_gate(UK_SERIAL_VECTOR, uk_irq_wakeup, 0);
+  set_gate(UK_VIRTIO_VECTOR, uk_irq_wakeup, 0);
   set_gate(SPURIOUS_VECTOR, uk_irq_spurious, 0);
   struct __attribute__((packed)) {
     uint16_t limit;
@@ -228,7 +239,7 @@ static void traps_init(void) {
   __asm__ volatile("lidt %0" : : "m"(idtr));
 }
 
-/* ---- interrupts: COM1 wakes the CPU from hlt ---- */
+/* ---- interrupts: devices wake the CPU from hlt ---- */
 
 static void mmio_write(uint32_t address, uint32_t value) {
   *(volatile uint32_t *)(uintptr_t)address = value;
@@ -236,17 +247,34 @@ static void mmio_write(uint32_t address, uint32_t value) {
 
 static uint32_t mmio_read(uint32_t address) { return *(volatile uint32_t *)(uintptr_t)address; }
 
-/* Local APIC on, I/O APIC pin 4 (COM1) to SERIAL_VECTOR on this CPU: edge-triggered,
- * active high, as ISA interrupts are. Interrupts stay disabled (IF=0) except inside
- * serial.c's wait, so nothing else ever runs asynchronously. */
+static uint32_t ioapic_read(uint32_t reg) {
+  mmio_write(IOAPIC_BASE + IOAPIC_SELECT, reg);
+  return mmio_read(IOAPIC_BASE + IOAPIC_WINDOW);
+}
+
+static void ioapic_write(uint32_t reg, uint32_t value) {
+  mmio_write(IOAPIC_BASE + IOAPIC_SELECT, reg);
+  mmio_write(IOAPIC_BASE + IOAPIC_WINDOW, value);
+}
+
+/* Edge-triggered even for virtio-mmio's level-triggered line: the driver acknowledges the
+ * device before its last look and halt (virtio_console.c), so every buffer returned after
+ * that is a new edge, and no handler needs to know the device. */
+int uk_irq_route(uint32_t pin, uint8_t vector) {
+  uint32_t pins = ((ioapic_read(IOAPIC_VERSION) >> 16) & 0xff) + 1;
+  if (pin >= pins) return -1;
+  uint32_t apic_id = mmio_read(LAPIC_BASE + LAPIC_ID) >> 24;
+  ioapic_write(IOAPIC_REDIRECTION(pin) + 1, apic_id << 24);
+  ioapic_write(IOAPIC_REDIRECTION(pin), vector); /* fixed, edge, active high, unmasked */
+  return 0;
+}
+
+/* Local APIC on, COM1 (I/O APIC pin 4, an ISA interrupt) to its vector. Interrupts stay
+ * disabled (IF=0) except inside wait_for_interrupt, so nothing runs asynchronously. */
 static void interrupts_init(void) {
   mmio_write(LAPIC_BASE + LAPIC_SVR, LAPIC_SVR_ENABLE | SPURIOUS_VECTOR);
   mmio_write(LAPIC_BASE + LAPIC_TPR, 0);
-  uint32_t apic_id = mmio_read(LAPIC_BASE + LAPIC_ID) >> 24;
-  mmio_write(IOAPIC_BASE + IOAPIC_SELECT, IOAPIC_REDIRECTION(SERIAL_IRQ) + 1);
-  mmio_write(IOAPIC_BASE + IOAPIC_WINDOW, apic_id << 24);
-  mmio_write(IOAPIC_BASE + IOAPIC_SELECT, IOAPIC_REDIRECTION(SERIAL_IRQ));
-  mmio_write(IOAPIC_BASE + IOAPIC_WINDOW, SERIAL_VECTOR); /* fixed, unmasked */
+  uk_irq_route(SERIAL_IRQ, UK_SERIAL_VECTOR);
 }
 
 /* ---- memory ---- */
@@ -288,15 +316,33 @@ static void memory_init(const struct pvh_start_info *start_info) {
      * end of RAM: writes there are lost. Refuse to serve rather than fail at random. */
     static const char *const parts[] = {
         "faasvisor unikernel: RAM ends inside the image: give the VM more memory"};
-    uk_log(parts, 1);
+    uk_report(parts, 1);
     uk_exit(FV_EXIT_INIT);
   }
   if (uk_heap.total_bytes == 0) {
     static const char *const parts[] = {
         "faasvisor unikernel: no PVH memory map, assuming 2 MiB of RAM"};
-    uk_log(parts, 1);
+    uk_report(parts, 1);
     add_ram(0, FALLBACK_RAM_END);
   }
+}
+
+/* ---- the protocol's stream ---- */
+
+/* The PVH command line names the virtio devices QEMU gives the guest. Read before
+ * memory_init: it may lie in RAM that becomes the heap. */
+static void stream_init(const struct pvh_start_info *start_info) {
+  if (start_info != NULL && start_info->magic == PVH_START_MAGIC &&
+      start_info->cmdline_paddr != 0 && start_info->cmdline_paddr < MAPPED_END - MAX_CMDLINE_BYTES)
+    uk_stream_probe((const char *)(uintptr_t)start_info->cmdline_paddr, MAX_CMDLINE_BYTES);
+}
+
+static void stream_start(void) {
+  const char *why = uk_stream_start();
+  if (why == NULL) return;
+  const char *parts[] = {"faasvisor unikernel: the virtio console: ", why};
+  uk_report(parts, 2);
+  uk_exit(FV_EXIT_INIT);
 }
 
 /* ---- entry from boot.S ---- */
@@ -307,6 +353,8 @@ void uk_main(const struct pvh_start_info *start_info) {
   traps_init();
   interrupts_init();
   serial_init();
+  stream_init(start_info);
   memory_init(start_info);
+  stream_start();
   uk_exit(fv_serve());
 }

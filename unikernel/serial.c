@@ -59,11 +59,6 @@ static uint8_t trigger_bits(size_t expected) {
   return 0x00;
 }
 
-/* Halts until an interrupt. IF is set only across hlt (sti delays interrupts by one
- * instruction), so an interrupt raised since the caller last looked is taken by this hlt
- * rather than lost before it. */
-static void wait_for_interrupt(void) { __asm__ volatile("sti\n\thlt\n\tcli" ::: "memory"); }
-
 void serial_read(void *buf, size_t len) {
   uint8_t *p = buf;
   size_t i = 0;

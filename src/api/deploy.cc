@@ -8,6 +8,7 @@
 #include <cmath>
 #include <simdjson.h>
 
+#include "api/openfaas.h"
 #include "image/layout.h"
 #include "proc/spawn.h"
 
@@ -39,6 +40,7 @@ Result<double> parse_number_with_suffix(std::string_view text, std::string_view 
 template <typename Out>
 Status read_string_map(dom::element value, std::string_view field, Out &&put) {
   dom::object object;
+  if (value.is_null()) return {};  // Go clients send a nil map as null
   if (value.get_object().get(object)) return field_error(field, "must be an object of strings");
   for (auto [key, member] : object) {
     std::string_view text;
@@ -51,10 +53,11 @@ Status read_string_map(dom::element value, std::string_view field, Out &&put) {
 
 Status read_limits(dom::element value, FunctionSpec &spec) {
   dom::object object;
+  if (value.is_null()) return {};
   if (value.get_object().get(object)) return field_error("limits", "must be an object");
   for (auto [key, member] : object) {
     std::string_view text;
-    if (key != "memory" && key != "cpu") continue;
+    if (key != "memory" && key != "cpu") return api::refuse_limits_key(key);
     if (member.get_string().get(text))
       return field_error("limits." + std::string(key), "must be a string such as \"128Mi\"");
     if (key == "memory") spec.limits_memory = std::string(text);
@@ -89,6 +92,8 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
+  std::string as_deployed = spec.image;
+  if (api::resolve_image_tag(spec.image)) spec.image_reference = std::move(as_deployed);
   // A directory for the process and container backends, an OCI image (a layout directory
   // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
   // backends: each backend's validate() checks its kind.
@@ -165,7 +170,18 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
     spec.keepalive = *keepalive;
   }
-  return {};
+  if (Status st = api::check_namespace(spec.namespace_name, "field 'namespace'"); !st.ok()) return st;
+  spec.namespace_name = std::string(api::kNamespace);
+  return api::check_openfaas_fields(spec, api::node_labels());
+}
+
+// DeleteFunctionRequest and ScaleServiceRequest carry an optional "namespace".
+Status check_body_namespace(dom::object object) {
+  dom::element value;
+  if (object["namespace"].get(value)) return {};
+  std::string_view text;
+  if (!value.is_null() && value.get_string().get(text)) return field_error("namespace", "must be a string");
+  return api::check_namespace(text, "field 'namespace'");
 }
 
 }  // namespace
@@ -258,6 +274,7 @@ Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json,
       st = read_string_map(value, key,
                            [&](std::string k, std::string v) { spec->annotations[k] = v; });
     else if (key == "limits") st = read_limits(value, *spec);
+    else st = api::read_openfaas_field(key, value, *spec);
     if (!st.ok()) return st.error();
   }
   Status st = derive(*spec, limits);
@@ -274,6 +291,7 @@ Result<std::string> parse_delete(std::string_view json) {
   dom::object object;
   if (doc.get_object().get(object)) return plain_error("invalid request", "expected a JSON object");
   if (object["functionName"].get_string().get(name)) return field_error("functionName", "required string");
+  if (Status st = check_body_namespace(object); !st.ok()) return st.error();
   return std::string(name);
 }
 
@@ -300,6 +318,7 @@ Result<ScaleRequest> parse_scale(std::string_view json) {
     }
   }
   if (!have_replicas) return field_error("replicas", "required");
+  if (Status st = check_body_namespace(object); !st.ok()) return st.error();
   return out;
 }
 

@@ -26,6 +26,12 @@ struct FunctionSpec {
   std::map<std::string, std::string> annotations;
   std::string limits_memory;  // raw, e.g. "128Mi"
   std::string limits_cpu;     // raw, e.g. "1" or "500m"
+  // OpenFaaS fields kept and honoured (api/openfaas.h, docs/openfaas.md).
+  std::string image_reference;           // the image as deployed when a ":TAG" was resolved away
+  std::string requests_memory;           // raw; at most the limit, which is always reserved
+  std::vector<std::string> constraints;  // each met by the node's labels
+  bool read_only_root_fs = false;        // the root is read-only on every backend that accepts it
+  uint64_t created_ns = 0;               // Unix ns of the first deploy; kept across updates
 
   // Derived.
   std::vector<std::string> argv;  // envProcess split; for an OCI image, else Entrypoint + Cmd

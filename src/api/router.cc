@@ -38,6 +38,15 @@ Route route(std::string_view method, std::string_view path) {
   if (path == "/metrics") return by_method(method, "GET", {{"GET", RouteKind::metrics}});
   if (path == "/system/logs") return by_method(method, "GET", {{"GET", RouteKind::logs}});
   if (path == "/system/info") return by_method(method, "GET", {{"GET", RouteKind::info}});
+  if (path == "/system/namespaces") return by_method(method, "GET", {{"GET", RouteKind::namespaces}});
+  if (starts_with(path, "/system/namespace/")) {
+    // faasvisor has one namespace and changes none: GET only (faas-provider, whose providers
+    // may create namespaces, routes POST, PUT and DELETE here too).
+    Route r = by_method(method, "GET", {{"GET", RouteKind::namespace_info}});
+    r.name = path.substr(18);
+    if (r.name.empty() || r.name.find('/') != std::string_view::npos) r.kind = RouteKind::not_found;
+    return r;
+  }
   if (path == "/system/functions")
     return by_method(method, "GET, POST, PUT, DELETE",
                      {{"GET", RouteKind::list_functions},

@@ -20,6 +20,8 @@ enum class RouteKind {
   async_invoke,     // POST /async-function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
+  namespaces,       // GET /system/namespaces
+  namespace_info,   // GET /system/namespace/NAME
   not_found,
   method_not_allowed,
 };

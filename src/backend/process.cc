@@ -141,13 +141,15 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
 // SIGKILL when it leaves one): nothing to do on the loop. One killed by a signal (the node's
 // last resort, or an OOM kill it left the memory directory for) or never started leaves the
 // removal to us.
-Status ProcessBackend::cleanup(Launched &launched) {
+Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched) {
   const proc::Child &stem = launched.child;
   if (stem.reaped() && stem.exit_status().exited) {
     launched.cgroup.dirs.clear();
     return {};
   }
-  return cgroups_.remove(launched.cgroup);
+  return cgroups.remove(launched.cgroup);
 }
+
+Status ProcessBackend::cleanup(Launched &launched) { return cleanup_stem(cgroups_, launched); }
 
 }  // namespace faasvisor::backend

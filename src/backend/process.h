@@ -17,6 +17,10 @@ struct ProcessBackendOptions {
   uint32_t stem_pool_size = 16;   // sandboxes kept ready; 0 makes each on demand
 };
 
+// After a sandbox (faasvisor-stem) is gone: nothing if it exited by itself (it removed its
+// cgroup directories), else the removal of what is left. EBUSY: call again.
+Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched);
+
 class ProcessBackend final : public Backend {
  public:
   ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,

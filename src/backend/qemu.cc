@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backend/environment.h"
+#include "backend/process.h"
 #include "proc/spawn.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -25,6 +26,18 @@ constexpr uint64_t kMicrovmMinMemory = 96ull << 20;
 constexpr uint64_t kUnikernelMinMemory = 2ull << 20;
 // x86's COMMAND_LINE_SIZE: the whole kernel command line, fvspec= included.
 constexpr size_t kKernelCmdlineMax = 2048;
+// QEMU runs a handful of threads (main loop, RCU, vCPU, I/O workers up to 64): the
+// instance's pids limit is at least this, whatever the function asks for.
+constexpr uint32_t kQemuMinPids = 128;
+// The cgroup's memory limit is the guest's RAM, QEMU's expected cost (memory_overhead_bytes,
+// what the budget holds) and this slack: a 96Mi guest whose RAM is all touched (huge pages)
+// had QEMU at 144 of 156 MiB after 6 MiB bodies, and the translation cache may still grow.
+constexpr uint64_t kCgroupSlack = 32ull << 20;
+// The annotation that picks a microVM's protocol transport: "virtio" (a virtio serial port,
+// the default where the image holds the virtio_console module) or "serial" (COM1: the old
+// path, far slower, kept to compare against and for images built without the modules).
+constexpr const char *kTransportAnnotation = "faasvisor.vm.transport";
+constexpr const char *kVirtioConsoleModule = "lib/modules/virtio_console.ko";
 // The instance name's longest form: a 63-character function name, '-', a 64-bit number.
 constexpr size_t kLongestInstanceName = 63 + 1 + 20;
 constexpr uint64_t kProbeTickNs = 10'000'000;
@@ -263,7 +276,12 @@ std::string probe_image() {
 // (with acpi=off and no PIT it hangs) and the RTC (rtc=off costs it 2 s of boot).
 constexpr const char *kUnikernelMachine =
     "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on,acpi=off";
-constexpr const char *kMicrovmMachine = "microvm,x-option-roms=off,acpi=off,isa-serial=on";
+// A microVM keeps ACPI: Debian's kernel finds virtio-mmio devices only in the ACPI tables
+// QEMU's microvm machine writes (it is built without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so
+// the virtio_mmio.device= list QEMU would put on the command line with acpi=off is ignored).
+constexpr const char *kMicrovmMachine = "microvm,x-option-roms=off,isa-serial=on";
+// The serial transport's machine, as before virtio (no device needs ACPI there).
+constexpr const char *kMicrovmSerialMachine = "microvm,x-option-roms=off,acpi=off,isa-serial=on";
 
 }  // namespace
 
@@ -276,9 +294,13 @@ void QemuProcess::close_fds() {
 
 // QEMU with the node's ends of three pipes (non-blocking): its stdin and stdout are the
 // guest's serial port, its stderr QEMU's own messages. extra_fd, if any, becomes its fd 3.
+// Only the KVM probe is started this way (instances start in a sandbox, QemuBackend::launch):
+// setpriv gives it a parent-death signal, so a node killed mid-probe leaves no QEMU.
 Result<QemuProcess> spawn_qemu(std::vector<std::string> &args, int extra_fd) {
   proc::StdioPipes pipes;
   if (Status st = proc::make_stdio_pipes(pipes); !st.ok()) return st.error();
+  if (std::string setpriv = find_on_path("setpriv"); !setpriv.empty())
+    args.insert(args.begin(), {setpriv, "--pdeathsig", "KILL", "--"});
   std::vector<char *> argv;
   for (std::string &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -377,8 +399,14 @@ QemuHost::QemuHost(io::TimerQueue &timers, QemuHostOptions options)
       accel_why_ = "chosen by --accel=tcg";
       break;
     case AccelChoice::kvm:
+      // Forced, and still checked: where the probe guest does not run, the VM backends are
+      // unavailable (deploys get a 400 saying why), never quietly moved to TCG.
       use_kvm_ = true;
       accel_why_ = "chosen by --accel=kvm";
+      if (access("/dev/kvm", F_OK) != 0)
+        kvm_broken_ = "--accel=kvm was given but this host has no /dev/kvm";
+      else if (!qemu_.empty())
+        start_probe();
       break;
     case AccelChoice::automatic:
       if (access("/dev/kvm", F_OK) != 0) {
@@ -403,7 +431,8 @@ QemuHost::~QemuHost() {
 }
 
 void QemuHost::start_probe() {
-  accel_why_ = "probing /dev/kvm (TCG until it answers)";
+  accel_why_ = options_.accel == AccelChoice::kvm ? "chosen by --accel=kvm (probing /dev/kvm)"
+                                                   : "probing /dev/kvm (TCG until it answers)";
   std::vector<std::string> args = {
       qemu_,      "-accel", "kvm",     "-nodefaults", "-no-user-config",
       "-display", "none",   "-serial", "stdio",       "-no-reboot"};
@@ -413,7 +442,7 @@ void QemuHost::start_probe() {
     // run on a KVM that cannot boot Linux (the development machines' nested KVM runs a
     // one-page long-mode stub, yet Linux never prints a byte there).
     probe_what_ = "the Linux guest";
-    args.insert(args.end(), {"-M", kMicrovmMachine, "-m", "96M", "-kernel", kernel_, "-append",
+    args.insert(args.end(), {"-M", kMicrovmSerialMachine, "-m", "96M", "-kernel", kernel_, "-append",
                              std::string(kMicrovmCmdline) + " earlyprintk=serial,ttyS0"});
   } else {
     // No kernel: a PVH stub, as an in-memory file QEMU opens as /proc/self/fd/3.
@@ -422,8 +451,9 @@ void QemuHost::start_probe() {
     std::string bytes = probe_image();
     if (image < 0 ||
         ::write(image, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
-      accel_why_ = std::string("cannot start the KVM probe: ") + std::strerror(errno);
+      std::string why = std::string("cannot start the KVM probe: ") + std::strerror(errno);
       if (image >= 0) close(image);
+      finish_probe(false, why);
       return;
     }
     args.insert(args.end(), {"-M", kUnikernelMachine, "-m", "2M", "-kernel", "/proc/self/fd/3"});
@@ -431,7 +461,7 @@ void QemuHost::start_probe() {
   auto spawned = spawn_qemu(args, image);
   if (image >= 0) close(image);
   if (!spawned) {
-    accel_why_ = "cannot start the KVM probe: " + spawned.error().message();
+    finish_probe(false, "cannot start the KVM probe: " + spawned.error().message());
     return;
   }
   probe_ = std::move(*spawned);
@@ -440,6 +470,14 @@ void QemuHost::start_probe() {
 }
 
 void QemuHost::finish_probe(bool ok, std::string why) {
+  if (options_.accel == AccelChoice::kvm) {
+    accel_why_ = "chosen by --accel=kvm; " + why;
+    if (!ok) {
+      kvm_broken_ = "--accel=kvm was given but KVM does not run guests here: " + why;
+      FV_ERROR("VM backends unavailable: %s", kvm_broken_.c_str());
+    }
+    return;
+  }
   use_kvm_ = ok;
   accel_why_ = std::move(why);
   FV_INFO("VM backends: accelerator %s (%s)", accelerator(), accel_why_.c_str());
@@ -490,8 +528,9 @@ void QemuHost::on_probe_timer(io::Timer &t) {
 
 // --- QemuBackend ----------------------------------------------------------------------
 
-QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind)
-    : host_(std::move(host)), kind_(kind) {}
+QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind,
+                         const proc::CgroupTree &cgroups, std::string stem_path)
+    : host_(std::move(host)), kind_(kind), cgroups_(cgroups), stem_path_(std::move(stem_path)) {}
 
 uint64_t QemuBackend::memory_overhead_bytes(const FunctionSpec &) const {
   constexpr uint64_t kQemuItself = 28ull << 20;
@@ -506,6 +545,14 @@ uint64_t QemuBackend::min_memory_bytes() const {
 bool QemuBackend::available(std::string *why_not) const {
   if (host_->qemu().empty()) {
     *why_not = host_->qemu_missing();
+    return false;
+  }
+  if (!host_->kvm_broken().empty()) {
+    *why_not = host_->kvm_broken();
+    return false;
+  }
+  if (access(stem_path_.c_str(), X_OK) != 0) {
+    *why_not = "the sandbox helper " + stem_path_ + " is missing";
     return false;
   }
   if (kind_ == VmKind::microvm && host_->kernel().empty()) {
@@ -532,6 +579,11 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
         std::string("the ") + name() + " backend needs at least " +
             std::to_string(min_memory_bytes() >> 20) + "Mi of guest memory" +
             (kind_ == VmKind::microvm ? " (the Linux guest does not boot in less)" : ""));
+  // QEMU's sandbox has a private /tmp into which only the image's directory is bound: a
+  // file directly in the host's /tmp cannot be reached from there.
+  if (spec.image.rfind('/') == std::strlen("/tmp") && spec.image.starts_with("/tmp/"))
+    return plain_error("field 'image'", "a VM image directly in /tmp cannot be reached from the "
+                                        "sandbox QEMU runs in: put it in a directory of its own");
   struct stat st {};
   if (stat(spec.image.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
     return plain_error("field 'image'", std::string("the ") + name() + " backend needs a file: " +
@@ -539,6 +591,9 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
                                                  ? "the function's initramfs (tools/mkinitramfs)"
                                                  : "a PVH ELF unikernel image"));
   if (kind_ == VmKind::unikernel) return check_pvh_elf(spec.image);
+  if (auto it = spec.annotations.find(kTransportAnnotation);
+      it != spec.annotations.end() && it->second != "virtio" && it->second != "serial")
+    return plain_error("field 'annotations.faasvisor.vm.transport'", "expected virtio or serial");
 
   auto head = read_prefix(spec.image, 6);
   if (!head || *head != "070701")
@@ -559,7 +614,7 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
   }
   std::string longest =
       encode_vm_spec(spec.argv, instance_environment(spec, std::string(kLongestInstanceName, 'x')));
-  size_t total = std::strlen(kMicrovmCmdline) + std::strlen(" fvspec=") + longest.size();
+  size_t total = std::strlen(kMicrovmCmdline) + std::strlen(" fvio=virtio fvspec=") + longest.size();
   if (total >= kKernelCmdlineMax)
     return plain_error("field 'envVars'", "the command and environment take " +
                                               std::to_string(total) +
@@ -568,51 +623,120 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
   return {};
 }
 
+bool QemuBackend::uses_virtio(const FunctionSpec &spec) const {
+  if (auto it = spec.annotations.find(kTransportAnnotation); it != spec.annotations.end())
+    return it->second == "virtio";
+  // The image's headers and names only: a few reads of a file validate() has just read.
+  auto mode = cpio_mode(spec.image, kVirtioConsoleModule);
+  return mode && *mode != 0;
+}
+
+std::vector<std::string> QemuBackend::accelerator_args() const {
+  // Under KVM the guest sees the host's CPU (its features, no emulated model to translate to).
+  if (host_->use_kvm()) return {"-accel", "kvm", "-cpu", "host"};
+  return {"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())};
+}
+
+// The microVM's devices and boot. Virtio: the protocol on a virtserialport (the first port,
+// /dev/vport0p1 in the guest) of a virtio-serial-device on the machine's virtio-mmio
+// transport, whose chardev is QEMU's stdio, the sandbox's pipes to the node; COM1 is the
+// kernel's console, written to QEMU's stderr, the function's log (a panic's last words
+// reach the failure message there). Serial: the protocol on COM1 (-serial stdio).
+std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
+                                                   std::string_view instance_name) const {
+  bool virtio = uses_virtio(spec);
+  std::vector<std::string> args = {"-M", virtio ? kMicrovmMachine : kMicrovmSerialMachine};
+  if (virtio) {
+    args.insert(args.end(), {"-chardev", "stdio,id=fv", "-device", "virtio-serial-device,max_ports=2",
+                             "-device", "virtserialport,chardev=fv,nr=1,name=faasvisor", "-serial",
+                             "file:/proc/self/fd/2"});
+  } else {
+    args.insert(args.end(), {"-serial", "stdio"});
+  }
+  args.insert(args.end(),
+              {"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
+               std::string(kMicrovmCmdline) + (virtio ? " fvio=virtio" : " fvio=serial") +
+                   " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
+  return args;
+}
+
+// The unikernel's devices and boot: the image speaks the protocol on COM1 (-serial stdio,
+// the sandbox's pipes to the node). Its own function, for the unikernel kit's transport.
+std::vector<std::string> QemuBackend::unikernel_args(const FunctionSpec &spec) const {
+  // The protocol on a virtio-serial port on QEMU's stdin/stdout (unikernel/virtio_console.h:
+  // a serial port, not a console, so QEMU never drops what the guest sends); modern
+  // virtio-mmio (QEMU 7.2's default is legacy), named on the guest's command line by
+  // microvm. COM1 goes to QEMU's stderr, the function's log: the guest's crash reports.
+  return {"-M", kUnikernelMachine, "-global", "virtio-mmio.force-legacy=false", "-device",
+          "virtio-serial-device,max_ports=2", "-chardev", "stdio,id=fv", "-device",
+          "virtserialport,chardev=fv,nr=1", "-serial", "file:/proc/self/fd/2", "-kernel",
+          spec.image};
+}
+
+// QEMU runs in a sandbox of the process backend's kind (faasvisor-stem, src/stem/stem.c):
+// its own cgroup under the node's node-<pid> subtree, limited to the guest's RAM plus QEMU's
+// own cost and to the function's CPU, made and joined by the stem off the loop; its own pid,
+// mount, ipc, uts and net namespaces (QEMU needs no network: the guest has none) with the
+// host read-only. The stem dies with the node (PR_SET_PDEATHSIG) and QEMU, in the stem's pid
+// namespace, with the stem: a SIGKILLed node leaves no QEMU. The stem drops every
+// capability before the exec; QEMU stays uid 0 so it can read the images and /dev/kvm.
 Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
   std::string why;
   if (!available(&why)) return plain_error("VM backend unavailable", why);
-  std::vector<std::string> args = {host_->qemu()};
-  auto add = [&args](std::initializer_list<std::string> more) { args.insert(args.end(), more); };
-  if (kind_ == VmKind::microvm) {
-    add({"-M", kMicrovmMachine});
-  } else {
-    add({"-M", kUnikernelMachine});
-  }
-  if (host_->use_kvm())
-    add({"-accel", "kvm"});
-  else
-    add({"-accel", "tcg,tb-size=" + std::to_string(tb_size_mib())});
+  proc::GoSpec go;
+  go.argv = {host_->qemu()};
+  auto add = [&go](std::vector<std::string> more) {
+    go.argv.insert(go.argv.end(), more.begin(), more.end());
+  };
+  add(accelerator_args());
   add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults",
-       "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-name",
-       std::string(instance_name)});
-  if (kind_ == VmKind::microvm) {
-    add({"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
-         std::string(kMicrovmCmdline) +
-             " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
-  } else {
-    add({"-kernel", spec.image});
-  }
+       "-no-user-config", "-display", "none", "-no-reboot", "-name", std::string(instance_name)});
+  add(kind_ == VmKind::microvm ? microvm_args(spec, instance_name) : unikernel_args(spec));
+  go.env = {kEnv[0]};
+  // The image's directory is the sandbox's working directory (a function directory under
+  // the host's /tmp is bound into the sandbox's private /tmp this way).
+  go.directory = spec.image.substr(0, spec.image.rfind('/'));
+  if (go.directory.empty()) go.directory = "/";
+  go.uid = 0;
+  go.gid = 0;
+  go.limits.memory_bytes = spec.memory_bytes + memory_overhead_bytes(spec) + kCgroupSlack;
+  go.limits.cpu_millis = spec.cpu_millis;
+  go.limits.pids_max = std::max(spec.pids_max, kQemuMinPids);
+  std::string message = proc::encode_go(go);
 
-  auto spawned = spawn_qemu(args, -1);
-  if (!spawned) return spawned.error();
+  proc::InstanceCgroup cgroup = cgroups_.plan(instance_name);
+  proc::StemSpec stem;
+  stem.stem_path = stem_path_;
+  stem.cgroup = &cgroup;
+  auto spawned = proc::spawn_stem(stem);
+  if (!spawned) return spawned.error();  // nothing ran: no directory was made
   Launched out;
   out.child = std::move(spawned->child);
-  out.to_instance = spawned->in;
-  out.from_instance = spawned->out;
-  out.log = spawned->err;
+  out.to_instance = spawned->stdin_fd;
+  out.from_instance = spawned->stdout_fd;
+  out.log = spawned->stderr_fd;
+  out.cgroup = std::move(cgroup);
+  // A fresh pipe takes the whole message (a few KiB: the kernel command line is at most
+  // 2 KiB) at once; the stem reads it once its cgroup and namespaces are made.
+  ssize_t n = ::write(out.to_instance, message.data(), message.size());
+  if (n != static_cast<ssize_t>(message.size())) {
+    int err = n < 0 ? errno : EAGAIN;
+    for (int *fd : {&out.to_instance, &out.from_instance, &out.log}) close(std::exchange(*fd, -1));
+    out.child.signal(SIGUSR2);
+    out.child.wait();
+    cleanup(out);
+    return errno_error("write the QEMU command to the sandbox", err);
+  }
   return out;
 }
 
 Result<uint64_t> QemuBackend::memory_usage(const Launched &launched) const {
-  // The pid is ours until reaped (held by its pidfd), so it names the QEMU process.
-  std::string path = "/proc/" + std::to_string(launched.child.pid()) + "/statm";
-  FILE *f = std::fopen(path.c_str(), "re");
-  if (f == nullptr) return errno_error("open", errno);
-  unsigned long long size = 0, resident = 0;
-  int n = std::fscanf(f, "%llu %llu", &size, &resident);
-  std::fclose(f);
-  if (n != 2) return plain_error("statm", "unreadable");
-  return static_cast<uint64_t>(resident) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  // QEMU's share of memory (guest RAM it touched, the translation cache, itself) and the
+  // stem's few pages, from the instance's cgroup.
+  auto pss = cgroups_.process_pss(launched.cgroup);
+  return pss ? pss : cgroups_.memory_usage(launched.cgroup);
 }
+
+Status QemuBackend::cleanup(Launched &launched) { return cleanup_stem(cgroups_, launched); }
 
 }  // namespace faasvisor::backend

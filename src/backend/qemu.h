@@ -1,11 +1,14 @@
-// The VM backends: each instance is a QEMU process, held by its pidfd, whose guest speaks
-// the instance protocol on its serial port (COM1, QEMU's -serial stdio: the node's pipes).
-// QEMU's own stderr is the instance's log. One class, two kinds of guest:
+// The VM backends: each instance is a QEMU process in a sandbox of its own (faasvisor-stem:
+// its own cgroup with the function's limits, namespaces, a parent-death signal), held by the
+// sandbox's pidfd, whose guest speaks the instance protocol over QEMU's stdio (the node's
+// pipes). QEMU's own stderr is the instance's log. One class, two kinds of guest:
 //
 //   microvm    a Linux microVM: -M microvm booting the host's kernel (uncompressed vmlinux
 //              at its PVH entry, see tools/vmkernel) with the function's initramfs as image
 //              (tools/mkinitramfs: /init is faasvisor-vminit, src/vm/vminit.c). The function's
-//              command and environment travel on the kernel command line (fvspec=).
+//              command and environment travel on the kernel command line (fvspec=). The
+//              protocol runs on a virtio serial port (virtio-mmio); COM1 is the kernel's
+//              console, sent to the log. Images without the virtio modules use COM1.
 //   unikernel  a PVH ELF image per function that speaks the protocol on COM1 itself, booted
 //              with the leanest microvm machine (no PIT, PIC, RTC, ACPI or option ROMs).
 //
@@ -60,6 +63,9 @@ class QemuHost {
   bool use_kvm() const { return use_kvm_; }
   const char *accelerator() const { return use_kvm_ ? "kvm" : "tcg"; }
   const std::string &accelerator_why() const { return accel_why_; }
+  // With --accel=kvm, why KVM cannot be used (no /dev/kvm, or the probe guest did not run):
+  // the VM backends are then unavailable. Empty otherwise.
+  const std::string &kvm_broken() const { return kvm_broken_; }
 
  private:
   static void on_probe_timer(io::Timer &t);
@@ -71,6 +77,7 @@ class QemuHost {
   std::string qemu_, qemu_missing_, kernel_, kernel_missing_;
   bool use_kvm_ = false;
   std::string accel_why_;
+  std::string kvm_broken_;
   QemuProcess probe_;
   uint64_t probe_started_ns_ = 0;
   std::string probe_what_;  // "the Linux guest" or "a test guest"
@@ -82,15 +89,22 @@ class QemuHost {
 
 class QemuBackend final : public Backend {
  public:
-  QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind);
+  // stem_path: faasvisor-stem, the sandbox each QEMU runs in; cgroups: the node's tree.
+  QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind, const proc::CgroupTree &cgroups,
+              std::string stem_path);
 
   const char *name() const override { return kind_ == VmKind::microvm ? "microvm" : "unikernel"; }
   bool available(std::string *why_not) const override;
   Status validate(const FunctionSpec &spec) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
-  Status cleanup(Launched &) override { return {}; }
-  // QEMU's resident set: guest RAM it touched, the translation cache and QEMU itself.
+  Status cleanup(Launched &launched) override;
+  // The PSS of the instance's cgroup: guest RAM QEMU touched, the translation cache, QEMU.
   Result<uint64_t> memory_usage(const Launched &launched) const override;
+  bool out_of_memory(const Launched &launched) const override {
+    return cgroups_.oom_kills(launched.cgroup) > 0;
+  }
+  // The outer stem kills and reaps the sandbox's init, and QEMU with it (src/stem/stem.c).
+  int kill_signal() const override { return SIGUSR2; }
   bool console_preamble() const override { return true; }
   void describe(std::vector<std::pair<std::string, std::string>> &out) const override;
   // A Linux guest boots in ~1-2 s under TCG, several times that on a busy 2-core machine.
@@ -106,9 +120,19 @@ class QemuBackend final : public Backend {
   // TCG's translation cache: large enough for a Linux guest's hot code, small for a unikernel.
   uint32_t tb_size_mib() const { return kind_ == VmKind::microvm ? 32 : 8; }
 
+  // Whether a microVM carries the protocol on virtio (annotation faasvisor.vm.transport,
+  // else whether its image holds the virtio_console module) or on COM1.
+  bool uses_virtio(const FunctionSpec &spec) const;
+
  private:
+  std::vector<std::string> accelerator_args() const;
+  std::vector<std::string> microvm_args(const FunctionSpec &spec, std::string_view instance_name) const;
+  std::vector<std::string> unikernel_args(const FunctionSpec &spec) const;
+
   std::shared_ptr<QemuHost> host_;
   VmKind kind_;
+  const proc::CgroupTree &cgroups_;
+  std::string stem_path_;
 };
 
 // The kernel command line's fvspec= value for a microVM (argv, an empty entry, then the

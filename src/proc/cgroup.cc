@@ -97,13 +97,14 @@ uint32_t kill_members(const std::string &dir, uint32_t &killed) {
   return listed;
 }
 
-void sweep_one(const std::string &node_dir, SweepReport &report, uint64_t wait_ms) {
+// `waited_ms` is shared by every dead node of one sweep: a process that cannot die (stuck
+// in the kernel) delays the start by wait_ms once, not once per node.
+void sweep_one(const std::string &node_dir, SweepReport &report, uint64_t wait_ms, uint64_t &waited_ms) {
   std::vector<std::string> dirs;
   collect_dirs(node_dir, dirs);
   // cgroup v2 kills a whole subtree in one write where the kernel has cgroup.kill (5.14+).
   if (exists(node_dir + "/cgroup.kill")) (void)write_file(node_dir + "/cgroup.kill", "1");
   timespec pause{0, 10'000'000};
-  uint64_t waited_ms = 0;
   // Kill until nothing is listed: a process may fork between the read and the kill.
   for (;;) {
     uint32_t listed = 0;
@@ -134,7 +135,36 @@ std::string read_small_file(const std::string &path) {
 
 }  // namespace
 
+namespace {
+// node-<pid> names hold pids of the initial pid namespace. A node in a nested one sees other
+// pids (or none) under those numbers, so it cannot tell a dead node from a live one.
+bool in_nested_pid_namespace() {
+  static const bool nested = [] {
+    FILE *f = std::fopen("/proc/self/status", "re");
+    if (f == nullptr) return true;  // cannot tell: assume the worst
+    char line[256];
+    int levels = 0;
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::strncmp(line, "NSpid:", 6) != 0) continue;
+      for (char *tok = std::strtok(line + 6, " \t\n"); tok != nullptr; tok = std::strtok(nullptr, " \t\n")) ++levels;
+    }
+    std::fclose(f);
+    if (levels != 1) return true;
+    // A nested namespace with its own /proc shows one level too; only the initial one has
+    // the kernel's threads, kthreadd at pid 2.
+    f = std::fopen("/proc/2/comm", "re");
+    if (f == nullptr) return true;
+    char comm[32] = {};
+    bool kthreadd = std::fgets(comm, sizeof comm, f) != nullptr && std::strncmp(comm, "kthreadd", 8) == 0;
+    std::fclose(f);
+    return !kthreadd;
+  }();
+  return nested;
+}
+}  // namespace
+
 bool node_alive(int pid) {
+  if (in_nested_pid_namespace()) return true;  // never sweep what we cannot judge
   std::string comm = "/proc/" + std::to_string(pid) + "/comm";
   FILE *f = std::fopen(comm.c_str(), "re");
   if (f == nullptr) return false;
@@ -164,9 +194,10 @@ void sweep_dead_nodes(const std::string &parent, SweepReport &report, uint64_t w
     dead.push_back(parent + "/" + e->d_name);
   }
   closedir(d);
+  uint64_t waited_ms = 0;
   for (const std::string &node : dead) {
     ++report.nodes;
-    sweep_one(node, report, wait_ms);
+    sweep_one(node, report, wait_ms, waited_ms);
   }
 }
 

@@ -26,6 +26,8 @@ const char *to_string(CgroupMode mode);
 // Whether the node that named its subtree node-<pid> still runs: the pid exists and is a
 // faasvisor program. A pid the kernel gave to something else since counts as dead; one
 // that is again some faasvisor process counts as alive (never touch what might be live).
+// In a nested pid namespace every node counts as alive: its pids are not the ones in the
+// names, and a wrong "dead" would kill a live node's instances.
 bool node_alive(int pid);
 
 // What a sweep of dead nodes found and removed (CgroupTree::detect runs one; so does the

@@ -1,9 +1,9 @@
 /* What the function SDK's instance loop (serve.c) needs from the platform it runs on.
  *
  * Two platforms implement it: a Linux process (function_main.c: fd 0 / fd 1, malloc,
- * stderr, exit) and the unikernel (unikernel/platform.c: the COM1 serial port, the guest's
- * heap, LOG frames, leaving QEMU). serve.c and helpers.c include only this header, the
- * public SDK headers and <string.h>, so both compile freestanding. */
+ * stderr, exit) and the unikernel (unikernel/platform.c: a virtio-serial port or COM1, the
+ * guest's heap, LOG frames, leaving QEMU). serve.c and helpers.c include only this header,
+ * the public SDK headers and <string.h>, so both compile freestanding. */
 #ifndef FAASVISOR_SDK_PLATFORM_H
 #define FAASVISOR_SDK_PLATFORM_H
 

@@ -100,7 +100,7 @@ void Connection::process_input() {
       keep_alive_ = false;
       parse_failed_ = true;  // the parser cannot go on: answer, then close
       const http::Error &err = parser_.error();
-      respond_error(err.status, err.message);
+      respond_error(err.status, err.message, openfaas_error_mark(parser_.request()));
       break;
     }
     handle_request();
@@ -169,6 +169,7 @@ void Connection::invocation_done(pool::Invocation &, const pool::InvocationResul
     extra += std::to_string(result.retry_after_s);
     extra += "\r\n";
   }
+  extra += openfaas_response_headers(parser_.request(), !result.error.empty(), result.headers);
   if (!result.error.empty()) {
     respond_error(result.status, result.error, extra);
   } else {
@@ -297,7 +298,8 @@ void Connection::on_idle(io::Timer &t) {
     self.request_active_ = true;
     self.keep_alive_ = false;
     self.parse_failed_ = true;  // the half-read request is abandoned with the connection
-    self.respond_error(408, "request not completed within the idle timeout");
+    self.respond_error(408, "request not completed within the idle timeout",
+                       openfaas_error_mark(self.parser_.request()));
     return;
   }
   self.close();

@@ -26,8 +26,9 @@ int status_for(pool::Outcome outcome) {
 void write_function(api::JsonWriter &w, const pool::Function &fn) {
   const FunctionSpec &spec = fn.spec();
   w.begin_object();
-  w.field("name", spec.name).field("image", spec.image).field("namespace", spec.namespace_name);
+  w.field("name", spec.name).field("namespace", spec.namespace_name);
   w.field("envProcess", spec.env_process);
+  write_openfaas_fields(w, spec);
   w.key("envVars").begin_object();
   for (const auto &[k, v] : spec.env_vars) w.field(k, v);
   w.end_object();
@@ -49,6 +50,7 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
+  if (!spec.image_reference.empty()) w.field("imagePath", spec.image);  // the :TAG resolved away
   if (!spec.image_digest.empty()) w.field("imageDigest", spec.image_digest).field("rootfs", spec.rootfs);
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
   w.field("queued", fn.queue.size());
@@ -108,6 +110,44 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
 
 }  // namespace
 
+// The node's own facts: /system/info's "faasvisor" object.
+void NodeImpl::write_node_facts(api::JsonWriter &w) {
+  w.begin_object();
+  w.field("pid", static_cast<int64_t>(getpid()));
+  w.field("uptime_s", static_cast<double>(monotonic_ns() - started_ns) / 1e9);
+  w.field("cgroups", proc::to_string(cgroups.mode()));
+  if (cgroups.mode() == proc::CgroupMode::none) w.field("cgroups_why_none", cgroups.why_none());
+  w.key("cgroup_roots").begin_array();
+  for (const std::string &root : cgroups.roots()) w.string(root);
+  w.end_array();
+  w.key("backends").begin_array();
+  for (const auto &b : pool->backends()) {
+    std::string why;
+    bool ok = b->available(&why);
+    w.begin_object().field("name", b->name()).field("available", ok);
+    if (!ok) w.field("why_not", why);
+    std::vector<std::pair<std::string, std::string>> facts;
+    b->describe(facts);
+    for (const auto &[name, value] : facts) w.field(name, value);
+    w.end_object();
+  }
+  w.end_array();
+  w.field("instances", pool->live_instances());
+  w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
+  w.field("memory_sample_ms", pool->options().memory_sample_ms);
+  w.field("memory_reserved_bytes", pool->reserved_bytes());
+  w.field("connections", connections.size());
+  const image::StoreStats &is = images->stats();
+  const store::StoreStats &ss = state->stats();
+  w.key("state").begin_object().field("store", state->describe()).field("durable", state->durable());
+  w.field("puts", ss.puts).field("removes", ss.removes).field("failed", ss.failed);
+  w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
+  w.key("images").begin_object().field("cache", images->options().cache_dir);
+  w.field("unpacking", images->running()).field("resolved", is.resolved);
+  w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
+  w.end_object();
+}
+
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
   if (!state_has_room(conn)) return;
   if (image::is_oci_image(*spec)) {
@@ -163,66 +203,28 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
   api::Route r = api::route(req.method, req.path());
   std::string body;
   api::JsonWriter w(body);
+  if (r.kind != api::RouteKind::invoke && !check_query_namespace(conn, req)) return;
   switch (r.kind) {
     case api::RouteKind::invoke: {
-      pool::Function *fn = pool->find(r.name);
-      if (fn == nullptr)
-        return conn.respond_error(404, "function '" + std::string(r.name) + "' not found");
+      pool::Function *fn = find_invoked(conn, r.name);
+      if (fn == nullptr) return;
+      prepare_invocation(req, inv, *fn);
       inv.method = req.method;
       inv.path = r.subpath;
       inv.query = req.query();
       inv.headers = req.header_list();
       inv.body = req.body;
-      inv.arrival_ns = monotonic_ns();
       return pool->invoke(*fn, inv);
     }
     case api::RouteKind::async_invoke:
       return handle_async(conn, req, r.name, r.subpath);
     case api::RouteKind::healthz:
       return conn.respond(200, kJson, "{\"status\":\"ok\"}");
-    case api::RouteKind::info: {
-      w.begin_object();
-      w.key("provider").begin_object();
-      w.field("provider", "faasvisor").field("orchestration", "faasvisor");
-      w.key("version").begin_object().field("release", "0.1.0").end_object();
-      w.end_object();
-      w.key("faasvisor").begin_object();
-      w.field("pid", static_cast<int64_t>(getpid()));
-      w.field("uptime_s", static_cast<double>(monotonic_ns() - started_ns) / 1e9);
-      w.field("cgroups", proc::to_string(cgroups.mode()));
-      if (cgroups.mode() == proc::CgroupMode::none) w.field("cgroups_why_none", cgroups.why_none());
-      w.key("cgroup_roots").begin_array();
-      for (const std::string &root : cgroups.roots()) w.string(root);
-      w.end_array();
-      w.key("backends").begin_array();
-      for (const auto &b : pool->backends()) {
-        std::string why;
-        bool ok = b->available(&why);
-        w.begin_object().field("name", b->name()).field("available", ok);
-        if (!ok) w.field("why_not", why);
-        std::vector<std::pair<std::string, std::string>> facts;
-        b->describe(facts);
-        for (const auto &[name, value] : facts) w.field(name, value);
-        w.end_object();
-      }
-      w.end_array();
-      w.field("instances", pool->live_instances());
-      w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
-      w.field("memory_sample_ms", pool->options().memory_sample_ms);
-      w.field("memory_reserved_bytes", pool->reserved_bytes());
-      w.field("connections", connections.size());
-      const image::StoreStats &is = images->stats();
-      const store::StoreStats &ss = state->stats();
-      w.key("state").begin_object().field("store", state->describe()).field("durable", state->durable());
-      w.field("puts", ss.puts).field("removes", ss.removes).field("failed", ss.failed);
-      w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
-      w.key("images").begin_object().field("cache", images->options().cache_dir);
-      w.field("unpacking", images->running()).field("resolved", is.resolved);
-      w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
-      w.end_object();
-      w.end_object();
-      return conn.respond(200, kJson, body);
-    }
+    case api::RouteKind::info:
+      return handle_info(conn, req);
+    case api::RouteKind::namespaces:
+    case api::RouteKind::namespace_info:
+      return handle_namespaces(conn, r);
     case api::RouteKind::list_functions: {
       w.begin_array();
       pool->for_each_function([&](const pool::Function &fn) { write_function(w, fn); });
@@ -240,7 +242,8 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     case api::RouteKind::update: {
       auto spec = parse_deploy(req.body, deploy_limits());
       if (!spec) return conn.respond_error(400, spec.error().message());
-      (*spec)->deploy_json = std::string(req.body);
+      (*spec)->deploy_json = std::string(req.body);  // what the store keeps (lost in main's merge)
+      stamp_created(**spec);
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "api/json.h"
+#include "api/openfaas.h"
 #include "http/response.h"
 #include "server/node_impl.h"
 
@@ -13,16 +14,10 @@ namespace faasvisor {
 
 void append_log_json(std::string &out, std::string_view name, std::string_view namespace_name,
                      const pool::LogEntry &entry) {
-  time_t secs = static_cast<time_t>(entry.realtime_ns / 1'000'000'000ull);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  char stamp[48];
-  std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%09lluZ", utc.tm_year + 1900,
-                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                static_cast<unsigned long long>(entry.realtime_ns % 1'000'000'000ull));
+  std::string stamp = api::format_rfc3339_ns(entry.realtime_ns);
   api::JsonWriter w(out);
   w.begin_object().field("name", name).field("namespace", namespace_name);
-  w.field("instance", entry.instance).field("timestamp", std::string_view(stamp));
+  w.field("instance", entry.instance).field("timestamp", stamp);
   w.field("text", entry.text).end_object();
   out += '\n';
 }

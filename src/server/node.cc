@@ -236,7 +236,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     state_options.dir = options.state_dir;
     auto state = store::FileStore::open(*impl->ring, state_options);
     if (!state) {
-      *error = state.error().message();
+      *error = state.error().message() + " (another directory: --state-dir DIR; none: --state-dir none)";
       return nullptr;
     }
     impl->state = std::move(*state);
@@ -293,7 +293,8 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   qemu_options.accel = *accel;
   auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
-    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind));
+    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, impl->cgroups,
+                                                                  process_options.stem_path));
 
   // Every function comes back before the node serves: the listener is bound, but nothing is
   // accepted until run() turns the loop, so /healthz answers only after this.

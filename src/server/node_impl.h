@@ -6,8 +6,11 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "async/calls.h"
+#include "api/json.h"
+#include "api/router.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -23,6 +26,29 @@ namespace faasvisor {
 
 struct NodeImpl;
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
+// The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
+// X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
+// answer the node made itself.
+// FunctionStatus's image (as deployed), createdAt, constraints, requests and
+// readOnlyRootFilesystem.
+void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec);
+// X-OpenFaaS-Internal for an error the connection makes itself (a malformed, oversized or
+// unfinished request) when the request was for /function/.
+std::string_view openfaas_error_mark(const http::Request &req);
+std::string openfaas_response_headers(const http::Request &req, bool node_error,
+                                      const std::vector<std::pair<std::string_view, std::string_view>> &from_function);
+
+// A function restored from the store whose OCI image's rootfs is gone from the image cache
+// (wiped, or another --image-cache): the image is resolved again in the background
+// (server/state.cc).
+struct ImageRefill final : image::Waiter {
+  ImageRefill(NodeImpl &n, std::shared_ptr<FunctionSpec> s, uint64_t gen) : node(n), spec(std::move(s)), generation(gen) {}
+  void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  NodeImpl &node;
+  std::shared_ptr<FunctionSpec> spec;  // as restored, waiting for its image
+  uint64_t generation;
+  uint64_t replicas = 0;  // its scale record, if any
+};
 
 struct NodeImpl {
   enum class Phase { running, draining, stopping, stopped };
@@ -35,6 +61,7 @@ struct NodeImpl {
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
   std::unique_ptr<async::AsyncCalls> async;  // POST /async-function (async/calls.h)
+  std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
   std::string node_name;
   std::string bound_address;
@@ -62,6 +89,16 @@ struct NodeImpl {
   DeployLimits deploy_limits() const;
   void handle_async(Connection &conn, http::Request &request, std::string_view function,
                     std::string_view subpath);
+  void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
+  // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
+  // false / nullptr when they do.
+  void handle_info(Connection &conn, http::Request &request);
+  void handle_namespaces(Connection &conn, api::Route &route);
+  bool check_query_namespace(Connection &conn, http::Request &request);
+  // createdAt: now for a new function, the first deploy's for an update.
+  void stamp_created(FunctionSpec &spec);
+  pool::Function *find_invoked(Connection &conn, std::string_view full_name);
+  void prepare_invocation(http::Request &request, pool::Invocation &invocation, const pool::Function &fn);
   // Deploys (POST) or updates (PUT) a parsed spec; an OCI image is resolved first, off the
   // loop, and the request answered when that is done (server/handlers.cc).
   void deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update);
@@ -76,6 +113,10 @@ struct NodeImpl {
   void persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body);
   // At start, before the node serves: every function and scale target comes back.
   Status restore_state();
+  enum class Restored { now, later, failed };  // later: once its image is unpacked again
+  Restored restore_function(const store::Record &rec, const DeployLimits &limits);
+  void restore_scale(const store::Record &rec);
+  void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);

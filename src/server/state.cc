@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <map>
 
 #include "api/deploy.h"
 #include "image/layout.h"
@@ -42,11 +43,12 @@ void NodeImpl::persist_function(Connection &conn, const std::string &name, std::
 }
 
 void NodeImpl::persist_removal(Connection &conn, const std::string &name) {
-  (void)state->remove(store::kind::scale, name, log_failure("remove scale record of " + name));
   Status st = state->remove(store::kind::function, name, conn.durable_reply(202, "{\"status\":\"accepted\"}"));
   if (!st.ok())
-    conn.respond_error(503, "the function is deleted but its removal could not be made durable: " +
-                                st.error().message());
+    return conn.respond_error(503, "the function is deleted but its removal could not be made durable: " +
+                                       st.error().message());
+  // Best effort: a scale record left by a crash here is removed at the next start.
+  (void)state->remove(store::kind::scale, name, log_failure("remove scale record of " + name));
 }
 
 void NodeImpl::persist_scale(Connection &conn, std::string_view name, uint64_t replicas, std::string reply_body) {
@@ -56,65 +58,132 @@ void NodeImpl::persist_scale(Connection &conn, std::string_view name, uint64_t r
     conn.respond_error(503, "the scale is in effect but could not be made durable: " + st.error().message());
 }
 
+void NodeImpl::refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation) {
+  // The backend cannot take the function without its rootfs: it comes back once the image is
+  // unpacked again (seconds), not before the node serves.
+  FV_WARN("state: function %s: its image's rootfs %s is gone from the cache: unpacking %s again",
+          spec->name.c_str(), spec->rootfs.c_str(), spec->image.c_str());
+  auto waiter = std::make_unique<ImageRefill>(*this, std::move(spec), generation);
+  if (Status st = images->resolve(waiter->spec->image, *waiter); !st.ok()) {
+    FV_ERROR("state: function %s not restored: cannot unpack its image again (%s)", waiter->spec->name.c_str(),
+             st.error().message().c_str());
+    return;
+  }
+  refills.push_back(std::move(waiter));
+}
+
+void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
+  NodeImpl &n = node;
+  const std::string &name = spec->name;
+  if (!result) {
+    FV_ERROR("state: function %s not restored: its image could not be unpacked again: %s", name.c_str(),
+             result.error().message().c_str());
+  } else if (n.pool->find(name) != nullptr) {
+    FV_INFO("state: function %s was deployed anew while its image was unpacked", name.c_str());
+  } else {
+    // The image as it is now (another cache directory, or a changed image at that path), as
+    // a redeploy would take it: argv comes from envProcess or the new image's config.
+    bool changed = result->rootfs != spec->rootfs || result->digest != spec->image_digest;
+    auto parsed = parse_deploy(spec->deploy_json, DeployLimits{});
+    spec->argv = parsed ? (*parsed)->argv : std::vector<std::string>{};
+    Status st = image::apply_image(*spec, *result);
+    spec->image_json = image::encode_resolved(*result);
+    pool::PoolError err = st.ok() ? n.pool->deploy(spec) : pool::PoolError{pool::Outcome::bad_backend, st.error().message()};
+    if (err.outcome != pool::Outcome::ok) {
+      FV_ERROR("state: function %s not restored: %s", name.c_str(), err.message.c_str());
+    } else {
+      n.pool->find(name)->restore_generation(generation);
+      if (replicas > 0) (void)n.pool->scale(name, replicas);
+      FV_INFO("state: function %s restored, its image unpacked again at %s", name.c_str(), result->rootfs.c_str());
+      if (changed) {
+        FunctionRecord record{generation, spec->deploy_json, spec->image_json};
+        (void)n.state->put(store::kind::function, name, encode_function_record(record),
+                           log_failure("record the re-unpacked image of " + name));
+      }
+    }
+  }
+  // Last: frees this.
+  for (auto it = n.refills.begin(); it != n.refills.end(); ++it) {
+    if (it->get() == this) {
+      n.refills.erase(it);
+      return;
+    }
+  }
+}
+
+// One function record back into the pool. Returns what became of it.
+NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
+  auto record = decode_function_record(rec.value);
+  Result<std::shared_ptr<FunctionSpec>> spec =
+      record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
+  if (spec && (*spec)->name != rec.key) spec = plain_error("function record", "names '" + (*spec)->name + "'");
+  bool refill = false;
+  if (spec && !record->image_json.empty()) {
+    auto image = image::decode_resolved(record->image_json);
+    Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
+    if (!applied.ok()) spec = applied.error();
+    else refill = access(image->rootfs.c_str(), F_OK) != 0;
+  }
+  if (!spec) {
+    // A record this node cannot use (damaged, or its image directory is gone): the node
+    // starts without the function; a new deploy of the name replaces the record.
+    FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
+    return Restored::failed;
+  }
+  (*spec)->deploy_json = std::move(record->deploy_json);
+  (*spec)->image_json = std::move(record->image_json);
+  if (refill) {
+    refill_image(std::move(*spec), record->generation);
+    return Restored::later;
+  }
+  pool::PoolError err = pool->deploy(*spec);
+  if (err.outcome != pool::Outcome::ok) {
+    FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
+    return Restored::failed;
+  }
+  pool->find(rec.key)->restore_generation(record->generation);
+  return Restored::now;
+}
+
+void NodeImpl::restore_scale(const store::Record &rec) {
+  auto replicas = decode_scale_record(rec.value);
+  if (!replicas) {
+    FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
+    return;
+  }
+  const std::string &name = rec.key;
+  auto waiting = std::find_if(refills.begin(), refills.end(), [&](const auto &r) { return r->spec->name == name; });
+  if (waiting != refills.end()) {
+    (*waiting)->replicas = *replicas;  // applied once the function is back
+    return;
+  }
+  if (pool->find(name) == nullptr) {
+    // The function's removal was durable and this record's was not yet: finish it.
+    (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
+    return;
+  }
+  pool::PoolError err = pool->scale(name, *replicas);
+  if (!err.message.empty()) FV_WARN("state: scale %s: %s", name.c_str(), err.message.c_str());
+}
+
 Status NodeImpl::restore_state() {
   uint64_t start_ns = monotonic_ns();
   auto loaded = state->load_all();
   if (!loaded) return loaded.error();
+  std::map<std::string_view, std::vector<const store::Record *>> by_kind;
+  for (const store::Record &rec : loaded->records) by_kind[rec.kind].push_back(&rec);
+  // Each kind goes to its subsystem, in dependency order: what functions refer to (secrets)
+  // must be back before the functions are; scale targets, and async calls, after them.
   DeployLimits limits = deploy_limits();
-  size_t functions = 0, failed = 0;
-  std::vector<std::pair<std::string, uint64_t>> scales;
-  for (store::Record &rec : loaded->records) {
-    if (rec.kind == store::kind::scale) {
-      auto replicas = decode_scale_record(rec.value);
-      if (replicas) scales.emplace_back(rec.key, *replicas);
-      else FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
-      continue;
-    }
-    if (rec.kind != store::kind::function) continue;  // other kinds belong to other subsystems
-    auto record = decode_function_record(rec.value);
-    Result<std::shared_ptr<FunctionSpec>> spec =
-        record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
-    if (spec && (*spec)->name != rec.key)
-      spec = plain_error("function record", "names '" + (*spec)->name + "'");
-    if (spec && !record->image_json.empty()) {
-      auto image = image::decode_resolved(record->image_json);
-      Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
-      if (!applied.ok()) spec = applied.error();
-      else if (access(image->rootfs.c_str(), F_OK) != 0)
-        FV_WARN("state: function %s: its image's rootfs %s is gone from the cache; deploy it again",
-                rec.key.c_str(), image->rootfs.c_str());
-    }
-    if (!spec) {
-      // A record this node cannot use (damaged, or its image directory is gone): the node
-      // starts without the function; a new deploy of the name replaces the record.
-      FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
-      ++failed;
-      continue;
-    }
-    (*spec)->deploy_json = std::move(record->deploy_json);
-    (*spec)->image_json = std::move(record->image_json);
-    pool::PoolError err = pool->deploy(*spec);
-    if (err.outcome != pool::Outcome::ok) {
-      FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
-      ++failed;
-      continue;
-    }
-    pool->find(rec.key)->restore_generation(record->generation);
-    ++functions;
-  }
-  for (const auto &[name, replicas] : scales) {
-    if (pool->find(name) == nullptr) {
-      // The function's removal was durable and this record's was not yet: finish it.
-      (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
-      continue;
-    }
-    pool::PoolError err = pool->scale(name, replicas);
-    if (!err.message.empty()) FV_WARN("state: scale %s: %s", name.c_str(), err.message.c_str());
-  }
-  FV_INFO("state: restored %zu functions and %zu scale targets from %s in %.1f ms (%zu not restored, %u "
-          "corrupt records skipped, %u interrupted writes removed)",
-          functions, scales.size(), state->describe().c_str(), static_cast<double>(monotonic_ns() - start_ns) / 1e6,
-          failed, loaded->skipped, loaded->temp_removed);
+  size_t counts[3] = {0, 0, 0};  // by Restored
+  for (const store::Record *rec : by_kind[store::kind::function])
+    ++counts[static_cast<int>(restore_function(*rec, limits))];
+  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec);
+  FV_INFO("state: restored %zu functions and %zu scale targets from %s in %.1f ms (%zu waiting for their "
+          "image to be unpacked again, %zu not restored, %u corrupt records skipped, %u interrupted writes removed)",
+          counts[static_cast<int>(Restored::now)], by_kind[store::kind::scale].size(), state->describe().c_str(),
+          static_cast<double>(monotonic_ns() - start_ns) / 1e6, counts[static_cast<int>(Restored::later)],
+          counts[static_cast<int>(Restored::failed)], loaded->skipped, loaded->temp_removed);
   return {};
 }
 

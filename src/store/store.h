@@ -78,8 +78,10 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  // Reads every record. Called once, at start, before the loop serves anything; may block
-  // (nothing else runs yet) but must be fast: 1,000 records in a few milliseconds.
+  // Reads every record. Called at start, before the loop serves anything; may block
+  // (nothing else runs yet) but must be fast: 1,000 records in a few milliseconds. Each call
+  // reads everything again (the node calls it once, in NodeImpl::restore_state, and hands
+  // each kind to its subsystem there).
   virtual Result<LoadReport> load_all() = 0;
 
   // Makes (kind, key) = value durable, then calls done(ok); done(error) if it could not.

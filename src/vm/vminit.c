@@ -1,13 +1,21 @@
 /* faasvisor-vminit: /init of a microVM instance (the microvm backend, src/backend/qemu.cc).
  *
- * The node talks the instance protocol over the guest's serial port (ttyS0, QEMU's
- * -serial stdio). This agent makes that stream clean and runs the function on it:
+ * The node talks the instance protocol over a virtio serial port (QEMU's virtserialport on
+ * virtio-serial-device, a virtio-mmio device of the microvm machine, whose chardev is QEMU's
+ * stdio: the node's pipes). The serial port (ttyS0) is only the kernel's console, which QEMU
+ * sends to the function's log. With fvio=serial on the kernel command line (the node's
+ * "faasvisor.vm.transport": "serial", kept to measure the old path) the protocol runs on
+ * ttyS0 instead, as it used to. This agent makes that stream clean and runs the function:
  *   - mounts devtmpfs, proc and a tmpfs /tmp;
- *   - turns the kernel's console output off (it shares ttyS0 with the protocol);
- *   - sets ttyS0 raw: no echo, no CR/LF translation, no signals, 8-bit clean;
+ *   - loads the kernel modules of the image (virtio_mmio and virtio_console, with their
+ *     dependencies: Debian builds them as modules; the microvm machine describes its
+ *     virtio-mmio devices in ACPI tables, which the driver finds);
+ *   - virtio: opens the port (/dev/vport0p1, made by devtmpfs once the driver has seen the
+ *     host's port); serial: turns the kernel's console output off (it shares ttyS0 with the
+ *     protocol) and sets ttyS0 raw: no echo, no CR/LF translation, no signals, 8-bit clean;
  *   - runs the function (argv and environment from the kernel command line's fvspec=,
- *     written by the node) with stdin on ttyS0 and stdout, stderr on pipes back to it;
- *   - relays the function's stdout to ttyS0 frame by frame, and sends each stderr line as
+ *     written by the node) with stdin on the port and stdout, stderr on pipes back to it;
+ *   - relays the function's stdout to the port frame by frame, and sends each stderr line as
  *     a LOG frame between frames, so the function's log reaches the node on the one stream;
  *   - when the function exits, says how in a LOG frame and reboots: the kernel's reboot=t
  *     triple-faults and QEMU, run with -no-reboot, exits. A panic does the same (panic=-1).
@@ -29,6 +37,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "faasvisor/frame.h"
@@ -37,8 +46,15 @@
 #define MAX_ARGS 64
 #define MAX_ENV 128
 #define LOG_LINE_MAX 1024
+/* The node's virtserialport: the first port (nr 1) of the first virtio-serial device. */
+#define VIRTIO_PORT "/dev/vport0p1"
+#define VIRTIO_PORT_WAIT_MS 20000
 
-static int g_tty = 1; /* /dev/console (ttyS0) until /dev/ttyS0 is open */
+static int g_tty = 1; /* /dev/console (ttyS0) until the protocol's port is open */
+static char g_cmdline[SPEC_MAX * 3 + 2048];
+/* In virtio mode, until the port is open, lines go to the console (the function's log) as
+ * plain text rather than as LOG frames. */
+static int g_plain;
 
 static void write_all(int fd, const void *data, size_t len) {
   const char *p = data;
@@ -55,6 +71,11 @@ static void write_all(int fd, const void *data, size_t len) {
 static void send_log(const char *line, size_t len) {
   uint8_t header[FV_FRAME_HEADER_SIZE];
   if (len > LOG_LINE_MAX) len = LOG_LINE_MAX;
+  if (g_plain) {
+    write_all(g_tty, line, len);
+    write_all(g_tty, "\n", 1);
+    return;
+  }
   fv_frame_header_write(header, FV_FRAME_LOG, (uint32_t)len);
   write_all(g_tty, header, sizeof header);
   write_all(g_tty, line, len);
@@ -86,9 +107,10 @@ static void die(const char *what) {
 }
 
 /* The kernel modules tools/mkinitramfs put in the image, in dependency order. */
+static char g_loaded[512];
 static void load_modules(void) {
   static char list[4096];
-  static char loaded[512];
+  char *loaded = g_loaded;
   size_t loaded_len = 0;
   int fd = open("/lib/modules/load", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -97,16 +119,31 @@ static void load_modules(void) {
   if (n <= 0) return;
   list[n] = '\0';
   for (char *line = strtok(list, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+    const char *base = strrchr(line, '/') != NULL ? strrchr(line, '/') + 1 : line;
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(base, "."), base);
     int mod = open(line, O_RDONLY | O_CLOEXEC);
     if (mod < 0) die(line);
     if (syscall(SYS_finit_module, mod, "", 0) < 0 && errno != EEXIST) die(line);
     close(mod);
-    const char *base = strrchr(line, '/') != NULL ? strrchr(line, '/') + 1 : line;
-    int w = snprintf(loaded + loaded_len, sizeof loaded - loaded_len, "%s%.*s",
-                     loaded_len ? ", " : "", (int)strcspn(base, "."), base);
-    if (w > 0 && (size_t)w < sizeof loaded - loaded_len) loaded_len += (size_t)w;
+    int w = snprintf(loaded + loaded_len, sizeof g_loaded - loaded_len, "%s%s",
+                     loaded_len ? ", " : "", name);
+    if (w > 0 && (size_t)w < sizeof g_loaded - loaded_len) loaded_len += (size_t)w;
   }
-  say("faasvisor-vminit: loaded kernel modules: %s", loaded);
+}
+
+/* The virtio port appears once the driver has probed the device and the host has announced
+ * the port (a control message, handled after finit_module returns): wait for its node, and
+ * for the driver to list the port (ENXIO until then: the node is made first). */
+static int open_virtio_port(void) {
+  struct timespec step = {0, 1000000};
+  for (int waited = 0; waited < VIRTIO_PORT_WAIT_MS; waited++) {
+    int fd = open(VIRTIO_PORT, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0 || (errno != ENOENT && errno != ENXIO)) return fd;
+    nanosleep(&step, NULL);
+  }
+  errno = ENOENT;
+  return -1;
 }
 
 static int hexval(char c) {
@@ -116,17 +153,19 @@ static int hexval(char c) {
   return -1;
 }
 
-/* fvspec=<percent-encoded> from /proc/cmdline, decoded in place into spec: argv entries,
- * NUL-terminated, then an empty entry, then "NAME=value" entries. Returns its length. */
-static size_t read_spec(char *spec, size_t cap) {
-  static char cmdline[SPEC_MAX * 3 + 1024];
+static void read_cmdline(void) {
   int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
   if (fd < 0) die("open /proc/cmdline");
-  ssize_t n = read(fd, cmdline, sizeof cmdline - 1);
+  ssize_t n = read(fd, g_cmdline, sizeof g_cmdline - 1);
   close(fd);
   if (n <= 0) die("read /proc/cmdline");
-  cmdline[n] = '\0';
-  char *at = strstr(cmdline, " fvspec=");
+  g_cmdline[n] = '\0';
+}
+
+/* fvspec=<percent-encoded> from the kernel command line, decoded into spec: argv entries,
+ * NUL-terminated, then an empty entry, then "NAME=value" entries. Returns its length. */
+static size_t read_spec(char *spec, size_t cap) {
+  char *at = strstr(g_cmdline, " fvspec=");
   if (at == NULL) {
     errno = ENOENT;
     die("no fvspec= on the kernel command line");
@@ -227,7 +266,7 @@ static void flush_err(int all) {
 }
 
 int main(void) {
-  set_raw(g_tty); /* early, so even a failure's LOG frame reaches the node intact */
+  set_raw(g_tty); /* early, so even a failure's LOG frame on ttyS0 reaches the node intact */
   /* The kernel opened /dev/console (ttyS0) as fds 0-2 from the initramfs's /dev; devtmpfs
    * replaces that /dev with the real device nodes. */
   mkdir("/dev", 0755);
@@ -238,20 +277,35 @@ int main(void) {
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
     die("mount /proc");
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) die("mount /tmp");
-  /* From here on the kernel prints nothing on the console: ttyS0 is the protocol's. A
-   * panic still does (it turns the console back on), and then QEMU exits. Level 0 silences
-   * even KERN_EMERG ("reboot: Restarting system" would otherwise follow the function's last
-   * frame); klogctl's CONSOLE_OFF, the fallback, keeps level 1. */
-  int printk = open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC);
-  if (printk < 0 || write(printk, "0 4 0 0", 7) != 7)
-    klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
-  if (printk >= 0) close(printk);
+  read_cmdline();
+  int virtio = strstr(g_cmdline, " fvio=serial") == NULL;
+  g_plain = virtio;
+  if (!virtio) {
+    /* From here on the kernel prints nothing on the console: ttyS0 is the protocol's. A
+     * panic still does (it turns the console back on), and then QEMU exits. Level 0
+     * silences even KERN_EMERG ("reboot: Restarting system" would otherwise follow the
+     * function's last frame); klogctl's CONSOLE_OFF, the fallback, keeps level 1. */
+    int printk = open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC);
+    if (printk < 0 || write(printk, "0 4 0 0", 7) != 7)
+      klogctl(6 /* SYSLOG_ACTION_CONSOLE_OFF */, NULL, 0);
+    if (printk >= 0) close(printk);
+  }
   load_modules();
 
-  g_tty = open("/dev/ttyS0", O_RDWR | O_NOCTTY | O_CLOEXEC);
-  if (g_tty < 0) g_tty = 1;
-  if (set_raw(g_tty) < 0) die("set ttyS0 raw");
-  tcflush(g_tty, TCIOFLUSH);
+  if (virtio) {
+    int port = open_virtio_port();
+    if (port < 0)
+      die("open the virtio port " VIRTIO_PORT " (is virtio_console in the image? tools/mkinitramfs "
+          "adds it)");
+    g_tty = port;
+    g_plain = 0;
+  } else {
+    g_tty = open("/dev/ttyS0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (g_tty < 0) g_tty = 1;
+    if (set_raw(g_tty) < 0) die("set ttyS0 raw");
+    tcflush(g_tty, TCIOFLUSH);
+  }
+  if (g_loaded[0] != '\0') say("faasvisor-vminit: loaded kernel modules: %s", g_loaded);
 
   static char spec[SPEC_MAX + 1];
   size_t spec_len = read_spec(spec, SPEC_MAX);
@@ -288,6 +342,8 @@ int main(void) {
 
   int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die("pipe2");
+  /* Room for a large frame in the pipe: fewer, larger splices to the port. */
+  if (virtio) fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
@@ -322,11 +378,18 @@ int main(void) {
         if (pid == child) status = st, exited = 1;
     }
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = read(out[0], buf, sizeof buf);
-      if (n > 0)
-        relay_out(buf, (size_t)n);
-      else if (n == 0 || errno != EINTR)
-        fds[0].fd = -1;
+      ssize_t n;
+      if (virtio && !g_out.passthrough && g_out.remaining > 0) {
+        /* A frame's payload goes from the pipe to the port without a copy through us: the
+         * driver hands the pipe's pages to the host as one buffer chain per splice. */
+        size_t take = g_out.remaining < (1u << 20) ? (size_t)g_out.remaining : (1u << 20);
+        n = splice(out[0], NULL, g_tty, NULL, take, SPLICE_F_MOVE);
+        if (n > 0) g_out.remaining -= (uint64_t)n;
+      } else {
+        n = read(out[0], buf, sizeof buf);
+        if (n > 0) relay_out(buf, (size_t)n);
+      }
+      if (n == 0 || (n < 0 && errno != EINTR)) fds[0].fd = -1;
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t n = read(err[0], g_err.buf + g_err.len, sizeof g_err.buf - g_err.len);

@@ -229,7 +229,7 @@ class ApiTests(DaemonTestCase):
         r = d.get("/healthz")
         self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
         info = d.get("/system/info").json()
-        self.assertEqual(info["provider"]["provider"], "faasvisor")
+        self.assertEqual(info["provider"], "faasvisor")  # faas-provider's flat ProviderInfo
         self.assertEqual(info["faasvisor"]["pid"], d.pid)
         roots = info["faasvisor"]["cgroup_roots"]
         self.assertTrue(roots, info)

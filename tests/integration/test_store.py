@@ -12,18 +12,21 @@ import random
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import (ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, TIME_SCALE, Daemon, proc_stat,
+from harness import (DAEMON, ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, TIME_SCALE, Daemon, proc_stat,
                      scaled, wait_until)
 from test_containers import build_images, rootfs
+from test_images import IMAGES, build_oci_images
 from test_shutdown import reap_late_orphans
 
 CRUN = shutil.which("crun") and os.path.exists("/usr/bin/unshare")
 RUNC = shutil.which("runc")
+RUNSC = shutil.which("runsc")
 
 # The fields of a definition that must come back exactly after a restart.
 DEFINITION = ("name", "image", "envProcess", "envVars", "labels", "annotations", "limits")
@@ -41,6 +44,7 @@ def definition(fn):
 class StoreCase(unittest.TestCase):
     def setUp(self):
         self.state = tempfile.mkdtemp(prefix="fv-store-test-")
+        self.cache = tempfile.mkdtemp(prefix="fv-store-images-")
         self.daemons = []
 
     def tearDown(self):
@@ -50,9 +54,10 @@ class StoreCase(unittest.TestCase):
                 d.finish(timeout=scaled(10))
         reap_late_orphans()
         shutil.rmtree(self.state, ignore_errors=True)
+        shutil.rmtree(self.cache, ignore_errors=True)
 
     def start(self, *flags):
-        d = Daemon("--state-dir", self.state, "--stem-pool", "2", *flags).start()
+        d = Daemon("--state-dir", self.state, "--stem-pool", "2", "--image-cache", self.cache, *flags).start()
         self.daemons.append(d)
         return d
 
@@ -76,10 +81,10 @@ class RestartTests(StoreCase):
         d = self.start()
         self.assertEqual(os.stat(self.state).st_mode & 0o777, 0o700)
         # A second node on the same directory refuses to start instead of sharing it.
-        other = Daemon("--state-dir", self.state, "--stem-pool", "0")
-        with self.assertRaises(AssertionError) as ctx:
-            other.start()
-        self.assertIn("another node", str(ctx.exception))
+        other = subprocess.run([DAEMON, "--listen", "127.0.0.1:0", "--state-dir", self.state, "--stem-pool", "0",
+                                "--accel=tcg"], capture_output=True, text=True, timeout=scaled(20))
+        self.assertEqual(other.returncode, 1)
+        self.assertIn("another node", other.stderr)
         self.assertEqual(d.get("/system/info").json()["faasvisor"]["state"]["store"], "file:" + self.state)
         self.stop_clean(d)
 
@@ -103,7 +108,14 @@ class RestartTests(StoreCase):
             self.post(d, "/system/functions", {
                 "service": "echo-crun", "image": rootfs("echo"), "envProcess": "/echo",
                 "annotations": {"faasvisor.backend": "crun"}})
+            # An OCI image: unpacked at deploy, restored from its resolved digest and rootfs.
+            build_oci_images()
+            self.post(d, "/system/functions", {
+                "service": "echo-oci", "image": os.path.join(IMAGES, "echo.oci"),
+                "annotations": {"faasvisor.backend": "crun"}})
         before = self.definitions(d)
+        if CRUN:
+            self.assertTrue(before["echo-oci"]["imageDigest"].startswith("sha256:"))
         self.assertEqual(before["hash"]["generation"], 2)
         self.assertNotIn("gone", before)
         self.stop_clean(d)
@@ -119,6 +131,10 @@ class RestartTests(StoreCase):
         if CRUN:
             r = d2.invoke("echo-crun", b"in a container")
             self.assertEqual((r.status, r.body), (200, b"in a container"))
+            r = d2.invoke("echo-oci", b"from an image")
+            self.assertEqual((r.status, r.body), (200, b"from an image"))
+            # Nothing was resolved again: the record had the image.
+            self.assertEqual(d2.get("/system/info").json()["faasvisor"]["images"]["resolved"], 0)
         # A deletion and a scale-down after the restart persist too.
         self.post(d2, "/system/functions", {"functionName": "hash"}, method="DELETE")
         self.post(d2, "/system/scale-function/echo", {"serviceName": "echo", "replicas": 0})
@@ -135,6 +151,27 @@ class RestartTests(StoreCase):
         self.post(d3, "/system/functions", {"service": "hash", "image": HASH_IMAGE, "envProcess": "./hash"},
                   expect=409)
         self.stop_clean(d3)
+
+    @unittest.skipUnless(CRUN, "crun is not installed")
+    def test_an_image_gone_from_the_cache_is_unpacked_again(self):
+        build_oci_images()
+        d = self.start()
+        self.post(d, "/system/functions", {"service": "echo-oci", "image": os.path.join(IMAGES, "echo.oci"),
+                                           "annotations": {"faasvisor.backend": "crun"}})
+        self.post(d, "/system/scale-function/echo-oci", {"serviceName": "echo-oci", "replicas": 1})
+        old = self.definitions(d)["echo-oci"]
+        self.stop_clean(d)
+        shutil.rmtree(self.cache)  # the image cache is wiped while the node is down
+        d2 = self.start()
+        # The backend needs the rootfs: the function is back once its image is unpacked again.
+        wait_until(lambda: "echo-oci" in self.definitions(d2), scaled(60), "echo-oci to be restored")
+        d2.wait_warm("echo-oci", 1)  # its scale target waited for it
+        r = d2.invoke("echo-oci", b"back")
+        self.assertEqual((r.status, r.body), (200, b"back"))
+        now = self.definitions(d2)["echo-oci"]
+        self.assertEqual(now["imageDigest"], old["imageDigest"])
+        self.assertTrue(os.path.isdir(now["rootfs"]))
+        self.stop_clean(d2)
 
     def test_damaged_records_are_skipped_and_temp_files_removed(self):
         d = self.start()
@@ -175,9 +212,9 @@ class KilledNodeTests(StoreCase):
                                            "envProcess": "./misbehave"})
         self.assertEqual(d.invoke("echo", b"x").status, 200)
         backends = []
-        if CRUN or RUNC:
+        if CRUN or RUNC or RUNSC:
             build_images()
-        for backend, ok in (("crun", CRUN), ("runc", RUNC)):
+        for backend, ok in (("crun", CRUN), ("runc", RUNC), ("gvisor", RUNSC)):
             if not ok:
                 continue
             backends.append(backend)
