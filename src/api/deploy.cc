@@ -13,6 +13,7 @@
 #include "api/openfaas.h"
 #include "faasvisor/frame.h"
 #include "image/layout.h"
+#include "net/network.h"
 #include "proc/spawn.h"
 #include "util/number.h"
 #include "secrets/request.h"
@@ -277,6 +278,10 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
+  auto network = net::parse_network_annotations(spec.annotations);
+  if (!network) return network.error();
+  spec.egress = network->egress;
+  spec.egress_allow = std::move(network->allow);
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());

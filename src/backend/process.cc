@@ -91,12 +91,13 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
 }
 
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name) {
+                               std::string_view cgroup_name, const std::string &netns_dir) {
   // The stem makes, joins and at its end removes these directories itself, off the loop.
   proc::InstanceCgroup cgroup = cgroups.plan(cgroup_name);
   proc::StemSpec spec;
   spec.stem_path = stem_path;
   spec.cgroup = &cgroup;
+  spec.netns_dir = netns_dir;
   auto spawned = proc::spawn_stem(spec);
   if (!spawned) return spawned.error();  // nothing ran: no directory was made
   Launched out;
@@ -121,7 +122,10 @@ void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem) {
 }
 
 Result<Launched> ProcessBackend::make_stem() {
-  return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++));
+  std::string why;
+  const net::Network *net = network();
+  std::string netns_dir = net != nullptr && net->available(&why) ? net->netns_dir() : std::string();
+  return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++), netns_dir);
 }
 
 void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, stem); }
@@ -159,6 +163,13 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   auto values = secret_values(spec);
   if (!values) return values.error();
   for (const secrets::SecretValue &v : *values) go.secrets.emplace_back(v.name, v.value);
+  // A prepared namespace: the stem joins it (setns) before it execs the function.
+  auto lease = take_network(spec);
+  if (!lease) return lease.error();
+  if (lease->held()) {
+    go.netns_name = lease->name();
+    go.resolv_conf = network()->resolv_conf();
+  }
   std::string message = proc::encode_go(go);
   struct Wipe {
     std::string &s;
@@ -186,6 +197,7 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     if (n < 0 && errno == EAGAIN) n = 0;
     if (n >= 0) {
       stem.initial_input.assign(message, static_cast<size_t>(n));
+      stem.network = std::move(*lease);
       return stem;
     }
     int err = errno;

@@ -21,8 +21,9 @@ struct ProcessBackendOptions {
 // in one). A fresh sandbox in cgroup `cgroup_name` of the node's tree, waiting on stdin for
 // its GO message (sandbox_available: whether faasvisor-stem is there, else why not):
 bool sandbox_available(const std::string &stem_path, std::string *why_not);
+// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty.
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name);
+                               std::string_view cgroup_name, const std::string &netns_dir = {});
 // Ends a sandbox that was never started (or whose GO message could not be written), waits
 // for it (bounded: the outer stem does nothing else) and removes what it left.
 void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);
@@ -53,6 +54,7 @@ class ProcessBackend final : public Backend {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }
 
+  bool network_support(std::string *) const override { return true; }
   void drain() override;
   // The outer stem kills and reaps the sandbox's init, then exits (src/stem/stem.c).
   int kill_signal() const override { return SIGUSR2; }

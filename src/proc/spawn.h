@@ -21,6 +21,10 @@ struct StemSpec {
   std::string stem_path;               // the faasvisor-stem binary
   const InstanceCgroup *cgroup = nullptr;  // made, joined and removed by the stem
   uint64_t tmp_size_bytes = 64ull << 20;
+  // The node's directory of prepared network namespaces (net/network.h), opened by the stem
+  // before it leaves the host's mount namespace: a GO message may name one to join. Empty:
+  // the node has no instance networking.
+  std::string netns_dir;
 };
 
 struct SpawnedProcess {
@@ -79,6 +83,10 @@ struct GoSpec {
   CgroupLimits limits;           // the stem writes them to its cgroup before the exec
   // (name, value) views: the stem writes them as read-only files in /var/openfaas/secrets.
   std::vector<std::pair<std::string_view, std::string_view>> secrets;
+  // faasvisor.network=egress: the namespace to join (a name in StemSpec::netns_dir) and the
+  // resolv.conf bound over /etc/resolv.conf. Empty: the stem's own loopback-only namespace.
+  std::string netns_name;
+  std::string resolv_conf;
 };
 std::string encode_go(const GoSpec &spec);
 

@@ -28,7 +28,9 @@
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
- *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets)
+ *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets),
+ *   string netns, string resolv_conf (join_network; empty: stay in the stem's own
+ *   loopback-only network namespace)
  * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
  *
  * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
@@ -637,6 +639,44 @@ static void install_secrets(struct cursor *c, uint32_t uid, uint32_t gid) {
     fail("make " SECRETS_DIR " read-only");
 }
 
+/* ---- instance networking (docs/network.md) ---- */
+
+/* The node's directory of prepared network namespaces ("netns=DIR", the last argument),
+ * opened on the host's mounts before the stem makes its own mount namespace: the nsfs
+ * files the node's helper binds there later are reached through this handle, not through
+ * the sandbox's private copy of the mounts, which never sees them. */
+static int g_netns_dir = -1;
+
+static void take_netns_arg(int *argc, char **argv) {
+  if (*argc < 3 || strncmp(argv[*argc - 1], "netns=", 6) != 0) return;
+  g_netns_dir = open(argv[*argc - 1] + 6, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (g_netns_dir < 0) fail("open the node's network namespace directory");
+  --*argc;
+}
+
+/* Inner stem, after GO: join the prepared namespace (its own address, a route through the
+ * host, the node's nftables rules) and see the node's resolv.conf. */
+static void join_network(struct cursor *c) {
+  char *name = get_str(c);
+  char *resolv = get_str(c);
+  if (name[0] != '\0') {
+    if (g_netns_dir < 0 || strchr(name, '/') != NULL) { errno = 0; fail("GO message names a network namespace this stem cannot reach"); }
+    int ns = openat(g_netns_dir, name, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) fail("open the instance's network namespace");
+    if (setns(ns, CLONE_NEWNET) < 0) fail("join the instance's network namespace");
+    close(ns);
+    if (resolv[0] != '\0') {
+      if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) fail("bind resolv.conf");
+      if (mount(NULL, "/etc/resolv.conf", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail("make resolv.conf read-only");
+    }
+  }
+  if (g_netns_dir >= 0) close(g_netns_dir);
+  g_netns_dir = -1;
+  free(name);
+  free(resolv);
+}
+
 static void exit_like(int status, const char *who) {
   if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
   int sig = WTERMSIG(status);
@@ -671,8 +711,9 @@ static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
 }
 
 int main(int argc, char **argv) {
-  /* argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]... */
+  /* argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]... [netns=DIR] */
   if (argc < 2) { errno = 0; fail("usage: faasvisor-stem NODE_PID [CONTROLLER=DIR]... (started by faasvisord)"); }
+  take_netns_arg(&argc, argv);
   outer((pid_t)atoi(argv[1]), argc - 2, argv + 2);
   setup_sandbox();
   unsigned char head[8];
@@ -698,6 +739,7 @@ int main(int argc, char **argv) {
   uint32_t pids_max = get_u32(&c);
   apply_limits(memory_bytes, cpu_millis, pids_max);
   install_secrets(&c, uid, gid);
+  join_network(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 

@@ -1,0 +1,427 @@
+#include "net/network.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "proc/spawn.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/number.h"
+
+namespace faasvisor::net {
+namespace {
+char *const kHelperEnv[] = {const_cast<char *>("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nullptr};
+constexpr const char *kBase = "/run/faasvisor/net";
+// Refills run after the cold start that took a namespace, not inside it (as the stems').
+constexpr uint64_t kRefillDelayNs = 20'000'000;
+constexpr uint64_t kHelperTimeoutNs = 20'000'000'000;
+constexpr size_t kMaxAllowItems = 64;
+
+Error annotation_error(const char *key, std::string detail) {
+  return plain_error("invalid deployment", std::string("field 'annotations.") + key + "': " + detail);
+}
+
+// The host's IPv4 nameservers, for resolv.conf when the node is given none.
+std::vector<std::string> host_nameservers() {
+  std::vector<std::string> out;
+  std::ifstream in("/etc/resolv.conf");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string key, value;
+    if (!(words >> key >> value) || key != "nameserver") continue;
+    in_addr addr{};
+    if (inet_pton(AF_INET, value.c_str(), &addr) == 1) out.push_back(value);
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::string> canonical_allow_item(std::string_view item) {
+  std::string_view address = item, port;
+  if (size_t colon = item.find(':'); colon != std::string_view::npos) {
+    address = item.substr(0, colon);
+    port = item.substr(colon + 1);
+  }
+  uint32_t prefix = 32;
+  if (size_t slash = address.find('/'); slash != std::string_view::npos) {
+    auto n = parse_decimal(address.substr(slash + 1));
+    if (!n || *n > 32) return plain_error("allow", "'" + std::string(item) + "': the prefix length must be 0-32");
+    prefix = *n;
+    address = address.substr(0, slash);
+  }
+  in_addr addr{};
+  std::string text(address);
+  if (inet_pton(AF_INET, text.c_str(), &addr) != 1)
+    return plain_error("allow", "'" + std::string(item) + "': not an IPv4 address, CIDR or CIDR:PORT");
+  uint32_t host_order = ntohl(addr.s_addr);
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  if ((host_order & ~mask) != 0)
+    return plain_error("allow", "'" + std::string(item) + "': host bits set past /" + std::to_string(prefix));
+  std::string out = text + "/" + std::to_string(prefix);
+  if (!port.empty() || item.find(':') != std::string_view::npos) {
+    auto p = parse_decimal(port);
+    if (!p || *p == 0 || *p > 65535) return plain_error("allow", "'" + std::string(item) + "': the port must be 1-65535");
+    out += ":" + std::to_string(*p);
+  }
+  return out;
+}
+
+Result<NetworkSpec> parse_network_annotations(const std::map<std::string, std::string> &annotations) {
+  NetworkSpec spec;
+  if (auto it = annotations.find("faasvisor.network"); it != annotations.end()) {
+    if (it->second == "egress") spec.egress = true;
+    else if (it->second != "none")
+      return annotation_error("faasvisor.network", "must be \"none\" or \"egress\", not '" + it->second + "'");
+  }
+  auto allow = annotations.find("faasvisor.egress.allow");
+  if (allow == annotations.end()) return spec;
+  if (!spec.egress) return annotation_error("faasvisor.egress.allow", "needs faasvisor.network=egress");
+  std::string_view rest = allow->second;
+  size_t count = 0;
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) continue;
+    if (++count > kMaxAllowItems)
+      return annotation_error("faasvisor.egress.allow", "at most " + std::to_string(kMaxAllowItems) + " items");
+    auto canonical = canonical_allow_item(item);
+    if (!canonical) return annotation_error("faasvisor.egress.allow", canonical.error().detail);
+    spec.allow += (spec.allow.empty() ? "" : ",") + *canonical;
+  }
+  if (spec.allow.empty())
+    return annotation_error("faasvisor.egress.allow", "empty (leave it out to allow any destination)");
+  return spec;
+}
+
+// ---- Lease ----
+
+Lease &Lease::operator=(Lease &&other) noexcept {
+  if (this != &other) {
+    release();
+    owner_ = other.owner_;
+    name_ = std::move(other.name_);
+    ip_ = std::move(other.ip_);
+    other.owner_ = nullptr;
+  }
+  return *this;
+}
+
+std::string Lease::path() const { return owner_ ? owner_->netns_dir() + "/" + name_ : std::string(); }
+
+void Lease::release() {
+  if (owner_ == nullptr) return;
+  Network *owner = owner_;
+  owner_ = nullptr;
+  owner->give_back(*this);
+}
+
+// ---- Network ----
+
+struct Network::Job {
+  Network *network = nullptr;
+  bool prepare = false;  // else a release
+  std::string allow;     // prepare: its policy
+  std::string name;
+  proc::Child child;
+  int out_fd = -1;
+  io::Completion exit_op{};
+  io::Timer deadline{};
+  ~Job() {
+    if (out_fd >= 0) close(out_fd);
+  }
+};
+
+Network::Network(io::Ring &ring, io::TimerQueue &timers, NetworkOptions options)
+    : ring_(ring), timers_(timers), options_(std::move(options)) {
+  refill_timer_.owner = this;
+  refill_timer_.callback = &Network::on_refill;
+  pid_t pid = getpid();
+  node_ = std::to_string(pid);
+  netns_dir_ = std::string(kBase) + "/" + node_ + "/ns";
+  resolv_conf_ = std::string(kBase) + "/" + node_ + "/resolv.conf";
+  subnet_ = options_.subnet;
+  if (subnet_.empty()) {
+    // In 100.64.0.0/10 (shared address space, rarely a host's own): nodes side by side on
+    // one host get different /24s unless their pids agree in their low 14 bits.
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "100.%u.%u.0/24", 64u + ((static_cast<uint32_t>(pid) >> 8) & 63u),
+                  static_cast<uint32_t>(pid) & 255u);
+    subnet_ = buf;
+  }
+  gateway_ = subnet_.substr(0, subnet_.rfind(".0/")) + ".1";
+  if (access(options_.helper_path.c_str(), X_OK) != 0) {
+    why_not_ = "the network helper " + options_.helper_path + " is missing";
+    return;
+  }
+  for (const char *tool : {"/usr/sbin/nft", "/usr/lib/cni/bridge", "/usr/lib/cni/host-local"}) {
+    if (access(tool, X_OK) != 0) {
+      why_not_ = std::string(tool) + " is missing (tools/setup installs nftables and containernetworking-plugins)";
+      return;
+    }
+  }
+  std::string out;
+  if (Status st = run_blocking({"sweep"}, &out); !st.ok())
+    FV_WARN("network: sweeping dead nodes' networks failed: %s", st.error().message().c_str());
+  // The lock says "this node lives" to a later sweep (faasvisor-net sweep): held until exit.
+  mkdir("/run/faasvisor", 0755);
+  mkdir(kBase, 0755);
+  std::string lock = std::string(kBase) + "/" + node_ + ".lock";
+  lock_fd_ = open(lock.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) < 0) {
+    why_not_ = "cannot hold " + lock + ": " + std::strerror(errno);
+    return;
+  }
+  std::vector<std::string> args = {"up", node_, subnet_, gateway_};
+  std::vector<std::string> dns = options_.dns.empty() ? host_nameservers() : options_.dns;
+  for (std::string &server : dns) args.push_back(server);
+  if (Status st = run_blocking(args, &out); !st.ok()) {
+    why_not_ = "installing the node's network failed: " + st.error().message();
+    return;
+  }
+  up_ = true;
+  FV_INFO("network: bridge fvb%s on %s, nft table inet faasvisor_%s", node_.c_str(), subnet_.c_str(), node_.c_str());
+}
+
+Network::~Network() {
+  shutdown();
+  // Normally the node turned the ring until idle(); a node that failed to start did not.
+  for (auto &[job, owned] : jobs_) owned->child.wait();
+  jobs_.clear();
+  for (auto &[allow, policy] : policies_)
+    for (Lease &lease : policy.ready) lease.owner_ = nullptr;  // `down` removes them all
+  if (lock_fd_ >= 0) {
+    std::string out;
+    if (Status st = run_blocking({"down", node_}, &out); !st.ok())
+      FV_WARN("network: removing the node's network failed: %s", st.error().message().c_str());
+    close(lock_fd_);
+  }
+}
+
+bool Network::available(std::string *why_not) const {
+  if (up_) return true;
+  *why_not = why_not_;
+  return false;
+}
+
+// The helper with `args`, its stdout a pipe whose read end goes to *out_fd (blocking or not).
+Result<proc::Child> Network::spawn_helper(std::vector<std::string> args, bool nonblocking, int *out_fd) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return errno_error("pipe2");
+  if (nonblocking) fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  proc::SpawnSetup setup;
+  posix_spawn_file_actions_adddup2(&setup.actions, fds[1], 1);
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3);
+  args.insert(args.begin(), options_.helper_path);
+  std::vector<char *> argv;
+  for (std::string &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  auto child = proc::spawn_with_pidfd(options_.helper_path.c_str(), setup, argv.data(), kHelperEnv);
+  close(fds[1]);
+  if (!child) {
+    close(fds[0]);
+    return child.error();
+  }
+  *out_fd = fds[0];
+  return child;
+}
+
+Status Network::run_blocking(std::vector<std::string> args, std::string *output) {
+  // Start and stop only, before the loop serves or after it stopped.
+  std::string what = args[0];
+  int out_fd = -1;
+  auto child = spawn_helper(std::move(args), false, &out_fd);
+  if (!child) return child.error();
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out_fd, buf, sizeof buf)) > 0) output->append(buf, static_cast<size_t>(n));
+  close(out_fd);
+  child->wait();
+  if (!child->exit_status().exited || child->exit_status().code_or_signal != 0)
+    return plain_error("faasvisor-net", what + ": " + child->exit_status().describe() + " (its stderr is the node's)");
+  return {};
+}
+
+Network::Policy *Network::find(const std::string &allow) {
+  auto it = policies_.find(allow);
+  return it == policies_.end() ? nullptr : &it->second;
+}
+const Network::Policy *Network::find(const std::string &allow) const {
+  auto it = policies_.find(allow);
+  return it == policies_.end() ? nullptr : &it->second;
+}
+
+Status Network::want(const std::string &allow) {
+  std::string why;
+  if (!available(&why)) return plain_error("network", why);
+  Policy *policy = find(allow);
+  if (policy == nullptr) {
+    if (policies_.size() >= 256) return plain_error("network", "this node already has 256 different egress allow lists");
+    policy = &policies_[allow];
+    policy->allow = allow;
+    policy->index = static_cast<uint32_t>(policies_.size());
+  }
+  refill(*policy);
+  return {};
+}
+
+bool Network::ready(const std::string &allow) const {
+  const Policy *policy = find(allow);
+  return policy != nullptr && !policy->ready.empty();
+}
+
+Result<Lease> Network::take(const std::string &allow) {
+  Policy *policy = find(allow);
+  if (policy == nullptr || policy->ready.empty())
+    return plain_error("network", "no network namespace is ready for this function yet");
+  Lease lease = std::move(policy->ready.front());
+  policy->ready.pop_front();
+  if (!refill_timer_.armed() && !shutting_down_) timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
+  return lease;
+}
+
+void Network::on_refill(io::Timer &t) {
+  auto &self = t.owner_as<Network>();
+  for (auto &[allow, policy] : self.policies_) self.refill(policy);
+}
+
+void Network::refill(Policy &policy) {
+  while (!shutting_down_ && policy.ready.size() + policy.preparing < options_.ready_per_policy &&
+         namespaces_ < options_.max_namespaces && jobs_.size() < options_.max_helpers) {
+    auto job = std::make_unique<Job>();
+    job->prepare = true;
+    job->allow = policy.allow;
+    job->name = "i" + std::to_string(next_name_++);
+    std::vector<std::string> args = {"prepare", node_, job->name, std::to_string(policy.index)};
+    if (!policy.allow.empty()) args.push_back(policy.allow);
+    if (Status st = spawn_job(std::move(job), std::move(args)); !st.ok()) {
+      FV_WARN("network: cannot start the helper: %s", st.error().message().c_str());
+      return;
+    }
+    ++policy.preparing;
+    ++namespaces_;
+  }
+}
+
+void Network::give_back(Lease &lease) {
+  assert(namespaces_ > 0);
+  --namespaces_;
+  if (shutting_down_) return;  // the node's `down` removes every namespace at once
+  auto job = std::make_unique<Job>();
+  job->name = lease.name_;
+  if (Status st = spawn_job(std::move(job), {"release", node_, lease.name_, lease.ip_}); !st.ok())
+    FV_WARN("network: cannot release namespace %s: %s (removed at stop)", lease.name_.c_str(),
+            st.error().message().c_str());
+}
+
+Status Network::spawn_job(std::unique_ptr<Job> job, std::vector<std::string> args) {
+  int out_fd = -1;
+  auto child = spawn_helper(std::move(args), true, &out_fd);
+  if (!child) return child.error();
+  Job &j = *job;
+  j.network = this;
+  j.child = std::move(*child);
+  j.out_fd = out_fd;
+  j.exit_op.owner = &j;
+  j.exit_op.callback = &Network::on_job_exit;
+  j.deadline.owner = &j;
+  j.deadline.callback = [](io::Timer &t) {
+    Job &timed_out = t.owner_as<Job>();
+    FV_WARN("network: the helper for %s ran past its deadline; killing it", timed_out.name.c_str());
+    (void)timed_out.child.signal(SIGKILL);
+  };
+  ring_.poll(j.exit_op, j.child.pidfd(), POLLIN);
+  timers_.start(j.deadline, monotonic_ns() + kHelperTimeoutNs);
+  jobs_.emplace(&j, std::move(job));
+  return {};
+}
+
+void Network::on_job_exit(io::Completion &c, int result, uint32_t) {
+  Job &job = c.owner_as<Job>();
+  proc::ExitStatus status;
+  auto reaped = job.child.try_reap(&status);
+  if (result >= 0 && reaped && !*reaped) {
+    job.network->ring_.poll(job.exit_op, job.child.pidfd(), POLLIN);  // not exited yet
+    return;
+  }
+  if (!reaped || !*reaped) {
+    (void)job.child.signal(SIGKILL);
+    job.child.wait();
+  }
+  job.network->finish(job);
+}
+
+void Network::finish(Job &job) {
+  timers_.stop(job.deadline);
+  std::unique_ptr<Job> owned = std::move(jobs_.at(&job));
+  jobs_.erase(&job);
+  const proc::ExitStatus &status = job.child.exit_status();
+  bool ok = status.exited && status.code_or_signal == 0;
+  if (!job.prepare) {
+    if (!ok) FV_WARN("network: releasing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
+  } else {
+    char buf[64] = {};
+    ssize_t n = ::read(job.out_fd, buf, sizeof buf - 1);
+    std::string ip(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!ip.empty() && (ip.back() == '\n' || ip.back() == ' ')) ip.pop_back();
+    in_addr addr{};
+    Policy *policy = find(job.allow);
+    assert(policy != nullptr && policy->preparing > 0);
+    --policy->preparing;
+    Lease lease;
+    lease.owner_ = this;
+    lease.name_ = job.name;
+    lease.ip_ = ip;
+    if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1) {
+      FV_WARN("network: preparing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
+      if (ok) lease.release();  // it answered nonsense: remove what it made
+      else {
+        lease.owner_ = nullptr;  // it cleaned up after itself (or `down` will)
+        --namespaces_;
+      }
+    } else if (shutting_down_) {
+      lease.owner_ = nullptr;
+      --namespaces_;
+    } else {
+      policy->ready.push_back(std::move(lease));
+      if (on_ready_) on_ready_();
+    }
+  }
+  if (!shutting_down_)
+    for (auto &[allow, each] : policies_) refill(each);
+}
+
+void Network::shutdown() {
+  shutting_down_ = true;
+  timers_.stop(refill_timer_);
+  for (auto &[job, owned] : jobs_) (void)owned->child.signal(SIGKILL);
+  // The exit polls complete on the ring; the node turns it until idle().
+}
+
+void Network::describe(std::vector<std::pair<std::string, std::string>> &out) const {
+  std::string why;
+  if (!available(&why)) {
+    out.emplace_back("network", "unavailable: " + why);
+    return;
+  }
+  size_t ready = 0;
+  for (const auto &[allow, policy] : policies_) ready += policy.ready.size();
+  out.emplace_back("network", "bridge fvb" + node_ + " " + subnet_ + ", nft table inet faasvisor_" + node_);
+  out.emplace_back("network namespaces ready", std::to_string(ready));
+}
+
+}  // namespace faasvisor::net
