@@ -116,14 +116,22 @@ Lease &Lease::operator=(Lease &&other) noexcept {
     owner_ = other.owner_;
     name_ = std::move(other.name_);
     ip_ = std::move(other.ip_);
+    fd_ = other.fd_;
     other.owner_ = nullptr;
+    other.fd_ = -1;
   }
   return *this;
 }
 
 std::string Lease::path() const { return owner_ ? owner_->netns_dir() + "/" + name_ : std::string(); }
 
+std::string Lease::fd_path() const {
+  return "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd_);
+}
+
 void Lease::release() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
   if (owner_ == nullptr) return;
   Network *owner = owner_;
   owner_ = nullptr;
@@ -202,8 +210,10 @@ Network::~Network() {
   // Normally the node turned the ring until idle(); a node that failed to start did not.
   for (auto &[job, owned] : jobs_) owned->child.wait();
   jobs_.clear();
-  for (auto &[allow, policy] : policies_)
+  for (auto &[allow, policy] : policies_) {
     for (Lease &lease : policy.ready) lease.owner_ = nullptr;  // `down` removes them all
+    policy.ready.clear();
+  }
   if (lock_fd_ >= 0) {
     std::string out;
     if (Status st = run_blocking({"down", node_}, &out); !st.ok())
@@ -386,7 +396,9 @@ void Network::finish(Job &job) {
     lease.owner_ = this;
     lease.name_ = job.name;
     lease.ip_ = ip;
-    if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1) {
+    // A few microseconds on tmpfs, once per namespace, not on a cold start.
+    if (ok) lease.fd_ = open((netns_dir_ + "/" + job.name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1 || lease.fd_ < 0) {
       FV_WARN("network: preparing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
       if (ok) lease.release();  // it answered nonsense: remove what it made
       else {

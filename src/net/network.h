@@ -67,7 +67,10 @@ class Lease {
 
   bool held() const { return owner_ != nullptr; }
   const std::string &name() const { return name_; }  // relative to Network::netns_dir()
-  std::string path() const;                           // the nsfs file (for OCI runtimes)
+  std::string path() const;                           // the nsfs file
+  // The namespace as /proc/<node>/fd/N: the same in every mount namespace (an OCI runtime
+  // may run in one made before the namespace was).
+  std::string fd_path() const;
   const std::string &ip() const { return ip_; }
   void release();
 
@@ -75,6 +78,7 @@ class Lease {
   friend class Network;
   Network *owner_ = nullptr;
   std::string name_, ip_;
+  int fd_ = -1;  // the nsfs file, open while held
 };
 
 class Network {
