@@ -589,7 +589,13 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
     return lease.error();
   }
   if (lease->held()) {
-    input.netns_path = lease->fd_path();
+    auto path = lease->fd_path();
+    if (!path) {
+      remove_secret_files(input.secrets_dir);
+      rmdir(bundle.c_str());
+      return path.error();
+    }
+    input.netns_path = std::move(*path);
     // The image's own /etc/resolv.conf is the mount point (the rootfs is shared and
     // read-only: the runtime must not create one in it); an image without one keeps none.
     struct stat st{};

@@ -125,7 +125,9 @@ Lease &Lease::operator=(Lease &&other) noexcept {
 
 std::string Lease::path() const { return owner_ ? owner_->netns_dir() + "/" + name_ : std::string(); }
 
-std::string Lease::fd_path() const {
+Result<std::string> Lease::fd_path() {
+  if (fd_ < 0) fd_ = open(path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) return errno_error("open the instance's network namespace");
   return "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd_);
 }
 
@@ -396,9 +398,7 @@ void Network::finish(Job &job) {
     lease.owner_ = this;
     lease.name_ = job.name;
     lease.ip_ = ip;
-    // A few microseconds on tmpfs, once per namespace, not on a cold start.
-    if (ok) lease.fd_ = open((netns_dir_ + "/" + job.name).c_str(), O_RDONLY | O_CLOEXEC);
-    if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1 || lease.fd_ < 0) {
+    if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1) {
       FV_WARN("network: preparing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
       if (ok) lease.release();  // it answered nonsense: remove what it made
       else {

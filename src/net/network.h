@@ -69,8 +69,9 @@ class Lease {
   const std::string &name() const { return name_; }  // relative to Network::netns_dir()
   std::string path() const;                           // the nsfs file
   // The namespace as /proc/<node>/fd/N: the same in every mount namespace (an OCI runtime
-  // may run in one made before the namespace was).
-  std::string fd_path() const;
+  // may run in one made before the namespace was). Opens the file (once, microseconds on
+  // tmpfs); it stays open while the lease is held.
+  Result<std::string> fd_path();
   const std::string &ip() const { return ip_; }
   void release();
 
