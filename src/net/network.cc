@@ -424,16 +424,10 @@ void Network::shutdown() {
   // The exit polls complete on the ring; the node turns it until idle().
 }
 
-void Network::describe(std::vector<std::pair<std::string, std::string>> &out) const {
-  std::string why;
-  if (!available(&why)) {
-    out.emplace_back("network", "unavailable: " + why);
-    return;
-  }
+size_t Network::ready_count() const {
   size_t ready = 0;
   for (const auto &[allow, policy] : policies_) ready += policy.ready.size();
-  out.emplace_back("network", "bridge fvb" + node_ + " " + subnet_ + ", nft table inet faasvisor_" + node_);
-  out.emplace_back("network namespaces ready", std::to_string(ready));
+  return ready;
 }
 
 }  // namespace faasvisor::net

@@ -108,7 +108,7 @@ class Network {
   // Stop: no new helpers; running ones are killed. idle(): none is left in flight.
   void shutdown();
   bool idle() const { return jobs_.empty(); }
-  void describe(std::vector<std::pair<std::string, std::string>> &out) const;
+  size_t ready_count() const;  // prepared namespaces waiting, all policies
 
  private:
   friend class Lease;

@@ -143,7 +143,10 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
     std::string why;
     bool ok = network->available(&why);
     w.key("network").begin_object().field("available", ok);
-    if (ok) w.field("subnet", network->subnet()).field("resolv_conf", network->resolv_conf());
+    if (ok) {
+      w.field("subnet", network->subnet()).field("resolv_conf", network->resolv_conf());
+      w.field("namespaces_ready", static_cast<uint64_t>(network->ready_count()));
+    }
     else w.field("why_not", why);
     w.end_object();
   }

@@ -133,6 +133,7 @@ TEST_CASE("a GO message carries secrets after the limits, values as raw bytes") 
   std::string message = proc::encode_go(go);
   uint32_t length = static_cast<uint8_t>(message[4]) | static_cast<uint8_t>(message[5]) << 8;
   CHECK(length == message.size() - 8);
-  std::string tail = message.substr(message.size() - (4 + 4 + 1 + 4 + 3));
-  CHECK(tail == std::string("\1\0\0\0\1\0\0\0k\3\0\0\0v\0w", 16));
+  // Then the network fields (two empty strings: no namespace to join).
+  std::string tail = message.substr(message.size() - (4 + 4 + 1 + 4 + 3) - 8);
+  CHECK(tail == std::string("\1\0\0\0\1\0\0\0k\3\0\0\0v\0w\0\0\0\0\0\0\0\0", 24));
 }
