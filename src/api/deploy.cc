@@ -13,7 +13,7 @@
 #include "api/openfaas.h"
 #include "faasvisor/frame.h"
 #include "image/layout.h"
-#include "net/network.h"
+#include "net/policy.h"
 #include "proc/spawn.h"
 #include "util/number.h"
 #include "secrets/request.h"
@@ -280,8 +280,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   }
   auto network = net::parse_network_annotations(spec.annotations);
   if (!network) return network.error();
-  spec.egress = network->egress;
-  spec.egress_allow = std::move(network->allow);
+  spec.network = std::move(*network);
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());

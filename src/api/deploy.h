@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "api/image_roots.h"
+#include "net/policy.h"
 #include "pool/keepalive.h"
 #include "util/result.h"
 
@@ -58,10 +59,8 @@ struct FunctionSpec {
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
-  // Instance networking (net/network.h, docs/network.md): annotation faasvisor.network=egress,
-  // and faasvisor.egress.allow in canonical form (empty: any destination the node allows).
-  bool egress = false;
-  std::string egress_allow;
+  // Instance networking (docs/network.md): faasvisor.network, faasvisor.egress.*.
+  net::NetworkSpec network;
   bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 

@@ -94,9 +94,9 @@ class Backend {
   }
   // The prepared namespace a launch of `spec` runs in; none held when it has no egress.
   Result<net::Lease> take_network(const FunctionSpec &spec) const {
-    if (!spec.egress) return net::Lease{};
+    if (!spec.network.egress) return net::Lease{};
     if (network_ == nullptr) return plain_error("network", "this node has no instance networking");
-    return network_->take(spec.egress_allow);
+    return network_->take(spec.network);
   }
   const net::Network *network() const { return network_; }
 

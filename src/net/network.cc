@@ -26,11 +26,6 @@ constexpr const char *kBase = "/run/faasvisor/net";
 // Refills run after the cold start that took a namespace, not inside it (as the stems').
 constexpr uint64_t kRefillDelayNs = 20'000'000;
 constexpr uint64_t kHelperTimeoutNs = 20'000'000'000;
-constexpr size_t kMaxAllowItems = 64;
-
-Error annotation_error(const char *key, std::string detail) {
-  return plain_error("invalid deployment", std::string("field 'annotations.") + key + "': " + detail);
-}
 
 // The host's IPv4 nameservers, for resolv.conf when the node is given none.
 std::vector<std::string> host_nameservers() {
@@ -47,66 +42,6 @@ std::vector<std::string> host_nameservers() {
   return out;
 }
 }  // namespace
-
-Result<std::string> canonical_allow_item(std::string_view item) {
-  std::string_view address = item, port;
-  if (size_t colon = item.find(':'); colon != std::string_view::npos) {
-    address = item.substr(0, colon);
-    port = item.substr(colon + 1);
-  }
-  uint32_t prefix = 32;
-  if (size_t slash = address.find('/'); slash != std::string_view::npos) {
-    auto n = parse_decimal(address.substr(slash + 1));
-    if (!n || *n > 32) return plain_error("allow", "'" + std::string(item) + "': the prefix length must be 0-32");
-    prefix = *n;
-    address = address.substr(0, slash);
-  }
-  in_addr addr{};
-  std::string text(address);
-  if (inet_pton(AF_INET, text.c_str(), &addr) != 1)
-    return plain_error("allow", "'" + std::string(item) + "': not an IPv4 address, CIDR or CIDR:PORT");
-  uint32_t host_order = ntohl(addr.s_addr);
-  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
-  if ((host_order & ~mask) != 0)
-    return plain_error("allow", "'" + std::string(item) + "': host bits set past /" + std::to_string(prefix));
-  std::string out = text + "/" + std::to_string(prefix);
-  if (!port.empty() || item.find(':') != std::string_view::npos) {
-    auto p = parse_decimal(port);
-    if (!p || *p == 0 || *p > 65535) return plain_error("allow", "'" + std::string(item) + "': the port must be 1-65535");
-    out += ":" + std::to_string(*p);
-  }
-  return out;
-}
-
-Result<NetworkSpec> parse_network_annotations(const std::map<std::string, std::string> &annotations) {
-  NetworkSpec spec;
-  if (auto it = annotations.find("faasvisor.network"); it != annotations.end()) {
-    if (it->second == "egress") spec.egress = true;
-    else if (it->second != "none")
-      return annotation_error("faasvisor.network", "must be \"none\" or \"egress\", not '" + it->second + "'");
-  }
-  auto allow = annotations.find("faasvisor.egress.allow");
-  if (allow == annotations.end()) return spec;
-  if (!spec.egress) return annotation_error("faasvisor.egress.allow", "needs faasvisor.network=egress");
-  std::string_view rest = allow->second;
-  size_t count = 0;
-  while (!rest.empty()) {
-    size_t comma = rest.find(',');
-    std::string_view item = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.empty()) continue;
-    if (++count > kMaxAllowItems)
-      return annotation_error("faasvisor.egress.allow", "at most " + std::to_string(kMaxAllowItems) + " items");
-    auto canonical = canonical_allow_item(item);
-    if (!canonical) return annotation_error("faasvisor.egress.allow", canonical.error().detail);
-    spec.allow += (spec.allow.empty() ? "" : ",") + *canonical;
-  }
-  if (spec.allow.empty())
-    return annotation_error("faasvisor.egress.allow", "empty (leave it out to allow any destination)");
-  return spec;
-}
 
 // ---- Lease ----
 
@@ -145,7 +80,7 @@ void Lease::release() {
 struct Network::Job {
   Network *network = nullptr;
   bool prepare = false;  // else a release
-  std::string allow;     // prepare: its policy
+  std::string policy;    // prepare: its policy's key
   std::string name;
   proc::Child child;
   int out_fd = -1;
@@ -268,36 +203,38 @@ Status Network::run_blocking(std::vector<std::string> args, std::string *output)
   return {};
 }
 
-Network::Policy *Network::find(const std::string &allow) {
-  auto it = policies_.find(allow);
+Network::Policy *Network::find(const std::string &key) {
+  auto it = policies_.find(key);
   return it == policies_.end() ? nullptr : &it->second;
 }
-const Network::Policy *Network::find(const std::string &allow) const {
-  auto it = policies_.find(allow);
+const Network::Policy *Network::find(const std::string &key) const {
+  auto it = policies_.find(key);
   return it == policies_.end() ? nullptr : &it->second;
 }
 
-Status Network::want(const std::string &allow) {
+Status Network::want(const NetworkSpec &spec) {
   std::string why;
   if (!available(&why)) return plain_error("network", why);
-  Policy *policy = find(allow);
+  std::string key = spec.key();
+  Policy *policy = find(key);
   if (policy == nullptr) {
-    if (policies_.size() >= 256) return plain_error("network", "this node already has 256 different egress allow lists");
-    policy = &policies_[allow];
-    policy->allow = allow;
+    if (policies_.size() >= 256) return plain_error("network", "this node already has 256 different egress policies");
+    policy = &policies_[key];
+    policy->key = key;
+    policy->spec = spec;
     policy->index = static_cast<uint32_t>(policies_.size());
   }
   refill(*policy);
   return {};
 }
 
-bool Network::ready(const std::string &allow) const {
-  const Policy *policy = find(allow);
+bool Network::ready(const NetworkSpec &spec) const {
+  const Policy *policy = find(spec.key());
   return policy != nullptr && !policy->ready.empty();
 }
 
-Result<Lease> Network::take(const std::string &allow) {
-  Policy *policy = find(allow);
+Result<Lease> Network::take(const NetworkSpec &spec) {
+  Policy *policy = find(spec.key());
   if (policy == nullptr || policy->ready.empty())
     return plain_error("network", "no network namespace is ready for this function yet");
   Lease lease = std::move(policy->ready.front());
@@ -316,10 +253,12 @@ void Network::refill(Policy &policy) {
          namespaces_ < options_.max_namespaces && jobs_.size() < options_.max_helpers) {
     auto job = std::make_unique<Job>();
     job->prepare = true;
-    job->allow = policy.allow;
+    job->policy = policy.key;
     job->name = "i" + std::to_string(next_name_++);
-    std::vector<std::string> args = {"prepare", node_, job->name, std::to_string(policy.index)};
-    if (!policy.allow.empty()) args.push_back(policy.allow);
+    std::vector<std::string> args = {"prepare", node_, job->name, std::to_string(policy.index),
+                                     std::to_string(policy.spec.rate_bytes),
+                                     std::to_string(policy.spec.max_connections)};
+    if (!policy.spec.allow.empty()) args.push_back(policy.spec.allow);
     if (Status st = spawn_job(std::move(job), std::move(args)); !st.ok()) {
       FV_WARN("network: cannot start the helper: %s", st.error().message().c_str());
       return;
@@ -391,7 +330,7 @@ void Network::finish(Job &job) {
     std::string ip(buf, n > 0 ? static_cast<size_t>(n) : 0);
     while (!ip.empty() && (ip.back() == '\n' || ip.back() == ' ')) ip.pop_back();
     in_addr addr{};
-    Policy *policy = find(job.allow);
+    Policy *policy = find(job.policy);
     assert(policy != nullptr && policy->preparing > 0);
     --policy->preparing;
     Lease lease;

@@ -7,10 +7,10 @@
 // host, the node's API, other instances and 169.254.0.0/16 out of reach whatever the
 // annotations say; faasvisor.egress.allow narrows the destinations further.
 //
-// Everything slow (netns, veth, addresses, nft transactions: ~150 ms) runs in the helper
+// What a function asks for is a NetworkSpec (net/policy.h). Everything slow (netns, veth, addresses, nft transactions: ~150 ms) runs in the helper
 // faasvisor-net (src/net/faasvisor-net: the CNI bridge and host-local plugins, iproute2,
 // nft), as child processes watched on the ring. Namespaces are prepared ahead of demand, a
-// few per allow list ("policy"), so a cold start only takes one from a list.
+// few per policy (allow list, rate, connection limit), so a cold start only takes one.
 #pragma once
 
 #include <cstdint>
@@ -23,25 +23,12 @@
 #include <vector>
 
 #include "io/ring.h"
+#include "net/policy.h"
 #include "io/timer.h"
 #include "proc/child.h"
 #include "util/result.h"
 
 namespace faasvisor::net {
-
-// What a function asks for (parsed at deploy from its annotations).
-struct NetworkSpec {
-  bool egress = false;
-  // faasvisor.egress.allow in canonical form ("CIDR[:PORT],...", each CIDR with its
-  // prefix), empty: any destination the node's rules let through.
-  std::string allow;
-};
-
-// faasvisor.network and faasvisor.egress.allow. Errors name the annotation.
-Result<NetworkSpec> parse_network_annotations(const std::map<std::string, std::string> &annotations);
-// One allow item "A.B.C.D[/N][:PORT]" in canonical form "A.B.C.D/N[:PORT]" (host bits must
-// be zero), or why not.
-Result<std::string> canonical_allow_item(std::string_view item);
 
 struct NetworkOptions {
   std::string helper_path;           // faasvisor-net
@@ -97,11 +84,11 @@ class Network {
   const std::string &resolv_conf() const { return resolv_conf_; }
   const std::string &subnet() const { return subnet_; }
 
-  // Deploy: a function with this allow list exists; its namespaces are prepared from now on.
-  Status want(const std::string &allow);
-  // Whether a cold start for `allow` would find a namespace now (else it waits: on_ready).
-  bool ready(const std::string &allow) const;
-  Result<Lease> take(const std::string &allow);
+  // Deploy: a function with this policy exists; its namespaces are prepared from now on.
+  Status want(const NetworkSpec &spec);
+  // Whether a cold start for `spec` would find a namespace now (else it waits: on_ready).
+  bool ready(const NetworkSpec &spec) const;
+  Result<Lease> take(const NetworkSpec &spec);
   // Called (on the loop) when a namespace became ready: queued cold starts may go on.
   void set_on_ready(std::function<void()> callback) { on_ready_ = std::move(callback); }
 
@@ -113,7 +100,8 @@ class Network {
  private:
   friend class Lease;
   struct Policy {
-    std::string allow;
+    std::string key;
+    NetworkSpec spec;
     uint32_t index = 0;
     std::deque<Lease> ready;
     uint32_t preparing = 0;
@@ -121,8 +109,8 @@ class Network {
   struct Job;
 
   void give_back(Lease &lease);
-  Policy *find(const std::string &allow);
-  const Policy *find(const std::string &allow) const;
+  Policy *find(const std::string &key);
+  const Policy *find(const std::string &key) const;
   void refill(Policy &policy);
   Status spawn_job(std::unique_ptr<Job> job, std::vector<std::string> args);
   static void on_job_exit(io::Completion &c, int result, uint32_t flags);

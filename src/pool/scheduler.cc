@@ -35,9 +35,9 @@ void Pool::set_network(net::Network *network) {
 }
 
 bool Pool::network_ready(const FunctionSpec &spec) {
-  if (!spec.egress || network_ == nullptr) return true;
-  if (network_->ready(spec.egress_allow)) return true;
-  (void)network_->want(spec.egress_allow);  // on its way (checked at deploy)
+  if (!spec.network.egress || network_ == nullptr) return true;
+  if (network_->ready(spec.network)) return true;
+  (void)network_->want(spec.network);  // on its way (checked at deploy)
   return false;
 }
 
@@ -66,7 +66,7 @@ PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Bac
     return {Outcome::bad_backend, "backend '" + spec.backend + "' cannot run on this host: " + why};
   Status st = b->validate(spec);
   if (!st.ok()) return {Outcome::bad_backend, st.error().message()};
-  if (spec.egress) {
+  if (spec.network.egress) {
     const char *field = "field 'annotations.faasvisor.network': ";
     if (!b->network_support(&why)) return {Outcome::bad_backend, field + why};
     if (pool.network() == nullptr) return {Outcome::bad_backend, std::string(field) + "this node has no instance networking"};
@@ -108,7 +108,7 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
-  if (spec->egress) (void)network_->want(spec->egress_allow);  // prepared from now on
+  if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
   apply_backend_defaults(*spec, *b);
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   std::string name = spec->name;
@@ -129,7 +129,7 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
-  if (spec->egress) (void)network_->want(spec->egress_allow);  // prepared from now on
+  if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
   apply_backend_defaults(*spec, *b);
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   fn->replace_spec(std::move(spec), *b);

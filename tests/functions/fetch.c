@@ -8,6 +8,9 @@
  *                                     default 2000)
  *   ?mode=addr                        this instance's IPv4 addresses, "NAME ADDR" per line
  *   ?mode=resolv                      /etc/resolv.conf as the function sees it
+ *   ?mode=conns&n=K&url=http://A.B.C.D:PORT/   opens K connections at once, holds them
+ *                                     until all are up or ?timeout_ms passes, answers
+ *                                     "connected C of K"
  *
  * Every instance also serves "fetch-listener" on 0.0.0.0:8080 (a child forked at init): a
  * second instance reaching for it tells whether instances can reach each other. */
@@ -165,6 +168,61 @@ static int fetch(const char *url, size_t url_len, int timeout_ms, struct fv_resp
   return 0;
 }
 
+/* "http://A.B.C.D[:PORT]..." into addr; 0, or -1 if it is not one. */
+static int parse_target(const char *url, size_t url_len, struct sockaddr_in *addr) {
+  char text[64];
+  if (url_len < 8 || memcmp(url, "http://", 7) != 0) return -1;
+  size_t n = strcspn(url + 7, "/");
+  if (n > url_len - 7) n = url_len - 7;
+  if (n >= sizeof text) return -1;
+  memcpy(text, url + 7, n);
+  text[n] = '\0';
+  char *colon = strchr(text, ':');
+  addr->sin_family = AF_INET;
+  addr->sin_port = htons(80);
+  if (colon) {
+    *colon = '\0';
+    addr->sin_port = htons((uint16_t)atoi(colon + 1));
+  }
+  return inet_pton(AF_INET, text, &addr->sin_addr) == 1 ? 0 : -1;
+}
+
+static int connections(const char *url, size_t url_len, int count, int timeout_ms, struct fv_response *resp) {
+  struct sockaddr_in addr = {0};
+  if (parse_target(url, url_len, &addr) < 0 || count < 1 || count > 64) return fail(resp, 400, "url or n", 0);
+  struct pollfd fds[64];
+  for (int i = 0; i < count; ++i) {
+    fds[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fds[i].events = POLLOUT;
+    if (fds[i].fd < 0) {
+      int err = errno;
+      while (i-- > 0) close(fds[i].fd);
+      return fail(resp, 500, "socket", err);
+    }
+    (void)connect(fds[i].fd, (struct sockaddr *)&addr, sizeof addr);
+  }
+  long long deadline = now_ms() + timeout_ms;
+  int connected = 0, pending = count;
+  while (pending > 0 && now_ms() < deadline) {
+    if (poll(fds, (nfds_t)count, (int)(deadline - now_ms())) <= 0) break;
+    for (int i = 0; i < count; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(fds[i].fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0) ++connected;
+      fds[i].events = 0;
+      fds[i].fd = -fds[i].fd - 1; /* done: poll skips negative fds */
+      --pending;
+    }
+  }
+  for (int i = 0; i < count; ++i) close(fds[i].fd < 0 ? -fds[i].fd - 1 : fds[i].fd);
+  int n = snprintf(g_buf, sizeof g_buf, "connected %d of %d\n", connected, count);
+  resp->body = g_buf;
+  resp->body_len = (size_t)n;
+  return 0;
+}
+
 static int addresses(struct fv_response *resp) {
   struct ifaddrs *list;
   if (getifaddrs(&list) < 0) return fail(resp, 500, "getifaddrs", errno);
@@ -207,5 +265,8 @@ int handle(const struct fv_request *req, struct fv_response *resp) {
     tbuf[tlen] = '\0';
     timeout_ms = atoi(tbuf);
   }
+  size_t nlen = 0;
+  const char *n = fv_query_get(req, "n", &nlen);
+  if (fv_query_is(req, "mode", "conns")) return connections(url, len, n && nlen < 3 ? atoi(n) : 1, timeout_ms, resp);
   return fetch(url, len, timeout_ms, resp);
 }

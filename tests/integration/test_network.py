@@ -26,6 +26,7 @@ FETCH_DIR = os.path.join(BUILD, "tests", "functions")
 ROOTFS = os.path.join(BUILD, "images", "fetch", "rootfs")
 DNS = "192.0.2.53"  # TEST-NET-1: distinctive in resolv.conf, never answered
 CONTENT = "hello from the test internet %d\n" % os.getpid()
+BIG_BYTES = 3 << 20
 
 
 # http.server's own HTTPServer looks its name up in DNS at start (getfqdn), which this
@@ -64,6 +65,8 @@ class Internet:
     def start(self):
         with open(os.path.join(self.dir, "hello.txt"), "w") as f:
             f.write(CONTENT)
+        with open(os.path.join(self.dir, "big.bin"), "wb") as f:
+            f.write(os.urandom(BIG_BYTES))
         run("ip", "netns", "add", self.ns)
         run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
         run("ip", "addr", "add", self.host_ip + "/30", "dev", self.veth)
@@ -124,8 +127,10 @@ class HostService:
         self.sock.close()
 
 
-def spec(name, backend="process", network="egress", allow=None):
+def spec(name, backend="process", network="egress", allow=None, **egress):
     s = {"service": name, "annotations": {"faasvisor.backend": backend}}
+    for key, value in egress.items():
+        s["annotations"]["faasvisor.egress." + key] = value
     if backend == "process":
         s.update(image=FETCH_DIR, envProcess="./fetch")
     else:
@@ -276,6 +281,32 @@ class EgressTest(NetworkCase):
         self.deploy(spec("elsewhere", allow="192.0.2.0/24"))
         self.assert_unreachable("elsewhere", self.internet.url(8000))
 
+    def test_the_rate_cap_holds(self):
+        self.deploy(spec("capped", rate="1Mi"))
+        self.deploy(spec("uncapped"))
+        for name in ("capped", "uncapped"):  # cold starts out of the timing
+            self.assertEqual(self.fetch(name, self.internet.url()).status, 200)
+        timings = {}
+        for name in ("capped", "uncapped"):
+            started = time.monotonic()
+            r = self.fetch(name, self.internet.url(path="/big.bin"), timeout_ms=30000)
+            timings[name] = time.monotonic() - started
+            self.assertEqual((r.status, len(r.body)), (200, BIG_BYTES), r.body[:200])
+        expected = BIG_BYTES / float(1 << 20)  # seconds at 1 MiB/s
+        # Within 20% (the token bucket's first burst, 1/10 s, comes at once).
+        self.assertLess(abs(timings["capped"] - expected), 0.2 * expected, timings)
+        self.assertLess(timings["uncapped"], expected / 2, timings)
+
+    def test_the_connection_limit_holds(self):
+        self.deploy(spec("few", connections="3"))
+        r = self.daemon.invoke("few", query="mode=conns&n=5&timeout_ms=1500&url=" + self.internet.url(path="/"),
+                               method="GET", timeout=scaled(30))
+        self.assertEqual((r.status, r.body), (200, b"connected 3 of 5\n"))
+        self.deploy(spec("many"))
+        r = self.daemon.invoke("many", query="mode=conns&n=5&timeout_ms=1500&url=" + self.internet.url(path="/"),
+                               method="GET", timeout=scaled(30))
+        self.assertEqual((r.status, r.body), (200, b"connected 5 of 5\n"))
+
     def test_bad_network_annotations_are_400(self):
         cases = [
             (spec("bad1", network="bridge"), "faasvisor.network"),
@@ -285,6 +316,10 @@ class EgressTest(NetworkCase):
             (spec("bad5", allow="example.com"), "IPv4"),
             (spec("bad6", allow=" , "), "empty"),
             (spec("bad7", "gvisor"), "faasvisor.network"),
+            (spec("bad9", rate="fast"), "faasvisor.egress.rate"),
+            (spec("bad10", rate="1"), "faasvisor.egress.rate"),
+            (spec("bad11", connections="0"), "faasvisor.egress.connections"),
+            (spec("bad12", network=None, connections="4"), "needs faasvisor.network=egress"),
         ]
         for s, words in cases:
             with self.subTest(s["service"]):

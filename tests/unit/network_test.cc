@@ -43,6 +43,23 @@ TEST_CASE("network annotations: the allow list comes out canonical") {
   CHECK(spec->allow == "10.0.0.0/8:443,192.0.2.7/32,0.0.0.0/0:53");
 }
 
+TEST_CASE("network annotations: rate and connection limits, part of the policy key") {
+  auto spec = parse_network_annotations({{"faasvisor.network", "egress"},
+                                         {"faasvisor.egress.rate", "1Mi"},
+                                         {"faasvisor.egress.connections", "8"}});
+  REQUIRE(spec);
+  CHECK(spec->rate_bytes == 1u << 20);
+  CHECK(spec->max_connections == 8);
+  auto plain = parse_network_annotations({{"faasvisor.network", "egress"}});
+  REQUIRE(plain);
+  CHECK(spec->key() != plain->key());
+  CHECK(error_of({{"faasvisor.network", "egress"}, {"faasvisor.egress.rate", "100"}}).find("faasvisor.egress.rate") !=
+        std::string::npos);
+  CHECK(error_of({{"faasvisor.network", "egress"}, {"faasvisor.egress.connections", "x"}})
+            .find("faasvisor.egress.connections") != std::string::npos);
+  CHECK(error_of({{"faasvisor.egress.rate", "1Mi"}}).find("needs faasvisor.network=egress") != std::string::npos);
+}
+
 TEST_CASE("network annotations: bad allow lists are refused, naming the item") {
   CHECK(error_of({{"faasvisor.egress.allow", "10.0.0.0/8"}}).find("needs faasvisor.network=egress") != std::string::npos);
   for (const char *bad : {"10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/8:0", "10.0.0.0/8:65536", "10.0.0.0/8:",
