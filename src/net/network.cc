@@ -10,6 +10,7 @@
 
 #include <cassert>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -51,6 +52,7 @@ Lease &Lease::operator=(Lease &&other) noexcept {
     owner_ = other.owner_;
     name_ = std::move(other.name_);
     ip_ = std::move(other.ip_);
+    veth_ = std::move(other.veth_);
     fd_ = other.fd_;
     other.owner_ = nullptr;
     other.fd_ = -1;
@@ -64,6 +66,23 @@ Result<std::string> Lease::fd_path() {
   if (fd_ < 0) fd_ = open(path().c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) return errno_error("open the instance's network namespace");
   return "/proc/" + std::to_string(getpid()) + "/fd/" + std::to_string(fd_);
+}
+
+bool Lease::traffic(uint64_t *sent, uint64_t *received) const {
+  if (owner_ == nullptr || veth_.empty()) return false;
+  // The host's end: what it receives the instance sent, and the other way round.
+  const std::pair<const char *, uint64_t *> files[] = {{"rx_bytes", sent}, {"tx_bytes", received}};
+  for (const auto &[file, out] : files) {
+    std::string path = "/sys/class/net/" + veth_ + "/statistics/" + file;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[32] = {};
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    *out = std::strtoull(buf, nullptr, 10);
+  }
+  return true;
 }
 
 void Lease::release() {
@@ -325,10 +344,14 @@ void Network::finish(Job &job) {
   if (!job.prepare) {
     if (!ok) FV_WARN("network: releasing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
   } else {
-    char buf[64] = {};
+    char buf[128] = {};
     ssize_t n = ::read(job.out_fd, buf, sizeof buf - 1);
-    std::string ip(buf, n > 0 ? static_cast<size_t>(n) : 0);
-    while (!ip.empty() && (ip.back() == '\n' || ip.back() == ' ')) ip.pop_back();
+    // "IP VETH\n"
+    std::string answer(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!answer.empty() && (answer.back() == '\n' || answer.back() == ' ')) answer.pop_back();
+    size_t space = answer.find(' ');
+    std::string ip = answer.substr(0, space);
+    std::string veth = space == std::string::npos ? std::string() : answer.substr(space + 1);
     in_addr addr{};
     Policy *policy = find(job.policy);
     assert(policy != nullptr && policy->preparing > 0);
@@ -337,6 +360,7 @@ void Network::finish(Job &job) {
     lease.owner_ = this;
     lease.name_ = job.name;
     lease.ip_ = ip;
+    if (veth.find('/') == std::string::npos && veth.find('.') == std::string::npos) lease.veth_ = veth;
     if (!ok || inet_pton(AF_INET, ip.c_str(), &addr) != 1) {
       FV_WARN("network: preparing namespace %s failed (%s)", job.name.c_str(), status.describe().c_str());
       if (ok) lease.release();  // it answered nonsense: remove what it made

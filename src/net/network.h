@@ -60,12 +60,14 @@ class Lease {
   // tmpfs); it stays open while the lease is held.
   Result<std::string> fd_path();
   const std::string &ip() const { return ip_; }
+  // Bytes the instance sent and received so far (the host end's counters, from sysfs).
+  bool traffic(uint64_t *sent, uint64_t *received) const;
   void release();
 
  private:
   friend class Network;
   Network *owner_ = nullptr;
-  std::string name_, ip_;
+  std::string name_, ip_, veth_;
   int fd_ = -1;  // the nsfs file, open while held
 };
 

@@ -297,6 +297,30 @@ class EgressTest(NetworkCase):
         self.assertLess(abs(timings["capped"] - expected), 0.2 * expected, timings)
         self.assertLess(timings["uncapped"], expected / 2, timings)
 
+    def test_metrics_count_the_bytes(self):
+        self.deploy(spec("counted"))
+
+        def counted():
+            text = self.daemon.get("/metrics").body.decode()
+            values = {}
+            for d in ("sent", "received"):
+                m = re.search(r'faasvisor_network_bytes_total\{function_name="counted[^"]*",direction="%s"\} (\S+)' % d, text)
+                values[d] = float(m.group(1)) if m else None
+            return values
+        r = self.fetch("counted", self.internet.url(path="/big.bin"), timeout_ms=30000)
+        self.assertEqual(r.status, 200)
+        live = counted()
+        self.assertGreaterEqual(live["received"], BIG_BYTES, live)
+        self.assertLess(live["received"], BIG_BYTES * 1.2, live)
+        self.assertGreater(live["sent"], 0, live)
+        # Still counted once the instance has ended.
+        self.daemon.request("POST", "/system/scale-function/counted", {"serviceName": "counted", "replicas": 0})
+        wait_until(lambda: self.daemon.get("/system/info").json()["faasvisor"]["instances"] == 0,
+                   scaled(10), "the instance to stop")
+        after = counted()
+        self.assertGreaterEqual(after["received"], live["received"], (live, after))
+        self.assertLess(after["received"], BIG_BYTES * 1.2, after)
+
     def test_the_connection_limit_holds(self):
         self.deploy(spec("few", connections="3"))
         r = self.daemon.invoke("few", query="mode=conns&n=5&timeout_ms=1500&url=" + self.internet.url(path="/"),
