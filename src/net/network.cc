@@ -144,9 +144,12 @@ Network::Network(io::Ring &ring, io::TimerQueue &timers, NetworkOptions options)
   // The lock says "this node lives" to a later sweep (faasvisor-net sweep): held until exit.
   mkdir("/run/faasvisor", 0755);
   mkdir(kBase, 0755);
+  // Locked before it appears under its name (a temporary file, flocked, then renamed): a
+  // sweep by a node starting at the same moment never finds it free.
   std::string lock = std::string(kBase) + "/" + node_ + ".lock";
-  lock_fd_ = open(lock.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) < 0) {
+  std::string temporary = lock + ".new";
+  lock_fd_ = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) < 0 || rename(temporary.c_str(), lock.c_str()) < 0) {
     why_not_ = "cannot hold " + lock + ": " + std::strerror(errno);
     return;
   }
