@@ -154,8 +154,8 @@ Network::Network(io::Ring &ring, io::TimerQueue &timers, NetworkOptions options)
     return;
   }
   std::vector<std::string> args = {"up", node_, subnet_, gateway_};
-  std::vector<std::string> dns = options_.dns.empty() ? host_nameservers() : options_.dns;
-  for (std::string &server : dns) args.push_back(server);
+  dns_ = options_.dns.empty() ? host_nameservers() : options_.dns;
+  for (std::string &server : dns_) args.push_back(server);
   if (Status st = run_blocking(args, &out); !st.ok()) {
     why_not_ = "installing the node's network failed: " + st.error().message();
     return;
@@ -279,7 +279,8 @@ void Network::refill(Policy &policy) {
     job->name = "i" + std::to_string(next_name_++);
     std::vector<std::string> args = {"prepare", node_, job->name, std::to_string(policy.index),
                                      std::to_string(policy.spec.rate_bytes),
-                                     std::to_string(policy.spec.max_connections)};
+                                     std::to_string(policy.spec.max_connections),
+                                     policy.spec.tap ? "tap" : "netns"};
     if (!policy.spec.allow.empty()) args.push_back(policy.spec.allow);
     if (Status st = spawn_job(std::move(job), std::move(args)); !st.ok()) {
       FV_WARN("network: cannot start the helper: %s", st.error().message().c_str());

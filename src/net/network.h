@@ -85,6 +85,8 @@ class Network {
   const std::string &netns_dir() const { return netns_dir_; }
   const std::string &resolv_conf() const { return resolv_conf_; }
   const std::string &subnet() const { return subnet_; }
+  const std::string &gateway() const { return gateway_; }
+  const std::vector<std::string> &dns() const { return dns_; }
 
   // Deploy: a function with this policy exists; its namespaces are prepared from now on.
   Status want(const NetworkSpec &spec);
@@ -125,6 +127,7 @@ class Network {
   io::TimerQueue &timers_;
   NetworkOptions options_;
   std::string node_, netns_dir_, resolv_conf_, subnet_, gateway_, why_not_;
+  std::vector<std::string> dns_;
   int lock_fd_ = -1;
   bool up_ = false, shutting_down_ = false;
   std::map<std::string, Policy> policies_;

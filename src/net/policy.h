@@ -23,9 +23,12 @@ struct NetworkSpec {
   // faasvisor.egress.connections: connections an instance may have open at once (nft ct
   // count); 0: no limit.
   uint32_t max_connections = 0;
+  // Set by the microvm backend at deploy: the namespace holds a TAP device (tap0) bridged
+  // to its veth, and the guest, not the namespace, owns the address.
+  bool tap = false;
   // Instances whose specs have the same key share prepared namespaces (one nft chain).
   std::string key() const {
-    return allow + "|" + std::to_string(rate_bytes) + "|" + std::to_string(max_connections);
+    return allow + "|" + std::to_string(rate_bytes) + "|" + std::to_string(max_connections) + (tap ? "|tap" : "");
   }
 };
 

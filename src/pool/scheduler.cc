@@ -108,8 +108,8 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);  // settles spec->network.tap
   if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
-  apply_backend_defaults(*spec, *b);
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   std::string name = spec->name;
   auto fn = std::make_shared<Function>(std::move(spec), *b);
@@ -129,8 +129,8 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
+  apply_backend_defaults(*spec, *b);  // settles spec->network.tap
   if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
-  apply_backend_defaults(*spec, *b);
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   fn->replace_spec(std::move(spec), *b);
   // Warm instances of the old definition retire now; busy and booting ones when they

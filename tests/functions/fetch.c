@@ -37,12 +37,7 @@ static char g_buf[MAX_BODY + 65536];
 static char g_err[512];
 static char g_status[16];
 
-static void serve_listener(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(8080), .sin_addr.s_addr = htonl(INADDR_ANY)};
-  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 16) < 0) _exit(1);
+static void serve_listener(int fd) {
   static const char reply[] = "HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nfetch-listener\n";
   for (;;) {
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
@@ -55,6 +50,12 @@ static void serve_listener(void) {
 }
 
 int fv_init(void) {
+  /* Listening before READY: the first request may already reach for it. */
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(8080), .sin_addr.s_addr = htonl(INADDR_ANY)};
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 16) < 0) return 1;
   pid_t pid = fork();
   if (pid == 0) {
     /* Not the protocol's streams: the listener must not hold them open. */
@@ -63,8 +64,9 @@ int fv_init(void) {
       dup2(null, 0);
       dup2(null, 1);
     }
-    serve_listener();
+    serve_listener(fd);
   }
+  close(fd);
   return pid < 0 ? 1 : 0;
 }
 

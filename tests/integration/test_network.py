@@ -1,5 +1,5 @@
-"""Instance networking (docs/network.md): faasvisor.network=egress on the process, crun and
-runc backends, closed by default and tight when on.
+"""Instance networking (docs/network.md): faasvisor.network=egress on the process, crun, runc
+and microvm backends, closed by default and tight when on.
 
 The tests build their own "internet": a network namespace joined to the host by a veth pair,
 with HTTP servers in it, the only destination anything here fetches from. Instances run
@@ -23,6 +23,7 @@ import unittest
 from harness import BUILD, ROOT, Daemon, DaemonTestCase, scaled, wait_until
 
 FETCH_DIR = os.path.join(BUILD, "tests", "functions")
+INITRAMFS = os.path.join(BUILD, "vm", "fetch.initramfs")  # the fetch function with virtio_net
 ROOTFS = os.path.join(BUILD, "images", "fetch", "rootfs")
 DNS = "192.0.2.53"  # TEST-NET-1: distinctive in resolv.conf, never answered
 CONTENT = "hello from the test internet %d\n" % os.getpid()
@@ -133,6 +134,8 @@ def spec(name, backend="process", network="egress", allow=None, **egress):
         s["annotations"]["faasvisor.egress." + key] = value
     if backend == "process":
         s.update(image=FETCH_DIR, envProcess="./fetch")
+    elif backend == "microvm":
+        s.update(image=INITRAMFS, envProcess="/fetch")
     else:
         s.update(image=ROOTFS, envProcess="/fetch")
     if network is not None:
@@ -216,7 +219,7 @@ class EgressTest(NetworkCase):
         self.assertTrue(info["network"]["available"], info["network"])
         support = {b["name"]: b["network"] for b in info["backends"]}
         self.assertEqual(support, {"process": True, "crun": True, "runc": True, "gvisor": False,
-                                   "microvm": False, "unikernel": False})
+                                   "microvm": True, "unikernel": False})
 
     def test_egress_fetches_from_the_internet(self):
         for backend in ("process", "crun", "runc"):
@@ -232,6 +235,29 @@ class EgressTest(NetworkCase):
                 resolv = self.daemon.invoke("out-" + backend, query="mode=resolv", method="GET")
                 self.assertEqual(resolv.status, 200, resolv.body)
                 self.assertEqual(resolv.body.decode().split(), ["nameserver", DNS])
+
+    def test_microvm_egress(self):
+        info = {b["name"]: b for b in self.daemon.get("/system/info").json()["faasvisor"]["backends"]}
+        if not info["microvm"]["available"] or not os.path.exists(INITRAMFS):
+            self.skipTest("microvm backend unavailable here: %s" % info["microvm"].get("why_not", INITRAMFS))
+        self.deploy(spec("vm-out", "microvm"))
+        r = self.daemon.invoke("vm-out", query="mode=addr", method="GET", timeout=scaled(60))
+        self.assertEqual(r.status, 200, r.body)
+        subnet = self.network_info()["subnet"].rsplit(".", 1)[0] + "."
+        self.assertRegex(r.body.decode(), r"eth0 " + re.escape(subnet) + r"\d+")
+        vm_ip = re.search(r"eth0 ([0-9.]+)", r.body.decode()).group(1)
+        r = self.fetch("vm-out", self.internet.url())
+        self.assertEqual((r.status, r.body.decode()), (200, CONTENT))
+        resolv = self.daemon.invoke("vm-out", query="mode=resolv", method="GET")
+        self.assertEqual(resolv.body.decode().split(), ["nameserver", DNS])
+        gateway = subnet + "1"
+        self.assert_unreachable("vm-out", "http://%s:%d/" % (gateway, self.host.port))
+        self.assert_unreachable("vm-out", "http://169.254.169.254/")
+        # The guest's listener answers inside it, not to another instance.
+        r = self.fetch("vm-out", "http://127.0.0.1:8080/")
+        self.assertEqual((r.status, r.body), (200, b"fetch-listener\n"))
+        self.deploy(spec("vm-peer"))
+        self.assert_unreachable("vm-peer", "http://%s:8080/" % vm_ip)
 
     def test_without_egress_nothing_is_reachable(self):
         for backend in ("process", "crun", "runc"):
@@ -351,11 +377,11 @@ class EgressTest(NetworkCase):
                 self.assertEqual(r.status, 400, r.body)
                 self.assertIn(words, r.json()["error"])
         s = spec("bad8", "unikernel")
-        s["image"] = os.path.join(BUILD, "unikernel", "echo.uk")
+        s["image"] = os.path.join(os.environ.get("FAASVISOR_UNIKERNEL_DIR", os.path.join(BUILD, "unikernel")), "echo.uk")
         if os.path.exists(s["image"]):
             r = self.daemon.request("POST", "/system/functions", s)
             self.assertEqual(r.status, 400, r.body)
-            self.assertIn("no instance networking", r.json()["error"])
+            self.assertIn("no network stack", r.json()["error"])
 
     def test_namespaces_are_given_back(self):
         self.deploy(spec("churn", allow="%s/32" % self.internet.ip))
