@@ -27,6 +27,7 @@ constexpr const char *kBase = "/run/faasvisor/net";
 // Refills run after the cold start that took a namespace, not inside it (as the stems').
 constexpr uint64_t kRefillDelayNs = 20'000'000;
 constexpr uint64_t kHelperTimeoutNs = 20'000'000'000;
+constexpr uint64_t kRetryDelayNs = 1'000'000'000;
 
 // The host's IPv4 nameservers, for resolv.conf when the node is given none.
 std::vector<std::string> host_nameservers() {
@@ -271,6 +272,7 @@ void Network::on_refill(io::Timer &t) {
 }
 
 void Network::refill(Policy &policy) {
+  if (monotonic_ns() < retry_after_ns_) return;  // the last preparation failed: wait
   while (!shutting_down_ && policy.ready.size() + policy.preparing < options_.ready_per_policy &&
          namespaces_ < options_.max_namespaces && jobs_.size() < options_.max_helpers) {
     auto job = std::make_unique<Job>();
@@ -380,8 +382,16 @@ void Network::finish(Job &job) {
       if (on_ready_) on_ready_();
     }
   }
-  if (!shutting_down_)
-    for (auto &[allow, each] : policies_) refill(each);
+  if (shutting_down_) return;
+  if (job.prepare && !ok) {
+    // A helper that fails keeps failing for a while (nft gone, addresses used up): retry in
+    // a second, not at once.
+    retry_after_ns_ = monotonic_ns() + kRetryDelayNs;
+    timers_.stop(refill_timer_);
+    timers_.start(refill_timer_, retry_after_ns_);
+    return;
+  }
+  for (auto &[key, each] : policies_) refill(each);
 }
 
 void Network::shutdown() {

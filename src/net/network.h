@@ -35,7 +35,7 @@ struct NetworkOptions {
   std::vector<std::string> dns;      // resolv.conf's nameservers; empty: the host's
   std::string subnet;                // the bridge's IPv4 /24 "A.B.C.0/24"; empty: from the pid
   uint32_t ready_per_policy = 2;     // namespaces kept prepared for each allow list in use
-  uint32_t max_namespaces = 1024;    // prepared plus leased, node-wide
+  uint32_t max_namespaces = 250;     // prepared plus leased, node-wide (the /24 holds 253)
   uint32_t max_helpers = 4;          // faasvisor-net processes at once
 };
 
@@ -134,6 +134,7 @@ class Network {
   std::map<Job *, std::unique_ptr<Job>> jobs_;
   uint32_t namespaces_ = 0;  // ready, preparing and leased
   uint64_t next_name_ = 1;
+  uint64_t retry_after_ns_ = 0;  // no preparation before (monotonic): the last one failed
   io::Timer refill_timer_{};
   std::function<void()> on_ready_;
 };
