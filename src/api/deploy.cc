@@ -77,6 +77,30 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
   return *v;
 }
 
+// faasvisor.mode, faasvisor.port, faasvisor.ready_path (docs/modes.md).
+Status read_mode(FunctionSpec &spec) {
+  if (auto it = spec.annotations.find("faasvisor.mode"); it != spec.annotations.end()) {
+    if (it->second == "protocol") spec.mode = FunctionSpec::Mode::protocol;
+    else if (it->second == "http") spec.mode = FunctionSpec::Mode::http;
+    else if (it->second == "stdio") spec.mode = FunctionSpec::Mode::stdio;
+    else return field_error("annotations.faasvisor.mode", "must be protocol, http or stdio");
+    spec.mode_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.port"); it != spec.annotations.end()) {
+    std::optional<uint64_t> port = parse_decimal(it->second);
+    if (!port || *port < 1 || *port > 65535)
+      return field_error("annotations.faasvisor.port", "must be a TCP port from 1 to 65535");
+    spec.port = static_cast<uint16_t>(*port);
+    spec.port_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.ready_path"); it != spec.annotations.end()) {
+    if (it->second.empty() || it->second[0] != '/' || it->second.find_first_of(" \r\n") != std::string::npos)
+      return field_error("annotations.faasvisor.ready_path", "must be a path starting with '/'");
+    spec.ready_path = it->second;
+  }
+  return {};
+}
+
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.name.empty()) return field_error("service", "required");
   if (!valid_function_name(spec.name))
@@ -145,6 +169,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
+  if (Status st = read_mode(spec); !st.ok()) return st;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
@@ -165,6 +190,15 @@ Status check_body_namespace(dom::object object) {
 }
 
 }  // namespace
+
+const char *to_string(FunctionSpec::Mode mode) {
+  switch (mode) {
+    case FunctionSpec::Mode::protocol: return "protocol";
+    case FunctionSpec::Mode::http: return "http";
+    case FunctionSpec::Mode::stdio: return "stdio";
+  }
+  return "?";
+}
 
 bool valid_function_name(std::string_view name) {
   if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-') return false;

@@ -52,7 +52,7 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   struct stat st{};
   if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
-  return {};
+  return check_adapter(spec, options_.adapter_path);
 }
 
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
@@ -113,7 +113,7 @@ void ProcessBackend::on_refill(io::Timer &t) {
 Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
   proc::GoSpec go;
   go.directory = spec.image;
-  go.argv = spec.argv;
+  go.argv = instance_argv(spec, options_.adapter_path);
   go.env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
   go.tmp_size_bytes = spec.memory_bytes / 4;

@@ -571,6 +571,11 @@ void QemuBackend::describe(std::vector<std::pair<std::string, std::string>> &out
 }
 
 Status QemuBackend::validate(const FunctionSpec &spec) const {
+  // The guest agents (vminit, the unikernel SDK) speak the protocol themselves; no adapter
+  // runs in a guest yet (docs/modes.md).
+  if (spec.mode != FunctionSpec::Mode::protocol)
+    return plain_error("annotations.faasvisor.mode", std::string(to_string(spec.mode)) + " is not supported on the " +
+                                                         name() + " backend (only protocol)");
   if (spec.memory_bytes < min_memory_bytes())
     return plain_error(
         "field 'limits.memory'",

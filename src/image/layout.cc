@@ -5,6 +5,8 @@
 #include <simdjson.h>
 
 #include "api/json.h"
+#include "proc/spawn.h"
+#include "util/number.h"
 
 namespace faasvisor::image {
 namespace {
@@ -180,10 +182,63 @@ Status check_runs_images(const FunctionSpec &spec) {
   return {};
 }
 
+namespace {
+// A variable of the instance's environment as it will be: envVars over the image's Env.
+std::optional<std::string> merged_env(const FunctionSpec &spec, const ImageConfig &config, std::string_view name) {
+  for (const auto &[n, v] : spec.env_vars)
+    if (n == name) return v;
+  for (const std::string &e : config.env)
+    if (env_name(e) == name && e.size() > name.size()) return e.substr(name.size() + 1);
+  return std::nullopt;
+}
+
+// The TCP port of of-watchdog's upstream_url ("http://127.0.0.1:5000"); 0 if it names none.
+uint16_t upstream_port(std::string_view url) {
+  if (size_t scheme = url.find("://"); scheme != std::string_view::npos) url.remove_prefix(scheme + 3);
+  url = url.substr(0, url.find('/'));
+  size_t colon = url.rfind(':');
+  if (colon == std::string_view::npos) return 0;
+  std::optional<uint64_t> port = parse_decimal(url.substr(colon + 1));
+  return port && *port >= 1 && *port <= 65535 ? static_cast<uint16_t>(*port) : 0;
+}
+
+// An image built for OpenFaaS (faas-cli build) runs the watchdog as its entrypoint with
+// fprocess naming the function: faasvisor-adapter takes the watchdog's place, so fprocess
+// is the command, `mode` (of-watchdog) chooses http or a fork per request (the classic
+// watchdog has no `mode`), and upstream_url gives the http server's port (docs/modes.md).
+Status apply_watchdog_env(FunctionSpec &spec, const ImageConfig &config) {
+  std::optional<std::string> fprocess = merged_env(spec, config, "fprocess");
+  if (!fprocess) fprocess = merged_env(spec, config, "function_process");
+  if (!fprocess) return {};
+  if (!spec.mode_annotated) {
+    std::string mode = merged_env(spec, config, "mode").value_or("");
+    if (mode == "http") spec.mode = FunctionSpec::Mode::http;
+    else if (mode.empty() || mode == "streaming" || mode == "serializing") spec.mode = FunctionSpec::Mode::stdio;
+    else
+      return plain_error("field 'image'", spec.image + ": of-watchdog mode '" + mode +
+                                              "' is not supported (http, streaming and serializing are)");
+  }
+  if (spec.mode == FunctionSpec::Mode::protocol) return {};
+  if (!spec.port_annotated) {
+    std::optional<std::string> url = merged_env(spec, config, "upstream_url");
+    if (!url) url = merged_env(spec, config, "http_upstream_url");
+    if (url && upstream_port(*url) != 0) spec.port = upstream_port(*url);
+  }
+  if (spec.ready_path.empty()) spec.ready_path = merged_env(spec, config, "ready_path").value_or("");
+  if (spec.argv.empty()) {
+    auto argv = proc::split_command(*fprocess);
+    if (!argv) return plain_error("field 'image'", spec.image + ": fprocess: " + argv.error().message());
+    spec.argv = std::move(*argv);
+  }
+  return {};
+}
+}  // namespace
+
 Status apply_image(FunctionSpec &spec, const Resolved &image) {
   if (Status st = check_runs_images(spec); !st.ok()) return st;
   spec.rootfs = image.rootfs;
   spec.image_digest = image.digest;
+  if (Status st = apply_watchdog_env(spec, image.config); !st.ok()) return st;
   if (spec.argv.empty()) {
     spec.argv = image.config.entrypoint;
     spec.argv.insert(spec.argv.end(), image.config.cmd.begin(), image.config.cmd.end());

@@ -50,6 +50,8 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
+  w.field("mode", to_string(spec.mode));
+  if (spec.mode == FunctionSpec::Mode::http) w.field("port", spec.port);
   if (!spec.image_reference.empty()) w.field("imagePath", spec.image);  // the :TAG resolved away
   if (!spec.image_digest.empty()) w.field("imageDigest", spec.image_digest).field("rootfs", spec.rootfs);
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);

@@ -255,11 +255,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
   process_options.stem_pool_size = options.stem_pool_size;
+  process_options.adapter_path = helper_path("faasvisor-adapter");
   impl->pool->add_backend(
       std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
   for (auto runtime : {backend::OciRuntime::crun, backend::OciRuntime::runc, backend::OciRuntime::gvisor}) {
     backend::OciBackendOptions oci_options;
     oci_options.runtime = runtime;
+    oci_options.adapter_path = process_options.adapter_path;
     impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
   }
   backend::QemuHostOptions qemu_options;
