@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/environment.h"
 #include "backend/oci.h"
 #include "image/layout.h"
 #include "image/unpack.h"
@@ -202,6 +203,67 @@ TEST_CASE("apply_image: the image's command, env and cwd; the deployment overrid
   FunctionSpec process;
   process.image = "/images/py.oci";
   REQUIRE_FALSE(apply_image(process, image).ok());
+}
+
+TEST_CASE("apply_image: an OpenFaaS watchdog image's fprocess, mode and upstream_url decide the mode") {
+  Resolved image;
+  image.digest = "sha256:" + std::string(64, 'e');
+  image.rootfs = "/cache/sha256/eee/rootfs";
+  image.config.cmd = {"fwatchdog"};
+  image.config.env = {"fprocess=python index.py", "mode=http", "upstream_url=http://127.0.0.1:5000"};
+
+  FunctionSpec http;
+  http.image = "/images/py3http.oci";
+  http.backend = "crun";
+  REQUIRE(apply_image(http, image).ok());
+  CHECK(http.mode == FunctionSpec::Mode::http);
+  CHECK(http.port == 5000);
+  CHECK(http.argv == std::vector<std::string>{"python", "index.py"});  // fprocess, not the watchdog
+  CHECK(backend::instance_argv(http, "/a") ==
+        std::vector<std::string>{"/a", "http", "5000", "-", "--", "python", "index.py"});
+
+  // The classic watchdog: fprocess alone; of-watchdog's forking modes are the same.
+  for (const char *mode : {"", "streaming", "serializing"}) {
+    Resolved classic = image;
+    classic.config.env = {"fprocess=cat"};
+    if (*mode) classic.config.env.push_back(std::string("mode=") + mode);
+    FunctionSpec spec;
+    spec.image = "/images/classic.oci";
+    spec.backend = "runc";
+    REQUIRE(apply_image(spec, classic).ok());
+    CHECK(spec.mode == FunctionSpec::Mode::stdio);
+    CHECK(backend::instance_argv(spec, "/a") == std::vector<std::string>{"/a", "stdio", "--", "cat"});
+  }
+
+  // envVars override the image, the annotation overrides both; envProcess replaces fprocess.
+  FunctionSpec annotated;
+  annotated.image = "/images/py3http.oci";
+  annotated.backend = "gvisor";
+  annotated.env_vars = {{"upstream_url", "http://127.0.0.1:6000/"}};
+  annotated.argv = {"/bin/server"};
+  REQUIRE(apply_image(annotated, image).ok());
+  CHECK(annotated.port == 6000);
+  CHECK(annotated.argv == std::vector<std::string>{"/bin/server"});
+  annotated.port = 7000;
+  annotated.port_annotated = true;
+  REQUIRE(apply_image(annotated, image).ok());
+  CHECK(annotated.port == 7000);
+  FunctionSpec protocol;
+  protocol.image = "/images/py3http.oci";
+  protocol.backend = "crun";
+  protocol.mode_annotated = true;  // faasvisor.mode: protocol
+  REQUIRE(apply_image(protocol, image).ok());
+  CHECK(protocol.mode == FunctionSpec::Mode::protocol);
+  CHECK(protocol.argv == std::vector<std::string>{"fwatchdog"});
+  CHECK(backend::instance_argv(protocol, "/a") == protocol.argv);
+
+  FunctionSpec unsupported;
+  unsupported.image = "/images/py3http.oci";
+  unsupported.backend = "crun";
+  unsupported.env_vars = {{"mode", "static"}};
+  Status st = apply_image(unsupported, image);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().message().find("of-watchdog mode 'static'") != std::string::npos);
 }
 
 TEST_CASE("the helper's answer round-trips") {
