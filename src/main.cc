@@ -18,6 +18,7 @@ void usage(FILE *out) {
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
+               "                  [--registry-auth CONFIG.JSON] [--insecure-registry HOST:PORT]...\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
@@ -78,6 +79,14 @@ int main(int argc, char **argv) {
       }
       options.state_dir = value;
     }
+    else if (arg == "--registry-auth") {
+      if (value[0] != '/') {
+        std::fprintf(stderr, "faasvisord: --registry-auth wants the absolute path of a Docker config.json, not '%s'\n", value);
+        return 2;
+      }
+      options.registry_auth = value;
+    }
+    else if (arg == "--insecure-registry") options.insecure_registries.emplace_back(value);
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;
     else if (arg == "--accel") options.accel = value;

@@ -111,15 +111,23 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
-  if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
+  bool registry = image::is_registry_reference(spec.image);
+  if (registry) {
+    // Pulled at deploy time by the image helper (image/pull.h); what is checked here is the
+    // reference's shape and that the backend runs images.
+    if (auto ref = image::parse_reference(spec.image); !ref) return ref.error();
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (spec.image[0] != '/') {
+    return field_error("image", "must be an absolute path or a registry image (REGISTRY/NAME:TAG)");
+  }
   std::string as_deployed = spec.image;
-  if (api::resolve_image_tag(spec.image)) spec.image_reference = std::move(as_deployed);
+  if (!registry && api::resolve_image_tag(spec.image)) spec.image_reference = std::move(as_deployed);
   // A directory for the process and container backends, an OCI image (a layout directory
   // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
   // backends: each backend's validate() checks its kind.
-  if (stat(spec.image.c_str(), &st) < 0)
+  if (!registry && stat(spec.image.c_str(), &st) < 0)
     return field_error("image", "'" + spec.image + "' does not exist on this node");
-  bool oci = image::is_oci_image(spec);
+  bool oci = registry || image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
   if (!spec.env_process.empty()) {

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
+
 #include <simdjson.h>
 
 #include "api/json.h"
@@ -82,6 +84,80 @@ bool valid_digest(std::string_view digest) {
 }
 
 std::string_view digest_hex(std::string_view digest) { return digest.substr(7); }
+
+bool is_registry_reference(std::string_view image) {
+  return !image.empty() && image[0] != '/' && !image.starts_with("sha256:");
+}
+
+namespace {
+// The distribution spec's path component: [a-z0-9]+ joined by '.', '_', '__' or '-'s.
+bool valid_path_component(std::string_view c) {
+  if (c.empty() || c.size() > 128) return false;
+  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
+  if (!alnum(c.front()) || !alnum(c.back())) return false;
+  for (size_t i = 0; i < c.size(); ++i)
+    if (!alnum(c[i]) && c[i] != '.' && c[i] != '_' && c[i] != '-') return false;
+  return true;
+}
+
+bool valid_tag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 128 || tag[0] == '.' || tag[0] == '-') return false;
+  for (char ch : tag)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') return false;
+  return true;
+}
+
+bool valid_host(std::string_view host) {
+  if (host.empty() || host.size() > 255) return false;
+  for (char ch : host)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != ':' && ch != '[' && ch != ']')
+      return false;
+  return true;
+}
+}  // namespace
+
+Result<Reference> parse_reference(std::string_view image) {
+  auto bad = [&](const std::string &why) {
+    return plain_error("field 'image'", "'" + std::string(image) + "' is not a registry image reference (" + why + ")");
+  };
+  if (image.size() > 1024) return bad("longer than 1024 characters");
+  Reference ref;
+  std::string_view rest = image;
+  if (size_t at = rest.find('@'); at != std::string_view::npos) {
+    ref.digest = std::string(rest.substr(at + 1));
+    if (!valid_digest(ref.digest)) return bad("the digest must be sha256: and 64 lowercase hex digits");
+    rest = rest.substr(0, at);
+  }
+  size_t slash = rest.find('/');
+  std::string_view first = rest.substr(0, slash);
+  if (slash != std::string_view::npos &&
+      (first.find('.') != std::string_view::npos || first.find(':') != std::string_view::npos || first == "localhost")) {
+    if (!valid_host(first)) return bad("bad registry host '" + std::string(first) + "'");
+    ref.registry = std::string(first);
+    rest = rest.substr(slash + 1);
+  } else {
+    ref.registry = "docker.io";
+  }
+  size_t last_slash = rest.rfind('/');
+  size_t colon = rest.find(':', last_slash == std::string_view::npos ? 0 : last_slash);
+  if (colon != std::string_view::npos) {
+    std::string_view tag = rest.substr(colon + 1);
+    if (!valid_tag(tag)) return bad("bad tag '" + std::string(tag) + "'");
+    if (ref.digest.empty()) ref.tag = std::string(tag);
+    rest = rest.substr(0, colon);
+  }
+  for (std::string_view c : split_on(rest, '/'))
+    if (!valid_path_component(c)) return bad("bad name component '" + std::string(c) + "'");
+  ref.repository = std::string(rest);
+  if (ref.registry == "docker.io" && ref.repository.find('/') == std::string::npos)
+    ref.repository = "library/" + ref.repository;
+  if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
+  return ref;
+}
+
+std::string Reference::source() const {
+  return "docker://" + registry + "/" + repository + (digest.empty() ? ":" + tag : "@" + digest);
+}
 
 Result<Descriptor> parse_index(std::string_view json) {
   dom::parser parser;

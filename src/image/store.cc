@@ -56,9 +56,15 @@ Status Store::resolve(const std::string &image, Waiter &w) {
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) posix_spawn_file_actions_adddup2(&setup.actions, devnull, 0);
   posix_spawn_file_actions_adddup2(&setup.actions, fds[1], 1);
-  std::string helper = options_.helper_path, cache = options_.cache_dir, path = image;
-  char *argv[] = {helper.data(), cache.data(), path.data(), nullptr};
-  auto child = proc::spawn_with_pidfd(helper.c_str(), setup, argv, kHelperEnv);
+  std::vector<std::string> args{options_.helper_path};
+  if (!options_.registry_auth.empty()) args.insert(args.end(), {"--authfile", options_.registry_auth});
+  for (const std::string &host : options_.insecure_registries) args.insert(args.end(), {"--insecure-registry", host});
+  args.push_back(options_.cache_dir);
+  args.push_back(image);
+  std::vector<char *> argv;
+  for (std::string &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  auto child = proc::spawn_with_pidfd(args[0].c_str(), setup, argv.data(), kHelperEnv);
   if (devnull >= 0) close(devnull);
   close(fds[1]);
   if (!child) {

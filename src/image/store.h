@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "image/layout.h"
 #include "io/ring.h"
@@ -37,6 +38,8 @@ struct StoreOptions {
   std::string helper_path;          // faasvisor-unpack
   uint64_t timeout_ms = 300'000;    // a helper still running after this is killed
   uint32_t max_jobs = 8;            // images being unpacked at once; more deploys get 503
+  std::string registry_auth;        // registry images: Docker-style config.json, or empty
+  std::vector<std::string> insecure_registries;  // HOST:PORT not TLS-verified
 };
 
 struct StoreStats {

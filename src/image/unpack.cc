@@ -1,5 +1,7 @@
 #include "image/unpack.h"
 
+#include "image/pull.h"
+
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
@@ -488,7 +490,8 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
   return finish_digest(r, digest, size, "layer");
 }
 
-Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits) {
+Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits,
+                              const PullOptions *pull) {
   // Root only: an image may hold setuid binaries, which no host user may reach through the
   // cache (the runtimes, which do, run as root; in the container noNewPrivileges holds).
   // Its parents (e.g. /var/lib/faasvisor on a fresh host) are ordinary directories.
@@ -498,11 +501,17 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
     if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
   if (chmod(cache_dir.c_str(), 0700) < 0) return Error{errno, "chmod", cache_dir};
   sweep_stale(cache_dir + "/tmp");
-  struct stat st{};
-  if (stat(image.c_str(), &st) < 0) return Error{errno, "image", image};
-
   TempDir extracted;
   std::string layout = image;
+  if (is_registry_reference(image)) {
+    auto ref = parse_reference(image);
+    if (!ref) return ref.error();
+    if (auto t = make_temp(extracted, cache_dir + "/tmp", "pull"); !t) return t.error();
+    layout = extracted.path + "/layout";
+    if (Status s = pull_reference(pull ? *pull : PullOptions{}, *ref, layout); !s.ok()) return s.error();
+  }
+  struct stat st{};
+  if (stat(layout.c_str(), &st) < 0) return Error{errno, "image", image};
   if (S_ISREG(st.st_mode)) {
     if (auto t = make_temp(extracted, cache_dir + "/tmp", "archive"); !t) return t.error();
     if (Status s = extract_layout_archive(image, extracted.path, limits); !s.ok()) return s.error();

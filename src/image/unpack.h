@@ -31,10 +31,12 @@ struct UnpackLimits {
   uint64_t max_entries = 1'000'000;    // entries, all layers together
 };
 
-// Resolves `image` (an OCI layout directory or a tar archive of one) to its cached rootfs,
-// unpacking it first if the cache does not have it.
+// Resolves `image` (an OCI layout directory, a tar archive of one, or a registry reference
+// pulled first with `pull`, image/pull.h) to its cached rootfs, unpacking it first if the
+// cache does not have it.
+struct PullOptions;
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image,
-                              const UnpackLimits &limits = {});
+                              const UnpackLimits &limits = {}, const PullOptions *pull = nullptr);
 
 // Applies one layer (a tar, compressed or not, read from fd) to the directory root_fd;
 // exposed for tests. `digest`: checked against the bytes read (empty: not checked).

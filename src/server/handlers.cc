@@ -152,7 +152,7 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
 
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
   if (!state_has_room(conn)) return;
-  if (image::is_oci_image(*spec)) {
+  if (image::is_oci_image(*spec) || image::is_registry_reference(spec->image)) {
     if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
     // Unpacking may take seconds: the helper does it, this request is answered when it exits.
     if (Status st = images->resolve(spec->image, conn); !st.ok()) return conn.respond_error(503, st.error().message());

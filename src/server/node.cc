@@ -251,6 +251,8 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
+  image_options.registry_auth = options.registry_auth;
+  image_options.insecure_registries = options.insecure_registries;
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;

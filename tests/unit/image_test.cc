@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "backend/environment.h"
 #include "backend/oci.h"
 #include "image/layout.h"
+#include "image/pull.h"
 #include "image/unpack.h"
 #include "sha256.h"
 
@@ -399,4 +401,40 @@ TEST_CASE("config.json takes the image's env and cwd, the deployment's envVars a
   CHECK(paths == 1);
   std::string_view root = doc["root"]["path"];
   CHECK(root == "/cache/sha256/abc/rootfs");
+}
+
+TEST_CASE("registry references: registry, repository, tag and digest as docker pull reads them") {
+  auto ref = parse_reference("127.0.0.1:5000/team/fn:v1");
+  REQUIRE(ref);
+  CHECK((ref->registry == "127.0.0.1:5000" && ref->repository == "team/fn" && ref->tag == "v1" && ref->digest.empty()));
+  CHECK(ref->source() == "docker://127.0.0.1:5000/team/fn:v1");
+  ref = parse_reference("python");
+  REQUIRE(ref);
+  CHECK(ref->source() == "docker://docker.io/library/python:latest");
+  ref = parse_reference("ghcr.io/openfaas/figlet");
+  REQUIRE(ref);
+  CHECK(ref->source() == "docker://ghcr.io/openfaas/figlet:latest");
+  ref = parse_reference("localhost/fn:1.0");
+  REQUIRE(ref);
+  CHECK(ref->registry == "localhost");
+  std::string digest = "sha256:" + std::string(64, 'a');
+  ref = parse_reference("registry.example:443/fn:tag@" + digest);
+  REQUIRE(ref);
+  CHECK((ref->digest == digest && ref->tag.empty()));
+  CHECK(ref->source() == "docker://registry.example:443/fn@" + digest);
+  for (const char *bad : {"Upper/case", "a//b", "fn:", "fn:-tag", "fn@sha256:abc", "host:1/-x", "x/y:t:u"})
+    CHECK_FALSE(parse_reference(bad));
+  CHECK(is_registry_reference("fn:latest"));
+  CHECK_FALSE(is_registry_reference("/srv/images/fn"));
+  CHECK_FALSE(is_registry_reference(digest));
+
+  PullOptions options;
+  options.insecure = {"127.0.0.1:5000"};
+  auto argv = pull_command(options, *parse_reference("127.0.0.1:5000/fn:v1"), "/cache/tmp/pull.x/layout");
+  auto has = [&](const std::string &a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
+  CHECK((has("--src-tls-verify=false") && has("--src-no-creds") && has("amd64")));
+  CHECK(argv.back() == "oci:/cache/tmp/pull.x/layout");
+  options.authfile = "/etc/faasvisor/auth.json";
+  argv = pull_command(options, *parse_reference("other:5000/fn:v1"), "/d");
+  CHECK((has("--src-tls-verify=true") && has("--src-authfile") && has("/etc/faasvisor/auth.json")));
 }
