@@ -20,6 +20,7 @@ void usage(FILE *out) {
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--registry-auth CONFIG.JSON] [--insecure-registry HOST:PORT]...\n"
+               "                  [--max-image-bytes SIZE] (POST /system/images, default 2Gi)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n"
@@ -99,6 +100,14 @@ int main(int argc, char **argv) {
       options.registry_auth = value;
     }
     else if (arg == "--insecure-registry") options.insecure_registries.emplace_back(value);
+    else if (arg == "--max-image-bytes") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes || *bytes == 0) {
+        std::fprintf(stderr, "faasvisord: --max-image-bytes wants a size such as 2Gi, not '%s'\n", value);
+        return 2;
+      }
+      options.max_image_bytes = *bytes;
+    }
     else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
     else if (arg == "--image-root") options.image_roots.emplace_back(value);
     else if (arg == "--qemu") options.qemu_path = value;

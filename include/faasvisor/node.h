@@ -34,6 +34,7 @@ struct NodeOptions {
   // Registry images (docs/images.md): credentials as Docker's config.json, and the registries
   // (HOST:PORT) whose TLS certificate is not verified (plain HTTP ones too).
   std::string registry_auth;
+  uint64_t max_image_bytes = 2ull << 30;     // POST /system/images: the largest tar taken (413 beyond)
   std::vector<std::string> insecure_registries;
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM

@@ -202,9 +202,13 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
-  bool registry = image::is_registry_reference(spec.image);
+  // A registry image, or one uploaded to the cache (POST /system/images) named by digest.
+  bool uploaded = image::valid_digest(spec.image);
+  bool registry = uploaded || image::is_registry_reference(spec.image);
   std::string image_dir;
-  if (registry) {
+  if (uploaded) {
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (registry) {
     // Pulled at deploy time by the image helper (image/pull.h); what is checked here is the
     // reference's shape and that the backend runs images. No host path: no image root.
     if (auto ref = image::parse_reference(spec.image); !ref) return ref.error();

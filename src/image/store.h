@@ -58,6 +58,16 @@ class Store {
   // Starts resolving `image` (or joins a helper already resolving it); w.image_ready runs
   // later from the loop. Fails at once, calling nothing, if no helper can be started.
   Status resolve(const std::string &image, Waiter &w);
+  // POST /system/images: starts a helper that reads an OCI layout tar on its stdin (at most
+  // max_bytes) into the cache and unpacks it; *stdin_fd is the pipe's write end (the
+  // caller's, non-blocking: it writes the request body there as it arrives and closes it at
+  // the end). w.image_ready runs once the helper exits. Never shared with other jobs.
+  Status receive(uint64_t max_bytes, Waiter &w, int *stdin_fd);
+  // DELETE /system/images/DIGEST: a helper takes the image out of the cache.
+  Status remove(const std::string &digest, Waiter &w);
+  // An upload whose body will not be complete (its client left, or sent too much): the
+  // waiter is not called, and the helper is told to stop (SIGTERM: it drops what it got).
+  void abort_upload(Waiter &w);
   // The waiter goes away (its client left): it is not called. The helper runs on.
   void cancel(Waiter &w);
   // Kills every helper; their waiters are answered as their exits arrive.
@@ -73,6 +83,8 @@ class Store {
   static void on_exit(io::Completion &c, int result, uint32_t flags);
   static void on_deadline(io::Timer &t);
   void finish(Job &job);
+  Status start(const std::string &key, std::vector<std::string> args, int stdin_fd, Waiter &w);
+  uint64_t next_upload_ = 1;
 
   io::Ring &ring_;
   io::TimerQueue &timers_;

@@ -17,6 +17,7 @@
 #include <ctime>
 #include <unordered_set>
 #include <vector>
+#include <csignal>
 
 #include "sha256.h"
 
@@ -506,8 +507,88 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
   return finish_digest(r, digest, size, "layer");
 }
 
+Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest) {
+  if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
+  std::string dir = cache_dir + "/sha256/" + std::string(digest_hex(digest));
+  Fd cfg(open((dir + "/config.json").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!cfg.ok())
+    return plain_error("image", std::string(digest) + " is not in this node's image cache (upload it: POST /system/images)");
+  auto text = read_all(cfg.fd, kMaxJsonBlob);
+  if (!text) return plain_error("image", std::string(digest) + ": its config is larger than 4 MiB");
+  auto config = parse_config(*text);
+  if (!config) return config.error();
+  Resolved out;
+  out.digest = std::string(digest);
+  out.rootfs = dir + "/rootfs";
+  out.config = std::move(*config);
+  return out;
+}
+
+namespace {
+volatile sig_atomic_t g_receive_aborted = 0;
+void on_abort(int) { g_receive_aborted = 1; }
+bool receive_aborted() { return g_receive_aborted != 0; }
+}  // namespace
+
+Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t max_bytes, bool *too_large) {
+  // No SA_RESTART: a read waiting for the node's next bytes returns at once.
+  struct sigaction sa {};
+  sa.sa_handler = on_abort;
+  sigaction(SIGTERM, &sa, nullptr);
+  *too_large = false;
+  for (const std::string &dir : {cache_dir, cache_dir + "/sha256", cache_dir + "/tmp"})
+    if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
+  TempDir upload;
+  if (auto t = make_temp(upload, cache_dir + "/tmp", "upload"); !t) return t.error();
+  std::string tar = upload.path + "/image.tar";
+  Fd out(open(tar.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out.ok()) return Error{errno, "open", tar};
+  uint64_t total = 0;
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    // The node's SIGTERM: the body will not be complete (a cut tar must not be unpacked).
+    if (receive_aborted()) return plain_error("image", "the upload was abandoned");
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("read the upload");
+    if (n == 0) break;
+    total += static_cast<uint64_t>(n);
+    if (total > max_bytes) {
+      *too_large = true;
+      return plain_error("image", "the upload is larger than " + std::to_string(max_bytes) + " bytes (--max-image-bytes)");
+    }
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(out.fd, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return Error{errno, "write", tar};
+      done += w;
+    }
+  }
+  if (total == 0) return plain_error("image", "the upload is empty (send an OCI image layout as a tar)");
+  if (receive_aborted()) return plain_error("image", "the upload was abandoned");
+  out = Fd();
+  auto resolved = unpack_image(cache_dir, tar);
+  if (!resolved) return plain_error("image", "the uploaded tar: " + resolved.error().message());
+  return resolved;
+}
+
+Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest) {
+  if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
+  std::string dir = cache_dir + "/sha256/" + std::string(digest_hex(digest));
+  if (!exists(dir + "/config.json")) return plain_error("image", std::string(digest) + " is not in the cache");
+  TempDir gone;
+  if (auto t = make_temp(gone, cache_dir + "/tmp", "removed"); !t) return t.error();
+  // Onto the empty temp dir, in one step: a deploy sees the image whole or not at all.
+  if (rename(dir.c_str(), gone.path.c_str()) < 0) return Error{errno, "rename", dir};
+  Resolved out;
+  out.digest = std::string(digest);
+  out.rootfs = dir + "/rootfs";
+  return out;  // ~TempDir removes the tree
+}
+
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits,
                               const PullOptions *pull) {
+  if (valid_digest(image)) return cached_image(cache_dir, image);
   // Root only: an image may hold setuid binaries, which no host user may reach through the
   // cache (the runtimes, which do, run as root; in the container noNewPrivileges holds).
   // Its parents (e.g. /var/lib/faasvisor on a fresh host) are ordinary directories.

@@ -38,6 +38,18 @@ struct PullOptions;
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image,
                               const UnpackLimits &limits = {}, const PullOptions *pull = nullptr);
 
+// An image already in the cache, by its manifest digest ("sha256:...": an uploaded image).
+Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest);
+
+// POST /system/images: reads an OCI layout tar from fd (the node pipes the request body in
+// as it arrives) into a file in CACHE/tmp, at most max_bytes (*too_large is set past them),
+// then unpacks it like any archive.
+Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t max_bytes, bool *too_large);
+
+// DELETE /system/images/DIGEST: the image's directory is renamed out of the cache (no deploy
+// finds it from then on) and removed.
+Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest);
+
 // Applies one layer (a tar, compressed or not, read from fd) to the directory root_fd;
 // exposed for tests. `digest`: checked against the bytes read (empty: not checked).
 Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t size,

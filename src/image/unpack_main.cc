@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "image/pull.h"
@@ -15,20 +16,31 @@
 
 int main(int argc, char **argv) {
   faasvisor::image::PullOptions pull;
+  const char *receive_max = nullptr;  // --receive MAX_BYTES: the image is a tar on stdin
+  const char *remove_digest = nullptr;  // --remove DIGEST: out of the cache
   int i = 1;
   for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
     std::string flag = argv[i];
     if (flag == "--authfile") pull.authfile = argv[i + 1];
     else if (flag == "--insecure-registry") pull.insecure.emplace_back(argv[i + 1]);
+    else if (flag == "--receive") receive_max = argv[i + 1];
+    else if (flag == "--remove") remove_digest = argv[i + 1];
     else break;
   }
-  if (argc - i != 2 || argv[i][0] != '/' || argv[i + 1][0] == '\0') {
-    std::fprintf(stderr, "usage: faasvisor-unpack [--authfile FILE] [--insecure-registry HOST:PORT]... /CACHE_DIR IMAGE\n");
+  bool one_operand = receive_max || remove_digest;
+  int operands = one_operand ? 1 : 2;
+  if (argc - i != operands || argv[i][0] != '/' || (!one_operand && argv[i + 1][0] == '\0')) {
+    std::fprintf(stderr, "usage: faasvisor-unpack [--authfile FILE] [--insecure-registry HOST:PORT]... /CACHE_DIR IMAGE\n"
+                         "       faasvisor-unpack --receive MAX_BYTES /CACHE_DIR < LAYOUT.tar\n"
+                         "       faasvisor-unpack --remove sha256:HEX /CACHE_DIR\n");
     return 2;
   }
   umask(022);
   setpriority(PRIO_PROCESS, 0, 5);  // below the node's loop
-  auto resolved = faasvisor::image::unpack_image(argv[i], argv[i + 1], {}, &pull);
+  bool too_large = false;
+  auto resolved = receive_max     ? faasvisor::image::receive_image(argv[i], 0, std::strtoull(receive_max, nullptr, 10), &too_large)
+                  : remove_digest ? faasvisor::image::remove_image(argv[i], remove_digest)
+                                  : faasvisor::image::unpack_image(argv[i], argv[i + 1], {}, &pull);
   std::string out = resolved ? faasvisor::image::encode_resolved(*resolved)
                              : faasvisor::image::encode_failure(resolved.error().message().substr(0, 4096));
   if (out.size() > faasvisor::image::kMaxAnswer) {
@@ -36,5 +48,5 @@ int main(int argc, char **argv) {
     resolved = faasvisor::plain_error("too large");
   }
   if (::write(1, out.data(), out.size()) != static_cast<ssize_t>(out.size())) return 1;
-  return resolved ? 0 : 1;
+  return resolved ? 0 : too_large ? 3 : 1;
 }
