@@ -21,6 +21,7 @@ void usage(FILE *out) {
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--registry-auth CONFIG.JSON] [--insecure-registry HOST:PORT]...\n"
                "                  [--max-image-bytes SIZE] (POST /system/images, default 2Gi)\n"
+               "                  [--image-cache-max SIZE] (evict unused images past it; default 0: never)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n"
@@ -100,6 +101,14 @@ int main(int argc, char **argv) {
       options.registry_auth = value;
     }
     else if (arg == "--insecure-registry") options.insecure_registries.emplace_back(value);
+    else if (arg == "--image-cache-max") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes) {
+        std::fprintf(stderr, "faasvisord: --image-cache-max wants a size such as 20Gi (0: no limit), not '%s'\n", value);
+        return 2;
+      }
+      options.image_cache_max_bytes = *bytes;
+    }
     else if (arg == "--max-image-bytes") {
       auto bytes = faasvisor::parse_memory_bytes(value);
       if (!bytes || *bytes == 0) {

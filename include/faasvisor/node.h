@@ -35,6 +35,7 @@ struct NodeOptions {
   // (HOST:PORT) whose TLS certificate is not verified (plain HTTP ones too).
   std::string registry_auth;
   uint64_t max_image_bytes = 2ull << 30;     // POST /system/images: the largest tar taken (413 beyond)
+  uint64_t image_cache_max_bytes = 0;        // unused images are evicted past this (0: never)
   std::vector<std::string> insecure_registries;
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM

@@ -81,6 +81,12 @@ Status Store::receive(uint64_t max_bytes, Waiter &w, int *stdin_fd) {
 Status Store::start(const std::string &key, std::vector<std::string> args, int stdin_fd, Waiter &w) {
   if (jobs_.size() >= options_.max_jobs)
     return plain_error("image", "the node is already unpacking " + std::to_string(jobs_.size()) + " images; try again later");
+  if (options_.cache_max_bytes > 0 && args[1] != "--remove") {
+    std::vector<std::string> extra{"--cache-max", std::to_string(options_.cache_max_bytes)};
+    if (options_.in_use)
+      for (std::string &digest : options_.in_use()) extra.insert(extra.end(), {"--keep", std::move(digest)});
+    args.insert(args.begin() + 1, extra.begin(), extra.end());
+  }
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return errno_error("pipe2");
   fcntl(fds[0], F_SETFL, O_NONBLOCK);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -40,6 +41,10 @@ struct StoreOptions {
   uint32_t max_jobs = 8;            // images being unpacked at once; more deploys get 503
   std::string registry_auth;        // registry images: Docker-style config.json, or empty
   std::vector<std::string> insecure_registries;  // HOST:PORT not TLS-verified
+  // --image-cache-max: a helper that added an image evicts unused ones past this (0: never).
+  // in_use lists the digests functions use now (they are never evicted).
+  uint64_t cache_max_bytes = 0;
+  std::function<std::vector<std::string>()> in_use;
 };
 
 struct StoreStats {

@@ -17,6 +17,7 @@
 #include <ctime>
 #include <unordered_set>
 #include <vector>
+#include <algorithm>
 #include <csignal>
 
 #include "sha256.h"
@@ -507,6 +508,52 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
   return finish_digest(r, digest, size, "layer");
 }
 
+namespace {
+// The cache's recency: an image's directory mtime is set at each use, the oldest go first.
+void mark_used(const std::string &dir) { utimensat(AT_FDCWD, dir.c_str(), nullptr, 0); }
+}  // namespace
+
+std::vector<std::string> evict_images(const std::string &cache_dir, uint64_t max_bytes,
+                                      const std::vector<std::string> &keep) {
+  struct Entry {
+    std::string hex;
+    uint64_t bytes;
+    struct timespec used;
+  };
+  std::vector<Entry> entries;
+  uint64_t total = 0;
+  std::string dir = cache_dir + "/sha256";
+  if (DIR *d = opendir(dir.c_str())) {
+    while (dirent *e = readdir(d)) {
+      std::string hex = e->d_name;
+      if (!valid_digest("sha256:" + hex)) continue;
+      struct stat st {};
+      if (stat((dir + "/" + hex).c_str(), &st) < 0) continue;
+      uint64_t bytes = 0;
+      Fd size_fd(open((dir + "/" + hex + "/size").c_str(), O_RDONLY | O_CLOEXEC));
+      if (size_fd.ok())
+        if (auto text = read_all(size_fd.fd, 64); text) bytes = std::strtoull(text->c_str(), nullptr, 10);
+      entries.push_back({hex, bytes, st.st_mtim});
+      total += bytes;
+    }
+    closedir(d);
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry &a, const Entry &b) {
+    return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
+  });
+  std::vector<std::string> evicted;
+  for (const Entry &e : entries) {
+    if (total <= max_bytes) break;
+    std::string digest = "sha256:" + e.hex;
+    if (std::find(keep.begin(), keep.end(), digest) != keep.end()) continue;
+    if (remove_image(cache_dir, digest)) {
+      total -= e.bytes;
+      evicted.push_back(digest);
+    }
+  }
+  return evicted;
+}
+
 Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest) {
   if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
   std::string dir = cache_dir + "/sha256/" + std::string(digest_hex(digest));
@@ -521,6 +568,7 @@ Result<Resolved> cached_image(const std::string &cache_dir, std::string_view dig
   out.digest = std::string(digest);
   out.rootfs = dir + "/rootfs";
   out.config = std::move(*config);
+  mark_used(dir);
   return out;
 }
 
@@ -642,7 +690,10 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   std::string hex(digest_hex(out.digest));
   std::string final_dir = cache_dir + "/sha256/" + hex;
   out.rootfs = final_dir + "/rootfs";
-  if (exists(final_dir + "/config.json")) return out;  // complete: renamed into place whole
+  if (exists(final_dir + "/config.json")) {  // complete: renamed into place whole
+    mark_used(final_dir);
+    return out;
+  }
 
   TempDir work;
   if (auto t = make_temp(work, cache_dir + "/tmp", hex); !t) return t.error();
@@ -662,6 +713,11 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   if (Status s = ensure_mount_points(root_fd.fd); !s.ok()) return s.error();
   // The root directory itself: readable by the container's user whatever the layers said.
   if (chmod(rootfs.c_str(), 0755) < 0) return Error{errno, "chmod", rootfs};
+  // Its size, for the cache's eviction (--image-cache-max): file data, a floor of what it holds.
+  std::string size_text = std::to_string(bytes) + "\n";
+  Fd size_fd(open((work.path + "/size").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!size_fd.ok() || ::write(size_fd.fd, size_text.data(), size_text.size()) != static_cast<ssize_t>(size_text.size()))
+    return Error{errno, "write", work.path + "/size"};
   std::string config_path = work.path + "/config.json";
   Fd cfg(open(config_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!cfg.ok() || ::write(cfg.fd, config_text->data(), config_text->size()) != static_cast<ssize_t>(config_text->size()))

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "image/layout.h"
 #include "util/result.h"
@@ -49,6 +50,11 @@ Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t ma
 // DELETE /system/images/DIGEST: the image's directory is renamed out of the cache (no deploy
 // finds it from then on) and removed.
 Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest);
+
+// --image-cache-max: removes the least recently used images not in `keep` until the
+// cache's images hold at most max_bytes of file data. Returns the digests removed.
+std::vector<std::string> evict_images(const std::string &cache_dir, uint64_t max_bytes,
+                                      const std::vector<std::string> &keep);
 
 // Applies one layer (a tar, compressed or not, read from fd) to the directory root_fd;
 // exposed for tests. `digest`: checked against the bytes read (empty: not checked).

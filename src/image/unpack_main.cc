@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "image/pull.h"
 #include "image/unpack.h"
@@ -18,6 +19,8 @@ int main(int argc, char **argv) {
   faasvisor::image::PullOptions pull;
   const char *receive_max = nullptr;  // --receive MAX_BYTES: the image is a tar on stdin
   const char *remove_digest = nullptr;  // --remove DIGEST: out of the cache
+  uint64_t cache_max = 0;               // --cache-max BYTES: evict past it (0: never)
+  std::vector<std::string> keep;        // --keep DIGEST: in use, never evicted
   int i = 1;
   for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
     std::string flag = argv[i];
@@ -25,6 +28,8 @@ int main(int argc, char **argv) {
     else if (flag == "--insecure-registry") pull.insecure.emplace_back(argv[i + 1]);
     else if (flag == "--receive") receive_max = argv[i + 1];
     else if (flag == "--remove") remove_digest = argv[i + 1];
+    else if (flag == "--cache-max") cache_max = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (flag == "--keep") keep.emplace_back(argv[i + 1]);
     else break;
   }
   bool one_operand = receive_max || remove_digest;
@@ -41,6 +46,11 @@ int main(int argc, char **argv) {
   auto resolved = receive_max     ? faasvisor::image::receive_image(argv[i], 0, std::strtoull(receive_max, nullptr, 10), &too_large)
                   : remove_digest ? faasvisor::image::remove_image(argv[i], remove_digest)
                                   : faasvisor::image::unpack_image(argv[i], argv[i + 1], {}, &pull);
+  if (resolved && cache_max > 0 && !remove_digest) {
+    keep.push_back(resolved->digest);  // about to be used by the deploy that asked
+    for (const std::string &d : faasvisor::image::evict_images(argv[i], cache_max, keep))
+      std::fprintf(stderr, "faasvisor-unpack: evicted %s from the image cache (--image-cache-max)\n", d.c_str());
+  }
   std::string out = resolved ? faasvisor::image::encode_resolved(*resolved)
                              : faasvisor::image::encode_failure(resolved.error().message().substr(0, 4096));
   if (out.size() > faasvisor::image::kMaxAnswer) {

@@ -301,6 +301,14 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
   image_options.registry_auth = options.registry_auth;
   image_options.insecure_registries = options.insecure_registries;
+  image_options.cache_max_bytes = options.image_cache_max_bytes;
+  image_options.in_use = [node = impl.get()] {
+    std::vector<std::string> digests;
+    node->pool->for_each_function([&](const pool::Function &fn) {
+      if (!fn.spec().image_digest.empty()) digests.push_back(fn.spec().image_digest);
+    });
+    return digests;
+  };
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;

@@ -34,7 +34,7 @@ class UploadTests(DaemonTestCase):
         cls.CACHE = os.path.join(cls.WORK, "cache")
         cls.AUTH = BasicAuth()
         cls.FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--image-cache", cls.CACHE,
-                     "--max-image-bytes", "8Mi")
+                     "--max-image-bytes", "8Mi", "--image-cache-max", "4Mi")
         echo_layer = mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs"))
         cls.echo_tar = os.path.join(cls.WORK, "echo.tar")
         cls.echo_digest = mkoci.write_layout(cls.echo_tar, [echo_layer], entrypoint=["/echo"], as_tar=True)
@@ -121,6 +121,20 @@ class UploadTests(DaemonTestCase):
         self.deploy("up-big", self.big_digest)
         self.assertEqual(self.daemon.invoke("up-big", b"big", timeout=scaled(60)).body, b"big")
         self.daemon.request("DELETE", "/system/functions", {"functionName": "up-big"})
+
+    def test_unused_images_are_evicted_past_the_cache_max(self):
+        # --image-cache-max 4Mi: the big image (6 MiB of file data) alone is past it.
+        big = self.upload(open(self.big_tar, "rb").read())["digest"]
+        self.deploy("keep-big", big)
+        echo = self.upload(open(self.echo_tar, "rb").read())["digest"]
+        self.assertEqual(set(self.images()) & {big, echo}, {big, echo}, "in use, and just added: both kept")
+        self.daemon.request("DELETE", "/system/functions", {"functionName": "keep-big"})
+        # The next image helper run evicts the least recently used unused image.
+        self.assertEqual(self.upload(open(self.echo_tar, "rb").read())["digest"], echo)
+        listed = self.images()
+        self.assertNotIn(big, listed)
+        self.assertIn(echo, listed)
+        self.assertEqual(os.listdir(os.path.join(self.CACHE, "tmp")), [])
 
     def test_bad_uploads(self):
         error = self.upload(b"not a tar at all" * 1000, expect=400)["error"]
