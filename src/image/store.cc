@@ -118,7 +118,7 @@ Status Store::start(const std::string &key, std::vector<std::string> args, int s
   timers_.start(job->deadline, monotonic_ns() + options_.timeout_ms * 1'000'000ull);
   job->waiters.push_back(w);
   w.job = job.get();
-  FV_INFO("image helper for %s (pid %d)", key.c_str(), static_cast<int>(job->child.pid()));
+  FV_INFO("unpacking image %s (helper pid %d)", key.c_str(), static_cast<int>(job->child.pid()));
   jobs_.emplace(key, std::move(job));
   return {};
 }
