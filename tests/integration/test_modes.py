@@ -340,5 +340,53 @@ CrunModeTests = backend_test("crun", "/usr/bin/crun")
 RuncModeTests = backend_test("runc", "/usr/bin/runc")
 GvisorModeTests = backend_test("gvisor", "/usr/bin/runsc")
 
+VM_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
+MODES_INITRAMFS = os.path.join(VM_BUILD, "vm", "modes.initramfs")
+VM_KERNEL = os.path.join(VM_BUILD, "vm", "vmlinux")
+
+
+@unittest.skipUnless(shutil.which("qemu-system-x86_64") and os.path.exists(MODES_INITRAMFS),
+                     "QEMU or the modes initramfs (a static build) is missing")
+class MicrovmModeTests(DaemonTestCase):
+    """http and stdio in a Linux microVM: vminit runs faasvisor-adapter from the initramfs
+    (with httpecho and stdcat, static: no interpreter in the guest); the guest's loopback is
+    up for the adapter's HTTP. TCG, so one boot per function."""
+    FLAGS = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--accel=tcg", "--vm-kernel", VM_KERNEL)
+
+    @classmethod
+    def setUpClass(cls):
+        subprocess.run([os.path.join(ROOT, "tools", "vmkernel"), "--build", VM_BUILD], check=True,
+                       stdout=subprocess.DEVNULL)
+        super().setUpClass()
+
+    def deploy(self, name, mode, command, expect=202, image=MODES_INITRAMFS):
+        r = self.daemon.request("POST", "/system/functions", {
+            "service": name, "image": image, "envProcess": command, "limits": {"memory": "128Mi"},
+            "annotations": {"faasvisor.backend": "microvm", "faasvisor.mode": mode}})
+        self.assertEqual(r.status, expect, r)
+        return r
+
+    def test_http_in_a_microvm(self):
+        self.deploy("vm-http", "http", "/httpecho 8080")
+        r = self.daemon.invoke("vm-http", b"through the guest", path="/p", timeout=scaled(120))
+        self.assertEqual((r.status, r.body, r.header("X-Seen-Path")), (200, b"through the guest", "/p"), r)
+        warm = self.daemon.invoke("vm-http", b"again", timeout=scaled(60))
+        self.assertEqual((warm.body, warm.header("X-Faasvisor-Start")), (b"again", "warm"))
+
+    def test_stdio_in_a_microvm(self):
+        self.deploy("vm-stdio", "stdio", "/stdcat")
+        r = self.daemon.invoke("vm-stdio", b"body", path="/q", timeout=scaled(120))
+        self.assertEqual((r.status, r.body), (200, b"body\nPOST /q\n"), r)
+        failed = self.daemon.invoke("vm-stdio", b"x", query="exit=4", timeout=scaled(60))
+        self.assertEqual(failed.status, 500, failed)
+        self.assertTrue(failed.body.startswith(b"exit status 4\n"), failed.body)
+
+    def test_image_without_the_adapter_is_400(self):
+        r = self.daemon.request("POST", "/system/functions", {
+            "service": "vm-noadapter", "image": os.path.join(VM_BUILD, "vm", "echo.initramfs"), "envProcess": "/echo",
+            "annotations": {"faasvisor.backend": "microvm", "faasvisor.mode": "stdio"}})
+        self.assertJsonError(r, 400, "faasvisor-adapter")
+
+
 if __name__ == "__main__":
     unittest.main()
