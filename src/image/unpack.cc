@@ -616,8 +616,12 @@ Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t ma
   if (receive_aborted()) return plain_error("image", "the upload was abandoned");
   out = Fd();
   auto resolved = unpack_image(cache_dir, tar);
-  if (!resolved) return plain_error("image", "the uploaded tar: " + resolved.error().message());
-  return resolved;
+  if (resolved) return resolved;
+  // The client knows no temp path: "the upload" is what it sent.
+  std::string why = resolved.error().message();
+  if (why.rfind("image: ", 0) == 0) why.erase(0, 7);
+  for (size_t at; (at = why.find(tar)) != std::string::npos;) why.replace(at, tar.size(), "the upload");
+  return plain_error("upload", why);
 }
 
 Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest) {
