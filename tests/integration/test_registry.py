@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 
 from harness import BUILD, ROOT, DaemonTestCase, scaled, wait_until
+from test_modes import build_watchdog_images  # a function only: test_modes' classes do not run twice
 
 IMAGES = os.path.join(os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD), "images")
 REGISTRY = shutil.which("docker-registry")
@@ -149,6 +150,9 @@ class RegistryTests(DaemonTestCase):
             r["plain"].push(os.path.join(IMAGES, "pyecho.oci"), "fn/pyecho:v1")
             r["plain"].push(os.path.join(IMAGES, "echo.oci"), "fn/echo:v1")
             r["plain"].push(manifest_list_layout(os.path.join(cls.WORK, "multi")), "fn/multi:v1", all_images=True)
+            # What `faas-cli build` of the python3-http template would push (test_modes builds it).
+            python3_http, _ = build_watchdog_images(os.path.join(cls.WORK, "templates"))
+            r["plain"].push(python3_http, "fn/py3http:latest")
             r["auth"].push(os.path.join(IMAGES, "echo.oci"), "private/echo:v1", creds="alice:s3cret")
             r["nocreds"].push(os.path.join(IMAGES, "echo.oci"), "private/echo:v1", creds="bob:other")
             r["verified"].push(os.path.join(IMAGES, "echo.oci"), "fn/echo:v1")
@@ -210,6 +214,29 @@ class RegistryTests(DaemonTestCase):
         # A tag and a digest: the digest decides.
         both = self.deploy("reg-both", plain.host + "/fn/pyecho:whatever@" + plain.digest("fn/pyecho:v1"))["image"]
         self.assertEqual(both["digest"], first["digest"])
+
+    def test_faas_cli_stack_deploy_of_a_template_image(self):
+        # `faas-cli deploy -f stack.yml` with `image: HOST/fn/py3http:latest` built from the
+        # python3-http template: PUT, 404, then POST of the FunctionDeployment, no envProcess,
+        # only the backend as an annotation (stack.yml's annotations:). It runs as built.
+        spec = {"service": "stack-fn", "image": self.registries["plain"].host + "/fn/py3http:latest",
+                "labels": {"com.openfaas.scale.max": "2"}, "annotations": {"faasvisor.backend": "crun"},
+                "limits": {"memory": "256Mi"}}
+        headers = {"Content-Type": "application/json", "User-Agent": "faas-cli/0.16.38"}
+        r = self.daemon.request("PUT", "/system/functions", json.dumps(spec), headers)
+        self.assertEqual(r.status, 404, r)
+        r = self.daemon.request("POST", "/system/functions", json.dumps(spec), headers, timeout=scaled(120))
+        self.assertEqual(r.status, 202, r)
+        info = self.daemon.function("stack-fn")
+        self.assertEqual((info["image"], info["faasvisor"]["mode"], info["faasvisor"]["port"]),
+                         (spec["image"], "http", 5000))
+        r = self.daemon.invoke("stack-fn", b"from the stack", timeout=scaled(60))
+        self.assertEqual((r.status, r.body), (201, b"python3-http:from the stack"), r)
+        # The rolling update faas-cli does on the next deploy: PUT, pulled again, new generation.
+        r = self.daemon.request("PUT", "/system/functions", json.dumps(spec), headers, timeout=scaled(120))
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(self.daemon.function("stack-fn")["faasvisor"]["generation"], 2)
+        self.assertEqual(self.daemon.invoke("stack-fn", b"v2", timeout=scaled(60)).body, b"python3-http:v2")
 
     def test_manifest_list_resolves_to_linux_amd64(self):
         self.deploy("reg-multi", self.registries["plain"].host + "/fn/multi:v1")
