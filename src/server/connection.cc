@@ -384,6 +384,8 @@ void Connection::close() {
   // An upload cut short: its helper drops what it got. One whose body is complete finishes
   // (the image stays in the cache) with nobody to answer.
   if (uploading_ && !upload_body_done_) node_.images->abort_upload(*this);
+  if (awaiting_call_ != nullptr) node_.async->forget(*awaiting_call_);  // it runs all the same
+  awaiting_call_ = nullptr;
   node_.images->cancel(*this);
   if (upload_op_.in_flight) node_.ring->cancel(upload_op_);
   if (upload_fd_ >= 0) ::close(upload_fd_);
@@ -419,6 +421,24 @@ store::Done Connection::durable_reply(int status, std::string body, std::string 
 void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {
   pending_deploy_ = std::move(spec);
   pending_update_ = update;
+}
+
+void Connection::call_accepted(std::string_view call_id) {
+  awaiting_call_ = nullptr;
+  std::string extra = "X-Call-Id: ";
+  extra += call_id;
+  extra += "\r\n";
+  respond(202, {}, {}, extra);
+  // Answered from the journal's callback: continue with pipelined input.
+  process_input();
+  arm_recv();
+}
+
+void Connection::call_failed(int status, std::string_view message) {
+  awaiting_call_ = nullptr;
+  respond_error(status, message);
+  process_input();
+  arm_recv();
 }
 
 void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) {
