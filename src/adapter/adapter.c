@@ -48,7 +48,6 @@ extern char **environ;
 
 static pid_t g_server = -1;  /* http mode: the long-lived server */
 static pid_t g_child = -1;   /* stdio mode: the run of the current request */
-static volatile sig_atomic_t g_terminating;
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...) {
@@ -113,12 +112,16 @@ static int write_all(int fd, const void *data, size_t len) {
   return 0;
 }
 
-/* 1 read exactly, 0 end of stream before any byte, -1 cut short or failed. */
+static volatile sig_atomic_t g_terminating;
+
+/* 1 read exactly, 0 end of stream before any byte (or SIGTERM while waiting for one), -1 cut
+ * short or failed. */
 static int read_exact(int fd, void *data, size_t len) {
   char *p = data;
   size_t got = 0;
   while (got < len) {
     ssize_t n = read(fd, p + got, len - got);
+    if (n < 0 && errno == EINTR && g_terminating && got == 0) return 0;  /* stop, as at end of input */
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;
     if (n == 0) return got == 0 ? 0 : -1;
@@ -321,6 +324,17 @@ static int read_response(int fd, int head_only, struct http_response *r, int *ke
   int major = 0, minor = 0;
   if (sscanf(line, "HTTP/%d.%d %d", &major, &minor, &r->status) != 3 || r->status < 100 || r->status > 599)
     return -3;
+  /* An interim answer (100 Continue, 103 Early Hints): its headers, then the real one. */
+  while (r->status >= 100 && r->status < 200 && r->status != 101) {
+    do {
+      line = read_line(fd, MAX_HEAD_BYTES);
+      if (line == NULL) return -1;
+    } while (*line != '\0');
+    line = read_line(fd, MAX_HEAD_BYTES);
+    if (line == NULL) return -1;
+    if (sscanf(line, "HTTP/%d.%d %d", &major, &minor, &r->status) != 3 || r->status < 100 || r->status > 599)
+      return -3;
+  }
   *keep = major == 1 && minor >= 1;
   int64_t length = -1;
   int chunked = 0;

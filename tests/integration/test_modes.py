@@ -142,6 +142,8 @@ class ModeChecks:
         self.assertEqual(self.daemon.invoke("http-fn", method="PUT", path="/status/418").status, 418)
         got = self.daemon.invoke("http-fn", method="GET", path="/status/404")
         self.assertEqual((got.status, got.header("X-Seen-Method")), (404, "GET"))
+        early = self.daemon.invoke("http-fn", b"after 103", path="/early")
+        self.assertEqual((early.status, early.body, early.header("X-Seen-Path")), (200, b"after 103", "/early"))
         head = self.daemon.invoke("http-fn", method="HEAD", path="/x")
         self.assertEqual((head.status, head.body), (200, b""))
         big = self.invoke_ok("http-fn", method="GET", path="/big", query="n=%d" % (3 << 20))

@@ -1,7 +1,7 @@
 """An HTTP function as of-watchdog's http mode runs it: a server on 127.0.0.1:PORT (argv[1],
 default 8080). POST echoes; the answer's headers say what the server saw. /status/N answers
 N, /ready answers 503 until READY_AFTER requests to it, /big?n=BYTES answers that many bytes,
-/exit ends the server. START_DELAY (seconds) delays the listen, to test that READY waits."""
+/early sends a 103 before its answer, /exit ends the server. START_DELAY (seconds) delays the listen, to test that READY waits."""
 import http.server
 import os
 import sys
@@ -26,6 +26,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = b"x" * int(query.split("=", 1)[1])
         elif path == "/exit":
             os._exit(3)
+        elif path == "/early":  # an interim answer first (103 Early Hints), then the real one
+            self.send_response_only(103)
+            self.send_header("Link", "</style.css>; rel=preload")
+            self.end_headers()
         self.send_response(status)
         self.send_header("Content-Type", self.headers.get("Content-Type") or "application/octet-stream")
         self.send_header("X-Seen-Method", self.command)
