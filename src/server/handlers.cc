@@ -150,7 +150,12 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
   w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
   w.key("images").begin_object().field("cache", images->options().cache_dir);
   w.field("unpacking", images->running()).field("resolved", is.resolved);
-  w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
+  w.field("unpacked", is.unpacked).field("failed", is.failed);
+  w.field("max_upload_bytes", options.max_image_bytes).field("cache_max_bytes", options.image_cache_max_bytes);
+  w.field("registry_auth", !options.registry_auth.empty());
+  w.key("insecure_registries").begin_array();
+  for (const std::string &host : options.insecure_registries) w.string(host);
+  w.end_array().end_object();
   w.end_object();
 }
 

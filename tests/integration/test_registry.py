@@ -249,6 +249,12 @@ class RegistryTests(DaemonTestCase):
         # A registry the config.json has no credentials for: its own answer, as a 400.
         self.refused(self.registries["nocreds"].host + "/private/echo:v1", "unauthorized")
 
+    def test_info_shows_the_registry_settings(self):
+        images = self.daemon.get("/system/info").json()["faasvisor"]["images"]
+        self.assertEqual(images["registry_auth"], True)
+        self.assertEqual(set(images["insecure_registries"]),
+                         {self.registries[n].host for n in ("plain", "auth", "nocreds")})
+
     def test_tls_is_verified_unless_insecure(self):
         self.refused(self.registries["verified"].host + "/fn/echo:v1", "x509")
 
