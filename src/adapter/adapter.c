@@ -206,6 +206,12 @@ static int reap(pid_t pid, int *status, int flags) {
   }
 }
 
+/* Orphans a command left (no pid of ours matches -1). */
+static void reap_orphans(void) {
+  int ignored;
+  reap(-1, &ignored, WNOHANG);
+}
+
 /* fork + exec of argv with stdin from in_fd, stdout to out_fd, stderr to the adapter's. */
 static pid_t start(char **argv, char **envp, int in_fd, int out_fd, int close_fd[2]) {
   pid_t pid = fork();
@@ -709,8 +715,7 @@ static int run_stdio(char **argv) {
     if (type == 0 || type == FV_FRAME_SHUTDOWN || g_terminating) break;
     if (type != FV_FRAME_REQUEST) die("unexpected frame type %d from the node", type);
     stdio_serve(argv, (const uint8_t *)frame.data, (uint32_t)frame.len);
-    int ignored;
-    reap(-2, &ignored, WNOHANG); /* orphans the command left */
+    reap_orphans();
   }
   return 0;
 }
