@@ -57,7 +57,10 @@ class UploadTests(DaemonTestCase):
             shutil.rmtree(cls.WORK, ignore_errors=True)
 
     def upload(self, data, chunked=False, headers=None, expect=200):
-        conn = self.daemon.connect(scaled(60))
+        return self.upload_to(self.daemon, data, chunked, headers, expect)
+
+    def upload_to(self, daemon, data, chunked=False, headers=None, expect=200):
+        conn = daemon.connect(scaled(60))
         try:
             h = {"Authorization": self.AUTH.header(), "Content-Type": "application/x-tar"}
             h.update(headers or {})
@@ -136,13 +139,38 @@ class UploadTests(DaemonTestCase):
         self.assertIn(echo, listed)
         self.assertEqual(os.listdir(os.path.join(self.CACHE, "tmp")), [])
 
+    def test_a_function_on_an_uploaded_image_comes_back_after_a_restart(self):
+        state = tempfile.mkdtemp(prefix="fv-upload-state-", dir=self.WORK)
+        flags = ("--stem-pool", "0", "--stop-grace-ms", "1000", "--image-cache", self.CACHE, "--state-dir", state)
+        d = Daemon(*flags, auth=self.AUTH).start()
+        try:
+            digest = self.upload_to(d, open(self.echo_tar, "rb").read())["digest"]
+            r = d.request("POST", "/system/functions", {"service": "kept", "image": digest,
+                                                         "annotations": {"faasvisor.backend": "crun"}})
+            self.assertEqual(r.status, 202, r)
+        finally:
+            problems = d.stop(settle=False)  # the function stays: it is what the restart must find
+        self.assertEqual(problems, [])
+        d2 = Daemon(*flags, auth=self.AUTH).start()
+        try:
+            r = d2.invoke("kept", b"after the restart", timeout=scaled(60))
+            self.assertEqual((r.status, r.body), (200, b"after the restart"), r)
+            self.assertEqual(d2.function("kept")["image"], digest)
+            d2.request("DELETE", "/system/functions", {"functionName": "kept"})
+        finally:
+            problems = d2.stop()
+        self.assertEqual(problems, [])
+
     def test_bad_uploads(self):
         error = self.upload(b"not a tar at all" * 1000, expect=400)["error"]
         self.assertIn("upload", error)
         self.assertNotIn(self.CACHE, error)  # no temp path of the node's
         # A layout whose layer does not match its digest.
         layout = os.path.join(self.WORK, "corrupt")
-        mkoci.write_layout(layout, [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs"))], entrypoint=["/echo"])
+        # A layer of its own: an image already in the cache (same manifest digest) is not read again.
+        mkoci.write_layout(layout, [mkoci.layer_from_dir(os.path.join(IMAGES, "echo", "rootfs")),
+                                    mkoci.layer_from_entries([mkoci.entry("noise", data=os.urandom(4096))])],
+                           entrypoint=["/echo"])
         manifest = json.load(open(blob(layout, json.load(open(os.path.join(layout, "index.json")))["manifests"][0]["digest"])))
         layer = blob(layout, manifest["layers"][0]["digest"])
         data = bytearray(open(layer, "rb").read())
