@@ -103,6 +103,30 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
   return *v;
 }
 
+// faasvisor.mode, faasvisor.port, faasvisor.ready_path (docs/modes.md).
+Status read_mode(FunctionSpec &spec) {
+  if (auto it = spec.annotations.find("faasvisor.mode"); it != spec.annotations.end()) {
+    if (it->second == "protocol") spec.mode = FunctionSpec::Mode::protocol;
+    else if (it->second == "http") spec.mode = FunctionSpec::Mode::http;
+    else if (it->second == "stdio") spec.mode = FunctionSpec::Mode::stdio;
+    else return field_error("annotations.faasvisor.mode", "must be protocol, http or stdio");
+    spec.mode_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.port"); it != spec.annotations.end()) {
+    std::optional<uint64_t> port = parse_decimal(it->second);
+    if (!port || *port < 1 || *port > 65535)
+      return field_error("annotations.faasvisor.port", "must be a TCP port from 1 to 65535");
+    spec.port = static_cast<uint16_t>(*port);
+    spec.port_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.ready_path"); it != spec.annotations.end()) {
+    if (it->second.empty() || it->second[0] != '/' || it->second.find_first_of(" \r\n") != std::string::npos)
+      return field_error("annotations.faasvisor.ready_path", "must be a path starting with '/'");
+    spec.ready_path = it->second;
+  }
+  return {};
+}
+
 Error root_refusal(std::string_view field, std::string detail) {
   return Error{0, kOutsideImageRoots, "field '" + std::string(field) + "': " + std::move(detail)};
 }
@@ -179,16 +203,28 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
-  if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
-  // Before anything looks at the path: a refusal must not tell which host paths exist.
+  // A registry image, or one uploaded to the cache (POST /system/images) named by digest.
+  bool uploaded = image::valid_digest(spec.image);
+  bool registry = uploaded || image::is_registry_reference(spec.image);
   std::string image_dir;
-  if (limits.image_roots != nullptr) {
+  if (uploaded) {
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (registry) {
+    // Pulled at deploy time by the image helper (image/pull.h); what is checked here is the
+    // reference's shape and that the backend runs images. No host path: no image root.
+    if (auto ref = image::parse_reference(spec.image); !ref) return ref.error();
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (spec.image[0] != '/') {
+    return field_error("image", "must be an absolute path or a registry image (REGISTRY/NAME:TAG)");
+  }
+  // Before anything looks at the path: a refusal must not tell which host paths exist.
+  if (!registry && limits.image_roots != nullptr) {
     auto resolved = limits.image_roots->check(spec.image);
     if (!resolved) return root_refusal("image", resolved.error().detail);
     image_dir = std::move(*resolved);
   }
   std::string as_deployed = spec.image;
-  if (api::resolve_image_tag(spec.image)) {
+  if (!registry && api::resolve_image_tag(spec.image)) {
     spec.image_reference = std::move(as_deployed);
     // The tagged path passed as a path under a root that does not exist; the bare one must
     // pass on its own (a symlink may lead it elsewhere).
@@ -201,9 +237,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   // A directory for the process and container backends, an OCI image (a layout directory
   // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
   // backends: each backend's validate() checks its kind.
-  if (stat(spec.image.c_str(), &st) < 0)
+  if (!registry && stat(spec.image.c_str(), &st) < 0)
     return field_error("image", "'" + spec.image + "' does not exist on this node");
-  bool oci = image::is_oci_image(spec);
+  bool oci = registry || image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
   if (spec.env_process.size() > kMaxCommandBytes)
@@ -277,6 +313,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
+  if (Status st = read_mode(spec); !st.ok()) return st;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
@@ -297,6 +334,15 @@ Status check_body_namespace(dom::object object) {
 }
 
 }  // namespace
+
+const char *to_string(FunctionSpec::Mode mode) {
+  switch (mode) {
+    case FunctionSpec::Mode::protocol: return "protocol";
+    case FunctionSpec::Mode::http: return "http";
+    case FunctionSpec::Mode::stdio: return "stdio";
+  }
+  return "?";
+}
 
 bool valid_function_name(std::string_view name) {
   if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-') return false;

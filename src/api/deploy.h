@@ -58,6 +58,16 @@ struct FunctionSpec {
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
+  // How the instance speaks (docs/modes.md): the instance protocol itself, or through
+  // faasvisor-adapter as an HTTP server on `port` (of-watchdog's http mode) or a command
+  // run once per request (the classic watchdog). Annotation faasvisor.mode, else an OCI
+  // image's watchdog environment (fprocess, mode, upstream_url).
+  enum class Mode { protocol, http, stdio };
+  Mode mode = Mode::protocol;
+  bool mode_annotated = false;  // faasvisor.mode was given: the image's environment does not decide
+  bool port_annotated = false;
+  uint16_t port = 8080;         // http mode: the function's server, on the sandbox's loopback
+  std::string ready_path;       // http mode: GET this answers 2xx before READY (of-watchdog's ready_path)
   bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 
@@ -95,6 +105,7 @@ Result<uint64_t> parse_duration_ms(std::string_view text);  // "500ms", "30s", "
 Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "1048576"
 Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
 bool valid_function_name(std::string_view name);
+const char *to_string(FunctionSpec::Mode mode);
 
 // {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
 Result<std::string> parse_delete(std::string_view json);

@@ -86,8 +86,9 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   struct stat st{};
   if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
-  if (!spec.secrets.empty()) return ensure_secrets_mount_point();
-  return {};
+  if (!spec.secrets.empty())
+    if (Status st = ensure_secrets_mount_point(); !st.ok()) return st;
+  return check_adapter(spec, options_.adapter_path);
 }
 
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
@@ -148,7 +149,7 @@ void ProcessBackend::on_refill(io::Timer &t) {
 Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
   proc::GoSpec go;
   go.directory = spec.image;
-  go.argv = spec.argv;
+  go.argv = instance_argv(spec, options_.adapter_path);
   go.env = instance_environment(spec, instance_name);
   // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
   go.tmp_size_bytes = spec.memory_bytes / 4;

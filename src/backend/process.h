@@ -14,6 +14,7 @@ namespace faasvisor::backend {
 
 struct ProcessBackendOptions {
   std::string stem_path;          // the faasvisor-stem binary
+  std::string adapter_path;       // faasvisor-adapter (the host is visible in the sandbox)
   uint32_t stem_pool_size = 16;   // sandboxes kept ready; 0 makes each on demand
 };
 

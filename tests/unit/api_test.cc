@@ -116,3 +116,15 @@ TEST_CASE("the JSON writer places commas and escapes strings") {
   w.end_object();
   CHECK(out == R"({"a":1,"b":"x\"y","c":[1,"z"],"d":{}})");
 }
+
+TEST_CASE("image routes: upload, list and remove by digest") {
+  using faasvisor::api::route;
+  using faasvisor::api::RouteKind;
+  CHECK(route("POST", "/system/images").kind == RouteKind::upload_image);
+  CHECK(route("GET", "/system/images").kind == RouteKind::list_images);
+  auto r = route("DELETE", "/system/images/sha256:abc");
+  CHECK(r.kind == RouteKind::remove_image);
+  CHECK(r.name == "sha256:abc");
+  CHECK(route("PUT", "/system/images").kind == RouteKind::method_not_allowed);
+  CHECK(route("DELETE", "/system/images/").kind == RouteKind::not_found);
+}
