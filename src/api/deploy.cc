@@ -77,6 +77,23 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
   return *v;
 }
 
+Status derive_template(FunctionSpec &spec) {
+  std::string mode = "auto";
+  if (auto it = spec.annotations.find("faasvisor.template"); it != spec.annotations.end()) mode = it->second;
+  bool can = spec.backend == "process" && runs_python_runtime(spec.argv);
+  if (mode == "off") {
+    spec.use_template = false;
+  } else if (mode == "on" || mode == "auto") {
+    if (mode == "on" && !can)
+      return field_error("annotations.faasvisor.template",
+                         "only the Python runtime (runtimes/python) on the process backend has templates");
+    spec.use_template = can;
+  } else {
+    return field_error("annotations.faasvisor.template", "must be \"on\", \"off\" or \"auto\"");
+  }
+  return {};
+}
+
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.name.empty()) return field_error("service", "required");
   if (!valid_function_name(spec.name))
@@ -150,6 +167,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
     spec.keepalive = *keepalive;
   }
+  if (Status st = derive_template(spec); !st.ok()) return st;
   if (Status st = api::check_namespace(spec.namespace_name, "field 'namespace'"); !st.ok()) return st;
   spec.namespace_name = std::string(api::kNamespace);
   return api::check_openfaas_fields(spec, api::node_labels());
@@ -300,6 +318,13 @@ Result<ScaleRequest> parse_scale(std::string_view json) {
   if (!have_replicas) return field_error("replicas", "required");
   if (Status st = check_body_namespace(object); !st.ok()) return st.error();
   return out;
+}
+
+bool runs_python_runtime(const std::vector<std::string> &argv) {
+  constexpr std::string_view kRuntime = "faasvisor_runtime.py";
+  for (std::string_view a : argv)
+    if (a.size() >= kRuntime.size() && a.substr(a.size() - kRuntime.size()) == kRuntime) return true;
+  return false;
 }
 
 }  // namespace faasvisor

@@ -53,6 +53,9 @@ struct FunctionSpec {
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
   bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
+  // faasvisor.template (docs/templates.md): cold starts fork a template that has imported the
+  // function. Default on for the Python runtime on the process backend; "off" falls back.
+  bool use_template = false;
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 
   // What the store keeps to rebuild this function after a restart (server/records.h).
@@ -73,6 +76,9 @@ Result<uint64_t> parse_duration_ms(std::string_view text);  // "500ms", "30s", "
 Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "1048576"
 Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
 bool valid_function_name(std::string_view name);
+// Whether a command runs the Python runtime (runtimes/python/faasvisor_runtime.py), so far
+// the only one with a template mode.
+bool runs_python_runtime(const std::vector<std::string> &argv);
 
 // {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
 Result<std::string> parse_delete(std::string_view json);

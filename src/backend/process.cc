@@ -17,13 +17,16 @@ namespace {
 constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
+constexpr uint64_t kTemplateRebuildNs = 1'000'000'000;
 }  // namespace
 
-ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
+ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::Ring &ring, io::TimerQueue &timers,
                                ProcessBackendOptions options)
-    : cgroups_(cgroups), timers_(timers), options_(std::move(options)) {
+    : cgroups_(cgroups), ring_(ring), timers_(timers), options_(std::move(options)) {
   refill_timer_.owner = this;
   refill_timer_.callback = &ProcessBackend::on_refill;
+  prime_timer_.owner = this;
+  prime_timer_.callback = &ProcessBackend::on_prime;
   if (options_.stem_pool_size > 0) timers_.start(refill_timer_, monotonic_ns());
 }
 
@@ -32,6 +35,9 @@ ProcessBackend::~ProcessBackend() { drain(); }
 void ProcessBackend::drain() {
   draining_ = true;
   timers_.stop(refill_timer_);
+  timers_.stop(prime_timer_);
+  for (auto &[spec, kept] : templates_) discard_template(kept);
+  templates_.clear();
   while (!stems_.empty()) {
     discard(stems_.front());
     stems_.pop_front();
@@ -110,7 +116,157 @@ void ProcessBackend::on_refill(io::Timer &t) {
     self.timers_.start(self.refill_timer_, monotonic_ns() + kRefillStepNs);
 }
 
+Result<Launched> ProcessBackend::take_stem() {
+  Launched stem;
+  if (!stems_.empty()) {
+    stem = std::move(stems_.front());
+    stems_.pop_front();
+  } else {
+    auto fresh = make_stem();
+    if (!fresh) return fresh.error();
+    stem = std::move(*fresh);
+  }
+  if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
+    timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
+  return stem;
+}
+
+void ProcessBackend::free_finished_templates() {
+  std::erase_if(retired_, [](const std::unique_ptr<Template> &t) { return t->finished(); });
+}
+
+ProcessBackend::KeptTemplate *ProcessBackend::ready_template(const FunctionSpec &spec) {
+  free_finished_templates();
+  if (options_.template_library.empty() || draining_) return nullptr;
+  KeptTemplate &kept = templates_[&spec];
+  if (kept.current && kept.current->state() == Template::State::ready) return &kept;
+  if (kept.current && kept.current->state() == Template::State::starting) return nullptr;
+  // None yet, or a dead one: (re)build, at most once a second (a template that dies at once,
+  // say at import, is not rebuilt in a loop).
+  if (kept.current && monotonic_ns() - kept.current->started_ns() < kTemplateRebuildNs) return nullptr;
+  discard_template(kept);
+  auto t = std::make_unique<Template>(ring_, cgroups_, next_template_id_++);
+  Status st = t->start(spec, options_.stem_path, options_.template_library);
+  ++kept.builds;
+  if (!st.ok()) FV_WARN("cannot start the template of %s: %s", spec.name.c_str(), st.error().message().c_str());
+  kept.current = std::move(t);
+  return nullptr;
+}
+
+Status ProcessBackend::prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed) {
+  proc::GoSpec go;
+  go.directory = spec.image;
+  go.argv = spec.argv;
+  go.tmp_size_bytes = spec.memory_bytes / 4;
+  go.limits.memory_bytes = spec.memory_bytes;
+  go.limits.cpu_millis = spec.cpu_millis;
+  go.limits.pids_max = spec.pids_max;
+  go.mode = proc::GoSpec::Mode::adopt;
+  std::string message = proc::encode_go(go);
+  for (;;) {
+    auto stem = take_stem();
+    if (!stem) return stem.error();
+    ssize_t n = ::write(stem->to_instance, message.data(), message.size());
+    if (n != static_cast<ssize_t>(message.size())) {
+      int err = n < 0 ? errno : EAGAIN;
+      discard(*stem);
+      if (err == EPIPE) continue;  // died in the pool: take another
+      return errno_error("write GO message to the sandbox", err);
+    }
+    Status st = t.fork_into(*stem);
+    if (!st.ok()) {
+      discard(*stem);
+      return st;
+    }
+    primed.push_back(std::move(*stem));
+    return {};
+  }
+}
+
+Result<Launched> ProcessBackend::launch_from_template(KeptTemplate &kept, const FunctionSpec &spec,
+                                                      std::string_view instance_name) {
+  if (kept.primed.empty()) {
+    if (Status st = prime(*kept.current, spec, kept.primed); !st.ok()) return st.error();
+  }
+  std::string start = proc::encode_template_start(instance_name);
+  while (!kept.primed.empty()) {
+    Launched slot = std::move(kept.primed.front());
+    kept.primed.pop_front();
+    // The stem has consumed its GO message; the template's child waiting in it reads this
+    // and forks the function. A pipe with only that in it: the write completes at once.
+    ssize_t n = ::write(slot.to_instance, start.data(), start.size());
+    if (n == static_cast<ssize_t>(start.size())) {
+      schedule_priming();
+      return slot;
+    }
+    discard(slot);  // the slot died while it waited (EPIPE): take the next
+  }
+  return plain_error("template", "no primed sandbox left");
+}
+
+void ProcessBackend::schedule_priming() {
+  if (!prime_timer_.armed() && !draining_) timers_.start(prime_timer_, monotonic_ns() + kRefillDelayNs);
+}
+
+// Off the cold start (like the stem pool's refill): each ready template gets its primed
+// sandboxes back, one per tick.
+void ProcessBackend::on_prime(io::Timer &timer) {
+  auto &self = timer.owner_as<ProcessBackend>();
+  for (auto &[spec, kept] : self.templates_) {
+    if (!kept.current || kept.current->state() != Template::State::ready) continue;
+    if (kept.primed.size() >= self.options_.primed_per_template) continue;
+    Status st = self.prime(*kept.current, *spec, kept.primed);
+    if (!st.ok()) FV_DEBUG("priming %s: %s", spec->name.c_str(), st.error().message().c_str());
+    self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillStepNs);
+    return;
+  }
+}
+
+void ProcessBackend::discard_template(KeptTemplate &kept) {
+  for (Launched &slot : kept.primed) discard(slot);
+  kept.primed.clear();
+  if (kept.current) {
+    kept.current->stop();
+    retired_.push_back(std::move(kept.current));
+  }
+}
+
+void ProcessBackend::retire(const FunctionSpec &spec) {
+  auto it = templates_.find(&spec);
+  if (it == templates_.end()) return;
+  discard_template(it->second);
+  templates_.erase(it);
+  free_finished_templates();
+}
+
+Backend::KeptFacts ProcessBackend::kept_facts(const FunctionSpec &spec) {
+  auto it = templates_.find(&spec);
+  if (it == templates_.end() || !it->second.current) return {};
+  Template &t = *it->second.current;
+  KeptFacts facts;
+  facts.state = t.state() == Template::State::ready ? "ready" : t.state() == Template::State::starting ? "starting" : "dead";
+  facts.pid = t.pid();
+  facts.memory_bytes = t.memory_bytes();
+  facts.forks = t.forks();
+  facts.builds = it->second.builds;
+  return facts;
+}
+
+bool ProcessBackend::idle() const {
+  for (const auto &t : retired_)
+    if (!t->finished()) return false;
+  return true;
+}
+
 Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
+  if (spec.use_template) {
+    if (KeptTemplate *kept = ready_template(spec)) {
+      auto launched = launch_from_template(*kept, spec, instance_name);
+      if (launched) return launched;
+      FV_INFO("instance %.*s: not from the template (%s): exec path", static_cast<int>(instance_name.size()),
+              instance_name.data(), launched.error().message().c_str());
+    }
+  }
   proc::GoSpec go;
   go.directory = spec.image;
   go.argv = spec.argv;
@@ -124,17 +280,9 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   std::string message = proc::encode_go(go);
 
   for (;;) {
-    Launched stem;
-    if (!stems_.empty()) {
-      stem = std::move(stems_.front());
-      stems_.pop_front();
-    } else {
-      auto fresh = make_stem();
-      if (!fresh) return fresh.error();
-      stem = std::move(*fresh);
-    }
-    if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
-      timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
+    auto taken = take_stem();
+    if (!taken) return taken.error();
+    Launched stem = std::move(*taken);
     // The pipe is empty and the message is far below its capacity, so this non-blocking
     // write completes at once; EPIPE means the stem died in the pool: take another.
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());

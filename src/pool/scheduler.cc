@@ -109,6 +109,7 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   if (err.outcome != Outcome::ok) return err;
   apply_backend_defaults(*spec, *b);
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
+  fn->backend().retire(fn->spec());  // e.g. its template: the new definition gets its own
   fn->replace_spec(std::move(spec), *b);
   // Warm instances of the old definition retire now; busy and booting ones when they
   // next become idle (dispatch checks the generation).
@@ -127,6 +128,7 @@ PoolError Pool::remove(std::string_view name) {
   std::shared_ptr<Function> fn = it->second;
   functions_.erase(it);
   fn->deleted = true;
+  fn->backend().retire(fn->spec());
   timers_.stop(fn->prewarm_timer);
   fail_queued(*fn, 503, "function '" + fn->name() + "' was deleted", SIZE_MAX);
   // Busy instances finish their invocation first; dispatch stops them then.
