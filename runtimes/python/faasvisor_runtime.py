@@ -359,7 +359,9 @@ def template_serve(ctl_fd):
             for fd in fds:
                 os.close(fd)
             continue
-        # C1: into the stem's namespaces and cgroups, then the instance is our child.
+        # C1: into the stem's namespaces and cgroups, then the instance is our child. The
+        # control socket is the template's alone: its end must be the node's end of stream.
+        ctl.close()
         try:
             sock = lib.fv_template_enter((ctypes.c_int * len(fds))(*fds), directory)
             if sock < 0:
@@ -371,8 +373,7 @@ def template_serve(ctl_fd):
             if child != 0:
                 lib.fv_template_wait(child, sock)  # does not return
                 os._exit(127)
-            # C2: the instance. The socket object's fd is closed with every other.
-            ctl.detach()
+            # C2: the instance.
             if lib.fv_template_finish(sock) < 0:
                 os._exit(127)
         except BaseException:

@@ -60,6 +60,9 @@ class Backend {
   // Memory an instance costs beyond its function's limit (e.g. the VMM beside a guest's RAM),
   // held against the node's memory budget.
   virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }
+  // A function definition was deployed (or is the new one of an update): make what is kept
+  // for it ahead of its cold starts (a template). Default: nothing.
+  virtual void prepare(const FunctionSpec &) {}
   // A function definition is gone (updated or deleted): release what was kept for it.
   virtual void retire(const FunctionSpec &) {}
   // What the backend keeps for a definition besides its instances (a template), for stats.

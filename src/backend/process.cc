@@ -30,14 +30,18 @@ ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::Ring &ring, 
   if (options_.stem_pool_size > 0) timers_.start(refill_timer_, monotonic_ns());
 }
 
-ProcessBackend::~ProcessBackend() { drain(); }
+ProcessBackend::~ProcessBackend() {
+  drain();
+  timers_.stop(prime_timer_);
+  retired_.clear();  // each kills and reaps what is left of its template (~Template)
+}
 
 void ProcessBackend::drain() {
   draining_ = true;
   timers_.stop(refill_timer_);
-  timers_.stop(prime_timer_);
   for (auto &[spec, kept] : templates_) discard_template(kept);
   templates_.clear();
+  schedule_priming();  // only the sweep runs now
   while (!stems_.empty()) {
     discard(stems_.front());
     stems_.pop_front();
@@ -150,6 +154,7 @@ ProcessBackend::KeptTemplate *ProcessBackend::ready_template(const FunctionSpec 
   ++kept.builds;
   if (!st.ok()) FV_WARN("cannot start the template of %s: %s", spec.name.c_str(), st.error().message().c_str());
   kept.current = std::move(t);
+  schedule_priming();
   return nullptr;
 }
 
@@ -205,16 +210,21 @@ Result<Launched> ProcessBackend::launch_from_template(KeptTemplate &kept, const 
 }
 
 void ProcessBackend::schedule_priming() {
-  if (!prime_timer_.armed() && !draining_) timers_.start(prime_timer_, monotonic_ns() + kRefillDelayNs);
+  if (!prime_timer_.armed()) timers_.start(prime_timer_, monotonic_ns() + kRefillDelayNs);
 }
 
 // Off the cold start (like the stem pool's refill): each ready template gets its primed
-// sandboxes back, one per tick.
+// sandboxes back, one per tick; retired templates that have ended are freed.
 void ProcessBackend::on_prime(io::Timer &timer) {
   auto &self = timer.owner_as<ProcessBackend>();
+  self.free_finished_templates();
+  bool again = !self.retired_.empty();
+  for (auto &[spec, kept] : self.templates_)
+    again |= kept.current && kept.current->state() == Template::State::starting;  // prime it once ready
+  if (again) self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillDelayNs);
   for (auto &[spec, kept] : self.templates_) {
     if (!kept.current || kept.current->state() != Template::State::ready) continue;
-    if (kept.primed.size() >= self.options_.primed_per_template) continue;
+    if (kept.primed.size() >= self.options_.primed_per_template || self.draining_) continue;
     Status st = self.prime(*kept.current, *spec, kept.primed);
     if (!st.ok()) FV_DEBUG("priming %s: %s", spec->name.c_str(), st.error().message().c_str());
     self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillStepNs);
@@ -237,6 +247,7 @@ void ProcessBackend::retire(const FunctionSpec &spec) {
   discard_template(it->second);
   templates_.erase(it);
   free_finished_templates();
+  schedule_priming();  // and the sweep that frees it once it has ended
 }
 
 Backend::KeptFacts ProcessBackend::kept_facts(const FunctionSpec &spec) {

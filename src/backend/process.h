@@ -65,6 +65,9 @@ class ProcessBackend final : public Backend {
   int kill_signal() const override { return SIGUSR2; }
   size_t stems_ready() const { return stems_.size(); }
 
+  void prepare(const FunctionSpec &spec) override {
+    if (spec.use_template) ready_template(spec);
+  }
   void retire(const FunctionSpec &spec) override;
   KeptFacts kept_facts(const FunctionSpec &spec) override;
   bool idle() const override;
