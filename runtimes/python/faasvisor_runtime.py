@@ -366,14 +366,14 @@ def template_serve(ctl_fd):
             sock = lib.fv_template_enter((ctypes.c_int * len(fds))(*fds), directory)
             if sock < 0:
                 os._exit(127)
-            # A primed sandbox until the cold start names the instance.
-            if lib.fv_template_await_start(name, len(name)) <= 0:
-                os._exit(0)
             child = os.fork()
             if child != 0:
                 lib.fv_template_wait(child, sock)  # does not return
                 os._exit(127)
-            # C2: the instance.
+            # C2: the instance, born in the stem's pid namespace and cgroups, and a primed
+            # sandbox until a cold start names it: all that is left to do then is below.
+            if lib.fv_template_await_start(name, len(name)) <= 0:
+                os._exit(0)
             if lib.fv_template_finish(sock) < 0:
                 os._exit(127)
         except BaseException:

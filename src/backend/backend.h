@@ -72,6 +72,7 @@ class Backend {
     uint64_t memory_bytes = 0;
     uint64_t forks = 0;
     uint64_t builds = 0;
+    uint64_t primed = 0;  // sandboxes prepared for its next cold starts
   };
   virtual KeptFacts kept_facts(const FunctionSpec &) { return {}; }
   // Nothing of the backend's own (beside instances) is still ending: the node may exit.

@@ -260,6 +260,7 @@ Backend::KeptFacts ProcessBackend::kept_facts(const FunctionSpec &spec) {
   facts.memory_bytes = t.memory_bytes();
   facts.forks = t.forks();
   facts.builds = it->second.builds;
+  facts.primed = it->second.primed.size();
   return facts;
 }
 

@@ -17,7 +17,7 @@ void write_template(api::JsonWriter &w, pool::Function &fn) {
   if (t.state == nullptr) return;
   w.key("template").begin_object();
   w.field("state", t.state).field("pid", t.pid).field("memoryBytes", t.memory_bytes);
-  w.field("forks", t.forks).field("builds", t.builds);
+  w.field("forks", t.forks).field("builds", t.builds).field("primed", t.primed);
   w.end_object();
 }
 

@@ -9,12 +9,11 @@
  *       node opens the five and sends them with the request), connects to the stem's adoption socket, receives the
  *       instance's stdio and cgroup.procs files, moves itself into the instance's cgroups,
  *       enters the function's directory;
- *   C1: fv_template_await_start waits for the cold start (until then the stem and C1 are a
- *       "primed" sandbox, made ahead of demand);
  *   C1 forks C2 (again the runtime's fork): C2 is born in the stem's pid namespace and
  *       cgroups; C1 calls fv_template_wait, which waits for C2 and reports its end to the
  *       stem (C2 is not the stem's child: its parent, C1, is outside the namespace);
- *   C2: fv_template_finish closes every inherited descriptor, drops the capabilities the
+ *   C2: fv_template_await_start waits for the cold start (until then the stem, C1 and C2
+ *       are a "primed" sandbox, made ahead of demand); then fv_template_finish closes every inherited descriptor, drops the capabilities the
  *       template kept, and tells the stem its pid; the runtime then reseeds its random
  *       sources and says READY on fd 1 like any instance.
  * Functions return a negative errno on failure (and C1/C2 then exit: the stem's boot fails
@@ -146,7 +145,7 @@ static int read_all(int fd, void *buf, size_t len) {
   return 0;
 }
 
-/* In C1, after fv_template_enter: waits for the cold start (the node writes the start
+/* In C2: waits for the cold start (the node writes the start
  * message to the instance's stdin) and returns the instance's name's length (in `name`,
  * NUL-terminated; `capacity` > ADOPT_MAX_NAME), or a negative errno (-EPIPE: the node
  * discarded the sandbox unused). */
