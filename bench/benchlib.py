@@ -241,7 +241,10 @@ class Node:
         self.binary = os.path.join(self.build, "src", "faasvisord")
         if not os.access(self.binary, os.X_OK):
             sys.exit(f"bench: {self.binary} is missing: build first (ninja -C {rel(self.build)})")
-        self.args = [self.binary, "--listen", "127.0.0.1:0", "--log-level", "warn"]
+        # The images benchmarks deploy live in the checkout, the build directory and temp dirs.
+        self.args = [self.binary, "--listen", "127.0.0.1:0", "--log-level", "warn",
+                     "--image-root", ROOT, "--image-root", self.build,
+                     "--image-root", tempfile.gettempdir()]
         if stem_pool is not None:
             self.args += ["--stem-pool", str(stem_pool)]
         self.args += list(extra_args)
@@ -479,11 +482,12 @@ def printable(cmd, server):
     return re.sub(r"http://127\.0\.0\.1:\d+", f"http://<{server}>", " ".join(words))
 
 
-def run_wrk(cmd):
-    """Runs wrk; returns {'rps', 'requests', 'errors', 'p50_us', 'p99_us', 'text'}."""
+def run_wrk(cmd, env=None):
+    """Runs wrk; returns {'rps', 'requests', 'errors', 'p50_us', 'p99_us', 'text'}. env: for
+    a wrk script that reads its parameters from the environment."""
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (tools/setup installs it)")
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     text = out.stdout + out.stderr
     res = {"text": text, "rps": None, "requests": None, "errors": 0, "p50_us": None, "p99_us": None}
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)

@@ -14,13 +14,19 @@ namespace {
 void usage(FILE *out) {
   std::fprintf(out,
                "usage: faasvisord [--listen ADDR:PORT] [--max-connections N]\n"
-               "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
+               "                  [--idle-timeout-ms N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
+               "                  [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
-               "                  [--log-level debug|info|warn|error]\n");
+               "                  [--async-queue N] [--async-concurrency N] [--async-memory SIZE]\n"
+               "                  [--async-callback-attempts N] [--async-callback-backoff-ms N]\n"
+               "                  [--async-callback-timeout-ms N]\n"
+               "                  [--log-level debug|info|warn|error]\n"
+               "                  [--basic-auth-dir DIR] [--protect-metrics] [--insecure-no-auth]\n"
+               "                  [--image-root DIR]... (host paths a deployment's image may name)\n");
 }
 
 }  // namespace
@@ -32,6 +38,15 @@ int main(int argc, char **argv) {
     if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
+    }
+    // Flags without a value.
+    if (arg == "--protect-metrics") {
+      options.protect_metrics = true;
+      continue;
+    }
+    if (arg == "--insecure-no-auth") {
+      options.insecure_no_auth = true;
+      continue;
     }
     std::string inline_value;
     const char *value = nullptr;
@@ -78,6 +93,16 @@ int main(int argc, char **argv) {
       }
       options.state_dir = value;
     }
+    else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
+    else if (arg == "--image-root") options.image_roots.emplace_back(value);
+    else if (arg == "--async-memory") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes || *bytes == 0) {
+        std::fprintf(stderr, "faasvisord: --async-memory wants a size such as 256Mi, not '%s'\n", value);
+        return 2;
+      }
+      options.async_memory_bytes = *bytes;
+    }
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;
     else if (arg == "--accel") options.accel = value;
@@ -104,6 +129,8 @@ int main(int argc, char **argv) {
     } else if (!need_number()) return 2;
     else if (arg == "--max-connections") options.max_connections = static_cast<uint32_t>(n);
     else if (arg == "--idle-timeout-ms") options.idle_timeout_ms = n;
+    else if (arg == "--header-timeout-ms") options.header_timeout_ms = n ? n : 1;
+    else if (arg == "--body-timeout-ms") options.body_timeout_ms = n ? n : 1;
     else if (arg == "--shutdown-grace-ms") options.shutdown_grace_ms = n;
     else if (arg == "--stop-grace-ms") options.stop_grace_ms = n;
     else if (arg == "--max-body-bytes") options.max_body_bytes = n;
@@ -111,6 +138,11 @@ int main(int argc, char **argv) {
     else if (arg == "--queue") options.max_queue_per_function = static_cast<uint32_t>(n);
     else if (arg == "--stem-pool") options.stem_pool_size = static_cast<uint32_t>(n);
     else if (arg == "--memory-sample-ms") options.memory_sample_ms = n ? n : 1;
+    else if (arg == "--async-queue" && n >= 1) options.async_queue_per_function = static_cast<uint32_t>(n);
+    else if (arg == "--async-concurrency" && n >= 1) options.async_concurrency = static_cast<uint32_t>(n);
+    else if (arg == "--async-callback-attempts" && n >= 1) options.async_callback_attempts = static_cast<uint32_t>(n);
+    else if (arg == "--async-callback-backoff-ms") options.async_callback_backoff_ms = n;
+    else if (arg == "--async-callback-timeout-ms" && n >= 1) options.async_callback_timeout_ms = n;
     else {
       std::fprintf(stderr, "faasvisord: unknown option %s\n", arg.c_str());
       usage(stderr);

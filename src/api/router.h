@@ -17,8 +17,13 @@ enum class RouteKind {
   stats,            // GET /system/stats
   reset_stats,      // DELETE /system/stats
   invoke,           // any method on /function/NAME[/sub/path]
+  async_invoke,     // POST /async-function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
+  list_secrets,     // GET /system/secrets
+  create_secret,    // POST /system/secrets
+  update_secret,    // PUT /system/secrets
+  delete_secret,    // DELETE /system/secrets
   namespaces,       // GET /system/namespaces
   namespace_info,   // GET /system/namespace/NAME
   not_found,

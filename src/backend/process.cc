@@ -1,10 +1,16 @@
 #include "backend/process.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
 #include "backend/environment.h"
 #include "proc/spawn.h"
+#include "secrets/table.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -18,6 +24,41 @@ constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
 constexpr uint64_t kTemplateRebuildNs = 1'000'000'000;
+
+// A GO message may hold secret values: overwritten before its memory is released.
+struct WipeOnExit {
+  std::string &message;
+  ~WipeOnExit() { secrets::wipe(message); }
+};
+
+// A GO message carrying secrets can pass a pipe's default 64 KiB: grow the stem's input
+// pipe towards it (up to /proc/sys/fs/pipe-max-size, 1 MiB by default, without
+// CAP_SYS_RESOURCE). Whatever still does not fit is written later, on the ring
+// (Launched::initial_input).
+void grow_pipe(int fd, size_t bytes) {
+  int size = fcntl(fd, F_GETPIPE_SZ);
+  if (size < 0 || static_cast<size_t>(size) >= bytes) return;
+  static const int max_size = [] {
+    int max = 1 << 20;
+    if (FILE *f = std::fopen("/proc/sys/fs/pipe-max-size", "re")) {
+      if (std::fscanf(f, "%d", &max) != 1) max = 1 << 20;
+      std::fclose(f);
+    }
+    return max;
+  }();
+  int want = static_cast<int>(std::min<size_t>(bytes, static_cast<size_t>(max_size)));
+  if (want > size) (void)fcntl(fd, F_SETPIPE_SZ, want);  // best effort: the rest goes later
+}
+
+// The process backend mounts each instance's secrets on /var/openfaas/secrets; the host's
+// read-only root needs that directory as a mount point (an empty one: nothing is written
+// to the host).
+Status ensure_secrets_mount_point() {
+  for (const char *dir : {"/var", "/var/openfaas", "/var/openfaas/secrets"})
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+      return plain_error("invalid deployment", std::string("field 'secrets': cannot make the mount point ") + dir + ": " + std::strerror(errno));
+  return {};
+}
 }  // namespace
 
 ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::Ring &ring, io::TimerQueue &timers,
@@ -62,6 +103,7 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   struct stat st{};
   if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
+  if (!spec.secrets.empty()) return ensure_secrets_mount_point();
   return {};
 }
 
@@ -150,7 +192,9 @@ ProcessBackend::KeptTemplate *ProcessBackend::ready_template(const FunctionSpec 
   if (kept.current && monotonic_ns() - kept.current->started_ns() < kTemplateRebuildNs) return nullptr;
   discard_template(kept);
   auto t = std::make_unique<Template>(ring_, cgroups_, next_template_id_++);
-  Status st = t->start(spec, options_.stem_path, options_.template_library);
+  Status st = t->start(spec, options_.stem_path, [&](std::string_view name) {
+    return go_message(spec, name, proc::GoSpec::Mode::template_runtime);
+  });
   ++kept.builds;
   if (!st.ok()) FV_WARN("cannot start the template of %s: %s", spec.name.c_str(), st.error().message().c_str());
   kept.current = std::move(t);
@@ -158,21 +202,43 @@ ProcessBackend::KeptTemplate *ProcessBackend::ready_template(const FunctionSpec 
   return nullptr;
 }
 
-Status ProcessBackend::prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed) {
+Result<std::string> ProcessBackend::go_message(const FunctionSpec &spec, std::string_view instance_name,
+                                               proc::GoSpec::Mode mode) const {
   proc::GoSpec go;
   go.directory = spec.image;
   go.argv = spec.argv;
+  go.env = instance_environment(spec, instance_name);
+  if (mode == proc::GoSpec::Mode::template_runtime) {
+    go.env.push_back("FAASVISOR_TEMPLATE_FD=3");
+    go.env.push_back("FAASVISOR_TEMPLATE_LIB=" + options_.template_library);
+  }
+  go.mode = mode;
+  // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
   go.tmp_size_bytes = spec.memory_bytes / 4;
+  // The stem writes the limits to its cgroup before it execs the function (a template is
+  // held to its function's limits too).
   go.limits.memory_bytes = spec.memory_bytes;
   go.limits.cpu_millis = spec.cpu_millis;
   go.limits.pids_max = spec.pids_max;
-  go.mode = proc::GoSpec::Mode::adopt;
-  std::string message = proc::encode_go(go);
+  auto values = secret_values(spec);
+  if (!values) return values.error();
+  for (const secrets::SecretValue &v : *values) go.secrets.emplace_back(v.name, v.value);
+  return proc::encode_go(go);
+}
+
+Status ProcessBackend::prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed) {
+  // The secrets are read now, not at the cold start: a secret changed in between reaches
+  // the instances primed after the change (docs/templates.md).
+  auto message = go_message(spec, "", proc::GoSpec::Mode::adopt);
+  if (!message) return message.error();
+  WipeOnExit wipe_message{*message};
   for (;;) {
     auto stem = take_stem();
     if (!stem) return stem.error();
-    ssize_t n = ::write(stem->to_instance, message.data(), message.size());
-    if (n != static_cast<ssize_t>(message.size())) {
+    grow_pipe(stem->to_instance, message->size());
+    // Whole or not at all: a primed stem has no instance to write the rest on the ring.
+    ssize_t n = ::write(stem->to_instance, message->data(), message->size());
+    if (n != static_cast<ssize_t>(message->size())) {
       int err = n < 0 ? errno : EAGAIN;
       discard(*stem);
       if (err == EPIPE) continue;  // died in the pool: take another
@@ -279,27 +345,26 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
               instance_name.data(), launched.error().message().c_str());
     }
   }
-  proc::GoSpec go;
-  go.directory = spec.image;
-  go.argv = spec.argv;
-  go.env = instance_environment(spec, instance_name);
-  // /tmp is a tmpfs charged to the instance's memory cgroup; cap it at a quarter of the limit.
-  go.tmp_size_bytes = spec.memory_bytes / 4;
-  // The stem writes the limits to its cgroup before it execs the function.
-  go.limits.memory_bytes = spec.memory_bytes;
-  go.limits.cpu_millis = spec.cpu_millis;
-  go.limits.pids_max = spec.pids_max;
-  std::string message = proc::encode_go(go);
+  auto message = go_message(spec, instance_name, proc::GoSpec::Mode::exec);
+  if (!message) return message.error();
+  WipeOnExit wipe_message{*message};
 
   for (;;) {
     auto taken = take_stem();
     if (!taken) return taken.error();
     Launched stem = std::move(*taken);
-    // The pipe is empty and the message is far below its capacity, so this non-blocking
-    // write completes at once; EPIPE means the stem died in the pool: take another.
-    ssize_t n = ::write(stem.to_instance, message.data(), message.size());
-    if (n == static_cast<ssize_t>(message.size())) return stem;
-    int err = n < 0 ? errno : EAGAIN;
+    // The pipe is empty: this non-blocking write usually takes the whole message, the more
+    // so once the pipe is grown towards its size. What it does not take (secrets or a big
+    // environment can pass what a pipe holds) the instance writes through the ring as the
+    // stem reads. EPIPE means the stem died in the pool: take another.
+    grow_pipe(stem.to_instance, message->size());
+    ssize_t n = ::write(stem.to_instance, message->data(), message->size());
+    if (n < 0 && errno == EAGAIN) n = 0;
+    if (n >= 0) {
+      stem.initial_input.assign(*message, static_cast<size_t>(n));
+      return stem;
+    }
+    int err = errno;
     discard(stem);
     if (err != EPIPE) return errno_error("write GO message to the sandbox", err);
   }

@@ -14,6 +14,7 @@
 #include "backend/template.h"
 #include "io/ring.h"
 #include "io/timer.h"
+#include "proc/spawn.h"
 
 namespace faasvisor::backend {
 
@@ -90,6 +91,9 @@ class ProcessBackend final : public Backend {
   KeptTemplate *ready_template(const FunctionSpec &spec);
   Result<Launched> launch_from_template(KeptTemplate &kept, const FunctionSpec &spec, std::string_view instance_name);
   Status prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed);
+  // The GO message of an instance (exec), a template, or a primed stem (adopt).
+  Result<std::string> go_message(const FunctionSpec &spec, std::string_view instance_name,
+                                 proc::GoSpec::Mode mode) const;
   void schedule_priming();
   static void on_prime(io::Timer &t);
   void discard_template(KeptTemplate &kept);

@@ -11,6 +11,7 @@
 
 #include "backend/environment.h"
 #include "backend/process.h"
+#include "secrets/table.h"
 #include "proc/spawn.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -45,8 +46,7 @@ Template::~Template() {
     if (fd >= 0) ::close(fd);
 }
 
-Status Template::start(const FunctionSpec &spec, const std::string &stem_path,
-                       const std::string &library_path) {
+Status Template::start(const FunctionSpec &spec, const std::string &stem_path, const GoMessage &go_message) {
   name_ = spec.name + "-template-" + std::to_string(id_);
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) return errno_error("socketpair");
@@ -73,27 +73,27 @@ Status Template::start(const FunctionSpec &spec, const std::string &stem_path,
   stem_.cgroup = std::move(cgroup);
   started_ns_ = monotonic_ns();
 
-  proc::GoSpec go;
-  go.directory = spec.image;
-  go.argv = spec.argv;
-  go.env = instance_environment(spec, name_);
-  go.env.push_back("FAASVISOR_TEMPLATE_FD=3");
-  go.env.push_back("FAASVISOR_TEMPLATE_LIB=" + library_path);
-  go.tmp_size_bytes = spec.memory_bytes / 4;
-  go.limits.memory_bytes = spec.memory_bytes;  // the template is held to its function's limit
-  go.limits.cpu_millis = spec.cpu_millis;
-  go.limits.pids_max = spec.pids_max;
-  go.mode = proc::GoSpec::Mode::template_runtime;
-  std::string message = proc::encode_go(go);
-  // A fresh pipe, far below its capacity: this non-blocking write completes at once.
-  ssize_t n = ::write(stem_.to_instance, message.data(), message.size());
-  int err = errno;
+  auto message = go_message(name_);
+  ssize_t n = -1;
+  int err = EINVAL;
+  size_t size = message ? message->size() : 0;
+  if (message) {
+    // A fresh pipe: this non-blocking write completes at once unless secrets make the
+    // message larger than the pipe, when the template fails to start (the exec path serves).
+    n = ::write(stem_.to_instance, message->data(), message->size());
+    err = errno;
+    secrets::wipe(*message);
+  }
   ::close(stem_.to_instance);
   stem_.to_instance = -1;
   ring_.poll(exit_op_, stem_.child.pidfd(), POLLIN);
   ring_.read(log_op_, stem_.log, log_buf_, sizeof log_buf_);
   ring_.recv(control_op_, control_fd_, control_buf_, sizeof control_buf_);
-  if (n != static_cast<ssize_t>(message.size())) {
+  if (!message) {
+    stop();
+    return message.error();
+  }
+  if (n != static_cast<ssize_t>(size)) {
     stop();
     return errno_error("write GO message to the template's sandbox", n < 0 ? err : EAGAIN);
   }

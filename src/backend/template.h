@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -29,8 +30,10 @@ class Template {
   Template(const Template &) = delete;
   Template &operator=(const Template &) = delete;
 
-  // Spawns the template's sandbox and tells it to become the template of `spec`.
-  Status start(const FunctionSpec &spec, const std::string &stem_path, const std::string &library_path);
+  // Spawns the template's sandbox and tells it to become the template of `spec`, with the
+  // GO message that `go_message` makes for the template's name.
+  using GoMessage = std::function<Result<std::string>(std::string_view name)>;
+  Status start(const FunctionSpec &spec, const std::string &stem_path, const GoMessage &go_message);
   // Asks the template to fork an instance into `stem` (already sent GO mode adopt).
   // The child then waits in the stem for the start message (encode_template_start).
   Status fork_into(const Launched &stem);

@@ -28,7 +28,8 @@
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
- *   before the exec), u32 mode (below)
+ *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets),
+ *   u32 mode (below)
  *
  * Modes (docs/templates.md):
  *   0 exec: fork and exec the function (above).
@@ -63,6 +64,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <stddef.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -79,9 +81,11 @@
 #include <unistd.h>
 
 #define GO_MAGIC 0x4f475646u
-#define GO_MAX_BYTES (256u * 1024u)
+/* Secrets make the largest messages: up to 4 MiB of values (FV_SECRETS_VALUES_MAX). */
+#define GO_MAX_BYTES (5u * 1024u * 1024u)
 #define GO_MAX_ITEMS 1024u
 #include "adopt.h"
+#include "seccomp.h"
 
 enum { MODE_EXEC = 0, MODE_TEMPLATE = 1, MODE_ADOPT = 2 };
 static int g_template_stem; /* --template: the sandbox of a function's template */
@@ -133,6 +137,15 @@ static char *get_str(struct cursor *c) {
   if (strlen(s) != len) { errno = 0; fail("GO message string contains NUL"); }
   c->p += len;
   return s;
+}
+
+/* A view of len bytes, which may hold anything (a secret's value). */
+static const unsigned char *get_bytes(struct cursor *c, uint32_t *len) {
+  *len = get_u32(c);
+  if ((size_t)(c->end - c->p) < *len) { errno = 0; fail("GO message bytes truncated"); }
+  const unsigned char *at = c->p;
+  c->p += *len;
+  return at;
 }
 
 static char **get_list(struct cursor *c) {
@@ -519,6 +532,8 @@ static int run_as_init(char **argv, char **envp, int template_mode) {
     if (template_mode) keep_template_caps();
     else drop_to_function_user();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
+    if (install_seccomp_filter(template_mode ? FV_SECCOMP_TEMPLATE : FV_SECCOMP_FUNCTION) < 0)
+      fail("install the seccomp filter");
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
     execvpe(argv[0], argv, envp);
@@ -678,25 +693,99 @@ static void setup_sandbox(void) {
 }
 
 /* A function directory under the host's /tmp (say, a checkout in /tmp/ci) is hidden by the
- * private /tmp. Its top-level entry is bound back, read-only, like the rest of the host: the
- * function can reach the files beside its directory (a runtime at ../../runtimes) as it
- * would anywhere else. */
-static void expose_host_tmp_entry(const char *relative) {
-  char name[256];
-  size_t n = strcspn(relative, "/");
-  if (n == 0 || n >= sizeof name || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
-  memcpy(name, relative, n);
-  name[n] = '\0';
-  int src = openat(g_host_tmp, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+ * private /tmp. Exactly that directory is bound back, read-only, at the same path: the
+ * private /tmp gets root-owned mount points for the directories above it, and nothing else
+ * of the host's /tmp (its neighbours, another function, a node's log) becomes visible. A
+ * function there that reaches for files beside its directory (a runtime at ../../runtimes)
+ * must find them elsewhere: inside its directory, or outside /tmp. */
+static void expose_host_tmp_dir(const char *relative) {
+  if (relative[0] == '\0' || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
+  int src = openat(g_host_tmp, relative, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (src < 0) fail("find the function directory under the host's /tmp");
-  char target[300], source[64];
-  snprintf(target, sizeof target, "/tmp/%s", name);
+  char target[4200], source[64];
+  int len = snprintf(target, sizeof target, "/tmp/%s", relative);
+  if (len < 0 || (size_t)len >= sizeof target) { errno = ENAMETOOLONG; fail("enter the function directory"); }
+  /* mkdir -p in the private /tmp, one component at a time. */
+  for (char *p = target + 5; ; ++p) {
+    if (*p != '/' && *p != '\0') continue;
+    char saved = *p;
+    *p = '\0';
+    if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
+    *p = saved;
+    if (saved == '\0') break;
+  }
   snprintf(source, sizeof source, "/proc/self/fd/%d", src);
-  if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
-  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the host's /tmp entry");
+  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the function directory");
   if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-    fail("make the host's /tmp entry read-only");
+    fail("make the function directory read-only");
   close(src);
+}
+
+/* ---- secrets ---- */
+
+#define SECRETS_DIR "/var/openfaas/secrets"
+#define SECRETS_MAX 64u        /* FV_SECRETS_MAX_COUNT */
+#define SECRET_NAME_MAX 200u   /* FV_SECRET_NAME_MAX */
+
+/* The node checked the names (faasvisor/frame.h fv_secret_name_valid); this only makes sure
+ * each is a plain file name. */
+static int plain_file_name(const unsigned char *name, uint32_t len) {
+  if (len == 0 || len > SECRET_NAME_MAX || name[0] == '.') return 0;
+  for (uint32_t i = 0; i < len; ++i)
+    if (name[i] == '/' || name[i] == '\0') return 0;
+  return 1;
+}
+
+static void write_secret(int dir, const char *name, const unsigned char *value, uint32_t len,
+                         uint32_t uid, uint32_t gid) {
+  int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+  if (fd < 0) fail("create a secret file");
+  while (len > 0) {
+    ssize_t n = write(fd, value, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write a secret file");
+    value += n;
+    len -= (uint32_t)n;
+  }
+  if (fchown(fd, uid, gid) < 0) fail("chown a secret file");
+  close(fd);
+}
+
+/* Inner stem, after GO: the function's secrets as files /var/openfaas/secrets/NAME, 0400 and
+ * owned by the function's user, on a tmpfs of this sandbox's mount namespace (charged to the
+ * instance's memory cgroup) that is made read-only once written. The node made the empty
+ * mount point on the host. The values are then wiped from the message, which this process
+ * keeps for the instance's life: the files are the only copy left. */
+static void install_secrets(struct cursor *c, uint32_t uid, uint32_t gid) {
+  uint32_t count = get_u32(c);
+  if (count > SECRETS_MAX) { errno = 0; fail("GO message has too many secrets"); }
+  struct { const unsigned char *name, *value; uint32_t name_len, value_len; } items[SECRETS_MAX];
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    items[i].name = get_bytes(c, &items[i].name_len);
+    items[i].value = get_bytes(c, &items[i].value_len);
+    if (!plain_file_name(items[i].name, items[i].name_len)) { errno = 0; fail("bad secret name in the GO message"); }
+    bytes += items[i].value_len;
+  }
+  if (count == 0) return;
+  char opts[96];
+  /* tmpfs gives each file whole pages. */
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%u,mode=0755",
+           (unsigned long long)(bytes + (uint64_t)(count + 1) * 4096u), count + 8);
+  if (mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+    fail("mount a tmpfs on " SECRETS_DIR);
+  int dir = open(SECRETS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail("open " SECRETS_DIR);
+  for (uint32_t i = 0; i < count; ++i) {
+    char name[SECRET_NAME_MAX + 1];
+    memcpy(name, items[i].name, items[i].name_len);
+    name[items[i].name_len] = '\0';
+    write_secret(dir, name, items[i].value, items[i].value_len, uid, gid);
+    explicit_bzero((void *)items[i].value, items[i].value_len);
+  }
+  close(dir);
+  if (mount(NULL, SECRETS_DIR, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    fail("make " SECRETS_DIR " read-only");
 }
 
 static void exit_like(int status, const char *who) {
@@ -768,13 +857,14 @@ int main(int argc, char **argv) {
   memory_bytes |= (uint64_t)get_u32(&c) << 32;
   uint32_t cpu_millis = get_u32(&c);
   uint32_t pids_max = get_u32(&c);
+  apply_limits(memory_bytes, cpu_millis, pids_max);
+  install_secrets(&c, uid, gid);
   uint32_t mode = get_u32(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   if (mode > MODE_ADOPT || (mode == MODE_TEMPLATE) != (g_template_stem != 0)) {
     errno = 0;
     fail(g_template_stem ? "a template's stem takes only mode template" : "mode template needs a stem started with --template");
   }
-  apply_limits(memory_bytes, cpu_millis, pids_max);
   if (mode != MODE_ADOPT) {
     close_procs_files();
     if (g_adopt_fd >= 0) close(g_adopt_fd);
@@ -787,7 +877,7 @@ int main(int argc, char **argv) {
     snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)tmp_size);
     if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
   }
-  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_entry(dir + 5);
+  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_dir(dir + 5);
   if (g_host_tmp >= 0) close(g_host_tmp);
   if (chdir(dir) < 0) fail("enter the function directory");
   g_uid = uid;

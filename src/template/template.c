@@ -37,6 +37,7 @@
 #include <linux/capability.h>
 
 #include "../stem/adopt.h"
+#include "../stem/seccomp.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -196,6 +197,8 @@ EXPORT int fv_template_finish(int sock) {
   struct __user_cap_data_struct none[2];
   memset(none, 0, sizeof none);
   if (syscall(SYS_capset, &head, none) < 0) return complain("drop capabilities");
+  /* The template's filter lets setns through; the function gets the stem-born one's too. */
+  if (install_seccomp_filter(FV_SECCOMP_FUNCTION) < 0) return complain("install the seccomp filter");
   int32_t pid = (int32_t)getpid();
   if (send(sock, &pid, sizeof pid, MSG_NOSIGNAL) != (ssize_t)sizeof pid) return complain("report to the stem");
   close(sock);

@@ -75,6 +75,12 @@ class TemplateTests(DaemonTestCase):
         for caps in ("cap_eff", "cap_prm", "cap_amb", "cap_bnd"):
             self.assertEqual(int(rep[caps], 16), 0, (caps, rep))
         self.assertEqual(rep["no_new_privs"], 1, rep)
+        # The stem-born function's seccomp filter (src/stem/seccomp.h), on top of the
+        # template's (which lets setns through for the template's children).
+        self.assertEqual(rep["seccomp"], 2, rep)
+        self.assertEqual(rep["seccomp_filters"], 2, rep)
+        self.assertEqual(rep["unshare_user"], "EPERM", rep)
+        self.assertEqual(rep["setns"], "EPERM", rep)
         self.assertEqual(rep["cwd"], PYISO_IMAGE, rep)
         # Nothing of the template's: its control socket, the namespaces, the cgroup files
         # and the adoption socket are all closed. What is left is the protocol's pipes, the
@@ -92,7 +98,7 @@ class TemplateTests(DaemonTestCase):
         self.assertEqual(execd["ppid"], 1, execd)  # the stem's own child
         self.assertIsNone(self.template("tpl-same-off"))
         for key in ("root_write", "tmp_write", "uid", "interfaces", "connect", "cap_eff", "cap_bnd",
-                    "no_new_privs", "seccomp"):
+                    "no_new_privs", "seccomp", "unshare_user", "setns"):
             self.assertEqual(forked[key], execd[key], key)
 
     def test_each_instance_has_its_own_tmp_and_random_state(self):

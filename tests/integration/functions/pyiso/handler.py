@@ -2,12 +2,13 @@
 tests/functions/isolation.c, for instances forked from a template, docs/templates.md).
 
 ?mode=report (default): pids visible, writes to / and /tmp, uid, network interfaces, a
-connect beyond loopback, capabilities, no_new_privs, seccomp, open descriptors, whether the
+connect beyond loopback, capabilities, no_new_privs, seccomp (and whether unshare and setns
+are refused), open descriptors, whether the
 instance came from a template, random draws. ?mode=tmp&tag=X writes /tmp/tag and lists /tmp.
 ?mode=alloc&mib=N touches N MiB."""
 
+import ctypes
 import errno
-import json
 import os
 import random
 import socket
@@ -61,6 +62,13 @@ def _fds():
     return out
 
 
+def _syscall_errno(name, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) == 0:
+        return "ok"
+    return errno.errorcode.get(ctypes.get_errno(), "?")
+
+
 def report():
     status = _status()
     return {
@@ -78,6 +86,9 @@ def report():
         "cap_bnd": status["CapBnd"],
         "no_new_privs": int(status["NoNewPrivs"]),
         "seccomp": int(status["Seccomp"]),
+        "seccomp_filters": int(status.get("Seccomp_filters", "0")),
+        "unshare_user": _syscall_errno("unshare", 0x10000000),  # CLONE_NEWUSER
+        "setns": _syscall_errno("setns", 0, 0),  # the filter says EPERM before the kernel EINVAL
         "fds": _fds(),
         "from_template": os.environ.get("FAASVISOR_FROM_TEMPLATE") == "1",
         "instance": os.environ.get("FAASVISOR_INSTANCE"),
