@@ -172,14 +172,14 @@ Status check_environment_size(const FunctionSpec &spec) {
 Status derive_template(FunctionSpec &spec) {
   std::string mode = "auto";
   if (auto it = spec.annotations.find("faasvisor.template"); it != spec.annotations.end()) mode = it->second;
-  bool can = spec.backend == "process" && runs_python_runtime(spec.argv);
+  // "auto": the Python runtime, which has a template mode; "on" also for a program built
+  // with the C function SDK (which has one too, but the node cannot tell it from others).
   if (mode == "off") {
     spec.use_template = false;
   } else if (mode == "on" || mode == "auto") {
-    if (mode == "on" && !can)
-      return field_error("annotations.faasvisor.template",
-                         "only the Python runtime (runtimes/python) on the process backend has templates");
-    spec.use_template = can;
+    if (mode == "on" && spec.backend != "process")
+      return field_error("annotations.faasvisor.template", "templates run on the process backend only");
+    spec.use_template = spec.backend == "process" && (mode == "on" || runs_python_runtime(spec.argv));
   } else {
     return field_error("annotations.faasvisor.template", "must be \"on\", \"off\" or \"auto\"");
   }

@@ -81,6 +81,7 @@ class Backend {
     uint64_t forks = 0;
     uint64_t builds = 0;
     uint64_t primed = 0;  // sandboxes prepared for its next cold starts
+    uint64_t primed_target = 0;
   };
   virtual KeptFacts kept_facts(const FunctionSpec &) { return {}; }
   // Nothing of the backend's own (beside instances) is still ending: the node may exit.

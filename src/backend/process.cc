@@ -24,6 +24,8 @@ constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
 constexpr uint64_t kTemplateRebuildNs = 1'000'000'000;
+constexpr uint64_t kBurstWindowNs = 100'000'000;
+constexpr uint64_t kBurstMemoryNs = 600'000'000'000;
 
 // A GO message may hold secret values: overwritten before its memory is released.
 struct WipeOnExit {
@@ -259,6 +261,7 @@ Result<Launched> ProcessBackend::launch_from_template(KeptTemplate &kept, const 
   if (kept.primed.empty()) {
     if (Status st = prime(*kept.current, spec, kept.primed); !st.ok()) return st.error();
   }
+  note_cold_start(kept);
   std::string start = proc::encode_template_start(instance_name);
   while (!kept.primed.empty()) {
     Launched slot = std::move(kept.primed.front());
@@ -273,6 +276,22 @@ Result<Launched> ProcessBackend::launch_from_template(KeptTemplate &kept, const 
     discard(slot);  // the slot died while it waited (EPIPE): take the next
   }
   return plain_error("template", "no primed sandbox left");
+}
+
+void ProcessBackend::note_cold_start(KeptTemplate &kept) {
+  uint64_t now = monotonic_ns();
+  if (now - kept.burst_started_ns > kBurstWindowNs) {
+    kept.burst_started_ns = now;
+    kept.burst = 0;
+  }
+  ++kept.burst;
+  uint32_t cap = std::max(options_.primed_per_template, options_.stem_pool_size);
+  if (kept.burst > options_.primed_per_template) {
+    kept.primed_target = std::min(std::max(kept.primed_target, kept.burst), cap);
+    kept.last_burst_ns = now;
+  } else if (kept.primed_target != 0 && now - kept.last_burst_ns > kBurstMemoryNs) {
+    kept.primed_target = 0;  // no burst for a while: back to the default
+  }
 }
 
 void ProcessBackend::schedule_priming() {
@@ -290,7 +309,8 @@ void ProcessBackend::on_prime(io::Timer &timer) {
   if (again) self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillDelayNs);
   for (auto &[spec, kept] : self.templates_) {
     if (!kept.current || kept.current->state() != Template::State::ready) continue;
-    if (kept.primed.size() >= self.options_.primed_per_template || self.draining_) continue;
+    size_t target = std::max(kept.primed_target, self.options_.primed_per_template);
+    if (kept.primed.size() >= target || self.draining_) continue;
     Status st = self.prime(*kept.current, *spec, kept.primed);
     if (!st.ok()) FV_DEBUG("priming %s: %s", spec->name.c_str(), st.error().message().c_str());
     self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillStepNs);
@@ -327,6 +347,7 @@ Backend::KeptFacts ProcessBackend::kept_facts(const FunctionSpec &spec) {
   facts.forks = t.forks();
   facts.builds = it->second.builds;
   facts.primed = it->second.primed.size();
+  facts.primed_target = std::max(it->second.primed_target, options_.primed_per_template);
   return facts;
 }
 

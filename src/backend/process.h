@@ -87,7 +87,15 @@ class ProcessBackend final : public Backend {
     // waits for the start message naming the instance (docs/templates.md).
     std::deque<Launched> primed;
     uint64_t builds = 0;
+    // Primed sandboxes to keep: primed_per_template, or as many as the largest burst of cold
+    // starts lately (kBurstWindowNs apart at most), up to the stem pool's size, so that the
+    // next burst finds them ready; back to the default after kBurstMemoryNs without one.
+    uint32_t primed_target = 0;
+    uint32_t burst = 0;            // cold starts in the current window
+    uint64_t burst_started_ns = 0;
+    uint64_t last_burst_ns = 0;
   };
+  void note_cold_start(KeptTemplate &kept);
   KeptTemplate *ready_template(const FunctionSpec &spec);
   Result<Launched> launch_from_template(KeptTemplate &kept, const FunctionSpec &spec, std::string_view instance_name);
   Status prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed);

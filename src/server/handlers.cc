@@ -18,6 +18,7 @@ void write_template(api::JsonWriter &w, pool::Function &fn) {
   w.key("template").begin_object();
   w.field("state", t.state).field("pid", t.pid).field("memoryBytes", t.memory_bytes);
   w.field("forks", t.forks).field("builds", t.builds).field("primed", t.primed);
+  w.field("primedTarget", t.primed_target);
   w.end_object();
 }
 

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -36,6 +37,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 
+#include "template.h"
 #include "../stem/adopt.h"
 #include "../stem/seccomp.h"
 
@@ -117,7 +119,6 @@ static int take_offer(int sock) {
 /* In C1. Returns the adoption socket (keep it for fv_template_wait and fv_template_finish). */
 /* `ns` holds the stem's namespaces, opened by the node: mount, net, ipc, uts and the pid
  * namespace its children are born in (FV_TEMPLATE_NAMESPACES descriptors, closed here). */
-#define FV_TEMPLATE_NAMESPACES 5
 EXPORT int fv_template_enter(const int *ns, const char *directory) {
   static const int types[FV_TEMPLATE_NAMESPACES] = {CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWPID};
   /* C2's end must reach us (the template ignores SIGCHLD to reap C1s automatically). */
@@ -204,3 +205,73 @@ EXPORT int fv_template_finish(int sock) {
   close(sock);
   return 0;
 }
+
+/* The node's request: 'F' and the stem's namespaces (runtimes/python does the same). */
+static int receive_fork(int ctl_fd, int *ns) {
+  char message[64];
+  int fds[FV_TEMPLATE_NAMESPACES];
+  union {
+    char buf[CMSG_SPACE(sizeof fds)];
+    struct cmsghdr align;
+  } control;
+  struct iovec iov = {message, sizeof message};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  ssize_t n;
+  do {
+    n = recvmsg(ctl_fd, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return n == 0 ? 0 : -errno;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+  if (message[0] != 'F' || cm == NULL || cm->cmsg_type != SCM_RIGHTS ||
+      cm->cmsg_len != CMSG_LEN(sizeof fds)) {
+    if (cm != NULL && cm->cmsg_type == SCM_RIGHTS)
+      for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) close(((int *)CMSG_DATA(cm))[i]);
+    errno = EPROTO;
+    return complain("the node's request");
+  }
+  memcpy(ns, CMSG_DATA(cm), sizeof fds);
+  return 1;
+}
+
+EXPORT int fv_template_run(int ctl_fd, const char *runtime) {
+  char ready[65] = "R";
+  strncat(ready, runtime, sizeof ready - 2);
+  signal(SIGCHLD, SIG_IGN);  /* C1s are reaped by the kernel; each waits for its own C2 */
+  if (send(ctl_fd, ready, strlen(ready), MSG_NOSIGNAL) < 0) return complain("say ready");
+  char directory[4096];
+  if (getcwd(directory, sizeof directory) == NULL) return complain("getcwd");
+  for (;;) {
+    int ns[FV_TEMPLATE_NAMESPACES];
+    int rc = receive_fork(ctl_fd, ns);
+    if (rc == 0) return 1;
+    if (rc < 0) {
+      if (rc == -EPROTO) continue;
+      return rc;
+    }
+    fflush(NULL);
+    pid_t c1 = fork();
+    if (c1 != 0) {
+      for (int i = 0; i < FV_TEMPLATE_NAMESPACES; ++i) close(ns[i]);
+      if (c1 < 0) complain("fork");
+      continue;
+    }
+    close(ctl_fd);
+    int sock = fv_template_enter(ns, directory);
+    if (sock < 0) _exit(127);
+    pid_t c2 = fork();
+    if (c2 < 0) _exit(127);
+    if (c2 != 0) fv_template_wait(c2, sock);
+    char name[ADOPT_MAX_NAME + 1];
+    if (fv_template_await_start(name, sizeof name) <= 0) _exit(0);
+    if (fv_template_finish(sock) < 0) _exit(127);
+    signal(SIGCHLD, SIG_DFL);
+    setenv("FAASVISOR_INSTANCE", name, 1);
+    setenv("FAASVISOR_FROM_TEMPLATE", "1", 1);
+    return 0;
+  }
+}
+

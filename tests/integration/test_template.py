@@ -12,8 +12,8 @@ import os
 import signal
 import unittest
 
-from harness import (ECHO_IMAGE, FUNCTIONS_DIR, PYTHON_TEST_PROCESS, DaemonTestCase,
-                     descendants_of, scaled, wait_until)
+from harness import (ECHO_IMAGE, FUNCTIONS_DIR, MISBEHAVE_IMAGE, PYTHON_TEST_PROCESS,
+                     DaemonTestCase, descendants_of, scaled, wait_until)
 
 PYISO_IMAGE = os.path.join(FUNCTIONS_DIR, "pyiso")
 
@@ -183,12 +183,32 @@ class TemplateTests(DaemonTestCase):
         self.assertEqual(r.status, 202, r.body)
         self.daemon.assert_process_gone(t["pid"])
 
+    def test_c_function_from_its_template(self):
+        """The C function SDK has a template mode too (faasvisor.template: on)."""
+        spec = {"service": "tpl-c-iso", "image": MISBEHAVE_IMAGE, "envProcess": "./isolation",
+                "annotations": {"faasvisor.template": "on"}}
+        self.assertEqual(self.daemon.request("POST", "/system/functions", spec).status, 202)
+        self.wait_template("tpl-c-iso")
+        before = self.template("tpl-c-iso")["forks"]
+        rep = self.cold("tpl-c-iso", query="mode=report")
+        self.assertGreater(self.template("tpl-c-iso")["forks"], before)
+        self.assertLessEqual(rep["pids"], 2, rep)
+        self.assertEqual(rep["root_write"], "EROFS", rep)
+        self.assertEqual(rep["tmp_write"], "ok", rep)
+        self.assertEqual(rep["uid"], 65534, rep)
+        self.assertEqual(rep["interfaces"], ["lo"], rep)
+        self.assertEqual(int(rep["cap_eff"], 16), 0, rep)
+        self.assertEqual(int(rep["cap_bnd"], 16), 0, rep)
+        self.assertEqual(rep["no_new_privs"], 1, rep)
+        self.assertEqual(rep["seccomp"], 2, rep)
+
     def test_template_annotation(self):
         spec = {"service": "tpl-c", "image": ECHO_IMAGE, "envProcess": "./echo",
-                "annotations": {"faasvisor.template": "on"}}
+                "annotations": {"faasvisor.template": "on", "faasvisor.backend": "crun"}}
         r = self.daemon.request("POST", "/system/functions", spec)
         self.assertEqual(r.status, 400, r.body)
         self.assertIn("faasvisor.template", r.json()["error"])
+        del spec["annotations"]["faasvisor.backend"]
         spec["annotations"]["faasvisor.template"] = "sometimes"
         r = self.daemon.request("POST", "/system/functions", spec)
         self.assertEqual(r.status, 400, r.body)
