@@ -71,15 +71,15 @@ static int connect_to_stem(void) {
   }
 }
 
-/* Receives the stem's offer; moves us into the instance's cgroups; installs its stdio. */
-static int take_offer(int sock) {
-  struct adopt_offer offer;
-  int fds[3 + ADOPT_MAX_CGROUPS];
+/* One message with up to `max_fds` descriptors (close-on-exec): returns its length (0 at end
+ * of stream) or -errno; *nfds says how many came (any beyond max_fds are closed). */
+#define MAX_PASSED_FDS (3 + ADOPT_MAX_CGROUPS)
+static ssize_t recv_with_fds(int sock, void *buf, size_t len, int *fds, size_t max_fds, size_t *nfds) {
   union {
-    char buf[CMSG_SPACE(sizeof fds)];
+    char buf[CMSG_SPACE(sizeof(int) * MAX_PASSED_FDS)];
     struct cmsghdr align;
   } control;
-  struct iovec iov = {&offer, sizeof offer};
+  struct iovec iov = {buf, len};
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -89,17 +89,37 @@ static int take_offer(int sock) {
   do {
     n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n != (ssize_t)sizeof offer || offer.magic != ADOPT_MAGIC || offer.cgroups > ADOPT_MAX_CGROUPS) {
-    if (n >= 0) errno = EPROTO;
+  *nfds = 0;
+  if (n < 0) return -errno;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+  if (cm != NULL && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+    size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int *got = (const int *)CMSG_DATA(cm);
+    for (size_t i = 0; i < count; ++i) {
+      if (i < max_fds) fds[(*nfds)++] = got[i];
+      else close(got[i]);
+    }
+  }
+  return n;
+}
+
+static void close_fds(const int *fds, size_t n) {
+  for (size_t i = 0; i < n; ++i) close(fds[i]);
+}
+
+/* Receives the stem's offer; moves us into the instance's cgroups; installs its stdio. */
+static int take_offer(int sock) {
+  struct adopt_offer offer;
+  int fds[MAX_PASSED_FDS];
+  size_t nfds;
+  ssize_t n = recv_with_fds(sock, &offer, sizeof offer, fds, MAX_PASSED_FDS, &nfds);
+  if (n != (ssize_t)sizeof offer || offer.magic != ADOPT_MAGIC || offer.cgroups > ADOPT_MAX_CGROUPS ||
+      nfds != 3 + offer.cgroups) {
+    close_fds(fds, nfds);
+    errno = n < 0 ? (int)-n : EPROTO;
     return complain("the stem's offer");
   }
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  size_t want = 3 + offer.cgroups;
-  if (cm == NULL || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int) * want)) {
-    errno = EPROTO;
-    return complain("the stem's descriptors");
-  }
-  memcpy(fds, CMSG_DATA(cm), sizeof(int) * want);
+  size_t want = nfds;
   for (size_t i = 3; i < want; ++i) {
     ssize_t w;
     do {
@@ -209,31 +229,14 @@ EXPORT int fv_template_finish(int sock) {
 /* The node's request: 'F' and the stem's namespaces (runtimes/python does the same). */
 static int receive_fork(int ctl_fd, int *ns) {
   char message[64];
-  int fds[FV_TEMPLATE_NAMESPACES];
-  union {
-    char buf[CMSG_SPACE(sizeof fds)];
-    struct cmsghdr align;
-  } control;
-  struct iovec iov = {message, sizeof message};
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  ssize_t n;
-  do {
-    n = recvmsg(ctl_fd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) return n == 0 ? 0 : -errno;
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-  if (message[0] != 'F' || cm == NULL || cm->cmsg_type != SCM_RIGHTS ||
-      cm->cmsg_len != CMSG_LEN(sizeof fds)) {
-    if (cm != NULL && cm->cmsg_type == SCM_RIGHTS)
-      for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) close(((int *)CMSG_DATA(cm))[i]);
+  size_t nfds;
+  ssize_t n = recv_with_fds(ctl_fd, message, sizeof message, ns, FV_TEMPLATE_NAMESPACES, &nfds);
+  if (n <= 0) return (int)n;
+  if (message[0] != 'F' || nfds != FV_TEMPLATE_NAMESPACES) {
+    close_fds(ns, nfds);
     errno = EPROTO;
     return complain("the node's request");
   }
-  memcpy(ns, CMSG_DATA(cm), sizeof fds);
   return 1;
 }
 
