@@ -235,6 +235,13 @@ Status ProcessBackend::prime(Template &t, const FunctionSpec &spec, std::deque<L
   if (!message) return message.error();
   WipeOnExit wipe_message{*message};
   for (;;) {
+    // Only a pooled stem that has made its namespaces: one made now would not have yet.
+    if (stems_.empty()) return plain_error("template", "no prepared sandbox to prime");
+    if (!stem_has_namespaces(stems_.front())) {
+      stems_.push_back(std::move(stems_.front()));  // still setting up: try it later
+      stems_.pop_front();
+      return plain_error("template", "the next sandbox is still being prepared");
+    }
     auto stem = take_stem();
     if (!stem) return stem.error();
     grow_pipe(stem->to_instance, message->size());
@@ -313,7 +320,8 @@ void ProcessBackend::on_prime(io::Timer &timer) {
     if (kept.primed.size() >= target || self.draining_) continue;
     Status st = self.prime(*kept.current, *spec, kept.primed);
     if (!st.ok()) FV_DEBUG("priming %s: %s", spec->name.c_str(), st.error().message().c_str());
-    self.timers_.start(self.prime_timer_, monotonic_ns() + kRefillStepNs);
+    // On failure (no prepared sandbox: the pool refills, or --stem-pool 0) try again later.
+    self.timers_.start(self.prime_timer_, monotonic_ns() + (st.ok() ? kRefillStepNs : kRefillDelayNs));
     return;
   }
 }

@@ -100,6 +100,28 @@ Status Template::start(const FunctionSpec &spec, const std::string &stem_path, c
   return {};
 }
 
+namespace {
+// A stem still setting up has not made its namespaces yet (it does so in one unshare): its
+// pid_for_children is still the node's, and a child sent there would join the host's.
+bool own_pid_namespace(int pid_ns_fd) {
+  static const ino_t kHostPidNs = [] {
+    struct stat st{};
+    return stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+  }();
+  struct stat st{};
+  return fstat(pid_ns_fd, &st) == 0 && kHostPidNs != 0 && st.st_ino != kHostPidNs;
+}
+}  // namespace
+
+bool stem_has_namespaces(const Launched &stem) {
+  std::string path = "/proc/" + std::to_string(stem.child.pid()) + "/ns/pid_for_children";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool own = own_pid_namespace(fd);
+  ::close(fd);
+  return own;
+}
+
 Status Template::fork_into(const Launched &stem) {
   if (state_ != State::ready) return plain_error("template", "not ready");
   // The stem's namespaces, opened here (setns on the stem's pidfd would need the template to
@@ -119,15 +141,7 @@ Status Template::fork_into(const Launched &stem) {
       return errno_error("open the stem's namespaces", err);
     }
   }
-  int pid_ns = fds[kNamespaces - 1];
-  // A stem still setting up has not made its namespaces yet (it does so in one unshare):
-  // its pid_for_children is still ours, and a child sent there would join the host's.
-  static const ino_t kHostPidNs = [] {
-    struct stat st{};
-    return stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
-  }();
-  struct stat st{};
-  if (fstat(pid_ns, &st) < 0 || kHostPidNs == 0 || st.st_ino == kHostPidNs) {
+  if (!own_pid_namespace(fds[kNamespaces - 1])) {
     close_all();
     return plain_error("template", "the stem has not made its namespaces yet");
   }

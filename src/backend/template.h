@@ -21,6 +21,9 @@
 
 namespace faasvisor::backend {
 
+// Whether a pooled stem has made its namespaces (a template's child can join it only then).
+bool stem_has_namespaces(const Launched &stem);
+
 class Template {
  public:
   enum class State { starting, ready, dead };
