@@ -179,7 +179,9 @@ Status derive_template(FunctionSpec &spec) {
   } else if (mode == "on" || mode == "auto") {
     if (mode == "on" && spec.backend != "process")
       return field_error("annotations.faasvisor.template", "templates run on the process backend only");
-    spec.use_template = spec.backend == "process" && (mode == "on" || runs_python_runtime(spec.argv));
+    if (mode == "on" && runs_runtime(spec.argv, "faasvisor_runtime.js"))
+      return field_error("annotations.faasvisor.template", "the Node.js runtime has no template mode");
+    spec.use_template = spec.backend == "process" && (mode == "on" || runs_runtime(spec.argv, "faasvisor_runtime.py"));
   } else {
     return field_error("annotations.faasvisor.template", "must be \"on\", \"off\" or \"auto\"");
   }
@@ -453,10 +455,9 @@ Result<ScaleRequest> parse_scale(std::string_view json) {
   return out;
 }
 
-bool runs_python_runtime(const std::vector<std::string> &argv) {
-  constexpr std::string_view kRuntime = "faasvisor_runtime.py";
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file) {
   for (std::string_view a : argv)
-    if (a.size() >= kRuntime.size() && a.substr(a.size() - kRuntime.size()) == kRuntime) return true;
+    if (a.size() >= runtime_file.size() && a.substr(a.size() - runtime_file.size()) == runtime_file) return true;
   return false;
 }
 

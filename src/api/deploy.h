@@ -98,9 +98,9 @@ Result<uint64_t> parse_duration_ms(std::string_view text);  // "500ms", "30s", "
 Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "1048576"
 Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
 bool valid_function_name(std::string_view name);
-// Whether a command runs the Python runtime (runtimes/python/faasvisor_runtime.py), so far
-// the only one with a template mode.
-bool runs_python_runtime(const std::vector<std::string> &argv);
+// Whether a command runs one of the runtimes (an argument ending in runtime_file, such as
+// "faasvisor_runtime.py": runtimes/python, the one with a template mode).
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file);
 
 // {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
 Result<std::string> parse_delete(std::string_view json);

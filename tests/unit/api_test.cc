@@ -123,8 +123,11 @@ TEST_CASE("faasvisor.template is on for the Python runtime by default, on or off
   auto vm = spec(python, R"("faasvisor.template":"on","faasvisor.backend":"crun")");
   REQUIRE(!vm.ok());
   CHECK(vm.error().message().find("process backend") != std::string::npos);
-  CHECK(runs_python_runtime({"python3", "/x/runtimes/python/faasvisor_runtime.py", "m"}));
-  CHECK(!runs_python_runtime({"node", "/x/faasvisor_runtime.js", "m"}));
+  CHECK(runs_runtime({"python3", "/x/runtimes/python/faasvisor_runtime.py", "m"}, "faasvisor_runtime.py"));
+  CHECK(!runs_runtime({"node", "/x/faasvisor_runtime.js", "m"}, "faasvisor_runtime.py"));
+  auto node_on = spec("/usr/bin/node ../../runtimes/node/faasvisor_runtime.js handler", R"("faasvisor.template":"on")");
+  REQUIRE(!node_on.ok());
+  CHECK(node_on.error().message().find("Node.js") != std::string::npos);
 }
 
 TEST_CASE("delete and scale bodies are validated") {
