@@ -193,6 +193,31 @@ Status check_environment_size(const FunctionSpec &spec) {
   return {};
 }
 
+Status derive_template(FunctionSpec &spec) {
+  std::string mode = "auto";
+  if (auto it = spec.annotations.find("faasvisor.template"); it != spec.annotations.end()) mode = it->second;
+  // "auto": the Python runtime, which has a template mode; "on" also for a program built
+  // with the C function SDK (which has one too, but the node cannot tell it from others).
+  if (mode == "off") {
+    spec.use_template = false;
+  } else if (mode == "on" || mode == "auto") {
+    if (mode == "on" && spec.backend != "process")
+      return field_error("annotations.faasvisor.template", "templates run on the process backend only");
+    if (mode == "on" && runs_runtime(spec.argv, "faasvisor_runtime.js"))
+      return field_error("annotations.faasvisor.template", "the Node.js runtime has no template mode");
+    // A template serves the instance protocol itself; behind faasvisor-adapter (http, stdio)
+    // the adapter is what the stem runs, and it has no template mode.
+    if (mode == "on" && spec.mode != FunctionSpec::Mode::protocol)
+      return field_error("annotations.faasvisor.template",
+                         std::string("templates serve the instance protocol, not faasvisor.mode ") + to_string(spec.mode));
+    spec.use_template = spec.backend == "process" && spec.mode == FunctionSpec::Mode::protocol &&
+                        (mode == "on" || runs_runtime(spec.argv, "faasvisor_runtime.py"));
+  } else {
+    return field_error("annotations.faasvisor.template", "must be \"on\", \"off\" or \"auto\"");
+  }
+  return {};
+}
+
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.name.empty()) return field_error("service", "required");
   if (!valid_function_name(spec.name))
@@ -319,6 +344,7 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
     spec.keepalive = *keepalive;
   }
+  if (Status st = derive_template(spec); !st.ok()) return st;
   if (Status st = api::check_namespace(spec.namespace_name, "field 'namespace'"); !st.ok()) return st;
   spec.namespace_name = std::string(api::kNamespace);
   return api::check_openfaas_fields(spec, api::node_labels());
@@ -479,6 +505,12 @@ Result<ScaleRequest> parse_scale(std::string_view json) {
   if (!have_replicas) return field_error("replicas", "required");
   if (Status st = check_body_namespace(object); !st.ok()) return st.error();
   return out;
+}
+
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file) {
+  for (std::string_view a : argv)
+    if (a.size() >= runtime_file.size() && a.substr(a.size() - runtime_file.size()) == runtime_file) return true;
+  return false;
 }
 
 }  // namespace faasvisor

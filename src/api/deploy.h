@@ -69,6 +69,9 @@ struct FunctionSpec {
   uint16_t port = 8080;         // http mode: the function's server, on the sandbox's loopback
   std::string ready_path;       // http mode: GET this answers 2xx before READY (of-watchdog's ready_path)
   bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
+  // faasvisor.template (docs/templates.md): cold starts fork a template that has imported the
+  // function. Default on for the Python runtime on the process backend; "off" falls back.
+  bool use_template = false;
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 
   // What the store keeps to rebuild this function after a restart (server/records.h).
@@ -106,6 +109,9 @@ Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "
 Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
 bool valid_function_name(std::string_view name);
 const char *to_string(FunctionSpec::Mode mode);
+// Whether a command runs one of the runtimes (an argument ending in runtime_file, such as
+// "faasvisor_runtime.py": runtimes/python, the one with a template mode).
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file);
 
 // {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
 Result<std::string> parse_delete(std::string_view json);

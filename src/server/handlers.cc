@@ -12,6 +12,18 @@
 namespace faasvisor {
 namespace {
 
+// A definition's template (docs/templates.md), if the backend keeps one.
+void write_template(api::JsonWriter &w, pool::Function &fn) {
+  backend::Backend::KeptFacts t = fn.backend().kept_facts(fn.spec());
+  if (t.state == nullptr) return;
+  w.key("template").begin_object();
+  w.field("state", t.state).field("pid", t.pid).field("memoryBytes", t.memory_bytes);
+  w.field("forks", t.forks).field("builds", t.builds).field("primed", t.primed);
+  w.field("primedTarget", t.primed_target);
+  w.end_object();
+}
+
+
 constexpr const char *kJson = "application/json";
 
 int status_for(pool::Outcome outcome) {
@@ -50,7 +62,9 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.field("availableReplicas", fn.warm + fn.busy);
   w.field("invocationCount", fn.invocation_count);
   w.key("usage").begin_object();
-  w.field("totalMemoryBytes", static_cast<double>(const_cast<pool::Function &>(fn).memory_total_bytes()));
+  auto &mutable_fn = const_cast<pool::Function &>(fn);
+  w.field("totalMemoryBytes", static_cast<double>(mutable_fn.memory_total_bytes() +
+                                                  mutable_fn.backend().kept_facts(fn.spec()).memory_bytes));
   w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
@@ -60,6 +74,7 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   if (!spec.image_digest.empty()) w.field("imageDigest", spec.image_digest).field("rootfs", spec.rootfs);
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
   w.field("queued", fn.queue.size());
+  write_template(w, mutable_fn);
   w.key("instances").begin_array();
   const_cast<pool::Function &>(fn).instances.for_each([&](pool::Instance &inst) {
     w.begin_object().field("id", inst.id()).field("state", pool::to_string(inst.state()));
@@ -95,9 +110,12 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
   w.end_object();
   uint64_t total = fn.memory_total_bytes();
   uint32_t sampled = fn.memory_sampled_instances();
+  uint64_t kept = fn.backend().kept_facts(fn.spec()).memory_bytes;
   w.key("memory_bytes").begin_object();
-  w.field("per_instance_mean", sampled ? total / sampled : 0).field("total", total);
+  w.field("per_instance_mean", sampled ? total / sampled : 0).field("total", total + kept);
+  w.field("template", kept);
   w.end_object();
+  write_template(w, fn);
   pool::Utilisation u = fn.utilisation(monotonic_ns());
   w.key("utilisation").begin_object();
   w.field("boot_instance_s", u.boot_s).field("idle_instance_s", u.idle_s);

@@ -339,8 +339,10 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
   process_options.stem_pool_size = options.stem_pool_size;
   process_options.adapter_path = helper_path("faasvisor-adapter");
+  process_options.template_library = helper_path("libfaasvisor-template.so");
+  if (access(process_options.template_library.c_str(), R_OK) != 0) process_options.template_library.clear();
   impl->pool->add_backend(
-      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
+      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->ring, *impl->timers, process_options));
   for (auto runtime : {backend::OciRuntime::crun, backend::OciRuntime::runc, backend::OciRuntime::gvisor}) {
     backend::OciBackendOptions oci_options;
     oci_options.runtime = runtime;
