@@ -21,6 +21,9 @@ void usage(FILE *out) {
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
+               "                  [--registry-auth CONFIG.JSON] [--insecure-registry HOST:PORT]...\n"
+               "                  [--max-image-bytes SIZE] (POST /system/images, default 2Gi)\n"
+               "                  [--image-cache-max SIZE] (evict unused images past it; default 0: never)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--async-queue N] [--async-concurrency N] [--async-memory SIZE]\n"
@@ -96,6 +99,30 @@ int main(int argc, char **argv) {
         return 2;
       }
       options.state_dir = value;
+    }
+    else if (arg == "--registry-auth") {
+      if (value[0] != '/') {
+        std::fprintf(stderr, "faasvisord: --registry-auth wants the absolute path of a Docker config.json, not '%s'\n", value);
+        return 2;
+      }
+      options.registry_auth = value;
+    }
+    else if (arg == "--insecure-registry") options.insecure_registries.emplace_back(value);
+    else if (arg == "--image-cache-max") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes) {
+        std::fprintf(stderr, "faasvisord: --image-cache-max wants a size such as 20Gi (0: no limit), not '%s'\n", value);
+        return 2;
+      }
+      options.image_cache_max_bytes = *bytes;
+    }
+    else if (arg == "--max-image-bytes") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes || *bytes == 0) {
+        std::fprintf(stderr, "faasvisord: --max-image-bytes wants a size such as 2Gi, not '%s'\n", value);
+        return 2;
+      }
+      options.max_image_bytes = *bytes;
     }
     else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
     else if (arg == "--image-root") options.image_roots.emplace_back(value);

@@ -31,6 +31,12 @@ struct NodeOptions {
   // file per record, created 0700. "none" keeps them in memory only (lost on exit).
   std::string state_dir = "/var/lib/faasvisor/state";
   std::string unpack_path;                   // faasvisor-unpack; default: beside the running program
+  // Registry images (docs/images.md): credentials as Docker's config.json, and the registries
+  // (HOST:PORT) whose TLS certificate is not verified (plain HTTP ones too).
+  std::string registry_auth;
+  uint64_t max_image_bytes = 2ull << 30;     // POST /system/images: the largest tar taken (413 beyond)
+  uint64_t image_cache_max_bytes = 0;        // unused images are evicted past this (0: never)
+  std::vector<std::string> insecure_registries;
   uint32_t stem_pool_size = 64;              // sandboxes prepared ahead of cold starts (~0.6 MiB each, mostly kernel)
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
   uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured

@@ -5,7 +5,9 @@ Usage, run in the function's directory:
 
     python3 /path/to/runtimes/python/faasvisor_runtime.py MODULE
 
-Speaks docs/protocol.md on fd 0 / fd 1 (stdlib only). The module's handle(req) gets a
+Speaks docs/protocol.md on fd 0 / fd 1 (stdlib only). With FAASVISOR_TEMPLATE_FD set (the
+node does so for a function's template, docs/templates.md) it imports the module once and
+then forks an instance per request from the node, each joining a pooled sandbox. The module's handle(req) gets a
 Request and may return bytes, str, a dict (sent as JSON), None (empty body), or a tuple
 (status, headers, body) / (status, body) where headers is a dict or a list of pairs.
 An exception becomes a 500 with {"error": "<Type>: message"} and the instance lives on.
@@ -305,21 +307,138 @@ def _on_sigterm(signum, frame):
     os._exit(0)
 
 
+def load_handler(name):
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name).handle
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        print(f"faasvisor runtime: cannot load handle() from module {name!r}", file=sys.stderr)
+        return None
+
+
+# ---- template mode (docs/templates.md) ----
+
+TEMPLATE_READY = b"R"  # template -> node: imported, ready to fork (then the runtime's name)
+TEMPLATE_FORK = b"F"   # node -> template: fork a child into a stem, with
+TEMPLATE_NAMESPACES = 5  # the stem's mount, net, ipc, uts and pid_for_children namespaces
+TEMPLATE_MAX_MESSAGE = 4096
+
+
+def template_serve(ctl_fd):
+    """The template's loop: fork an instance per FORK message. Returns only in the forked
+    instance (its instance name), or None once the node closes the socket."""
+    import ctypes
+    import socket
+
+    lib = ctypes.CDLL(os.environ["FAASVISOR_TEMPLATE_LIB"], use_errno=True)
+    lib.fv_template_enter.argtypes = (ctypes.POINTER(ctypes.c_int), ctypes.c_char_p)
+    lib.fv_template_wait.argtypes = (ctypes.c_int, ctypes.c_int)
+    lib.fv_template_finish.argtypes = (ctypes.c_int,)
+    lib.fv_template_await_start.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    name = ctypes.create_string_buffer(256)
+    directory = os.fsencode(os.getcwd())
+    ctl = socket.socket(fileno=ctl_fd)
+    # Children (C1, one per instance) are reaped by the kernel; each waits for its own C2.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ctl.send(TEMPLATE_READY + READY_TEXT)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(ctl, TEMPLATE_MAX_MESSAGE, TEMPLATE_NAMESPACES)
+        except InterruptedError:
+            continue
+        if not message:
+            return None
+        if message[:1] != TEMPLATE_FORK or len(fds) != TEMPLATE_NAMESPACES:
+            for fd in fds:
+                os.close(fd)
+            print("faasvisor runtime: bad message from the node on the template socket", file=sys.stderr)
+            return None
+        sys.stderr.flush()
+        if os.fork() != 0:
+            for fd in fds:
+                os.close(fd)
+            continue
+        # C1: into the stem's namespaces and cgroups, then the instance is our child. The
+        # control socket is the template's alone: its end must be the node's end of stream.
+        ctl.close()
+        try:
+            sock = lib.fv_template_enter((ctypes.c_int * len(fds))(*fds), directory)
+            if sock < 0:
+                os._exit(127)
+            child = os.fork()
+            if child != 0:
+                lib.fv_template_wait(child, sock)  # does not return
+                os._exit(127)
+            # C2: the instance, born in the stem's pid namespace and cgroups, and a primed
+            # sandbox until a cold start names it: all that is left to do then is below.
+            if lib.fv_template_await_start(name, len(name)) <= 0:
+                os._exit(0)
+            if lib.fv_template_finish(sock) < 0:
+                os._exit(127)
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)
+            os._exit(127)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        return name.value.decode("utf-8", TEXT_ERRORS)
+
+
+def reseed():
+    """Every instance forked from one template starts from the same memory: give each its
+    own random state (os.urandom and the secrets module read the kernel and need nothing;
+    str hashes stay as the template's PYTHONHASHSEED made them, docs/templates.md)."""
+    import random
+
+    random.seed()  # again: the C1 fork's hook seeded it, C2 is a plain copy of C1
+    if "numpy" in sys.modules:
+        _reseed_numpy(sys.modules["numpy"])
+
+
+def _reseed_numpy(numpy):
+    try:
+        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
+    except Exception:  # an old or partial numpy: nothing to reseed
+        pass
+
+
+def template_main(name, ctl_fd):
+    import random  # noqa: F401  here, not in each instance: its at-fork hook reseeds it
+
+    # Nothing is served on the template's own fds 0/1; print() at import goes to stderr.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    handler = load_handler(name)
+    if handler is None:
+        return 1
+    instance = template_serve(ctl_fd)
+    if instance is None:
+        return 0
+    os.environ["FAASVISOR_INSTANCE"] = instance
+    os.environ["FAASVISOR_FROM_TEMPLATE"] = "1"
+    reseed()
+    return run_instance(take_stdio(), handler)
+
+
 def main(argv):
     if len(argv) != 2:
         print("usage: faasvisor_runtime.py MODULE", file=sys.stderr)
         return 64
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, _on_sigterm)
+    ctl_fd = os.environ.pop("FAASVISOR_TEMPLATE_FD", None)
+    if ctl_fd is not None:
+        return template_main(argv[1], int(ctl_fd))
     channel = take_stdio()
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(argv[1])
-        handler = module.handle
-    except Exception:
-        traceback.print_exc(file=sys.stderr)
-        print(f"faasvisor runtime: cannot load handle() from module {argv[1]!r}", file=sys.stderr)
+    handler = load_handler(argv[1])
+    if handler is None:
         return 1
+    return run_instance(channel, handler)
+
+
+def run_instance(channel, handler):
     try:
         channel.write_all(encode_frame(READY, READY_TEXT))
         serve(channel, handler)

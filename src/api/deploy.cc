@@ -104,6 +104,30 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
   return *v;
 }
 
+// faasvisor.mode, faasvisor.port, faasvisor.ready_path (docs/modes.md).
+Status read_mode(FunctionSpec &spec) {
+  if (auto it = spec.annotations.find("faasvisor.mode"); it != spec.annotations.end()) {
+    if (it->second == "protocol") spec.mode = FunctionSpec::Mode::protocol;
+    else if (it->second == "http") spec.mode = FunctionSpec::Mode::http;
+    else if (it->second == "stdio") spec.mode = FunctionSpec::Mode::stdio;
+    else return field_error("annotations.faasvisor.mode", "must be protocol, http or stdio");
+    spec.mode_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.port"); it != spec.annotations.end()) {
+    std::optional<uint64_t> port = parse_decimal(it->second);
+    if (!port || *port < 1 || *port > 65535)
+      return field_error("annotations.faasvisor.port", "must be a TCP port from 1 to 65535");
+    spec.port = static_cast<uint16_t>(*port);
+    spec.port_annotated = true;
+  }
+  if (auto it = spec.annotations.find("faasvisor.ready_path"); it != spec.annotations.end()) {
+    if (it->second.empty() || it->second[0] != '/' || it->second.find_first_of(" \r\n") != std::string::npos)
+      return field_error("annotations.faasvisor.ready_path", "must be a path starting with '/'");
+    spec.ready_path = it->second;
+  }
+  return {};
+}
+
 Error root_refusal(std::string_view field, std::string detail) {
   return Error{0, kOutsideImageRoots, "field '" + std::string(field) + "': " + std::move(detail)};
 }
@@ -170,6 +194,31 @@ Status check_environment_size(const FunctionSpec &spec) {
   return {};
 }
 
+Status derive_template(FunctionSpec &spec) {
+  std::string mode = "auto";
+  if (auto it = spec.annotations.find("faasvisor.template"); it != spec.annotations.end()) mode = it->second;
+  // "auto": the Python runtime, which has a template mode; "on" also for a program built
+  // with the C function SDK (which has one too, but the node cannot tell it from others).
+  if (mode == "off") {
+    spec.use_template = false;
+  } else if (mode == "on" || mode == "auto") {
+    if (mode == "on" && spec.backend != "process")
+      return field_error("annotations.faasvisor.template", "templates run on the process backend only");
+    if (mode == "on" && runs_runtime(spec.argv, "faasvisor_runtime.js"))
+      return field_error("annotations.faasvisor.template", "the Node.js runtime has no template mode");
+    // A template serves the instance protocol itself; behind faasvisor-adapter (http, stdio)
+    // the adapter is what the stem runs, and it has no template mode.
+    if (mode == "on" && spec.mode != FunctionSpec::Mode::protocol)
+      return field_error("annotations.faasvisor.template",
+                         std::string("templates serve the instance protocol, not faasvisor.mode ") + to_string(spec.mode));
+    spec.use_template = spec.backend == "process" && spec.mode == FunctionSpec::Mode::protocol &&
+                        (mode == "on" || runs_runtime(spec.argv, "faasvisor_runtime.py"));
+  } else {
+    return field_error("annotations.faasvisor.template", "must be \"on\", \"off\" or \"auto\"");
+  }
+  return {};
+}
+
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.name.empty()) return field_error("service", "required");
   if (!valid_function_name(spec.name))
@@ -180,16 +229,28 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     spec.backend = it->second;
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
-  if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
-  // Before anything looks at the path: a refusal must not tell which host paths exist.
+  // A registry image, or one uploaded to the cache (POST /system/images) named by digest.
+  bool uploaded = image::valid_digest(spec.image);
+  bool registry = uploaded || image::is_registry_reference(spec.image);
   std::string image_dir;
-  if (limits.image_roots != nullptr) {
+  if (uploaded) {
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (registry) {
+    // Pulled at deploy time by the image helper (image/pull.h); what is checked here is the
+    // reference's shape and that the backend runs images. No host path: no image root.
+    if (auto ref = image::parse_reference(spec.image); !ref) return ref.error();
+    if (Status st = image::check_runs_images(spec); !st.ok()) return st;
+  } else if (spec.image[0] != '/') {
+    return field_error("image", "must be an absolute path or a registry image (REGISTRY/NAME:TAG)");
+  }
+  // Before anything looks at the path: a refusal must not tell which host paths exist.
+  if (!registry && limits.image_roots != nullptr) {
     auto resolved = limits.image_roots->check(spec.image);
     if (!resolved) return root_refusal("image", resolved.error().detail);
     image_dir = std::move(*resolved);
   }
   std::string as_deployed = spec.image;
-  if (api::resolve_image_tag(spec.image)) {
+  if (!registry && api::resolve_image_tag(spec.image)) {
     spec.image_reference = std::move(as_deployed);
     // The tagged path passed as a path under a root that does not exist; the bare one must
     // pass on its own (a symlink may lead it elsewhere).
@@ -202,9 +263,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   // A directory for the process and container backends, an OCI image (a layout directory
   // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
   // backends: each backend's validate() checks its kind.
-  if (stat(spec.image.c_str(), &st) < 0)
+  if (!registry && stat(spec.image.c_str(), &st) < 0)
     return field_error("image", "'" + spec.image + "' does not exist on this node");
-  bool oci = image::is_oci_image(spec);
+  bool oci = registry || image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
   if (spec.env_process.size() > kMaxCommandBytes)
@@ -281,11 +342,13 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   auto network = net::parse_network_annotations(spec.annotations);
   if (!network) return network.error();
   spec.network = std::move(*network);
+  if (Status st = read_mode(spec); !st.ok()) return st;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);
     if (!keepalive) return field_error("annotations.faasvisor.keepalive", keepalive.error().message());
     spec.keepalive = *keepalive;
   }
+  if (Status st = derive_template(spec); !st.ok()) return st;
   if (Status st = api::check_namespace(spec.namespace_name, "field 'namespace'"); !st.ok()) return st;
   spec.namespace_name = std::string(api::kNamespace);
   return api::check_openfaas_fields(spec, api::node_labels());
@@ -301,6 +364,15 @@ Status check_body_namespace(dom::object object) {
 }
 
 }  // namespace
+
+const char *to_string(FunctionSpec::Mode mode) {
+  switch (mode) {
+    case FunctionSpec::Mode::protocol: return "protocol";
+    case FunctionSpec::Mode::http: return "http";
+    case FunctionSpec::Mode::stdio: return "stdio";
+  }
+  return "?";
+}
 
 bool valid_function_name(std::string_view name) {
   if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-') return false;
@@ -437,6 +509,12 @@ Result<ScaleRequest> parse_scale(std::string_view json) {
   if (!have_replicas) return field_error("replicas", "required");
   if (Status st = check_body_namespace(object); !st.ok()) return st.error();
   return out;
+}
+
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file) {
+  for (std::string_view a : argv)
+    if (a.size() >= runtime_file.size() && a.substr(a.size() - runtime_file.size()) == runtime_file) return true;
+  return false;
 }
 
 }  // namespace faasvisor

@@ -61,7 +61,20 @@ struct FunctionSpec {
   std::string backend = "process";
   // Instance networking (docs/network.md): faasvisor.network, faasvisor.egress.*.
   net::NetworkSpec network;
+  // How the instance speaks (docs/modes.md): the instance protocol itself, or through
+  // faasvisor-adapter as an HTTP server on `port` (of-watchdog's http mode) or a command
+  // run once per request (the classic watchdog). Annotation faasvisor.mode, else an OCI
+  // image's watchdog environment (fprocess, mode, upstream_url).
+  enum class Mode { protocol, http, stdio };
+  Mode mode = Mode::protocol;
+  bool mode_annotated = false;  // faasvisor.mode was given: the image's environment does not decide
+  bool port_annotated = false;
+  uint16_t port = 8080;         // http mode: the function's server, on the sandbox's loopback
+  std::string ready_path;       // http mode: GET this answers 2xx before READY (of-watchdog's ready_path)
   bool vm_virtio = false;  // microvm: the protocol on a virtio port, not COM1 (set at deploy)
+  // faasvisor.template (docs/templates.md): cold starts fork a template that has imported the
+  // function. Default on for the Python runtime on the process backend; "off" falls back.
+  bool use_template = false;
   pool::KeepAliveSpec keepalive;  // annotation faasvisor.keepalive, default fixed:10m
 
   // What the store keeps to rebuild this function after a restart (server/records.h).
@@ -98,6 +111,10 @@ Result<uint64_t> parse_duration_ms(std::string_view text);  // "500ms", "30s", "
 Result<uint64_t> parse_memory_bytes(std::string_view text);  // "128Mi", "1G", "1048576"
 Result<uint32_t> parse_cpu_millis(std::string_view text);    // "1", "0.5", "500m"
 bool valid_function_name(std::string_view name);
+const char *to_string(FunctionSpec::Mode mode);
+// Whether a command runs one of the runtimes (an argument ending in runtime_file, such as
+// "faasvisor_runtime.py": runtimes/python, the one with a template mode).
+bool runs_runtime(const std::vector<std::string> &argv, std::string_view runtime_file);
 
 // {"functionName": NAME} for DELETE, {"serviceName": NAME, "replicas": N} for scaling.
 Result<std::string> parse_delete(std::string_view json);

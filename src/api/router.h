@@ -26,6 +26,9 @@ enum class RouteKind {
   delete_secret,    // DELETE /system/secrets
   namespaces,       // GET /system/namespaces
   namespace_info,   // GET /system/namespace/NAME
+  upload_image,     // POST /system/images (an OCI layout tar, streamed)
+  list_images,      // GET /system/images
+  remove_image,     // DELETE /system/images/sha256:HEX
   not_found,
   method_not_allowed,
 };

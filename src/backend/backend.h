@@ -71,6 +71,24 @@ class Backend {
   // Memory an instance costs beyond its function's limit (e.g. the VMM beside a guest's RAM),
   // held against the node's memory budget.
   virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }
+  // A function definition was deployed (or is the new one of an update): make what is kept
+  // for it ahead of its cold starts (a template). Default: nothing.
+  virtual void prepare(const FunctionSpec &) {}
+  // A function definition is gone (updated or deleted): release what was kept for it.
+  virtual void retire(const FunctionSpec &) {}
+  // What the backend keeps for a definition besides its instances (a template), for stats.
+  struct KeptFacts {
+    const char *state = nullptr;  // nullptr: nothing kept
+    int64_t pid = 0;
+    uint64_t memory_bytes = 0;
+    uint64_t forks = 0;
+    uint64_t builds = 0;
+    uint64_t primed = 0;  // sandboxes prepared for its next cold starts
+    uint64_t primed_target = 0;
+  };
+  virtual KeptFacts kept_facts(const FunctionSpec &) { return {}; }
+  // Nothing of the backend's own (beside instances) is still ending: the node may exit.
+  virtual bool idle() const { return true; }
   // Facts about how the backend runs on this host, shown by /system/info (name, value).
   virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
 

@@ -353,7 +353,7 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   std::string j;
   j += "{\"ociVersion\":\"1.0.2\",";
   j += "\"process\":{\"terminal\":false,\"user\":{\"uid\":65534,\"gid\":65534},";
-  j += "\"args\":" + json_string_array(spec.argv) + ",";
+  j += "\"args\":" + json_string_array(instance_argv(spec, kAdapterInContainer)) + ",";
   j += "\"env\":" + json_string_array(env) + ",";
   j += "\"cwd\":" + json_string(spec.cwd.empty() ? "/" : spec.cwd) + ",\"noNewPrivileges\":true,";
   j += "\"capabilities\":{\"bounding\":[],\"effective\":[],\"inheritable\":[],\"permitted\":[],\"ambient\":[]},";
@@ -366,6 +366,9 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   j += "{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=64k\"]},";
   j += "{\"destination\":\"/tmp\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"nodev\",\"mode=1777\",\"size=" +
        std::to_string(tmp_bytes) + "\"]}";
+  if (spec.mode != FunctionSpec::Mode::protocol)
+    j += ",{\"destination\":" + json_string(kAdapterInContainer) + ",\"type\":\"bind\",\"source\":" +
+         json_string(input.adapter_path) + ",\"options\":[\"bind\",\"ro\",\"nosuid\",\"nodev\"]}";
   if (!input.secrets_dir.empty())
     j += ",{\"destination\":\"/var/openfaas/secrets\",\"type\":\"bind\",\"source\":" + json_string(input.secrets_dir) +
          ",\"options\":[\"rbind\",\"ro\",\"nosuid\",\"nodev\",\"noexec\"]}";
@@ -530,7 +533,7 @@ Status OciBackend::validate(const FunctionSpec &spec) const {
     return plain_error("field 'image'", "the working directory " + spec.cwd + " is not a directory in " + spec.image);
   if (!spec.secrets.empty() && !image::is_directory_in(rootfs, "/var/openfaas/secrets"))
     return plain_error("field 'secrets'", spec.image + " has no /var/openfaas/secrets directory to mount them on (tools/mkimage and the OCI unpacker make it)");
-  return {};
+  return check_adapter(spec, options_.adapter_path);
 }
 
 std::vector<std::string> OciBackend::runtime_argv(std::initializer_list<std::string_view> args) const {
@@ -582,6 +585,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   }
   input.rootfs = rootfs_of(spec);
   input.hostname = spec.name;
+  input.adapter_path = options_.adapter_path;
   auto lease = take_network(spec);
   if (!lease) {
     remove_secret_files(input.secrets_dir);

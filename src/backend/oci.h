@@ -34,6 +34,7 @@ struct OciBackendOptions {
   // gVisor's platform. ptrace works everywhere; kvm is faster but opt-in: on the development
   // machines /dev/kvm opens and creates VMs, yet a runsc sandbox on it never boots (nested).
   std::string gvisor_platform = "ptrace";
+  std::string adapter_path;  // faasvisor-adapter on the host, bound into http/stdio containers
 };
 
 // What config.json is made of; the pure part of a launch, exposed for tests.
@@ -42,11 +43,16 @@ struct OciConfigInput {
   std::string cgroups_path;  // e.g. /faasvisor/node-123/echo-1; empty: the runtime's default
   std::string hostname;
   bool limits = true;        // false when the host gives no cgroups
+  std::string adapter_path;  // faasvisor-adapter on the host (used by http and stdio modes)
   std::string secrets_dir;   // the instance's secret files, bound read-only on
                              // /var/openfaas/secrets; empty: the function has none
   std::string netns_path;    // faasvisor.network=egress: the namespace to join; empty: a new one
   std::string resolv_conf;   // bound read-only on /etc/resolv.conf (with netns_path)
 };
+
+// Where faasvisor-adapter appears inside a container: a file on the runtime's /dev tmpfs,
+// so the shared read-only rootfs needs no mount point for it.
+inline constexpr const char *kAdapterInContainer = "/dev/.faasvisor-adapter";
 
 // The seccomp profile every container gets (linux.seccomp, JSON text): see oci_seccomp.cc.
 std::string default_seccomp_profile();

@@ -5,16 +5,25 @@
 #pragma once
 
 #include <deque>
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
+#include "backend/template.h"
+#include "io/ring.h"
 #include "io/timer.h"
+#include "proc/spawn.h"
 
 namespace faasvisor::backend {
 
 struct ProcessBackendOptions {
   std::string stem_path;          // the faasvisor-stem binary
+  std::string adapter_path;       // faasvisor-adapter (the host is visible in the sandbox)
   uint32_t stem_pool_size = 16;   // sandboxes kept ready; 0 makes each on demand
+  std::string template_library;   // libfaasvisor-template.so (docs/templates.md); empty: no templates
+  uint32_t primed_per_template = 2;  // sandboxes a template's children wait in ahead of demand
 };
 
 // Sandboxes (faasvisor-stem), shared by the process backend and the VM backends (QEMU runs
@@ -38,7 +47,7 @@ inline Result<uint64_t> sandbox_memory(const proc::CgroupTree &cgroups, const La
 
 class ProcessBackend final : public Backend {
  public:
-  ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
+  ProcessBackend(const proc::CgroupTree &cgroups, io::Ring &ring, io::TimerQueue &timers,
                  ProcessBackendOptions options);
   ~ProcessBackend() override;
 
@@ -60,16 +69,59 @@ class ProcessBackend final : public Backend {
   int kill_signal() const override { return SIGUSR2; }
   size_t stems_ready() const { return stems_.size(); }
 
+  void prepare(const FunctionSpec &spec) override {
+    if (spec.use_template) ready_template(spec);
+  }
+  void retire(const FunctionSpec &spec) override;
+  KeptFacts kept_facts(const FunctionSpec &spec) override;
+  bool idle() const override;
+
  private:
   static void on_refill(io::Timer &t);
   Result<Launched> make_stem();
+  Result<Launched> take_stem();
   void discard(Launched &stem);
+  // The definition's template if it is ready to fork; else starts (or rebuilds) it and
+  // returns nullptr: this cold start takes the exec path.
+  struct KeptTemplate {
+    std::unique_ptr<Template> current;
+    // Pooled stems the template has already forked a child into (GO mode adopt): the child
+    // has joined the stem's namespaces and cgroups (the slow part: a cgroup migration) and
+    // waits for the start message naming the instance (docs/templates.md).
+    std::deque<Launched> primed;
+    uint64_t builds = 0;
+    // Primed sandboxes to keep: primed_per_template, or as many as the largest burst of cold
+    // starts lately (kBurstWindowNs apart at most), up to the stem pool's size, so that the
+    // next burst finds them ready; back to the default after kBurstMemoryNs without one.
+    uint32_t primed_target = 0;
+    uint32_t burst = 0;            // cold starts in the current window
+    uint64_t burst_started_ns = 0;
+    uint64_t last_burst_ns = 0;
+  };
+  void note_cold_start(KeptTemplate &kept);
+  KeptTemplate *ready_template(const FunctionSpec &spec);
+  Result<Launched> launch_from_template(KeptTemplate &kept, const FunctionSpec &spec, std::string_view instance_name);
+  Status prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed);
+  // The GO message of an instance (exec), a template, or a primed stem (adopt).
+  // lease: the instance's prepared network namespace (faasvisor.network=egress), or null.
+  Result<std::string> go_message(const FunctionSpec &spec, std::string_view instance_name,
+                                 proc::GoSpec::Mode mode, const net::Lease *lease = nullptr) const;
+  void schedule_priming();
+  static void on_prime(io::Timer &t);
+  void discard_template(KeptTemplate &kept);
+  void free_finished_templates();
 
   const proc::CgroupTree &cgroups_;
+  io::Ring &ring_;
   io::TimerQueue &timers_;
   ProcessBackendOptions options_;
   std::deque<Launched> stems_;
+  // Keyed by the definition: an update makes a new FunctionSpec and retires the old one's.
+  std::map<const FunctionSpec *, KeptTemplate> templates_;
+  std::vector<std::unique_ptr<Template>> retired_;  // ending; freed once finished()
+  uint64_t next_template_id_ = 1;
   io::Timer refill_timer_;
+  io::Timer prime_timer_;
   uint64_t next_stem_id_ = 1;
   bool refill_failing_ = false;
   bool draining_ = false;

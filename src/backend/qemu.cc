@@ -20,6 +20,10 @@
 
 namespace faasvisor::backend {
 namespace {
+// faasvisor-adapter inside a microVM's initramfs (tools/mkinitramfs --file .../faasvisor-adapter).
+constexpr const char *kAdapterInGuest = "/faasvisor-adapter";
+}  // namespace
+namespace {
 
 // The least RAM Debian's cloud kernel boots and serves in with a function's initramfs
 // (measured by bench/vm; shared MACHINE-NOTES found the same).
@@ -572,6 +576,11 @@ void QemuBackend::describe(std::vector<std::pair<std::string, std::string>> &out
 }
 
 Status QemuBackend::validate(const FunctionSpec &spec) const {
+  // A unikernel speaks the protocol itself; a microVM runs faasvisor-adapter from its
+  // initramfs for http and stdio (checked with the image below, docs/modes.md).
+  if (spec.mode != FunctionSpec::Mode::protocol && kind_ != VmKind::microvm)
+    return plain_error("annotations.faasvisor.mode", std::string(to_string(spec.mode)) + " is not supported on the " +
+                                                         name() + " backend (only protocol)");
   if (spec.memory_bytes < min_memory_bytes())
     return plain_error(
         "field 'limits.memory'",
@@ -602,17 +611,20 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
   if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/')
     return plain_error("field 'envProcess'",
                        "the command must be an absolute path inside the initramfs");
-  for (const std::string &path : {std::string("/init"), spec.argv[0]}) {
+  std::vector<std::string> needed{"/init", spec.argv[0]};
+  if (spec.mode != FunctionSpec::Mode::protocol) needed.emplace_back(kAdapterInGuest);
+  for (const std::string &path : needed) {
     auto mode = cpio_mode(spec.image, std::string_view(path).substr(1));
     if (!mode)
       return plain_error("field 'image'",
                          "cannot read " + spec.image + ": " + mode.error().message());
     if (!S_ISREG(*mode) || (*mode & 0111) == 0)
-      return plain_error(path == "/init" ? "field 'image'" : "field 'envProcess'",
-                         path + " is not an executable in " + spec.image);
+      return plain_error(path == spec.argv[0] ? "field 'envProcess'" : "field 'image'",
+                         path + " is not an executable in " + spec.image +
+                             (path == kAdapterInGuest ? " (tools/mkinitramfs --file BUILD/src/faasvisor-adapter)" : ""));
   }
-  std::string longest =
-      encode_vm_spec(spec.argv, instance_environment(spec, std::string(kLongestInstanceName, 'x')));
+  std::string longest = encode_vm_spec(instance_argv(spec, kAdapterInGuest),
+                                       instance_environment(spec, std::string(kLongestInstanceName, 'x')));
   size_t total = std::strlen(kMicrovmCmdline) + std::strlen(" fvio=virtio fvspec=") + longest.size();
   if (total >= kKernelCmdlineMax)
     return plain_error("field 'envVars'", "the command and environment take " +
@@ -690,7 +702,8 @@ std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
   args.insert(args.end(),
               {"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
                std::string(kMicrovmCmdline) + (virtio ? " fvio=virtio" : " fvio=serial") + fvnet +
-                   " fvspec=" + encode_vm_spec(spec.argv, instance_environment(spec, instance_name))});
+                   " fvspec=" + encode_vm_spec(instance_argv(spec, kAdapterInGuest),
+                                               instance_environment(spec, instance_name))});
   return args;
 }
 

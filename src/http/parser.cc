@@ -203,7 +203,7 @@ struct RequestParser::Callbacks {
   static int on_chunk_header(llhttp_t* p) {
     // llhttp stores the announced chunk size in content_length: refuse before receiving it.
     RequestParser& parser = self(p);
-    if (p->content_length > parser.limits_.max_body_bytes - parser.request_.body.size()) {
+    if (p->content_length > parser.body_room()) {
       return parser.refuse_in_callback(413, "request body too large");
     }
     return HPE_OK;
@@ -213,7 +213,7 @@ struct RequestParser::Callbacks {
     RequestParser& parser = self(p);
     std::string& body = parser.request_.body;
     // Redundant with the Content-Length and chunk-size checks; kept as the last line of defence.
-    if (len > parser.limits_.max_body_bytes - body.size()) {
+    if (len > parser.body_room()) {
       return parser.refuse_in_callback(413, "request body too large");
     }
     body.append(at, len);
@@ -286,7 +286,22 @@ void RequestParser::next() {
   clear_request();
 }
 
+uint64_t RequestParser::body_room() const {
+  uint64_t limit = stream_limit_ > 0 ? stream_limit_ : limits_.max_body_bytes;
+  uint64_t used = streamed_bytes_ + request_.body.size();
+  return used >= limit ? 0 : limit - used;
+}
+
+void RequestParser::take_body(std::string& out) {
+  assert(stream_limit_ > 0);
+  out.swap(request_.body);
+  request_.body.clear();
+  streamed_bytes_ += out.size();
+}
+
 void RequestParser::clear_request() {
+  stream_limit_ = 0;
+  streamed_bytes_ = 0;
   request_.method.clear();
   request_.target.clear();
   request_.header_count = 0;  // the Header objects stay, as spare buffers
@@ -365,12 +380,14 @@ int RequestParser::check_headers() {
   }
 
   bool has_body = (llhttp_.flags & F_CHUNKED) != 0 || llhttp_.content_length > 0;
+  stream_limit_ = body_policy_ != nullptr && has_body ? body_policy_->stream_limit(request_) : 0;
   if (!(llhttp_.flags & F_CHUNKED) && llhttp_.content_length > 0) {
-    if (llhttp_.content_length > limits_.max_body_bytes) {
+    if (llhttp_.content_length > body_room()) {
       return refuse_in_callback(413, "request body too large");
     }
-    // Bounded by max_body_bytes; saves the copies of geometric growth for big bodies.
-    request_.body.reserve(llhttp_.content_length);
+    // Bounded by max_body_bytes; saves the copies of geometric growth for big bodies. A
+    // streamed body is taken piece by piece and never held whole.
+    if (stream_limit_ == 0) request_.body.reserve(llhttp_.content_length);
   }
 
   // RFC 9110 section 10.1.1: never send 100 Continue to an HTTP/1.0 client.

@@ -63,6 +63,17 @@ bool iequals(std::string_view a, std::string_view b);
 // An RFC 9110 token (what a header name must be): non-empty, tchar only.
 bool is_token(std::string_view s);
 
+// Decides, once a request's head is complete, whether its body is streamed: the connection
+// takes it piece by piece as it arrives (take_body) instead of the parser holding all of it.
+class BodyPolicy {
+ public:
+  // The body's limit if it is to be streamed (it may pass max_body_bytes), else 0.
+  virtual uint64_t stream_limit(const Request& head) = 0;
+
+ protected:
+  ~BodyPolicy() = default;
+};
+
 class RequestParser {
  public:
   explicit RequestParser(const Limits& limits);
@@ -103,6 +114,14 @@ class RequestParser {
   // "HTTP/1.1 100 Continue\r\n\r\n".
   bool take_continue_request();
 
+  // Streamed bodies (BodyPolicy): set once, consulted at every request's head.
+  void set_body_policy(BodyPolicy* policy) { body_policy_ = policy; }
+  bool streaming() const { return stream_limit_ > 0; }
+  // Moves the body bytes parsed so far into out (its old contents are dropped): the caller
+  // now owns them. Only while streaming.
+  void take_body(std::string& out);
+  uint64_t streamed_bytes() const { return streamed_bytes_; }  // taken so far
+
  private:
   struct Callbacks;  // llhttp's C callbacks, in parser.cc
   friend struct Callbacks;
@@ -118,6 +137,7 @@ class RequestParser {
   Header& begin_header();
   int check_headers();  // in on_headers_complete: limits, versions, framing we do not support
   uint64_t header_budget_left() const;
+  uint64_t body_room() const;  // body bytes the limit still allows
   bool version_preceded_by_http(const char* version_start) const;
   void remember_recent_bytes(const char* data, size_t len);
   bool head_has_obs_fold(const char* data, size_t len);
@@ -139,6 +159,9 @@ class RequestParser {
   bool continue_wanted_ = false;
   bool head_last_byte_lf_ = false;  // the head seen so far ends with LF (for obs-fold across feeds)
   bool callback_failed_ = false;  // error_ was set by one of our callbacks
+  BodyPolicy* body_policy_ = nullptr;
+  uint64_t stream_limit_ = 0;     // non-zero: this request's body is streamed, up to it
+  uint64_t streamed_bytes_ = 0;   // body bytes taken by take_body
 };
 
 }  // namespace faasvisor::http

@@ -2,9 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
+
 #include <simdjson.h>
 
 #include "api/json.h"
+#include "proc/spawn.h"
+#include "util/number.h"
 
 namespace faasvisor::image {
 namespace {
@@ -80,6 +84,80 @@ bool valid_digest(std::string_view digest) {
 }
 
 std::string_view digest_hex(std::string_view digest) { return digest.substr(7); }
+
+bool is_registry_reference(std::string_view image) {
+  return !image.empty() && image[0] != '/' && !image.starts_with("sha256:");
+}
+
+namespace {
+// The distribution spec's path component: [a-z0-9]+ joined by '.', '_', '__' or '-'s.
+bool valid_path_component(std::string_view c) {
+  if (c.empty() || c.size() > 128) return false;
+  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
+  if (!alnum(c.front()) || !alnum(c.back())) return false;
+  for (size_t i = 0; i < c.size(); ++i)
+    if (!alnum(c[i]) && c[i] != '.' && c[i] != '_' && c[i] != '-') return false;
+  return true;
+}
+
+bool valid_tag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 128 || tag[0] == '.' || tag[0] == '-') return false;
+  for (char ch : tag)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') return false;
+  return true;
+}
+
+bool valid_host(std::string_view host) {
+  if (host.empty() || host.size() > 255) return false;
+  for (char ch : host)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != ':' && ch != '[' && ch != ']')
+      return false;
+  return true;
+}
+}  // namespace
+
+Result<Reference> parse_reference(std::string_view image) {
+  auto bad = [&](const std::string &why) {
+    return plain_error("field 'image'", "'" + std::string(image) + "' is not a registry image reference (" + why + ")");
+  };
+  if (image.size() > 1024) return bad("longer than 1024 characters");
+  Reference ref;
+  std::string_view rest = image;
+  if (size_t at = rest.find('@'); at != std::string_view::npos) {
+    ref.digest = std::string(rest.substr(at + 1));
+    if (!valid_digest(ref.digest)) return bad("the digest must be sha256: and 64 lowercase hex digits");
+    rest = rest.substr(0, at);
+  }
+  size_t slash = rest.find('/');
+  std::string_view first = rest.substr(0, slash);
+  if (slash != std::string_view::npos &&
+      (first.find('.') != std::string_view::npos || first.find(':') != std::string_view::npos || first == "localhost")) {
+    if (!valid_host(first)) return bad("bad registry host '" + std::string(first) + "'");
+    ref.registry = std::string(first);
+    rest = rest.substr(slash + 1);
+  } else {
+    ref.registry = "docker.io";
+  }
+  size_t last_slash = rest.rfind('/');
+  size_t colon = rest.find(':', last_slash == std::string_view::npos ? 0 : last_slash);
+  if (colon != std::string_view::npos) {
+    std::string_view tag = rest.substr(colon + 1);
+    if (!valid_tag(tag)) return bad("bad tag '" + std::string(tag) + "'");
+    if (ref.digest.empty()) ref.tag = std::string(tag);
+    rest = rest.substr(0, colon);
+  }
+  for (std::string_view c : split_on(rest, '/'))
+    if (!valid_path_component(c)) return bad("bad name component '" + std::string(c) + "'");
+  ref.repository = std::string(rest);
+  if (ref.registry == "docker.io" && ref.repository.find('/') == std::string::npos)
+    ref.repository = "library/" + ref.repository;
+  if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
+  return ref;
+}
+
+std::string Reference::source() const {
+  return "docker://" + registry + "/" + repository + (digest.empty() ? ":" + tag : "@" + digest);
+}
 
 Result<Descriptor> parse_index(std::string_view json) {
   dom::parser parser;
@@ -180,10 +258,63 @@ Status check_runs_images(const FunctionSpec &spec) {
   return {};
 }
 
+namespace {
+// A variable of the instance's environment as it will be: envVars over the image's Env.
+std::optional<std::string> merged_env(const FunctionSpec &spec, const ImageConfig &config, std::string_view name) {
+  for (const auto &[n, v] : spec.env_vars)
+    if (n == name) return v;
+  for (const std::string &e : config.env)
+    if (env_name(e) == name && e.size() > name.size()) return e.substr(name.size() + 1);
+  return std::nullopt;
+}
+
+// The TCP port of of-watchdog's upstream_url ("http://127.0.0.1:5000"); 0 if it names none.
+uint16_t upstream_port(std::string_view url) {
+  if (size_t scheme = url.find("://"); scheme != std::string_view::npos) url.remove_prefix(scheme + 3);
+  url = url.substr(0, url.find('/'));
+  size_t colon = url.rfind(':');
+  if (colon == std::string_view::npos) return 0;
+  std::optional<uint64_t> port = parse_decimal(url.substr(colon + 1));
+  return port && *port >= 1 && *port <= 65535 ? static_cast<uint16_t>(*port) : 0;
+}
+
+// An image built for OpenFaaS (faas-cli build) runs the watchdog as its entrypoint with
+// fprocess naming the function: faasvisor-adapter takes the watchdog's place, so fprocess
+// is the command, `mode` (of-watchdog) chooses http or a fork per request (the classic
+// watchdog has no `mode`), and upstream_url gives the http server's port (docs/modes.md).
+Status apply_watchdog_env(FunctionSpec &spec, const ImageConfig &config) {
+  std::optional<std::string> fprocess = merged_env(spec, config, "fprocess");
+  if (!fprocess) fprocess = merged_env(spec, config, "function_process");
+  if (!fprocess) return {};
+  if (!spec.mode_annotated) {
+    std::string mode = merged_env(spec, config, "mode").value_or("");
+    if (mode == "http") spec.mode = FunctionSpec::Mode::http;
+    else if (mode.empty() || mode == "streaming" || mode == "serializing") spec.mode = FunctionSpec::Mode::stdio;
+    else
+      return plain_error("field 'image'", spec.image + ": of-watchdog mode '" + mode +
+                                              "' is not supported (http, streaming and serializing are)");
+  }
+  if (spec.mode == FunctionSpec::Mode::protocol) return {};
+  if (!spec.port_annotated) {
+    std::optional<std::string> url = merged_env(spec, config, "upstream_url");
+    if (!url) url = merged_env(spec, config, "http_upstream_url");
+    if (url && upstream_port(*url) != 0) spec.port = upstream_port(*url);
+  }
+  if (spec.ready_path.empty()) spec.ready_path = merged_env(spec, config, "ready_path").value_or("");
+  if (spec.argv.empty()) {
+    auto argv = proc::split_command(*fprocess);
+    if (!argv) return plain_error("field 'image'", spec.image + ": fprocess: " + argv.error().message());
+    spec.argv = std::move(*argv);
+  }
+  return {};
+}
+}  // namespace
+
 Status apply_image(FunctionSpec &spec, const Resolved &image) {
   if (Status st = check_runs_images(spec); !st.ok()) return st;
   spec.rootfs = image.rootfs;
   spec.image_digest = image.digest;
+  if (Status st = apply_watchdog_env(spec, image.config); !st.ok()) return st;
   if (spec.argv.empty()) {
     spec.argv = image.config.entrypoint;
     spec.argv.insert(spec.argv.end(), image.config.cmd.begin(), image.config.cmd.end());

@@ -54,6 +54,21 @@ bool runs_oci_images(std::string_view backend);
 // regular file (a tar of such a directory).
 bool is_oci_image(const FunctionSpec &spec);
 
+// A registry image reference, as `docker pull` takes it: [HOST[:PORT]/]NAME[:TAG][@DIGEST].
+// A first component with a '.' or ':' (or "localhost") is the registry; otherwise it is
+// Docker Hub's (docker.io, "library/" before a one-component name). No tag and no digest
+// means :latest. A digest pins the manifest (and wins over a tag).
+struct Reference {
+  std::string registry;    // "127.0.0.1:5000", "docker.io"
+  std::string repository;  // "team/fn", "library/python"
+  std::string tag;         // empty when a digest is given
+  std::string digest;      // "sha256:..." or empty
+  std::string source() const;  // skopeo's source: docker://registry/repository(:tag|@digest)
+};
+// Whether an image field names a registry image (not a host path, not an uploaded digest).
+bool is_registry_reference(std::string_view image);
+Result<Reference> parse_reference(std::string_view image);
+
 bool valid_digest(std::string_view digest);         // sha256:<64 lowercase hex>
 std::string_view digest_hex(std::string_view digest);  // the part after "sha256:"
 

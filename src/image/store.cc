@@ -46,19 +46,59 @@ Status Store::resolve(const std::string &image, Waiter &w) {
     w.job = it->second.get();
     return {};
   }
+  std::vector<std::string> args{options_.helper_path};
+  if (!options_.registry_auth.empty()) args.insert(args.end(), {"--authfile", options_.registry_auth});
+  for (const std::string &host : options_.insecure_registries) args.insert(args.end(), {"--insecure-registry", host});
+  args.push_back(options_.cache_dir);
+  args.push_back(image);
+  return start(image, std::move(args), -1, w);
+}
+
+Status Store::remove(const std::string &digest, Waiter &w) {
+  assert(!w.waiting());
+  if (shutting_down_) return plain_error("image", "the node is shutting down");
+  return start("remove " + digest, {options_.helper_path, "--remove", digest, options_.cache_dir}, -1, w);
+}
+
+Status Store::receive(uint64_t max_bytes, Waiter &w, int *stdin_fd) {
+  assert(!w.waiting());
+  if (shutting_down_) return plain_error("image", "the node is shutting down");
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return errno_error("pipe2");
+  fcntl(fds[1], F_SETFL, O_NONBLOCK);
+  std::string key = "upload #" + std::to_string(next_upload_++);
+  Status st = start(key, {options_.helper_path, "--receive", std::to_string(max_bytes), options_.cache_dir}, fds[0], w);
+  close(fds[0]);
+  if (!st.ok()) {
+    close(fds[1]);
+    return st;
+  }
+  *stdin_fd = fds[1];
+  return {};
+}
+
+// One helper run, keyed by what it resolves; stdin_fd (or /dev/null when -1) is its stdin.
+Status Store::start(const std::string &key, std::vector<std::string> args, int stdin_fd, Waiter &w) {
   if (jobs_.size() >= options_.max_jobs)
     return plain_error("image", "the node is already unpacking " + std::to_string(jobs_.size()) + " images; try again later");
-
+  if (options_.cache_max_bytes > 0 && args[1] != "--remove") {
+    std::vector<std::string> extra{"--cache-max", std::to_string(options_.cache_max_bytes)};
+    if (options_.in_use)
+      for (std::string &digest : options_.in_use()) extra.insert(extra.end(), {"--keep", std::move(digest)});
+    args.insert(args.begin() + 1, extra.begin(), extra.end());
+  }
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return errno_error("pipe2");
   fcntl(fds[0], F_SETFL, O_NONBLOCK);
   proc::SpawnSetup setup;
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull >= 0) posix_spawn_file_actions_adddup2(&setup.actions, devnull, 0);
+  int devnull = stdin_fd >= 0 ? -1 : open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int in = stdin_fd >= 0 ? stdin_fd : devnull;
+  if (in >= 0) posix_spawn_file_actions_adddup2(&setup.actions, in, 0);
   posix_spawn_file_actions_adddup2(&setup.actions, fds[1], 1);
-  std::string helper = options_.helper_path, cache = options_.cache_dir, path = image;
-  char *argv[] = {helper.data(), cache.data(), path.data(), nullptr};
-  auto child = proc::spawn_with_pidfd(helper.c_str(), setup, argv, kHelperEnv);
+  std::vector<char *> argv;
+  for (std::string &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  auto child = proc::spawn_with_pidfd(args[0].c_str(), setup, argv.data(), kHelperEnv);
   if (devnull >= 0) close(devnull);
   close(fds[1]);
   if (!child) {
@@ -67,7 +107,7 @@ Status Store::resolve(const std::string &image, Waiter &w) {
   }
   auto job = std::make_unique<Job>();
   job->store = this;
-  job->image = image;
+  job->image = key;
   job->child = std::move(*child);
   job->out_fd = fds[0];
   job->exit_op.owner = job.get();
@@ -78,9 +118,15 @@ Status Store::resolve(const std::string &image, Waiter &w) {
   timers_.start(job->deadline, monotonic_ns() + options_.timeout_ms * 1'000'000ull);
   job->waiters.push_back(w);
   w.job = job.get();
-  FV_INFO("unpacking image %s (helper pid %d)", image.c_str(), static_cast<int>(job->child.pid()));
-  jobs_.emplace(image, std::move(job));
+  FV_INFO("unpacking image %s (helper pid %d)", key.c_str(), static_cast<int>(job->child.pid()));
+  jobs_.emplace(key, std::move(job));
   return {};
+}
+
+void Store::abort_upload(Waiter &w) {
+  if (!w.waiting()) return;
+  (void)static_cast<Job *>(w.job)->child.signal(SIGTERM);
+  cancel(w);
 }
 
 void Store::cancel(Waiter &w) {

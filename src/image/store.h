@@ -6,9 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "image/layout.h"
 #include "io/ring.h"
@@ -37,6 +39,12 @@ struct StoreOptions {
   std::string helper_path;          // faasvisor-unpack
   uint64_t timeout_ms = 300'000;    // a helper still running after this is killed
   uint32_t max_jobs = 8;            // images being unpacked at once; more deploys get 503
+  std::string registry_auth;        // registry images: Docker-style config.json, or empty
+  std::vector<std::string> insecure_registries;  // HOST:PORT not TLS-verified
+  // --image-cache-max: a helper that added an image evicts unused ones past this (0: never).
+  // in_use lists the digests functions use now (they are never evicted).
+  uint64_t cache_max_bytes = 0;
+  std::function<std::vector<std::string>()> in_use;
 };
 
 struct StoreStats {
@@ -55,6 +63,16 @@ class Store {
   // Starts resolving `image` (or joins a helper already resolving it); w.image_ready runs
   // later from the loop. Fails at once, calling nothing, if no helper can be started.
   Status resolve(const std::string &image, Waiter &w);
+  // POST /system/images: starts a helper that reads an OCI layout tar on its stdin (at most
+  // max_bytes) into the cache and unpacks it; *stdin_fd is the pipe's write end (the
+  // caller's, non-blocking: it writes the request body there as it arrives and closes it at
+  // the end). w.image_ready runs once the helper exits. Never shared with other jobs.
+  Status receive(uint64_t max_bytes, Waiter &w, int *stdin_fd);
+  // DELETE /system/images/DIGEST: a helper takes the image out of the cache.
+  Status remove(const std::string &digest, Waiter &w);
+  // An upload whose body will not be complete (its client left, or sent too much): the
+  // waiter is not called, and the helper is told to stop (SIGTERM: it drops what it got).
+  void abort_upload(Waiter &w);
   // The waiter goes away (its client left): it is not called. The helper runs on.
   void cancel(Waiter &w);
   // Kills every helper; their waiters are answered as their exits arrive.
@@ -70,6 +88,8 @@ class Store {
   static void on_exit(io::Completion &c, int result, uint32_t flags);
   static void on_deadline(io::Timer &t);
   void finish(Job &job);
+  Status start(const std::string &key, std::vector<std::string> args, int stdin_fd, Waiter &w);
+  uint64_t next_upload_ = 1;
 
   io::Ring &ring_;
   io::TimerQueue &timers_;

@@ -1,5 +1,7 @@
 #include "image/unpack.h"
 
+#include "image/pull.h"
+
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
@@ -15,6 +17,8 @@
 #include <ctime>
 #include <unordered_set>
 #include <vector>
+#include <algorithm>
+#include <csignal>
 
 #include "sha256.h"
 
@@ -504,7 +508,139 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
   return finish_digest(r, digest, size, "layer");
 }
 
-Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits) {
+namespace {
+// The cache's recency: an image's directory mtime is set at each use, the oldest go first.
+void mark_used(const std::string &dir) { utimensat(AT_FDCWD, dir.c_str(), nullptr, 0); }
+}  // namespace
+
+std::vector<std::string> evict_images(const std::string &cache_dir, uint64_t max_bytes,
+                                      const std::vector<std::string> &keep) {
+  struct Entry {
+    std::string hex;
+    uint64_t bytes;
+    struct timespec used;
+  };
+  std::vector<Entry> entries;
+  uint64_t total = 0;
+  std::string dir = cache_dir + "/sha256";
+  if (DIR *d = opendir(dir.c_str())) {
+    while (dirent *e = readdir(d)) {
+      std::string hex = e->d_name;
+      if (!valid_digest("sha256:" + hex)) continue;
+      struct stat st {};
+      if (stat((dir + "/" + hex).c_str(), &st) < 0) continue;
+      uint64_t bytes = 0;
+      Fd size_fd(open((dir + "/" + hex + "/size").c_str(), O_RDONLY | O_CLOEXEC));
+      if (size_fd.ok())
+        if (auto text = read_all(size_fd.fd, 64); text) bytes = std::strtoull(text->c_str(), nullptr, 10);
+      entries.push_back({hex, bytes, st.st_mtim});
+      total += bytes;
+    }
+    closedir(d);
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry &a, const Entry &b) {
+    return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
+  });
+  std::vector<std::string> evicted;
+  for (const Entry &e : entries) {
+    if (total <= max_bytes) break;
+    std::string digest = "sha256:" + e.hex;
+    if (std::find(keep.begin(), keep.end(), digest) != keep.end()) continue;
+    if (remove_image(cache_dir, digest)) {
+      total -= e.bytes;
+      evicted.push_back(digest);
+    }
+  }
+  return evicted;
+}
+
+Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest) {
+  if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
+  std::string dir = cache_dir + "/sha256/" + std::string(digest_hex(digest));
+  Fd cfg(open((dir + "/config.json").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!cfg.ok())
+    return plain_error("image", std::string(digest) + " is not in this node's image cache (upload it: POST /system/images)");
+  auto text = read_all(cfg.fd, kMaxJsonBlob);
+  if (!text) return plain_error("image", std::string(digest) + ": its config is larger than 4 MiB");
+  auto config = parse_config(*text);
+  if (!config) return config.error();
+  Resolved out;
+  out.digest = std::string(digest);
+  out.rootfs = dir + "/rootfs";
+  out.config = std::move(*config);
+  mark_used(dir);
+  return out;
+}
+
+namespace {
+volatile sig_atomic_t g_receive_aborted = 0;
+void on_abort(int) { g_receive_aborted = 1; }
+bool receive_aborted() { return g_receive_aborted != 0; }
+}  // namespace
+
+Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t max_bytes, bool *too_large) {
+  // No SA_RESTART: a read waiting for the node's next bytes returns at once.
+  struct sigaction sa {};
+  sa.sa_handler = on_abort;
+  sigaction(SIGTERM, &sa, nullptr);
+  *too_large = false;
+  for (const std::string &dir : {cache_dir, cache_dir + "/sha256", cache_dir + "/tmp"})
+    if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
+  TempDir upload;
+  if (auto t = make_temp(upload, cache_dir + "/tmp", "upload"); !t) return t.error();
+  std::string tar = upload.path + "/image.tar";
+  Fd out(open(tar.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out.ok()) return Error{errno, "open", tar};
+  uint64_t total = 0;
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    // The node's SIGTERM: the body will not be complete (a cut tar must not be unpacked).
+    if (receive_aborted()) return plain_error("image", "the upload was abandoned");
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("read the upload");
+    if (n == 0) break;
+    total += static_cast<uint64_t>(n);
+    if (total > max_bytes) {
+      *too_large = true;
+      return plain_error("image", "the upload is larger than " + std::to_string(max_bytes) + " bytes (--max-image-bytes)");
+    }
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(out.fd, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return Error{errno, "write", tar};
+      done += w;
+    }
+  }
+  if (total == 0) return plain_error("image", "the upload is empty (send an OCI image layout as a tar)");
+  if (receive_aborted()) return plain_error("image", "the upload was abandoned");
+  out = Fd();
+  auto resolved = unpack_image(cache_dir, tar);
+  if (resolved) return resolved;
+  // The client knows no temp path: "the upload" is what it sent.
+  std::string why = resolved.error().message();
+  if (why.rfind("image: ", 0) == 0) why.erase(0, 7);
+  for (size_t at; (at = why.find(tar)) != std::string::npos;) why.replace(at, tar.size(), "the upload");
+  return plain_error("upload", why);
+}
+
+Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest) {
+  if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
+  std::string dir = cache_dir + "/sha256/" + std::string(digest_hex(digest));
+  if (!exists(dir + "/config.json")) return plain_error("image", std::string(digest) + " is not in the cache");
+  TempDir gone;
+  if (auto t = make_temp(gone, cache_dir + "/tmp", "removed"); !t) return t.error();
+  // Onto the empty temp dir, in one step: a deploy sees the image whole or not at all.
+  if (rename(dir.c_str(), gone.path.c_str()) < 0) return Error{errno, "rename", dir};
+  Resolved out;
+  out.digest = std::string(digest);
+  out.rootfs = dir + "/rootfs";
+  return out;  // ~TempDir removes the tree
+}
+
+Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits,
+                              const PullOptions *pull) {
+  if (valid_digest(image)) return cached_image(cache_dir, image);
   // Root only: an image may hold setuid binaries, which no host user may reach through the
   // cache (the runtimes, which do, run as root; in the container noNewPrivileges holds).
   // Its parents (e.g. /var/lib/faasvisor on a fresh host) are ordinary directories.
@@ -514,11 +650,17 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
     if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
   if (chmod(cache_dir.c_str(), 0700) < 0) return Error{errno, "chmod", cache_dir};
   sweep_stale(cache_dir + "/tmp");
-  struct stat st{};
-  if (stat(image.c_str(), &st) < 0) return Error{errno, "image", image};
-
   TempDir extracted;
   std::string layout = image;
+  if (is_registry_reference(image)) {
+    auto ref = parse_reference(image);
+    if (!ref) return ref.error();
+    if (auto t = make_temp(extracted, cache_dir + "/tmp", "pull"); !t) return t.error();
+    layout = extracted.path + "/layout";
+    if (Status s = pull_reference(pull ? *pull : PullOptions{}, *ref, layout); !s.ok()) return s.error();
+  }
+  struct stat st{};
+  if (stat(layout.c_str(), &st) < 0) return Error{errno, "image", image};
   if (S_ISREG(st.st_mode)) {
     if (auto t = make_temp(extracted, cache_dir + "/tmp", "archive"); !t) return t.error();
     if (Status s = extract_layout_archive(image, extracted.path, limits); !s.ok()) return s.error();
@@ -552,7 +694,10 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   std::string hex(digest_hex(out.digest));
   std::string final_dir = cache_dir + "/sha256/" + hex;
   out.rootfs = final_dir + "/rootfs";
-  if (exists(final_dir + "/config.json")) return out;  // complete: renamed into place whole
+  if (exists(final_dir + "/config.json")) {  // complete: renamed into place whole
+    mark_used(final_dir);
+    return out;
+  }
 
   TempDir work;
   if (auto t = make_temp(work, cache_dir + "/tmp", hex); !t) return t.error();
@@ -572,6 +717,11 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   if (Status s = ensure_mount_points(root_fd.fd); !s.ok()) return s.error();
   // The root directory itself: readable by the container's user whatever the layers said.
   if (chmod(rootfs.c_str(), 0755) < 0) return Error{errno, "chmod", rootfs};
+  // Its size, for the cache's eviction (--image-cache-max): file data, a floor of what it holds.
+  std::string size_text = std::to_string(bytes) + "\n";
+  Fd size_fd(open((work.path + "/size").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!size_fd.ok() || ::write(size_fd.fd, size_text.data(), size_text.size()) != static_cast<ssize_t>(size_text.size()))
+    return Error{errno, "write", work.path + "/size"};
   std::string config_path = work.path + "/config.json";
   Fd cfg(open(config_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!cfg.ok() || ::write(cfg.fd, config_text->data(), config_text->size()) != static_cast<ssize_t>(config_text->size()))

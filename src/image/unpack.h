@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "image/layout.h"
 #include "util/result.h"
@@ -31,10 +32,29 @@ struct UnpackLimits {
   uint64_t max_entries = 1'000'000;    // entries, all layers together
 };
 
-// Resolves `image` (an OCI layout directory or a tar archive of one) to its cached rootfs,
-// unpacking it first if the cache does not have it.
+// Resolves `image` (an OCI layout directory, a tar archive of one, or a registry reference
+// pulled first with `pull`, image/pull.h) to its cached rootfs, unpacking it first if the
+// cache does not have it.
+struct PullOptions;
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image,
-                              const UnpackLimits &limits = {});
+                              const UnpackLimits &limits = {}, const PullOptions *pull = nullptr);
+
+// An image already in the cache, by its manifest digest ("sha256:...": an uploaded image).
+Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest);
+
+// POST /system/images: reads an OCI layout tar from fd (the node pipes the request body in
+// as it arrives) into a file in CACHE/tmp, at most max_bytes (*too_large is set past them),
+// then unpacks it like any archive.
+Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t max_bytes, bool *too_large);
+
+// DELETE /system/images/DIGEST: the image's directory is renamed out of the cache (no deploy
+// finds it from then on) and removed.
+Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest);
+
+// --image-cache-max: removes the least recently used images not in `keep` until the
+// cache's images hold at most max_bytes of file data. Returns the digests removed.
+std::vector<std::string> evict_images(const std::string &cache_dir, uint64_t max_bytes,
+                                      const std::vector<std::string> &keep);
 
 // Applies one layer (a tar, compressed or not, read from fd) to the directory root_fd;
 // exposed for tests. `digest`: checked against the bytes read (empty: not checked).

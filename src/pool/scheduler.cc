@@ -117,6 +117,7 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   fn->prewarm_timer.owner = fn.get();
   fn->prewarm_timer.callback = &Pool::on_prewarm;
   functions_.emplace(name, fn);
+  fn->backend().prepare(fn->spec());
   ensure_min(*fn);
   FV_INFO("deployed function %s", name.c_str());
   return {Outcome::ok, {}};
@@ -132,7 +133,9 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   apply_backend_defaults(*spec, *b);  // settles spec->network.tap
   if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
+  fn->backend().retire(fn->spec());  // e.g. its template: the new definition gets its own
   fn->replace_spec(std::move(spec), *b);
+  fn->backend().prepare(fn->spec());
   // Warm instances of the old definition retire now; busy and booting ones when they
   // next become idle (dispatch checks the generation).
   while (Instance *inst = fn->warm_list.pop_front()) inst->stop("function updated");
@@ -150,6 +153,7 @@ PoolError Pool::remove(std::string_view name) {
   std::shared_ptr<Function> fn = it->second;
   functions_.erase(it);
   fn->deleted = true;
+  fn->backend().retire(fn->spec());
   timers_.stop(fn->prewarm_timer);
   fail_queued(*fn, 503, "function '" + fn->name() + "' was deleted", SIZE_MAX);
   // Busy instances finish their invocation first; dispatch stops them then.

@@ -78,7 +78,13 @@ class Pool {
   void begin_shutdown();
   bool drained() const;
   void stop_all(const char *why);
-  bool empty() const { return live_instances_ == 0; }
+  // No instance left, and nothing a backend keeps beside them (templates) still ending.
+  bool empty() const {
+    if (live_instances_ != 0) return false;
+    for (const auto &b : backends_)
+      if (!b->idle()) return false;
+    return true;
+  }
 
   // Used by Instance.
   io::Ring &ring() { return ring_; }

@@ -122,10 +122,13 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[0], 0);
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[3], 1);
   posix_spawn_file_actions_adddup2(&setup.actions, pipes.fds[5], 2);
-  posix_spawn_file_actions_addclosefrom_np(&setup.actions, 3);
+  if (spec.template_control_fd >= 0)
+    posix_spawn_file_actions_adddup2(&setup.actions, spec.template_control_fd, 3);
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, spec.template_control_fd >= 0 ? 4 : 3);
 
-  // argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]... [netns=DIR]
+  // argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... [netns=DIR]
   std::vector<std::string> args = {"faasvisor-stem", std::to_string(getpid())};
+  if (spec.template_control_fd >= 0) args.emplace_back("--template");
   if (spec.cgroup != nullptr) {
     for (size_t i = 0; i < spec.cgroup->dirs.size(); ++i)
       args.push_back(spec.cgroup->controllers[i] + "=" + spec.cgroup->dirs[i]);
@@ -172,11 +175,19 @@ std::string encode_go(const GoSpec &spec) {
     put_str(out, name);
     put_str(out, value);
   }
+  put_u32(out, static_cast<uint32_t>(spec.mode));
   put_str(out, spec.netns_name);
   put_str(out, spec.resolv_conf);
   std::string length;
   put_u32(length, static_cast<uint32_t>(out.size() - 8));
   out.replace(4, 4, length);
+  return out;
+}
+
+std::string encode_template_start(std::string_view instance_name) {
+  std::string out;
+  put_u32(out, 0x54535646u);  // "FVST"
+  put_str(out, instance_name);
   return out;
 }
 

@@ -21,6 +21,8 @@ struct StemSpec {
   std::string stem_path;               // the faasvisor-stem binary
   const InstanceCgroup *cgroup = nullptr;  // made, joined and removed by the stem
   uint64_t tmp_size_bytes = 64ull << 20;
+  // A template's sandbox (--template, docs/templates.md): this socket becomes the stem's fd 3.
+  int template_control_fd = -1;
   // The node's directory of prepared network namespaces (net/network.h), opened by the stem
   // before it leaves the host's mount namespace: a GO message may name one to join. Empty:
   // the node has no instance networking.
@@ -83,12 +85,19 @@ struct GoSpec {
   CgroupLimits limits;           // the stem writes them to its cgroup before the exec
   // (name, value) views: the stem writes them as read-only files in /var/openfaas/secrets.
   std::vector<std::pair<std::string_view, std::string_view>> secrets;
+  // exec: become the function; template: run a template (a --template stem only); adopt:
+  // take a template's child in (src/stem/stem.c, docs/templates.md).
+  enum class Mode : uint32_t { exec = 0, template_runtime = 1, adopt = 2 } mode = Mode::exec;
   // faasvisor.network=egress: the namespace to join (a name in StemSpec::netns_dir) and the
   // resolv.conf bound over /etc/resolv.conf. Empty: the stem's own loopback-only namespace.
   std::string netns_name;
   std::string resolv_conf;
 };
 std::string encode_go(const GoSpec &spec);
+// What a cold start writes to a stem primed by a template (after its GO mode adopt): u32
+// magic "FVST", u32 length, the instance's name. The template's child waiting in the stem
+// reads it and forks the function (src/template/template.c, docs/templates.md).
+std::string encode_template_start(std::string_view instance_name);
 
 // Splits a command line on whitespace, honouring single and double quotes (no expansion).
 Result<std::vector<std::string>> split_command(std::string_view command);

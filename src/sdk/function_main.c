@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "platform.h"
+#include "../template/template.h"
 
 /* ---- transport ---- */
 
@@ -133,5 +134,14 @@ static void install_signals(void) {
 
 int main(void) {
   install_signals();
+  /* A template (docs/templates.md): started once per definition, forked per cold start;
+   * only the forks return here, to serve. */
+  const char *ctl = getenv("FAASVISOR_TEMPLATE_FD");
+  if (ctl != NULL) {
+    unsetenv("FAASVISOR_TEMPLATE_FD");
+    unsetenv("FAASVISOR_TEMPLATE_LIB");
+    int rc = fv_template_run(atoi(ctl), "c");
+    if (rc != 0) return rc > 0 ? 0 : 1;
+  }
   return fv_serve();
 }

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "api/json.h"
 #include "http/response.h"
 #include "server/logs.h"
 #include "server/node_impl.h"
@@ -17,6 +18,7 @@
 namespace faasvisor {
 namespace {
 constexpr size_t kRecvBufferBytes = 16 * 1024;
+constexpr size_t kUploadRecvBufferBytes = 256 * 1024;
 // Responses waiting for a client that does not read them (pipelined requests are not parsed
 // past this), and the backlog a log follower may build before it is dropped.
 constexpr size_t kMaxOutputBacklogBytes = 1u << 20;
@@ -37,6 +39,9 @@ bool header_safe(std::string_view s) {
 
 Connection::Connection(NodeImpl &node, int fd)
     : node_(node), fd_(fd), parser_(node.http_limits) {
+  parser_.set_body_policy(this);
+  upload_op_.owner = this;
+  upload_op_.callback = &Connection::on_upload_write;
   recv_op_.owner = send_op_.owner = this;
   recv_op_.callback = &Connection::on_recv;
   send_op_.callback = &Connection::on_send;
@@ -46,7 +51,8 @@ Connection::Connection(NodeImpl &node, int fd)
 }
 
 Connection::~Connection() {
-  assert(!recv_op_.in_flight && !send_op_.in_flight);
+  assert(!recv_op_.in_flight && !send_op_.in_flight && !upload_op_.in_flight);
+  if (upload_fd_ >= 0) ::close(upload_fd_);
   node_.timers->stop(idle_timer_);
   if (fd_ >= 0) ::close(fd_);
 }
@@ -66,6 +72,8 @@ void Connection::arm_recv() {
     in_start_ = 0;
   }
   if (in_len_ == in_.size()) return;  // full of pipelined requests: wait until they are served
+  // An upload's helper has not taken the last chunk yet: the socket buffers push back.
+  if (upload_op_.in_flight) return;
   // A client that sends requests without reading the answers: stop reading until it does
   // (on_send resumes). The kernel's socket buffers then push back on it.
   if (output_backlogged()) return;
@@ -87,7 +95,10 @@ void Connection::rearm_deadline() {
     if (head_started_ns_ == 0) head_started_ns_ = now;
     if (parser_.head_complete()) {
       if (body_started_ns_ == 0) body_started_ns_ = now;
-      deadline = std::min<uint64_t>(deadline, body_started_ns_ + node_.options.body_timeout_ms * 1'000'000ull);
+      // A streamed upload may take longer than any body (the helper's deadline bounds it);
+      // the idle timeout still ends one that stalls.
+      if (!parser_.streaming())
+        deadline = std::min<uint64_t>(deadline, body_started_ns_ + node_.options.body_timeout_ms * 1'000'000ull);
     } else {
       deadline = std::min<uint64_t>(deadline, head_started_ns_ + node_.options.header_timeout_ms * 1'000'000ull);
     }
@@ -128,9 +139,11 @@ void Connection::on_recv(io::Completion &c, int result, uint32_t) {
 void Connection::process_input() {
   if (processing_) return;  // a response finished inside handle_request: the loop continues
   processing_ = true;
-  while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_ && !output_backlogged()) {
+  while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_ && !output_backlogged() &&
+         !upload_op_.in_flight) {
     auto result = parser_.feed(in_.data() + in_start_, in_len_ - in_start_);
     in_start_ += result.consumed;
+    if (parser_.streaming() && result.status == http::RequestParser::Status::need_more && !stream_upload()) break;
     if (result.status == http::RequestParser::Status::need_more) {
       if (parser_.take_continue_request()) {
         out_ += "HTTP/1.1 100 Continue\r\n\r\n";
@@ -368,9 +381,15 @@ void Connection::close() {
   if (following_ != nullptr) following_->unfollow(*this);
   following_ = nullptr;
   if (request_active_) node_.pool->abandon(invocation_);
+  // An upload cut short: its helper drops what it got. One whose body is complete finishes
+  // (the image stays in the cache) with nobody to answer.
+  if (uploading_ && !upload_body_done_) node_.images->abort_upload(*this);
   if (awaiting_call_ != nullptr) node_.async->forget(*awaiting_call_);  // it runs all the same
   awaiting_call_ = nullptr;
   node_.images->cancel(*this);
+  if (upload_op_.in_flight) node_.ring->cancel(upload_op_);
+  if (upload_fd_ >= 0) ::close(upload_fd_);
+  upload_fd_ = -1;
   pending_deploy_.reset();
   request_active_ = false;
   node_.timers->stop(idle_timer_);
@@ -381,7 +400,7 @@ void Connection::close() {
 }
 
 void Connection::maybe_free() {
-  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight) return;
+  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight || upload_op_.in_flight) return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
 }
@@ -423,7 +442,119 @@ void Connection::call_failed(int status, std::string_view message) {
 }
 
 void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) {
-  node_.image_resolved(*this, std::move(pending_deploy_), pending_update_, result, image_fault);
+  if (removing_) {
+    removing_ = false;
+    if (!result) respond_error(image_fault ? 404 : 503, result.error().message());
+    else respond(200, "application/json", "{\"status\":\"removed\",\"digest\":\"" + result->digest + "\"}");
+    process_input();
+    return arm_recv();
+  }
+  if (!uploading_) return node_.image_resolved(*this, std::move(pending_deploy_), pending_update_, result, image_fault);
+  upload_answered_ = true;
+  upload_body_.clear();
+  api::JsonWriter w(upload_body_);
+  if (result) {
+    upload_status_ = 200;
+    w.begin_object().field("digest", result->digest).field("rootfs", result->rootfs);
+    w.field("unpacked", result->unpacked).end_object();
+  } else {
+    upload_status_ = image_fault ? 400 : 503;
+    w.begin_object().field("error", result.error().message()).end_object();
+  }
+  answer_upload();
+}
+
+// ---- uploads (POST /system/images) ----
+
+uint64_t Connection::stream_limit(const http::Request &head) {
+  if (head.method != "POST" || head.path() != "/system/images") return 0;
+  // Only an authorised client may make the node take gigabytes; anyone else's body is held
+  // to the usual limit and refused as any /system/ request (401) once it is in.
+  if (!node_.upload_allowed(head)) return 0;
+  return node_.options.max_image_bytes;
+}
+
+// Hands the body bytes parsed so far to the helper. Returns false while a write is in flight.
+void Connection::start_upload_helper() {
+  if (uploading_) return;
+  uploading_ = true;
+  Status st = node_.images->receive(node_.options.max_image_bytes, *this, &upload_fd_);
+  if (!st.ok()) {
+    upload_dropping_ = upload_answered_ = true;
+    upload_status_ = 503;
+    upload_body_ = "{\"error\":";
+    http::append_json_string(upload_body_, st.error().message());
+    upload_body_ += "}";
+  }
+  // Bigger receives while the body streams: fewer trips through the loop per megabyte.
+  if (!recv_op_.in_flight && in_.size() < kUploadRecvBufferBytes) in_.resize(kUploadRecvBufferBytes);
+}
+
+bool Connection::stream_upload() {
+  if (upload_op_.in_flight) return false;
+  start_upload_helper();
+  parser_.take_body(upload_chunk_);
+  if (upload_dropping_ || upload_chunk_.empty()) return true;
+  upload_written_ = 0;
+  write_upload();
+  return false;
+}
+
+void Connection::write_upload() {
+  node_.ring->write(upload_op_, upload_fd_, upload_chunk_.data() + upload_written_,
+                    upload_chunk_.size() - upload_written_);
+}
+
+void Connection::on_upload_write(io::Completion &c, int result, uint32_t) {
+  auto &self = c.owner_as<Connection>();
+  if (self.closing_) return self.maybe_free();
+  if (result == -EAGAIN || result == -EINTR) return self.write_upload();  // the pipe is full: the ring retries
+  if (result < 0) {
+    // EPIPE: the helper stopped reading (it refused the tar, or died): drop the rest of the
+    // body, and answer with what the helper says once the whole request is in.
+    self.upload_dropping_ = true;
+  } else {
+    self.upload_written_ += static_cast<size_t>(result);
+    if (self.upload_written_ < self.upload_chunk_.size()) return self.write_upload();
+  }
+  if (self.upload_body_done_) self.end_upload_input();
+  self.process_input();
+  self.arm_recv();
+  self.maybe_free();
+}
+
+void Connection::finish_upload() {
+  assert(request_active_ && !upload_op_.in_flight);
+  start_upload_helper();  // the whole body may have come with the head
+  upload_body_done_ = true;
+  parser_.take_body(upload_chunk_);
+  if (!upload_dropping_ && !upload_chunk_.empty()) {
+    upload_written_ = 0;
+    return write_upload();
+  }
+  end_upload_input();
+}
+
+void Connection::end_upload_input() {
+  if (upload_fd_ >= 0) ::close(upload_fd_);
+  upload_fd_ = -1;
+  answer_upload();
+}
+
+// Answers once both the request is complete (its input closed) and the helper has answered.
+void Connection::answer_upload() {
+  if (!upload_answered_ || !request_active_ || !upload_body_done_ || upload_op_.in_flight || closing_) return;
+  if (upload_fd_ >= 0) return;
+  uploading_ = upload_dropping_ = upload_body_done_ = upload_answered_ = false;
+  std::string body = std::move(upload_body_);
+  std::string().swap(upload_chunk_);
+  if (in_.size() > kRecvBufferBytes && !recv_op_.in_flight && in_len_ <= kRecvBufferBytes) {
+    in_.resize(kRecvBufferBytes);
+    in_.shrink_to_fit();
+  }
+  respond(upload_status_, "application/json", body);
+  process_input();
+  arm_recv();
 }
 
 }  // namespace faasvisor

@@ -23,7 +23,8 @@ struct NodeImpl;
 class Connection final : public pool::InvocationSink,
                          public pool::LogFollower,
                          public image::Waiter,
-                         public async::AcceptWaiter {
+                         public async::AcceptWaiter,
+                         public http::BodyPolicy {
  public:
   Connection(NodeImpl &node, int fd);
   ~Connection();
@@ -59,6 +60,14 @@ class Connection final : public pool::InvocationSink,
   // A deploy waiting for its OCI image: the request stays active until the image is ready.
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  // POST /system/images (docs/images.md): the body streams to an image helper's stdin as it
+  // arrives, never held whole. stream_limit decides at the head; finish_upload runs once the
+  // whole body is parsed, and the request is answered when the helper has unpacked it.
+  uint64_t stream_limit(const http::Request &head) override;
+  void finish_upload();
+  bool upload_streamed() const { return parser_.streaming(); }
+  // DELETE /system/images/DIGEST: answered when the helper has removed it.
+  void await_removal() { removing_ = true; }
   // A change waiting to be durable: the returned Done answers the current request with
   // `status` and `body` once the store reports it (500 with `failure` and the store's error
   // if it failed), unless the client has gone or the connection is gone by then.
@@ -76,6 +85,12 @@ class Connection final : public pool::InvocationSink,
   static void on_recv(io::Completion &c, int result, uint32_t flags);
   static void on_send(io::Completion &c, int result, uint32_t flags);
   static void on_idle(io::Timer &t);
+  static void on_upload_write(io::Completion &c, int result, uint32_t flags);
+  bool stream_upload();
+  void start_upload_helper();  // false: a write to the helper is in flight, feed no more
+  void write_upload();
+  void end_upload_input();
+  void answer_upload();
 
   void arm_recv();
   void process_input();
@@ -113,6 +128,19 @@ class Connection final : public pool::InvocationSink,
   uint64_t head_started_ns_ = 0;  // first byte of the request being received, 0 if none
   uint64_t body_started_ns_ = 0;  // end of its head, 0 until then
   pool::LogBook *following_ = nullptr;
+  // An upload in progress: the helper's stdin, the chunk being written (read by the kernel
+  // until upload_op_'s CQE), and the helper's answer once it has one.
+  int upload_fd_ = -1;
+  io::Completion upload_op_{};
+  std::string upload_chunk_;
+  size_t upload_written_ = 0;
+  bool removing_ = false;
+  bool uploading_ = false;        // a helper was started (or failed to start) for this body
+  bool upload_dropping_ = false;  // the helper stopped reading: the rest of the body is dropped
+  bool upload_body_done_ = false; // finish_upload ran: close the helper's stdin once written
+  bool upload_answered_ = false;  // the helper's answer is in upload_status_/upload_body_
+  int upload_status_ = 0;
+  std::string upload_body_;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;
   async::Call *awaiting_call_ = nullptr;

@@ -1,4 +1,5 @@
 // The HTTP API: a typed route, then one small handler per resource.
+#include <dirent.h>
 #include <unistd.h>
 
 #include "api/deploy.h"
@@ -10,6 +11,18 @@
 
 namespace faasvisor {
 namespace {
+
+// A definition's template (docs/templates.md), if the backend keeps one.
+void write_template(api::JsonWriter &w, pool::Function &fn) {
+  backend::Backend::KeptFacts t = fn.backend().kept_facts(fn.spec());
+  if (t.state == nullptr) return;
+  w.key("template").begin_object();
+  w.field("state", t.state).field("pid", t.pid).field("memoryBytes", t.memory_bytes);
+  w.field("forks", t.forks).field("builds", t.builds).field("primed", t.primed);
+  w.field("primedTarget", t.primed_target);
+  w.end_object();
+}
+
 
 constexpr const char *kJson = "application/json";
 
@@ -49,14 +62,19 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.field("availableReplicas", fn.warm + fn.busy);
   w.field("invocationCount", fn.invocation_count);
   w.key("usage").begin_object();
-  w.field("totalMemoryBytes", static_cast<double>(const_cast<pool::Function &>(fn).memory_total_bytes()));
+  auto &mutable_fn = const_cast<pool::Function &>(fn);
+  w.field("totalMemoryBytes", static_cast<double>(mutable_fn.memory_total_bytes() +
+                                                  mutable_fn.backend().kept_facts(fn.spec()).memory_bytes));
   w.end_object();
   w.key("faasvisor").begin_object();
   w.field("backend", spec.backend).field("generation", fn.generation());
+  w.field("mode", to_string(spec.mode));
+  if (spec.mode == FunctionSpec::Mode::http) w.field("port", spec.port);
   if (!spec.image_reference.empty()) w.field("imagePath", spec.image);  // the :TAG resolved away
   if (!spec.image_digest.empty()) w.field("imageDigest", spec.image_digest).field("rootfs", spec.rootfs);
   w.field("maxInstances", spec.max_instances).field("timeoutMs", spec.timeout_ms);
   w.field("queued", fn.queue.size());
+  write_template(w, mutable_fn);
   w.key("instances").begin_array();
   const_cast<pool::Function &>(fn).instances.for_each([&](pool::Instance &inst) {
     w.begin_object().field("id", inst.id()).field("state", pool::to_string(inst.state()));
@@ -92,9 +110,12 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
   w.end_object();
   uint64_t total = fn.memory_total_bytes();
   uint32_t sampled = fn.memory_sampled_instances();
+  uint64_t kept = fn.backend().kept_facts(fn.spec()).memory_bytes;
   w.key("memory_bytes").begin_object();
-  w.field("per_instance_mean", sampled ? total / sampled : 0).field("total", total);
+  w.field("per_instance_mean", sampled ? total / sampled : 0).field("total", total + kept);
+  w.field("template", kept);
   w.end_object();
+  write_template(w, fn);
   pool::Utilisation u = fn.utilisation(monotonic_ns());
   w.key("utilisation").begin_object();
   w.field("boot_instance_s", u.boot_s).field("idle_instance_s", u.idle_s);
@@ -162,14 +183,19 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
   w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
   w.key("images").begin_object().field("cache", images->options().cache_dir);
   w.field("unpacking", images->running()).field("resolved", is.resolved);
-  w.field("unpacked", is.unpacked).field("failed", is.failed).end_object();
+  w.field("unpacked", is.unpacked).field("failed", is.failed);
+  w.field("max_upload_bytes", options.max_image_bytes).field("cache_max_bytes", options.image_cache_max_bytes);
+  w.field("registry_auth", !options.registry_auth.empty());
+  w.key("insecure_registries").begin_array();
+  for (const std::string &host : options.insecure_registries) w.string(host);
+  w.end_array().end_object();
   w.end_object();
 }
 
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
   if (Status st = secret_table.check_function(spec->secrets); !st.ok()) return conn.respond_error(400, st.error().message());
   if (!state_has_room(conn)) return;
-  if (image::is_oci_image(*spec)) {
+  if (image::is_oci_image(*spec) || image::is_registry_reference(spec->image) || image::valid_digest(spec->image)) {
     if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
     // Unpacking may take seconds: the helper does it, this request is answered when it exits.
     if (Status st = images->resolve(spec->image, conn); !st.ok()) return conn.respond_error(503, st.error().message());
@@ -199,6 +225,58 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   w.field("unpacked", image->unpacked).end_object();
   w.end_object();
   persist_function(conn, name, std::move(body));
+}
+
+bool NodeImpl::upload_allowed(const http::Request &head) const {
+  if (!basic_auth) return true;
+  const http::Header *header = head.find("authorization");
+  return header != nullptr && api::basic_auth_matches(header->value, *basic_auth);
+}
+
+// The image cache's entries (CACHE/sha256/<hex>, each complete: renamed into place whole),
+// and which functions use them. A readdir of one directory of the cache, bounded.
+void NodeImpl::handle_images(Connection &conn, const api::Route &r) {
+  std::string body;
+  api::JsonWriter w(body);
+  auto users = [&](std::string_view digest) {
+    std::vector<std::string> names;
+    pool->for_each_function([&](const pool::Function &fn) {
+      if (fn.spec().image_digest == digest) names.push_back(fn.name());
+    });
+    return names;
+  };
+  if (r.kind == api::RouteKind::remove_image) {
+    std::string digest(r.name);
+    if (!image::valid_digest(digest)) return conn.respond_error(400, "'" + digest + "' is not a sha256:<64 hex> digest");
+    std::string dir = images->options().cache_dir + "/sha256/" + std::string(image::digest_hex(digest));
+    if (access((dir + "/config.json").c_str(), F_OK) != 0)
+      return conn.respond_error(404, "image " + digest + " is not in the cache");
+    std::vector<std::string> names = users(digest);
+    if (!names.empty()) {
+      std::string list;
+      for (const std::string &n : names) list += (list.empty() ? "" : ", ") + n;
+      return conn.respond_error(409, "image " + digest + " is used by " + list);
+    }
+    // The helper renames it out of the cache and removes it, off the loop.
+    if (Status st = images->remove(digest, conn); !st.ok()) return conn.respond_error(503, st.error().message());
+    return conn.await_removal();
+  }
+  w.begin_array();
+  if (DIR *d = opendir((images->options().cache_dir + "/sha256").c_str())) {
+    size_t listed = 0;
+    while (dirent *e = readdir(d)) {
+      std::string digest = "sha256:" + std::string(e->d_name);
+      if (!image::valid_digest(digest) || ++listed > 10000) continue;
+      w.begin_object().field("digest", digest);
+      w.field("rootfs", images->options().cache_dir + "/sha256/" + e->d_name + "/rootfs");
+      w.key("usedBy").begin_array();
+      for (const std::string &n : users(digest)) w.string(n);
+      w.end_array().end_object();
+    }
+    closedir(d);
+  }
+  w.end_array();
+  conn.respond(200, kJson, body);
 }
 
 bool NodeImpl::authorized(Connection &conn, const http::Request &req) {
@@ -314,6 +392,13 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       w.end_object().end_object();
       return conn.respond(200, kJson, body);
     }
+    case api::RouteKind::upload_image:
+      if (!conn.upload_streamed())
+        return conn.respond_error(400, "POST /system/images takes an OCI image layout as a tar body (none was sent)");
+      return conn.finish_upload();
+    case api::RouteKind::list_images:
+    case api::RouteKind::remove_image:
+      return handle_images(conn, r);
     case api::RouteKind::metrics:
       return conn.respond(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*this));
     case api::RouteKind::logs:

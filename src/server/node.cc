@@ -334,15 +334,29 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
+  image_options.registry_auth = options.registry_auth;
+  image_options.insecure_registries = options.insecure_registries;
+  image_options.cache_max_bytes = options.image_cache_max_bytes;
+  image_options.in_use = [node = impl.get()] {
+    std::vector<std::string> digests;
+    node->pool->for_each_function([&](const pool::Function &fn) {
+      if (!fn.spec().image_digest.empty()) digests.push_back(fn.spec().image_digest);
+    });
+    return digests;
+  };
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   backend::ProcessBackendOptions process_options;
   process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
   process_options.stem_pool_size = options.stem_pool_size;
+  process_options.adapter_path = helper_path("faasvisor-adapter");
+  process_options.template_library = helper_path("libfaasvisor-template.so");
+  if (access(process_options.template_library.c_str(), R_OK) != 0) process_options.template_library.clear();
   impl->pool->add_backend(
-      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->timers, process_options));
+      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->ring, *impl->timers, process_options));
   for (auto runtime : {backend::OciRuntime::crun, backend::OciRuntime::runc, backend::OciRuntime::gvisor}) {
     backend::OciBackendOptions oci_options;
     oci_options.runtime = runtime;
+    oci_options.adapter_path = process_options.adapter_path;
     impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
   }
   backend::QemuHostOptions qemu_options;

@@ -98,6 +98,9 @@ struct NodeImpl {
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
   // False (and the request answered 401) if the route needs credentials the request lacks.
   bool authorized(Connection &conn, const http::Request &request);
+  // Whether an upload's head carries what authorized() will accept (checked before its body).
+  bool upload_allowed(const http::Request &head) const;
+  void handle_images(Connection &conn, const api::Route &route);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
   // The node's defaults for what a deployment leaves out (its flags).
   DeployLimits deploy_limits() const;

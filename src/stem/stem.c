@@ -29,8 +29,25 @@
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
  *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets),
- *   string netns, string resolv_conf (join_network; empty: stay in the stem's own
- *   loopback-only network namespace)
+ *   u32 mode (below), string netns, string resolv_conf (join_network; empty: stay in the
+ *   stem's own loopback-only network namespace)
+ *
+ * Modes (docs/templates.md):
+ *   0 exec: fork and exec the function (above).
+ *   1 template, only for a stem started with --template: the sandbox of a function's
+ *     template (a runtime that imports the function and then forks instances). It stays in
+ *     the host's pid namespace (its children must be able to join a pooled stem's, which is
+ *     a child of the host's), with an empty read-only /proc, and the runtime keeps
+ *     CAP_SYS_ADMIN, CAP_SYS_CHROOT and CAP_SETPCAP as the function's user (setns and
+ *     dropping the bounding set need them); fd 3, the template's control socket, stays open.
+ *   2 adopt: a child forked by a template joins this sandbox instead of an exec. Every
+ *     pooled stem listens on the abstract unix socket ADOPT_SOCKET_NAME of its own network
+ *     namespace; in mode 2 it accepts one connection from the function's user, sends it the
+ *     instance's stdin, stdout and stderr and the cgroup.procs of its cgroups (the child
+ *     moves itself there), learns the function's pid in this pid namespace, and then
+ *     supervises it as it would its own child; the template's child that connected waits
+ *     for the function and sends its wait status on the socket (the function is not our
+ *     child: its parent is outside the namespace).
  * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
  *
  * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
@@ -47,9 +64,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
 #include <stddef.h>
 #include <sched.h>
@@ -57,8 +71,12 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <poll.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
+#include <linux/capability.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +85,14 @@
 /* Secrets make the largest messages: up to 4 MiB of values (FV_SECRETS_VALUES_MAX). */
 #define GO_MAX_BYTES (5u * 1024u * 1024u)
 #define GO_MAX_ITEMS 1024u
+#include "adopt.h"
+#include "seccomp.h"
+
+enum { MODE_EXEC = 0, MODE_TEMPLATE = 1, MODE_ADOPT = 2 };
+static int g_template_stem; /* --template: the sandbox of a function's template */
+static int g_ctl_fd = -1;   /* --template: the template's control socket (fd 3) */
+static int g_adopt_fd = -1; /* pooled stems: where a template's child asks to be adopted */
+static int g_template_runtime; /* mode template, in the inner stem: its child is the runtime */
 
 static void report(const char *what) {
   fprintf(stderr, "faasvisor-stem: %s: %s\n", what, errno ? strerror(errno) : "invalid");
@@ -136,6 +162,7 @@ static char **get_list(struct cursor *c) {
  * cpu, pids (v1) or unified (v2). Every fd is opened before the namespaces are made, on the
  * host's mounts: the sandbox later makes its own view of them read-only. */
 #define MAX_CGROUPS 8
+_Static_assert(MAX_CGROUPS <= ADOPT_MAX_CGROUPS, "every cgroup fits in an adoption offer");
 enum { LIMIT_MEMORY, LIMIT_SWAP, LIMIT_CPU, LIMIT_PIDS, LIMIT_COUNT };
 struct cgroup_dir {
   const char *controller;
@@ -306,8 +333,8 @@ static void join_cgroups(void) {
       n = write(g_cgroups[i].procs_fd, "0", 1);
     } while (n < 0 && errno == EINTR);
     if (n != 1) fail_outer("join the instance's cgroup");
-    close(g_cgroups[i].procs_fd);
-    g_cgroups[i].procs_fd = -1;
+    /* Kept open: the inner stem hands it to a template's child (mode adopt); the outer
+     * stem closes its copy after the fork (close_cgroup_files). */
   }
 }
 
@@ -348,8 +375,16 @@ static void apply_limits(uint64_t memory_bytes, uint32_t cpu_millis, uint32_t pi
   }
 }
 
+static void close_procs_files(void) {
+  for (int i = 0; i < g_ncgroups; ++i) {
+    if (g_cgroups[i].procs_fd >= 0) close(g_cgroups[i].procs_fd);
+    g_cgroups[i].procs_fd = -1;
+  }
+}
+
 /* Outer stem, after the fork: it keeps only what it needs for the rmdir. */
 static void close_cgroup_files(void) {
+  close_procs_files();
   for (int i = 0; i < g_ncgroups; ++i) {
     for (int l = 0; l < LIMIT_COUNT; ++l) {
       if (g_cgroups[i].limit_fds[l] >= 0) close(g_cgroups[i].limit_fds[l]);
@@ -367,6 +402,8 @@ static void forward(int signo) {
   if (g_function_pid > 0) kill(g_function_pid, signo);
 }
 
+static void forward_none(int signo) { (void)signo; }
+
 static void kill_sandbox(int signo) {
   (void)signo;
   if (g_function_pid > 0) kill(g_function_pid, SIGKILL);
@@ -379,11 +416,14 @@ static void kill_sandbox(int signo) {
  * reaped by whatever init the host has: in a container, possibly none), reap everything,
  * and exit as the child did. `old` is the signal mask to restore; all signals are blocked
  * on entry so no handler runs before g_function_pid is set. */
-static void supervise(pid_t child, const sigset_t *old, const char *who) __attribute__((noreturn));
-static void supervise(pid_t child, const sigset_t *old, const char *who) {
+/* Gives the child the protocol streams, forwards SIGTERM/SIGINT/SIGHUP to it, takes SIGUSR2
+ * as "kill it now". */
+static void take_charge_of(pid_t child) {
   g_function_pid = child;
   close(0);
   close(1);
+  if (g_ctl_fd >= 0) close(g_ctl_fd);
+  g_ctl_fd = -1;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = forward;
@@ -392,13 +432,29 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
   sigaction(SIGHUP, &sa, NULL);
   sa.sa_handler = kill_sandbox;
   sigaction(SIGUSR2, &sa, NULL);
+}
+
+static void supervise(pid_t child, const sigset_t *old, const char *who) __attribute__((noreturn));
+static void supervise(pid_t child, const sigset_t *old, const char *who) {
+  take_charge_of(child);
   sigprocmask(SIG_SETMASK, old, NULL);
+  /* A template's runtime forks a child per instance (it waits for the instance and then
+   * exits): if the runtime ends first, they are re-parented to us (a subreaper, set in
+   * run_as_init), and we end only after the last of them. */
+  int ended = 0, ended_status = 0;
   for (;;) {
     int status = 0;
     pid_t done = wait(&status);
     if (done < 0) {
       if (errno == EINTR) continue;
+      if (errno == ECHILD && ended) exit_like(ended_status, who);
       _exit(127);
+    }
+    if (done == child && g_template_runtime) {
+      ended = 1;
+      ended_status = status;
+      g_function_pid = 0;
+      continue;
     }
     if (done == child) {
       finish_cgroups(); /* the outer stem's; none in the init (leave_cgroups_to_outer) */
@@ -407,100 +463,186 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
   }
 }
 
-/* The process backend's seccomp filter (docs/security.md), installed by the function's
- * process just before its exec, after no_new_privs. A variant of the containers' profile
- * (src/backend/oci_seccomp.cc): that profile's EPERM list is denied here too (namespaces,
- * mounts, ptrace and reading other processes' memory, kernel modules, kexec, bpf, perf,
- * keyrings, userfaultfd, clocks, swap, reboot, io_uring...) and clone with any CLONE_NEW*
- * flag, but everything else is allowed rather than an allowlist: a process function runs
- * the host's own interpreters and tools, whose needs the allowlist of a static container
- * image does not know. clone3 passes its flags in memory, where a filter cannot look: it
- * fails with ENOSYS and glibc falls back to clone. Other ABIs (x32, i386) are refused. */
-static const int k_denied_syscalls[] = {
-  SYS_unshare, SYS_setns, SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_open_tree,
-  SYS_move_mount, SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr,
-#ifndef FV_SANITIZER_BUILD /* LeakSanitizer stops a function's threads with ptrace at exit */
-  SYS_ptrace,
-#endif
-  SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_getfd, SYS_kcmp,
-  SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load,
-  SYS_bpf, SYS_perf_event_open, SYS_add_key, SYS_request_key, SYS_keyctl, SYS_userfaultfd,
-  SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_settimeofday, SYS_clock_settime,
-  SYS_clock_adjtime, SYS_adjtimex, SYS_syslog, SYS_quotactl, SYS_vhangup,
-  SYS_name_to_handle_at, SYS_open_by_handle_at, SYS_lookup_dcookie, SYS_fanotify_init,
-  SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register, SYS_personality, SYS_mbind,
-  SYS_set_mempolicy, SYS_migrate_pages, SYS_move_pages,
-#ifdef SYS_iopl
-  SYS_iopl, SYS_ioperm, SYS_modify_ldt,
-#endif
-};
-#define CLONE_NAMESPACE_FLAGS 0x7E020000u /* NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET */
-#if defined(__x86_64__)
-#define SECCOMP_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
-#endif
+/* Mode template: the runtime keeps, as the function's user, only what a template's child
+ * needs to join a pooled stem and then give it up (setns into mount, pid, net, ipc and uts
+ * namespaces; dropping the bounding set): ambient capabilities survive the exec of a
+ * program that has none of its own. Everything else the bounding set loses. */
+static const int k_template_caps[] = {CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_SETPCAP};
 
-static void install_seccomp_filter(void) {
-#ifdef SECCOMP_ARCH
-  enum { N_DENIED = sizeof k_denied_syscalls / sizeof k_denied_syscalls[0] };
-  struct sock_filter prog[16 + 2 * N_DENIED];
-  size_t n = 0;
-#define EMIT(stmt) (prog[n++] = (struct sock_filter)stmt)
-  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0));
-  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
-#if defined(__x86_64__)
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u /* __X32_SYSCALL_BIT */, 0, 1));
-  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
-#endif
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
-  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
-  for (size_t i = 0; i < N_DENIED; ++i) {
-    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)k_denied_syscalls[i], 0, 1));
-    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
-  }
-  /* clone: its flags are the first argument (the low word holds every CLONE_NEW* bit). */
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3));
-  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NAMESPACE_FLAGS, 0, 1));
-  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
-  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-#undef EMIT
-  struct sock_fprog fprog = {(unsigned short)n, prog};
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) < 0) fail("install the seccomp filter");
-#endif
+static int is_template_cap(int cap) {
+  for (size_t i = 0; i < sizeof k_template_caps / sizeof k_template_caps[0]; ++i)
+    if (k_template_caps[i] == cap) return 1;
+  return 0;
 }
 
-/* Runs the function as our child and mirrors its end. */
-static int run_as_init(char **argv, char **envp) {
+static void keep_template_caps(void) {
+  for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+    if (!is_template_cap(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) fail("drop the capability bounding set");
+  if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail("keep capabilities");
+  if (g_uid != 0) {
+    if (setgroups(0, NULL) < 0) fail("setgroups");
+    if (setresgid(g_gid, g_gid, g_gid) < 0) fail("setgid");
+    if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
+  }
+  struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  for (size_t i = 0; i < sizeof k_template_caps / sizeof k_template_caps[0]; ++i) {
+    int cap = k_template_caps[i];
+    data[cap / 32].effective |= 1u << (cap % 32);
+    data[cap / 32].permitted |= 1u << (cap % 32);
+    data[cap / 32].inheritable |= 1u << (cap % 32);
+  }
+  if (syscall(SYS_capset, &head, data) < 0) fail("capset for the template");
+  /* The change of user cleared it; the runtime is not a namespace's init here. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("parent-death signal");
+  for (size_t i = 0; i < sizeof k_template_caps / sizeof k_template_caps[0]; ++i)
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, k_template_caps[i], 0, 0) < 0) fail("raise ambient capabilities");
+  /* The control socket is the runtime's (fd 3, FAASVISOR_TEMPLATE_FD). */
+  if (g_ctl_fd >= 0 && fcntl(g_ctl_fd, F_SETFD, 0) < 0) fail("keep the template's control socket");
+}
+
+static void drop_to_function_user(void) {
+  /* An empty bounding set: nothing the function execs can gain a capability, and a user
+   * namespace it makes holds none that reach the host's objects. */
+  for (int cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++) {
+  }
+  if (errno != EINVAL) fail("drop the capability bounding set");
+  if (g_uid != 0) {
+    if (setgroups(0, NULL) < 0) fail("setgroups");
+    if (setresgid(g_gid, g_gid, g_gid) < 0) fail("setgid");
+    if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
+  }
+}
+
+/* Runs the function (or, mode template, the template's runtime) as our child and mirrors
+ * its end. */
+static int run_as_init(char **argv, char **envp, int template_mode) {
   sigset_t all, old;
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &old);
+  if (template_mode) {
+    g_template_runtime = 1;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) fail("become a subreaper");
+  }
   pid_t pid = fork();
   if (pid < 0) fail("fork");
   if (pid == 0) {
     /* Only the function drops to its user: the init keeps its parent-death signal, which
      * a change of credentials would clear. */
-    /* An empty bounding set: nothing the function execs can gain a capability, and a user
-     * namespace it makes holds none that reach the host's objects. */
-    for (int cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++) {
-    }
-    if (errno != EINVAL) fail("drop the capability bounding set");
-    if (g_uid != 0) {
-      if (setgroups(0, NULL) < 0) fail("setgroups");
-      if (setresgid(g_gid, g_gid, g_gid) < 0) fail("setgid");
-      if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
-    }
+    if (template_mode) keep_template_caps();
+    else drop_to_function_user();
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
-    install_seccomp_filter();
+    if (install_seccomp_filter(template_mode ? FV_SECCOMP_TEMPLATE : FV_SECCOMP_FUNCTION) < 0)
+      fail("install the seccomp filter");
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
     execvpe(argv[0], argv, envp);
     fail(argv[0]);
   }
   supervise(pid, &old, "the function");
+}
+
+/* Mode adopt: the function is a template's grandchild that joined our namespaces; its
+ * parent (outside them) reports its end on `conn`. */
+static void supervise_adopted(pid_t function, int conn) __attribute__((noreturn));
+static void supervise_adopted(pid_t function, int conn) {
+  take_charge_of(function);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward_none; /* only to interrupt recv: orphans must be reaped */
+  sigaction(SIGCHLD, &sa, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  for (;;) {
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    int status = 0;
+    ssize_t n = recv(conn, &status, sizeof status, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == (ssize_t)sizeof status) exit_like(status, "the function");
+    /* The template's child died before the function: the function goes with us. */
+    kill(function, SIGKILL);
+    errno = 0;
+    fail("the function's parent (the template's child) ended before it");
+  }
+}
+
+static int wait_readable(int fd, int timeout_ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  int rc;
+  do {
+    rc = poll(&p, 1, timeout_ms);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+static void adopt(uint32_t uid) __attribute__((noreturn));
+static void adopt(uint32_t uid) {
+  if (g_adopt_fd < 0) { errno = 0; fail("adopt: this stem does not listen"); }
+  if (wait_readable(g_adopt_fd, ADOPT_TIMEOUT_MS) <= 0) { errno = ETIMEDOUT; fail("adopt: no template child came"); }
+  int conn = accept4(g_adopt_fd, NULL, NULL, SOCK_CLOEXEC);
+  if (conn < 0) fail("adopt: accept");
+  close(g_adopt_fd);
+  g_adopt_fd = -1;
+  struct ucred peer;
+  socklen_t len = sizeof peer;
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0) fail("adopt: peer credentials");
+  if (peer.uid != uid) { errno = EPERM; fail("adopt: the peer is not the function's user"); }
+  int fds[3 + ADOPT_MAX_CGROUPS];
+  int nfds = 0;
+  fds[nfds++] = 0;
+  fds[nfds++] = 1;
+  fds[nfds++] = 2;
+  for (int i = 0; i < g_ncgroups; ++i)
+    if (g_cgroups[i].procs_fd >= 0) fds[nfds++] = g_cgroups[i].procs_fd;
+  struct adopt_offer offer = {ADOPT_MAGIC, (uint32_t)(nfds - 3)};
+  struct iovec iov = {&offer, sizeof offer};
+  union {
+    char buf[CMSG_SPACE(sizeof fds)];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+  memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+  if (sendmsg(conn, &msg, MSG_NOSIGNAL) != (ssize_t)sizeof offer) fail("adopt: send the instance's files");
+  close_procs_files();
+  /* The template's child now waits for its start message on our stdin (the node writes it
+   * at the cold start): no deadline here, the node's boot deadline covers it. */
+  int32_t function = 0;
+  ssize_t got;
+  do {
+    got = recv(conn, &function, sizeof function, 0);
+  } while (got < 0 && errno == EINTR);
+  if (got != (ssize_t)sizeof function || function <= 1) {
+    errno = 0;
+    fail("adopt: no pid from the function");
+  }
+  supervise_adopted((pid_t)function, conn);
+}
+
+/* Pooled stems: the socket a template's child connects to (mode adopt). Abstract unix
+ * sockets belong to the network namespace, which is this sandbox's alone. */
+static void listen_for_adoption(void) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail("adoption socket");
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, ADOPT_SOCKET_NAME, sizeof ADOPT_SOCKET_NAME - 1);
+  socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sizeof ADOPT_SOCKET_NAME - 1);
+  if (bind(fd, (struct sockaddr *)&addr, len) < 0) fail("bind the adoption socket");
+  if (listen(fd, 1) < 0) fail("listen on the adoption socket");
+  g_adopt_fd = fd;
 }
 
 #ifndef MOUNT_ATTR_RDONLY
@@ -517,8 +659,15 @@ struct mount_attr_arg {
 static void setup_sandbox(void) {
   /* Our mounts must not propagate back to the host. */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private");
-  /* A fresh /proc for the new pid namespace: the function sees only its own processes. */
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc");
+  /* A fresh /proc for the new pid namespace: the function sees only its own processes. A
+   * template stays in the host's pid namespace, whose /proc would show every process on
+   * the host: it gets an empty one. */
+  if (g_template_stem) {
+    if (mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555") < 0)
+      fail("cover /proc");
+  } else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+    fail("mount /proc");
+  }
   /* The host's /tmp is about to be covered by the private one; a function whose directory
    * lives there (a checkout under /tmp) is still reached through this handle. */
   g_host_tmp = open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -541,6 +690,7 @@ static void setup_sandbox(void) {
   if (ioctl(sock, SIOCSIFFLAGS, &req) < 0) fail("SIOCSIFFLAGS lo");
   close(sock);
   sethostname("faasvisor", 9);
+  if (!g_template_stem) listen_for_adoption();
 }
 
 /* A function directory under the host's /tmp (say, a checkout in /tmp/ci) is hidden by the
@@ -692,7 +842,8 @@ static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
   if (getppid() != node_pid) _exit(0);
   make_cgroups(ncgroups, cgroups);
   join_cgroups();
-  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWPID) < 0)
+  int pid_ns = g_template_stem ? 0 : CLONE_NEWPID;
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | pid_ns) < 0)
     fail_outer("unshare namespaces");
   sigset_t all, old;
   sigfillset(&all);
@@ -700,7 +851,8 @@ static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
   pid_t inner = fork();
   if (inner < 0) fail_outer("fork the sandbox init");
   if (inner == 0) {
-    /* pid 1 of the new namespace. If the outer stem dies, so does the sandbox. */
+    /* pid 1 of the new namespace (a template's: the outer stem's child in the host's). If
+     * the outer stem dies, so does the sandbox. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     sigprocmask(SIG_SETMASK, &old, NULL);
     leave_cgroups_to_outer();
@@ -711,10 +863,18 @@ static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
 }
 
 int main(int argc, char **argv) {
-  /* argv: faasvisor-stem NODE_PID [CONTROLLER=DIR]... [netns=DIR] */
-  if (argc < 2) { errno = 0; fail("usage: faasvisor-stem NODE_PID [CONTROLLER=DIR]... (started by faasvisord)"); }
+  /* argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... [netns=DIR] */
+  if (argc < 2) { errno = 0; fail("usage: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... (started by faasvisord)"); }
   take_netns_arg(&argc, argv);
-  outer((pid_t)atoi(argv[1]), argc - 2, argv + 2);
+  int first_cgroup = 2;
+  if (argc > 2 && strcmp(argv[2], "--template") == 0) {
+    g_template_stem = 1;
+    first_cgroup = 3;
+    /* The control socket the node gave us as fd 3: only the template's runtime keeps it. */
+    if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0) fail("the template's control socket (fd 3)");
+    g_ctl_fd = 3;
+  }
+  outer((pid_t)atoi(argv[1]), argc - first_cgroup, argv + first_cgroup);
   setup_sandbox();
   unsigned char head[8];
   read_exact(head, sizeof head);
@@ -739,8 +899,18 @@ int main(int argc, char **argv) {
   uint32_t pids_max = get_u32(&c);
   apply_limits(memory_bytes, cpu_millis, pids_max);
   install_secrets(&c, uid, gid);
+  uint32_t mode = get_u32(&c);
   join_network(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
+  if (mode > MODE_ADOPT || (mode == MODE_TEMPLATE) != (g_template_stem != 0)) {
+    errno = 0;
+    fail(g_template_stem ? "a template's stem takes only mode template" : "mode template needs a stem started with --template");
+  }
+  if (mode != MODE_ADOPT) {
+    close_procs_files();
+    if (g_adopt_fd >= 0) close(g_adopt_fd);
+    g_adopt_fd = -1;
+  }
   if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 
   if (tmp_size > 0) {
@@ -753,5 +923,6 @@ int main(int argc, char **argv) {
   if (chdir(dir) < 0) fail("enter the function directory");
   g_uid = uid;
   g_gid = gid;
-  return run_as_init(fn_argv, envp);
+  if (mode == MODE_ADOPT) adopt(uid);
+  return run_as_init(fn_argv, envp, mode == MODE_TEMPLATE);
 }

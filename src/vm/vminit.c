@@ -37,7 +37,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/klog.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
@@ -422,6 +426,21 @@ static void install_secrets(void) {
   memset(payload, 0, h.length); /* the files are the only copy left */
 }
 
+/* 127.0.0.1 in the guest: an http-mode function (faasvisor-adapter, docs/modes.md) listens
+ * there. The guest has no other network device. */
+static void loopback_up(void) {
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return;
+  struct ifreq req;
+  memset(&req, 0, sizeof req);
+  strncpy(req.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ioctl(sock, SIOCGIFFLAGS, &req) == 0) {
+    req.ifr_flags = (short)(req.ifr_flags | IFF_UP | IFF_RUNNING);
+    ioctl(sock, SIOCSIFFLAGS, &req);
+  }
+  close(sock);
+}
+
 int main(void) {
   set_raw(g_tty); /* early, so even a failure's LOG frame on ttyS0 reaches the node intact */
   /* The kernel opened /dev/console (ttyS0) as fds 0-2 from the initramfs's /dev; devtmpfs
@@ -434,6 +453,7 @@ int main(void) {
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
     die("mount /proc");
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0) die("mount /tmp");
+  loopback_up();
   read_cmdline();
   int virtio = strstr(g_cmdline, " fvio=serial") == NULL;
   g_plain = virtio;

@@ -97,6 +97,39 @@ TEST_CASE("bad deployments name the field that is wrong") {
   CHECK(message(R"({"service":5})").find("'service'") != std::string::npos);
 }
 
+TEST_CASE("faasvisor.template is on for the Python runtime by default, on or off when asked") {
+  auto spec = [](std::string command, std::string annotations) {
+    auto r = parse_deploy(R"({"service":"t","image":"/tmp","envProcess":")" + command +
+                              R"(","annotations":{)" + annotations + "}}",
+                          DeployLimits{});
+    return r;
+  };
+  const std::string python = "/usr/bin/python3 ../../runtimes/python/faasvisor_runtime.py handler";
+  auto py = spec(python, "");
+  REQUIRE(py.ok());
+  CHECK((*py)->use_template);
+  auto c = spec("/usr/bin/true", "");
+  REQUIRE(c.ok());
+  CHECK(!(*c)->use_template);  // auto: only the runtime the node recognises
+  auto c_on = spec("/usr/bin/true", R"("faasvisor.template":"on")");
+  REQUIRE(c_on.ok());
+  CHECK((*c_on)->use_template);  // a C SDK program: the deployment says so
+  auto py_off = spec(python, R"("faasvisor.template":"off")");
+  REQUIRE(py_off.ok());
+  CHECK(!(*py_off)->use_template);
+  auto bad = spec(python, R"("faasvisor.template":"maybe")");
+  REQUIRE(!bad.ok());
+  CHECK(bad.error().message().find("faasvisor.template") != std::string::npos);
+  auto vm = spec(python, R"("faasvisor.template":"on","faasvisor.backend":"crun")");
+  REQUIRE(!vm.ok());
+  CHECK(vm.error().message().find("process backend") != std::string::npos);
+  CHECK(runs_runtime({"python3", "/x/runtimes/python/faasvisor_runtime.py", "m"}, "faasvisor_runtime.py"));
+  CHECK(!runs_runtime({"node", "/x/faasvisor_runtime.js", "m"}, "faasvisor_runtime.py"));
+  auto node_on = spec("/usr/bin/node ../../runtimes/node/faasvisor_runtime.js handler", R"("faasvisor.template":"on")");
+  REQUIRE(!node_on.ok());
+  CHECK(node_on.error().message().find("Node.js") != std::string::npos);
+}
+
 TEST_CASE("delete and scale bodies are validated") {
   CHECK(*parse_delete(R"({"functionName":"echo"})") == "echo");
   CHECK(!parse_delete(R"({"name":"echo"})"));
@@ -115,4 +148,16 @@ TEST_CASE("the JSON writer places commas and escapes strings") {
   w.key("d").begin_object().end_object();
   w.end_object();
   CHECK(out == R"({"a":1,"b":"x\"y","c":[1,"z"],"d":{}})");
+}
+
+TEST_CASE("image routes: upload, list and remove by digest") {
+  using faasvisor::api::route;
+  using faasvisor::api::RouteKind;
+  CHECK(route("POST", "/system/images").kind == RouteKind::upload_image);
+  CHECK(route("GET", "/system/images").kind == RouteKind::list_images);
+  auto r = route("DELETE", "/system/images/sha256:abc");
+  CHECK(r.kind == RouteKind::remove_image);
+  CHECK(r.name == "sha256:abc");
+  CHECK(route("PUT", "/system/images").kind == RouteKind::method_not_allowed);
+  CHECK(route("DELETE", "/system/images/").kind == RouteKind::not_found);
 }

@@ -10,12 +10,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "backend/environment.h"
 #include "backend/oci.h"
 #include "image/layout.h"
+#include "image/pull.h"
 #include "image/unpack.h"
 #include "sha256.h"
 
@@ -204,6 +207,67 @@ TEST_CASE("apply_image: the image's command, env and cwd; the deployment overrid
   REQUIRE_FALSE(apply_image(process, image).ok());
 }
 
+TEST_CASE("apply_image: an OpenFaaS watchdog image's fprocess, mode and upstream_url decide the mode") {
+  Resolved image;
+  image.digest = "sha256:" + std::string(64, 'e');
+  image.rootfs = "/cache/sha256/eee/rootfs";
+  image.config.cmd = {"fwatchdog"};
+  image.config.env = {"fprocess=python index.py", "mode=http", "upstream_url=http://127.0.0.1:5000"};
+
+  FunctionSpec http;
+  http.image = "/images/py3http.oci";
+  http.backend = "crun";
+  REQUIRE(apply_image(http, image).ok());
+  CHECK(http.mode == FunctionSpec::Mode::http);
+  CHECK(http.port == 5000);
+  CHECK(http.argv == std::vector<std::string>{"python", "index.py"});  // fprocess, not the watchdog
+  CHECK(backend::instance_argv(http, "/a") ==
+        std::vector<std::string>{"/a", "http", "5000", "-", "--", "python", "index.py"});
+
+  // The classic watchdog: fprocess alone; of-watchdog's forking modes are the same.
+  for (const char *mode : {"", "streaming", "serializing"}) {
+    Resolved classic = image;
+    classic.config.env = {"fprocess=cat"};
+    if (*mode) classic.config.env.push_back(std::string("mode=") + mode);
+    FunctionSpec spec;
+    spec.image = "/images/classic.oci";
+    spec.backend = "runc";
+    REQUIRE(apply_image(spec, classic).ok());
+    CHECK(spec.mode == FunctionSpec::Mode::stdio);
+    CHECK(backend::instance_argv(spec, "/a") == std::vector<std::string>{"/a", "stdio", "--", "cat"});
+  }
+
+  // envVars override the image, the annotation overrides both; envProcess replaces fprocess.
+  FunctionSpec annotated;
+  annotated.image = "/images/py3http.oci";
+  annotated.backend = "gvisor";
+  annotated.env_vars = {{"upstream_url", "http://127.0.0.1:6000/"}};
+  annotated.argv = {"/bin/server"};
+  REQUIRE(apply_image(annotated, image).ok());
+  CHECK(annotated.port == 6000);
+  CHECK(annotated.argv == std::vector<std::string>{"/bin/server"});
+  annotated.port = 7000;
+  annotated.port_annotated = true;
+  REQUIRE(apply_image(annotated, image).ok());
+  CHECK(annotated.port == 7000);
+  FunctionSpec protocol;
+  protocol.image = "/images/py3http.oci";
+  protocol.backend = "crun";
+  protocol.mode_annotated = true;  // faasvisor.mode: protocol
+  REQUIRE(apply_image(protocol, image).ok());
+  CHECK(protocol.mode == FunctionSpec::Mode::protocol);
+  CHECK(protocol.argv == std::vector<std::string>{"fwatchdog"});
+  CHECK(backend::instance_argv(protocol, "/a") == protocol.argv);
+
+  FunctionSpec unsupported;
+  unsupported.image = "/images/py3http.oci";
+  unsupported.backend = "crun";
+  unsupported.env_vars = {{"mode", "static"}};
+  Status st = apply_image(unsupported, image);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().message().find("of-watchdog mode 'static'") != std::string::npos);
+}
+
 TEST_CASE("the helper's answer round-trips") {
   Resolved r;
   r.digest = "sha256:" + std::string(64, 'c');
@@ -337,4 +401,40 @@ TEST_CASE("config.json takes the image's env and cwd, the deployment's envVars a
   CHECK(paths == 1);
   std::string_view root = doc["root"]["path"];
   CHECK(root == "/cache/sha256/abc/rootfs");
+}
+
+TEST_CASE("registry references: registry, repository, tag and digest as docker pull reads them") {
+  auto ref = parse_reference("127.0.0.1:5000/team/fn:v1");
+  REQUIRE(ref);
+  CHECK((ref->registry == "127.0.0.1:5000" && ref->repository == "team/fn" && ref->tag == "v1" && ref->digest.empty()));
+  CHECK(ref->source() == "docker://127.0.0.1:5000/team/fn:v1");
+  ref = parse_reference("python");
+  REQUIRE(ref);
+  CHECK(ref->source() == "docker://docker.io/library/python:latest");
+  ref = parse_reference("ghcr.io/openfaas/figlet");
+  REQUIRE(ref);
+  CHECK(ref->source() == "docker://ghcr.io/openfaas/figlet:latest");
+  ref = parse_reference("localhost/fn:1.0");
+  REQUIRE(ref);
+  CHECK(ref->registry == "localhost");
+  std::string digest = "sha256:" + std::string(64, 'a');
+  ref = parse_reference("registry.example:443/fn:tag@" + digest);
+  REQUIRE(ref);
+  CHECK((ref->digest == digest && ref->tag.empty()));
+  CHECK(ref->source() == "docker://registry.example:443/fn@" + digest);
+  for (const char *bad : {"Upper/case", "a//b", "fn:", "fn:-tag", "fn@sha256:abc", "host:1/-x", "x/y:t:u"})
+    CHECK_FALSE(parse_reference(bad));
+  CHECK(is_registry_reference("fn:latest"));
+  CHECK_FALSE(is_registry_reference("/srv/images/fn"));
+  CHECK_FALSE(is_registry_reference(digest));
+
+  PullOptions options;
+  options.insecure = {"127.0.0.1:5000"};
+  auto argv = pull_command(options, *parse_reference("127.0.0.1:5000/fn:v1"), "/cache/tmp/pull.x/layout");
+  auto has = [&](const std::string &a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
+  CHECK((has("--src-tls-verify=false") && has("--src-no-creds") && has("amd64")));
+  CHECK(argv.back() == "oci:/cache/tmp/pull.x/layout");
+  options.authfile = "/etc/faasvisor/auth.json";
+  argv = pull_command(options, *parse_reference("other:5000/fn:v1"), "/d");
+  CHECK((has("--src-tls-verify=true") && has("--src-authfile") && has("/etc/faasvisor/auth.json")));
 }

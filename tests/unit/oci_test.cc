@@ -173,3 +173,35 @@ TEST_CASE("oci config: the default seccomp profile allows ordinary calls and den
   CHECK(allowed.count("clone") == 0);   // only through the filtered rule
   CHECK(allowed.count("clone3") == 0);  // ENOSYS: its flags cannot be inspected
 }
+
+TEST_CASE("oci config: an http or stdio function runs faasvisor-adapter, bound read-only into /dev") {
+  simdjson::dom::parser parser;
+  FunctionSpec spec = sample_spec();
+  OciConfigInput input = sample_input();
+  input.adapter_path = "/usr/lib/faasvisor/faasvisor-adapter";
+  auto adapter_mounts = [&](simdjson::dom::element doc) {
+    int found = 0;
+    for (simdjson::dom::element m : doc["mounts"].get_array()) {
+      if (std::string_view(m["destination"].get_string()) != faasvisor::backend::kAdapterInContainer) continue;
+      ++found;
+      CHECK(std::string_view(m["source"].get_string()) == input.adapter_path);
+      std::vector<std::string> options = strings(m["options"]);
+      CHECK(std::set<std::string>(options.begin(), options.end()).count("ro") == 1);
+    }
+    return found;
+  };
+  std::string plain = make_oci_config(spec, "echo-7", input);
+  simdjson::dom::element doc;
+  REQUIRE(parser.parse(plain).get(doc) == simdjson::SUCCESS);
+  CHECK(adapter_mounts(doc) == 0);  // the protocol mode needs no adapter
+
+  spec.mode = FunctionSpec::Mode::http;
+  spec.port = 5000;
+  std::string http = make_oci_config(spec, "echo-7", input);
+  REQUIRE(parser.parse(http).get(doc) == simdjson::SUCCESS);
+  CHECK(adapter_mounts(doc) == 1);
+  std::vector<std::string> args = strings(doc["process"]["args"]);
+  std::vector<std::string> expected{faasvisor::backend::kAdapterInContainer, "http", "5000", "-", "--"};
+  expected.insert(expected.end(), spec.argv.begin(), spec.argv.end());
+  CHECK(args == expected);
+}

@@ -62,7 +62,7 @@ struct Fixture {
     backend::ProcessBackendOptions po;
     po.stem_path = std::string(FV_BUILD_DIR) + "/src/faasvisor-stem";
     po.stem_pool_size = 2;
-    pool->add_backend(std::make_unique<backend::ProcessBackend>(cgroups, *timers, po));
+    pool->add_backend(std::make_unique<backend::ProcessBackend>(cgroups, *ring, *timers, po));
   }
 
   ~Fixture() {
