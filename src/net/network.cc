@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/file.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "proc/cgroup.h"
 #include "proc/spawn.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -140,29 +141,41 @@ Network::Network(io::Ring &ring, io::TimerQueue &timers, NetworkOptions options)
     }
   }
   std::string out;
-  if (Status st = run_blocking({"sweep"}, &out); !st.ok())
-    FV_WARN("network: sweeping dead nodes' networks failed: %s", st.error().message().c_str());
-  // The lock says "this node lives" to a later sweep (faasvisor-net sweep): held until exit.
+  sweep_dead_nodes();
   mkdir("/run/faasvisor", 0755);
   mkdir(kBase, 0755);
-  // Locked before it appears under its name (a temporary file, flocked, then renamed): a
-  // sweep by a node starting at the same moment never finds it free.
-  std::string lock = std::string(kBase) + "/" + node_ + ".lock";
-  std::string temporary = lock + ".new";
-  lock_fd_ = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0 || flock(lock_fd_, LOCK_EX | LOCK_NB) < 0 || rename(temporary.c_str(), lock.c_str()) < 0) {
-    why_not_ = "cannot hold " + lock + ": " + std::strerror(errno);
-    return;
-  }
   std::vector<std::string> args = {"up", node_, subnet_, gateway_};
   dns_ = options_.dns.empty() ? host_nameservers() : options_.dns;
   for (std::string &server : dns_) args.push_back(server);
+  tried_up_ = true;
   if (Status st = run_blocking(args, &out); !st.ok()) {
     why_not_ = "installing the node's network failed: " + st.error().message();
     return;
   }
   up_ = true;
   FV_INFO("network: bridge fvb%s on %s, nft table inet faasvisor_%s", node_.c_str(), subnet_.c_str(), node_.c_str());
+}
+
+// What nodes that died without a clean stop left (their instances died with them): the
+// same judgement of "dead" as the cgroup and container sweeps (proc::node_alive), applied
+// to the node directories under /run/faasvisor/net.
+void Network::sweep_dead_nodes() {
+  DIR *d = opendir(kBase);
+  if (d == nullptr) return;
+  std::vector<std::string> dead;
+  while (dirent *e = readdir(d)) {
+    auto pid = parse_decimal(e->d_name);
+    if (!pid || *pid == 0 || *pid > 0x7fffffff || static_cast<pid_t>(*pid) == getpid()) continue;
+    if (!proc::node_alive(static_cast<int>(*pid))) dead.emplace_back(e->d_name);
+  }
+  closedir(d);
+  for (const std::string &node : dead) {
+    std::string out;
+    if (Status st = run_blocking({"down", node}, &out); st.ok())
+      FV_INFO("network: removed the network of dead node %s", node.c_str());
+    else
+      FV_WARN("network: removing the network of dead node %s failed: %s", node.c_str(), st.error().message().c_str());
+  }
 }
 
 Network::~Network() {
@@ -174,11 +187,10 @@ Network::~Network() {
     for (Lease &lease : policy.ready) lease.owner_ = nullptr;  // `down` removes them all
     policy.ready.clear();
   }
-  if (lock_fd_ >= 0) {
+  if (tried_up_) {
     std::string out;
     if (Status st = run_blocking({"down", node_}, &out); !st.ok())
       FV_WARN("network: removing the node's network failed: %s", st.error().message().c_str());
-    close(lock_fd_);
   }
 }
 

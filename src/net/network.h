@@ -122,14 +122,14 @@ class Network {
   void finish(Job &job);
   Result<proc::Child> spawn_helper(std::vector<std::string> args, bool nonblocking, int *out_fd);
   Status run_blocking(std::vector<std::string> args, std::string *output);
+  void sweep_dead_nodes();
 
   io::Ring &ring_;
   io::TimerQueue &timers_;
   NetworkOptions options_;
   std::string node_, netns_dir_, resolv_conf_, subnet_, gateway_, why_not_;
   std::vector<std::string> dns_;
-  int lock_fd_ = -1;
-  bool up_ = false, shutting_down_ = false;
+  bool up_ = false, tried_up_ = false, shutting_down_ = false;
   std::map<std::string, Policy> policies_;
   std::map<Job *, std::unique_ptr<Job>> jobs_;
   uint32_t namespaces_ = 0;  // ready, preparing and leased
