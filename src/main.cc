@@ -19,6 +19,8 @@ void usage(FILE *out) {
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
+               "                  [--store etcd://HOST:PORT[,HOST:PORT...]] [--store-prefix /PATH]\n"
+               "                  [--advertise ADDR:PORT]\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--log-level debug|info|warn|error]\n");
 }
@@ -78,6 +80,9 @@ int main(int argc, char **argv) {
       }
       options.state_dir = value;
     }
+    else if (arg == "--store") options.store = value;
+    else if (arg == "--store-prefix") options.store_prefix = value;
+    else if (arg == "--advertise") options.advertise = value;
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;
     else if (arg == "--accel") options.accel = value;

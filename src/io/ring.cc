@@ -78,6 +78,12 @@ void Ring::send(Completion &c, int fd, const void *buf, size_t len) {
   arm(c, sqe);
 }
 
+void Ring::connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_connect(sqe, fd, addr, addr_len);
+  arm(c, sqe);
+}
+
 void Ring::read(Completion &c, int fd, void *buf, size_t len) {
   io_uring_sqe *sqe = get_sqe();
   io_uring_prep_read(sqe, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(-1));

@@ -40,6 +40,8 @@ class Ring {
   void accept_multishot(Completion &c, int listen_fd);
   void recv(Completion &c, int fd, void *buf, size_t len);
   void send(Completion &c, int fd, const void *buf, size_t len);
+  // `addr` is read by the kernel until the CQE arrives (the etcd client's connections).
+  void connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len);
   void read(Completion &c, int fd, void *buf, size_t len);    // pipes: offset -1
   void write(Completion &c, int fd, const void *buf, size_t len);
   void poll(Completion &c, int fd, unsigned poll_mask);

@@ -343,8 +343,14 @@ store::Done Connection::durable_reply(int status, std::string body) {
   uint64_t seq = request_seq_;
   return [this, life, seq, status, body = std::move(body)](Status st) {
     if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
-    if (!st.ok())
-      return respond_error(500, "the change is in effect but could not be made durable: " + st.error().message());
+    if (!st.ok()) {
+      // A shared store that stopped answering (etcd without a quorum) is the client's 503 to
+      // retry; anything else is the node's own failure.
+      int e = st.error().errno_value;
+      bool unreachable = e == ENOTCONN || e == ETIMEDOUT || e == ECONNREFUSED || e == ECONNRESET;
+      return respond_error(unreachable ? 503 : 500,
+                           "the change is in effect here but could not be made durable: " + st.error().message());
+    }
     respond(status, "application/json", body);
   };
 }

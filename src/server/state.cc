@@ -26,6 +26,10 @@ store::Done log_failure(std::string what) {
 }  // namespace
 
 bool NodeImpl::state_has_room(Connection &conn) {
+  if (std::string why = state->unavailable(); !why.empty()) {
+    conn.respond_error(503, why, "Retry-After: 1\r\n");
+    return false;
+  }
   if (!state->full()) return true;
   conn.respond_error(503, "the node's store has too many changes waiting to be durable; retry",
                      "Retry-After: 1\r\n");
@@ -111,30 +115,42 @@ void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
   }
 }
 
-// One function record back into the pool. Returns what became of it.
-NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
-  auto record = decode_function_record(rec.value);
-  Result<std::shared_ptr<FunctionSpec>> spec =
-      record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
+// A function record as a spec ready for the pool; *refill: its OCI image's rootfs is gone
+// from this node's image cache and must be unpacked again first.
+Result<std::shared_ptr<FunctionSpec>> NodeImpl::spec_from_record(const store::Record &rec, const DeployLimits &limits,
+                                                                 FunctionRecord &record, bool &refill) {
+  auto decoded = decode_function_record(rec.value);
+  if (!decoded) return decoded.error();
+  record = std::move(*decoded);
+  auto spec = parse_deploy(record.deploy_json, limits);
   if (spec && (*spec)->name != rec.key) spec = plain_error("function record", "names '" + (*spec)->name + "'");
-  bool refill = false;
-  if (spec && !record->image_json.empty()) {
-    auto image = image::decode_resolved(record->image_json);
+  refill = false;
+  if (spec && !record.image_json.empty()) {
+    auto image = image::decode_resolved(record.image_json);
     Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
     if (!applied.ok()) spec = applied.error();
     else refill = access(image->rootfs.c_str(), F_OK) != 0;
   }
+  if (!spec) return spec;
+  (*spec)->deploy_json = record.deploy_json;
+  (*spec)->image_json = record.image_json;
+  (*spec)->created_ns = record.created_ns;
+  return spec;
+}
+
+// One function record back into the pool. Returns what became of it.
+NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
+  FunctionRecord record;
+  bool refill = false;
+  auto spec = spec_from_record(rec, limits, record, refill);
   if (!spec) {
     // A record this node cannot use (damaged, or its image directory is gone): the node
     // starts without the function; a new deploy of the name replaces the record.
     FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
     return Restored::failed;
   }
-  (*spec)->deploy_json = std::move(record->deploy_json);
-  (*spec)->image_json = std::move(record->image_json);
-  (*spec)->created_ns = record->created_ns;
   if (refill) {
-    refill_image(std::move(*spec), record->generation);
+    refill_image(std::move(*spec), record.generation);
     return Restored::later;
   }
   pool::PoolError err = pool->deploy(*spec);
@@ -142,7 +158,7 @@ NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const De
     FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
     return Restored::failed;
   }
-  pool->find(rec.key)->restore_generation(record->generation);
+  pool->find(rec.key)->restore_generation(record.generation);
   return Restored::now;
 }
 
