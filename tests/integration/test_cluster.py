@@ -1,0 +1,340 @@
+"""A cluster (docs/cluster.md) started by tools/cluster: 3 etcd members, 3 nodes, HAProxy.
+
+A deploy, update or delete made through any node reaches every node within a second;
+invocations through HAProxy stay on few nodes per function (consistent hashing, bounded
+load); kill -9 of a node under load loses at most what was in flight on it and HAProxy
+routes around it; a restarted node rejoins with what changed while it was down; with one
+etcd member dead changes still work, with two they answer 503 naming etcd while
+invocations go on, and once the members are back changes are accepted again.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+from harness import BUILD, ECHO_IMAGE, ROOT, scaled, wait_until
+
+CLUSTER = os.path.join(ROOT, "tools", "cluster")
+HAVE_ENGINES = shutil.which("etcd") and shutil.which("haproxy")
+FUNCTIONS = ["c%02d" % i for i in range(20)]
+
+
+def load_cluster_tool():
+    """tools/cluster as a module: the test reads HAProxy's runtime API with its helper."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("fv_cluster_tool", CLUSTER)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+cluster_tool = load_cluster_tool()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(hostport, method, path, body=None, timeout=5.0):
+    host, port = hostport.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def spec(name, env=None):
+    s = {"service": name, "image": ECHO_IMAGE, "envProcess": "./echo",
+         "labels": {"com.openfaas.scale.max": "20"}, "limits": {"memory": "32Mi"}}
+    if env:
+        s["envVars"] = env
+    return s
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Load:
+    """Invocations of FUNCTIONS through HAProxy from `workers` threads, each on its own
+    keep-alive connection, until stopped; every outcome is recorded."""
+
+    def __init__(self, hostport, workers, count=None):
+        self.hostport = hostport
+        self.count = count
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.wrong = []    # answered, but not 200 with the body sent
+        self.lost = []     # no answer (connection error)
+        self.issued = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(w,), daemon=True) for w in range(workers)]
+
+    def next_index(self):
+        with self.lock:
+            if self.stop.is_set() or (self.count is not None and self.issued >= self.count):
+                return None
+            self.issued += 1
+            return self.issued
+
+    def run(self, w):
+        host, port = self.hostport.split(":")
+        conn = None
+        while True:
+            i = self.next_index()
+            if i is None:
+                break
+            name = FUNCTIONS[(i * 7 + w) % len(FUNCTIONS)]
+            body = ("%s-%d" % (name, i)).encode()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(host, int(port), timeout=scaled(10))
+                conn.request("POST", "/function/" + name, body=body)
+                resp = conn.getresponse()
+                data = resp.read()
+                with self.lock:
+                    if resp.status == 200 and data == body:
+                        self.ok += 1
+                    else:
+                        self.wrong.append((name, resp.status, data[:200]))
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.lost.append((name, repr(e)))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self, timeout=60):
+        self.stop.set() if self.count is None else None
+        for t in self.threads:
+            t.join(timeout)
+        return self
+
+
+@unittest.skipUnless(HAVE_ENGINES, "etcd-server and haproxy are not installed (tools/setup installs them)")
+class ClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="fv-cluster-")
+        cls.listen = "127.0.0.1:%d" % free_port()
+        run = subprocess.run([sys.executable, CLUSTER, "start", "--nodes", "3", "--dir", cls.dir,
+                              "--listen", cls.listen, "--build", BUILD, "--no-examples"],
+                             capture_output=True, text=True, timeout=scaled(90))
+        if run.returncode != 0:
+            shutil.rmtree(cls.dir, ignore_errors=True)
+            raise AssertionError("tools/cluster start failed:\n" + run.stderr)
+        cls.reload_state()
+        cls.all_pids = set()
+
+    @classmethod
+    def reload_state(cls):
+        with open(os.path.join(cls.dir, "nodes.json")) as f:
+            cls.state = json.load(f)
+        cls.nodes = [n["listen"] for n in cls.state["nodes"]]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.reload_state()
+        pids = [n["pid"] for n in cls.state["nodes"]] + [e["pid"] for e in cls.state["etcd"]]
+        pids += [cls.state["haproxy"]["pid"], cls.state["generator"]["pid"]]
+        run = subprocess.run([sys.executable, CLUSTER, "stop", "--dir", cls.dir],
+                             capture_output=True, text=True, timeout=scaled(60))
+        problems = []
+        if run.returncode != 0:
+            problems.append("tools/cluster stop failed: " + run.stderr)
+        left = [p for p in pids if alive(p)]
+        if left:
+            problems.append("processes left behind: %s" % left)
+        cgroups = [d for p in [n["pid"] for n in cls.state["nodes"]]
+                   for d in ["/sys/fs/cgroup/memory/faasvisor/node-%d" % p, "/sys/fs/cgroup/faasvisor/node-%d" % p]
+                   if os.path.exists(d)]
+        if cgroups:
+            problems.append("cgroup directories left behind: %s" % cgroups)
+        if os.listdir(cls.dir):
+            problems.append("files left in %s: %s" % (cls.dir, os.listdir(cls.dir)))
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        if problems:
+            raise AssertionError("; ".join(problems))
+
+    # -- helpers --
+
+    def on_every_node(self, name, check=lambda fn: True, nodes=None):
+        for n in nodes or self.nodes:
+            status, body = request(n, "GET", "/system/function/" + name)
+            if status != 200 or not check(json.loads(body)):
+                return False
+        return True
+
+    def gone_everywhere(self, name):
+        return all(request(n, "GET", "/system/function/" + name)[0] == 404 for n in self.nodes)
+
+    def invocations(self, node, name):
+        status, body = request(node, "GET", "/system/function/" + name)
+        return json.loads(body)["invocationCount"] if status == 200 else 0
+
+    def deploy_through(self, hostport, method, body):
+        status, data = request(hostport, method, "/system/functions", body)
+        self.assertEqual(status, 202, data)
+
+    def haproxy_up(self):
+        """The nodes HAProxy's checks have up in the functions backend (its runtime API)."""
+        return sorted(k[1] for k, v in cluster_tool.haproxy_servers(self.dir).items()
+                      if k[0] == "functions" and v.startswith("UP"))
+
+    # -- tests, in order (each builds on the cluster the previous ones left) --
+
+    def test_1_changes_through_any_node_reach_every_node(self):
+        # Deploys through HAProxy: each must be on all 3 nodes within a second.
+        slowest = 0.0
+        for name in FUNCTIONS:
+            t0 = time.monotonic()
+            self.deploy_through(self.listen, "POST", spec(name))
+            wait_until(lambda: self.on_every_node(name), scaled(1.0), "%s on every node" % name, interval=0.005)
+            slowest = max(slowest, time.monotonic() - t0)
+        print("\n  deploy through HAProxy -> on all 3 nodes: slowest %.0f ms" % (slowest * 1000), file=sys.stderr)
+        # An update through node 0 and a delete through node 2 reach the others.
+        self.deploy_through(self.nodes[0], "PUT", spec("c00", env={"K": "v2"}))
+        wait_until(lambda: self.on_every_node("c00", lambda fn: fn["envVars"].get("K") == "v2"), scaled(1.0),
+                   "c00's update on every node", interval=0.005)
+        self.deploy_through(self.nodes[2], "POST", spec("doomed"))
+        wait_until(lambda: self.on_every_node("doomed"), scaled(1.0), "doomed on every node", interval=0.005)
+        status, data = request(self.nodes[2], "DELETE", "/system/functions", {"functionName": "doomed"})
+        self.assertEqual(status, 202, data)
+        wait_until(lambda: self.gone_everywhere("doomed"), scaled(1.0), "doomed gone from every node",
+                   interval=0.005)
+        # The generation travels with the record: every node reports the same.
+        gens = {json.loads(request(n, "GET", "/system/function/c00")[1])["faasvisor"]["generation"]
+                for n in self.nodes}
+        self.assertEqual(len(gens), 1, gens)
+
+    def test_2_invocations_spread_over_nodes_with_locality(self):
+        before = {(n, f): self.invocations(n, f) for n in self.nodes for f in FUNCTIONS}
+        load = Load(self.listen, workers=4, count=2000).start().finish(scaled(120))
+        self.assertEqual(load.lost, [])
+        self.assertEqual(load.wrong, [])
+        self.assertEqual(load.ok, 2000)
+        served = {f: [n for n in self.nodes if self.invocations(n, f) > before[(n, f)]] for f in FUNCTIONS}
+        spread = {f: len(ns) for f, ns in served.items()}
+        # The share of each function's invocations its busiest node took (warm locality).
+        shares = sorted(max(self.invocations(n, f) - before[(n, f)] for n in self.nodes) / 100.0
+                        for f in FUNCTIONS)
+        print("\n  nodes per function: %s; busiest node's share: median %.0f%%, lowest %.0f%%"
+              % (sorted(spread.values()), shares[10] * 100, shares[0] * 100), file=sys.stderr)
+        self.assertTrue(all(1 <= k <= 2 for k in spread.values()), spread)
+        # Consistent hashing over 20 names puts some on every node.
+        self.assertEqual(len({n for ns in served.values() for n in ns}), 3, served)
+
+    def test_3_kill9_of_a_node_under_load_loses_only_its_in_flight_requests(self):
+        victim = self.state["nodes"][1]
+        load = Load(self.listen, workers=4).start()
+        time.sleep(scaled(1.0))
+        issued_before = load.issued
+        os.kill(victim["pid"], signal.SIGKILL)
+        time.sleep(scaled(3.0))
+        load.finish(scaled(30))
+        print("\n  kill -9 under load: %d answered, %d lost (at most the 4 in flight), %d wrong; "
+              "%d issued before the kill" % (load.ok, len(load.lost), len(load.wrong), issued_before),
+              file=sys.stderr)
+        self.assertGreater(load.ok, issued_before)
+        # 4 workers: at most 4 requests were in flight anywhere, so at most 4 on the victim.
+        self.assertLessEqual(len(load.lost) + len(load.wrong), 4, (load.lost, load.wrong))
+        for name, status, _ in load.wrong:
+            self.assertIn(status, (502, 503), load.wrong)
+        # Its lease expires: the generator drops it from HAProxy.
+        wait_until(lambda: victim["listen"] not in open(os.path.join(self.dir, "haproxy.cfg")).read(),
+                   scaled(10), "the dead node's removal from haproxy.cfg")
+        self.__class__.victim_index = 1
+
+    def test_4_restarted_node_rejoins_and_converges(self):
+        index = getattr(self, "victim_index", 1)
+        # A change made while it is down.
+        self.deploy_through(self.listen, "POST", spec("while-away"))
+        run = subprocess.run([sys.executable, CLUSTER, "node", "--dir", self.dir, "--index", str(index)],
+                             capture_output=True, text=True, timeout=scaled(60))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.reload_state()
+        node = self.nodes[index]
+        self.assertTrue(self.on_every_node("while-away", nodes=[node]))
+        for name in FUNCTIONS:
+            self.assertTrue(self.on_every_node(name, nodes=[node]), name)
+        wait_until(lambda: node in open(os.path.join(self.dir, "haproxy.cfg")).read(), scaled(10),
+                   "the node back in haproxy.cfg")
+        wait_until(lambda: len(self.haproxy_up()) == 3, scaled(10), "haproxy: 3 nodes up")
+        # And it takes changes again, both ways.
+        self.deploy_through(node, "POST", spec("from-rejoined"))
+        wait_until(lambda: self.on_every_node("from-rejoined"), scaled(1.0), "from-rejoined everywhere",
+                   interval=0.005)
+
+    def test_5_etcd_member_failures(self):
+        etcd = self.state["etcd"]
+        # One member dead (whichever it is, leader included): changes still go through.
+        os.kill(etcd[0]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + scaled(8)
+        while True:
+            status, data = request(self.listen, "POST", "/system/functions", spec("one-down"))
+            if status == 202 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # a new leader is elected within ~1 s
+        self.assertEqual(status, 202, data)
+        wait_until(lambda: self.on_every_node("one-down"), scaled(2.0), "one-down on every node")
+        # Two dead: no quorum. Changes answer 503 naming etcd; invocations keep working.
+        os.kill(etcd[1]["pid"], signal.SIGKILL)
+
+        def refused():
+            status, data = request(self.listen, "POST", "/system/functions", spec("no-quorum"), timeout=10)
+            return status == 503 and b"etcd" in data
+
+        wait_until(refused, scaled(10), "a deploy refused with 503 naming etcd", interval=0.2)
+        for n in self.nodes:
+            status, data = request(n, "DELETE", "/system/functions", {"functionName": "c01"})
+            self.assertEqual(status, 503, data)
+            self.assertIn(b"etcd", data)
+        load = Load(self.listen, workers=2, count=200).start().finish(scaled(60))
+        self.assertEqual((load.ok, load.lost, load.wrong), (200, [], []))
+        self.assertTrue(self.on_every_node("c01"))
+        # The members come back (same data directories): changes are accepted again and
+        # reach every node.
+        for e in etcd[:2]:
+            with open(os.path.join(self.dir, "logs", e["name"] + ".log"), "ab") as log:
+                p = subprocess.Popen(e["argv"], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+            e["pid"] = p.pid
+        with open(os.path.join(self.dir, "nodes.json"), "w") as f:
+            json.dump(self.state, f)
+
+        def accepted():
+            return request(self.listen, "POST", "/system/functions", spec("back"), timeout=10)[0] in (202, 409)
+
+        wait_until(accepted, scaled(20), "changes accepted once etcd has a quorum again", interval=0.3)
+        wait_until(lambda: self.on_every_node("back"), scaled(3.0), "back on every node")
+        self.assertTrue(self.gone_everywhere("no-quorum"))
+
+
+if __name__ == "__main__":
+    unittest.main()
