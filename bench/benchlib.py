@@ -241,7 +241,10 @@ class Node:
         self.binary = os.path.join(self.build, "src", "faasvisord")
         if not os.access(self.binary, os.X_OK):
             sys.exit(f"bench: {self.binary} is missing: build first (ninja -C {rel(self.build)})")
-        self.args = [self.binary, "--listen", "127.0.0.1:0", "--log-level", "warn"]
+        # The images benchmarks deploy live in the checkout, the build directory and temp dirs.
+        self.args = [self.binary, "--listen", "127.0.0.1:0", "--log-level", "warn",
+                     "--image-root", ROOT, "--image-root", self.build,
+                     "--image-root", tempfile.gettempdir()]
         if stem_pool is not None:
             self.args += ["--stem-pool", str(stem_pool)]
         self.args += list(extra_args)

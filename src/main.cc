@@ -14,7 +14,8 @@ namespace {
 void usage(FILE *out) {
   std::fprintf(out,
                "usage: faasvisord [--listen ADDR:PORT] [--max-connections N]\n"
-               "                  [--idle-timeout-ms N] [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
+               "                  [--idle-timeout-ms N] [--header-timeout-ms N] [--body-timeout-ms N]\n"
+               "                  [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
@@ -22,7 +23,9 @@ void usage(FILE *out) {
                "                  [--store etcd://HOST:PORT[,HOST:PORT...]] [--store-prefix /PATH]\n"
                "                  [--advertise ADDR:PORT]\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
-               "                  [--log-level debug|info|warn|error]\n");
+               "                  [--log-level debug|info|warn|error]\n"
+               "                  [--basic-auth-dir DIR] [--protect-metrics] [--insecure-no-auth]\n"
+               "                  [--image-root DIR]... (host paths a deployment's image may name)\n");
 }
 
 }  // namespace
@@ -34,6 +37,15 @@ int main(int argc, char **argv) {
     if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
+    }
+    // Flags without a value.
+    if (arg == "--protect-metrics") {
+      options.protect_metrics = true;
+      continue;
+    }
+    if (arg == "--insecure-no-auth") {
+      options.insecure_no_auth = true;
+      continue;
     }
     std::string inline_value;
     const char *value = nullptr;
@@ -83,6 +95,8 @@ int main(int argc, char **argv) {
     else if (arg == "--store") options.store = value;
     else if (arg == "--store-prefix") options.store_prefix = value;
     else if (arg == "--advertise") options.advertise = value;
+    else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
+    else if (arg == "--image-root") options.image_roots.emplace_back(value);
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;
     else if (arg == "--accel") options.accel = value;
@@ -109,6 +123,8 @@ int main(int argc, char **argv) {
     } else if (!need_number()) return 2;
     else if (arg == "--max-connections") options.max_connections = static_cast<uint32_t>(n);
     else if (arg == "--idle-timeout-ms") options.idle_timeout_ms = n;
+    else if (arg == "--header-timeout-ms") options.header_timeout_ms = n ? n : 1;
+    else if (arg == "--body-timeout-ms") options.body_timeout_ms = n ? n : 1;
     else if (arg == "--shutdown-grace-ms") options.shutdown_grace_ms = n;
     else if (arg == "--stop-grace-ms") options.stop_grace_ms = n;
     else if (arg == "--max-body-bytes") options.max_body_bytes = n;

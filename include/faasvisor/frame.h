@@ -19,12 +19,24 @@ extern "C" {
 #define FV_FRAME_MAX_HEADERS 128u
 #define FV_FRAME_READY_MAX 256u
 
+/* Secrets (docs/secrets.md): a function names at most FV_SECRETS_MAX_COUNT, each name is
+ * 1-FV_SECRET_NAME_MAX bytes (fv_secret_name_valid), each value at most FV_SECRET_VALUE_MAX
+ * bytes and all of a function's values together at most FV_SECRETS_VALUES_MAX. */
+#define FV_SECRETS_MAX_COUNT 64u
+#define FV_SECRET_NAME_MAX 200u
+#define FV_SECRET_VALUE_MAX (512u * 1024u)
+#define FV_SECRETS_VALUES_MAX (4u * 1024u * 1024u)
+/* The largest SECRETS payload those limits allow. */
+#define FV_SECRETS_PAYLOAD_MAX (4u + FV_SECRETS_MAX_COUNT * (8u + FV_SECRET_NAME_MAX) + FV_SECRETS_VALUES_MAX)
+
 enum fv_frame_type {
   FV_FRAME_READY = 1,
   FV_FRAME_REQUEST = 2,
   FV_FRAME_RESPONSE = 3,
   FV_FRAME_LOG = 4,
   FV_FRAME_SHUTDOWN = 5,
+  FV_FRAME_GET_SECRETS = 6, /* instance -> node, empty: "send me my function's secrets" */
+  FV_FRAME_SECRETS = 7,     /* node -> instance, the answer: fv_secrets_view */
 };
 
 /* Results: 0 is success, FV_NEED_MORE asks for more bytes, the rest are faults. */
@@ -96,6 +108,29 @@ size_t fv_response_payload_size(const struct fv_response_view *resp);
  * written, or FV_NO_SPACE / FV_TOO_MANY_HEADERS / FV_BAD_STATUS (negative). */
 long fv_request_encode(uint8_t *out, size_t cap, const struct fv_request_view *req);
 long fv_response_encode(uint8_t *out, size_t cap, const struct fv_response_view *resp);
+
+/* SECRETS payload: u32 count, then count x (string name, string value). */
+struct fv_secret_entry {
+  struct fv_str name;
+  struct fv_str value;
+};
+
+struct fv_secrets_view {
+  uint32_t count;
+  struct fv_secret_entry entries[FV_SECRETS_MAX_COUNT];
+};
+
+/* Whether name (len bytes, not NUL-terminated) is a secret name: 1-FV_SECRET_NAME_MAX bytes
+ * of A-Z a-z 0-9 '.' '-' '_', the first a letter or digit. Such a name is a file name with
+ * nothing to escape (no '/', never "." or ".."). */
+int fv_secret_name_valid(const char *name, uint32_t len);
+
+/* Decodes a SECRETS payload; every name must be valid and every size within the limits
+ * above (FV_MALFORMED otherwise, FV_TOO_MANY_HEADERS for too many entries). */
+int fv_secrets_decode(const uint8_t *payload, uint32_t len, struct fv_secrets_view *out);
+size_t fv_secrets_payload_size(const struct fv_secrets_view *secrets);
+/* Encodes a whole SECRETS frame, like fv_request_encode. */
+long fv_secrets_encode(uint8_t *out, size_t cap, const struct fv_secrets_view *secrets);
 
 /* Primitives for encoders that build payloads from their own structures. Each writes at p
  * and returns p advanced; the caller has sized the buffer. */

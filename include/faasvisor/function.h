@@ -73,6 +73,16 @@ const struct fv_str *fv_header_get(const struct fv_request *req, const char *nam
  * FV_RESPONSE_MAX_HEADERS slots are used the header is dropped and a line goes to stderr. */
 void fv_response_set_header(struct fv_response *resp, const char *name, const char *value);
 
+/* The value of the secret `name`, one of the function's "secrets" at deploy
+ * (docs/secrets.md), not NUL-terminated; *len gets its length. NULL when the function has no
+ * such secret (or, in a guest, its secrets did not fit in memory: a line is logged). The
+ * bytes stay valid and unchanged until the instance ends: an instance sees the values of
+ * the moment it started.
+ * In a Linux instance (process, container, microVM) it reads /var/openfaas/secrets/NAME. A
+ * unikernel has no files: the first call asks the node over the instance protocol
+ * (GET_SECRETS, docs/protocol.md) and keeps the answer. Call it from fv_init() or handle(). */
+const void *fv_secret(const char *name, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace faasvisor {
 
@@ -16,7 +17,9 @@ struct NodeImpl;
 struct NodeOptions {
   std::string listen = "127.0.0.1:8080";     // ADDR:PORT; port 0 picks a free one
   uint32_t max_connections = 1024;
-  uint64_t idle_timeout_ms = 60'000;         // keep-alive connections with no request
+  uint64_t idle_timeout_ms = 60'000;         // keep-alive connections with no request; silence mid-request
+  uint64_t header_timeout_ms = 10'000;       // a request's head must arrive within this of its first byte (408)
+  uint64_t body_timeout_ms = 60'000;         // and its body within this of the end of the head (408)
   uint64_t shutdown_grace_ms = 10'000;       // in-flight invocations may finish this long
   uint64_t stop_grace_ms = 2'000;            // instance SIGTERM -> SIGKILL
   uint32_t max_header_bytes = 16 * 1024;     // 431 beyond
@@ -40,6 +43,13 @@ struct NodeOptions {
   std::string qemu_path;                     // VM backends: empty finds qemu-system-x86_64 on PATH
   std::string vm_kernel;                     // microvm kernel; empty: BUILD/vm/vmlinux, else /boot/vmlinuz-*
   std::string accel = "auto";                // VM accelerator: auto (KVM if a probe guest runs), kvm, tcg
+  // Security (docs/security.md). With basic_auth_dir (the OpenFaaS gateway's files
+  // basic-auth-user and basic-auth-password), every /system/* route needs HTTP basic auth.
+  std::string basic_auth_dir;
+  bool protect_metrics = false;              // /metrics needs the credentials too
+  bool insecure_no_auth = false;             // allow a non-loopback listen address without them
+  // Host paths a deployment's image may name (after realpath); none: every host path is refused.
+  std::vector<std::string> image_roots;
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

@@ -3,15 +3,23 @@
 #include <sys/stat.h>
 
 #include <cctype>
+#include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <simdjson.h>
 
 #include "api/openfaas.h"
+#include "faasvisor/frame.h"
 #include "image/layout.h"
 #include "proc/spawn.h"
 #include "util/number.h"
+#include "secrets/request.h"
 
 namespace faasvisor {
+
+const char kOutsideImageRoots[] = "image outside the image roots";
+
 namespace {
 
 namespace dom = simdjson::dom;
@@ -50,6 +58,23 @@ Status read_string_map(dom::element value, std::string_view field, Out &&put) {
   return {};
 }
 
+// "secrets": [names]. Whether they exist is the handler's question (the secret table).
+Status read_secrets(dom::element value, FunctionSpec &spec) {
+  dom::array array;
+  if (value.is_null()) return {};  // faas-cli may send null for none
+  if (value.get_array().get(array)) return field_error("secrets", "must be an array of secret names");
+  for (dom::element item : array) {
+    std::string_view name;
+    if (item.get_string().get(name)) return field_error("secrets", "must be an array of secret names");
+    if (!secrets::valid_secret_name(name))
+      return field_error("secrets", "'" + std::string(name) + "' is not a secret name");
+    if (spec.secrets.size() == FV_SECRETS_MAX_COUNT)
+      return field_error("secrets", "more than " + std::to_string(FV_SECRETS_MAX_COUNT) + " names");
+    spec.secrets.emplace_back(name);
+  }
+  return {};
+}
+
 Status read_limits(dom::element value, FunctionSpec &spec) {
   dom::object object;
   if (value.is_null()) return {};
@@ -77,6 +102,72 @@ Result<uint64_t> parse_count(const std::map<std::string, std::string> &map, cons
   return *v;
 }
 
+Error root_refusal(std::string_view field, std::string detail) {
+  return Error{0, kOutsideImageRoots, "field '" + std::string(field) + "': " + std::move(detail)};
+}
+
+// The program a process function's envProcess runs: argv[0] as the sandbox's execvpe will
+// find it (relative to the function's directory, or on the function's PATH for a bare name).
+// It must resolve inside the function's directory, an image root, or a system program
+// directory: a process sandbox sees the host read-only, so what a function can exec itself is
+// no secret, but a deployment must not make any host binary (a tool in someone's home, a
+// payload dropped in /var/tmp) the function. docs/security.md.
+Status check_process_program(const FunctionSpec &spec, const std::string &image_dir,
+                             const api::ImageRoots &roots) {
+  const std::string &program = spec.argv.at(0);
+  std::string candidate;
+  if (program.find('/') != std::string::npos) {
+    candidate = program[0] == '/' ? program : image_dir + "/" + program;
+  } else {
+    std::string path = "/usr/local/bin:/usr/bin:/bin";
+    for (const auto &[name, value] : spec.env_vars)
+      if (name == "PATH") path = value;
+    size_t start = 0;
+    while (candidate.empty() && start <= path.size()) {
+      size_t end = std::min(path.find(':', start), path.size());
+      std::string dir = path.substr(start, end - start);
+      if (dir.empty()) dir = ".";
+      if (dir[0] != '/') dir = image_dir + "/" + dir;
+      std::string file = dir + "/" + program;
+      struct stat st {};
+      if (stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode)) candidate = file;
+      start = end + 1;
+    }
+    if (candidate.empty())
+      return field_error("envProcess", "'" + program + "' is not found on the function's PATH");
+  }
+  // A program that does not exist yet fails at boot; where it would be looked for still counts.
+  std::string where = candidate;
+  struct stat st {};
+  if (stat(where.c_str(), &st) < 0) where = where.substr(0, where.rfind('/'));
+  char buf[PATH_MAX];
+  if (realpath(where.c_str(), buf) != nullptr) {
+    std::string resolved = buf;
+    if (api::path_within(resolved, image_dir)) return {};
+    for (const std::string &root : roots.roots())
+      if (api::path_within(resolved, root)) return {};
+    for (const char *system_dir : {"/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin"}) {
+      char dir[PATH_MAX];
+      if (realpath(system_dir, dir) != nullptr && api::path_within(resolved, dir)) return {};
+    }
+  }
+  return root_refusal("envProcess", "the program '" + program +
+                                        "' is neither in the function's directory, under an image root nor in a "
+                                        "system program directory (" + roots.describe() + ")");
+}
+
+Status check_environment_size(const FunctionSpec &spec) {
+  size_t bytes = 0;
+  for (const auto &[name, value] : spec.env_vars) bytes += name.size() + 1 + value.size();
+  if (spec.env_vars.size() > kMaxEnvVars)
+    return field_error("envVars", "at most " + std::to_string(kMaxEnvVars) + " variables, not " +
+                                      std::to_string(spec.env_vars.size()));
+  if (bytes > kMaxEnvBytes)
+    return field_error("envVars", "at most " + std::to_string(kMaxEnvBytes) + " bytes of NAME=value in all, not " +
+                                      std::to_string(bytes));
+  return {};
+}
+
 Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.name.empty()) return field_error("service", "required");
   if (!valid_function_name(spec.name))
@@ -88,8 +179,24 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   if (spec.image.empty()) return field_error("image", "required (the function's directory)");
   struct stat st {};
   if (spec.image[0] != '/') return field_error("image", "must be an absolute path");
+  // Before anything looks at the path: a refusal must not tell which host paths exist.
+  std::string image_dir;
+  if (limits.image_roots != nullptr) {
+    auto resolved = limits.image_roots->check(spec.image);
+    if (!resolved) return root_refusal("image", resolved.error().detail);
+    image_dir = std::move(*resolved);
+  }
   std::string as_deployed = spec.image;
-  if (api::resolve_image_tag(spec.image)) spec.image_reference = std::move(as_deployed);
+  if (api::resolve_image_tag(spec.image)) {
+    spec.image_reference = std::move(as_deployed);
+    // The tagged path passed as a path under a root that does not exist; the bare one must
+    // pass on its own (a symlink may lead it elsewhere).
+    if (limits.image_roots != nullptr) {
+      auto resolved = limits.image_roots->check(spec.image);
+      if (!resolved) return root_refusal("image", resolved.error().detail);
+      image_dir = std::move(*resolved);
+    }
+  }
   // A directory for the process and container backends, an OCI image (a layout directory
   // or archive) for the container backends, a file (an initramfs, a unikernel) for the VM
   // backends: each backend's validate() checks its kind.
@@ -98,6 +205,8 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   bool oci = image::is_oci_image(spec);
   // An OCI image brings its own command (Entrypoint/Cmd); envProcess, if given, replaces it.
   if (spec.env_process.empty() && !oci) return field_error("envProcess", "required (the command to run)");
+  if (spec.env_process.size() > kMaxCommandBytes)
+    return field_error("envProcess", "at most " + std::to_string(kMaxCommandBytes) + " bytes");
   if (!spec.env_process.empty()) {
     auto argv = proc::split_command(spec.env_process);
     if (!argv) return field_error("envProcess", argv.error().message());
@@ -107,6 +216,12 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
     if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos ||
         value.find('\0') != std::string::npos)
       return field_error("envVars", "bad variable name '" + name + "'");
+  }
+  if (Status st = check_environment_size(spec); !st.ok()) return st;
+  // Only the process backend runs a host program; the others find envProcess in their image.
+  if (limits.image_roots != nullptr && spec.backend == "process" && !oci && !spec.argv.empty() &&
+      S_ISDIR(st.st_mode)) {
+    if (Status checked = check_process_program(spec, image_dir, *limits.image_roots); !checked.ok()) return checked;
   }
   if (!spec.limits_memory.empty()) {
     auto bytes = parse_memory_bytes(spec.limits_memory);
@@ -254,6 +369,7 @@ Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json,
       st = read_string_map(value, key,
                            [&](std::string k, std::string v) { spec->annotations[k] = v; });
     else if (key == "limits") st = read_limits(value, *spec);
+    else if (key == "secrets") st = read_secrets(value, *spec);
     else st = api::read_openfaas_field(key, value, *spec);
     if (!st.ok()) return st.error();
   }

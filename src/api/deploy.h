@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "api/image_roots.h"
 #include "pool/keepalive.h"
 #include "util/result.h"
 
@@ -26,6 +27,9 @@ struct FunctionSpec {
   std::map<std::string, std::string> annotations;
   std::string limits_memory;  // raw, e.g. "128Mi"
   std::string limits_cpu;     // raw, e.g. "1" or "500m"
+  // Secrets the instances get as /var/openfaas/secrets/NAME (or fv_secret(NAME)); names only:
+  // the values live in the node's secret table (secrets/table.h), looked up at each start.
+  std::vector<std::string> secrets;
   // OpenFaaS fields kept and honoured (api/openfaas.h, docs/openfaas.md).
   std::string image_reference;           // the image as deployed when a ":TAG" was resolved away
   std::string requests_memory;           // raw; at most the limit, which is always reserved
@@ -63,7 +67,21 @@ struct FunctionSpec {
 struct DeployLimits {
   uint32_t max_instances_cap = 4096;   // the node's ceiling for com.openfaas.scale.max
   uint32_t default_queue_limit = 1024; // faasvisor.queue when the deployment has none
+  // The image (and a process function's program) must lie under one of these; null: no check.
+  const api::ImageRoots *image_roots = nullptr;
 };
+
+// The environment an instance is given (envVars plus the node's few variables) is bounded:
+// every backend hands it over in one message (the process backend's GO message, a
+// container's config.json, a VM's command line or protocol), and a function's environment
+// is no place for data. Deploy answers 400 beyond these.
+inline constexpr size_t kMaxEnvVars = 256;
+inline constexpr size_t kMaxEnvBytes = 64 * 1024;  // sum of NAME=value lengths
+inline constexpr size_t kMaxCommandBytes = 16 * 1024;  // envProcess
+
+// The context of the error parse_deploy returns when a host path lies outside the image
+// roots: the API answers it with 403 instead of 400.
+extern const char kOutsideImageRoots[];
 
 // Parses and validates a deploy body. Errors name the field: "field 'service': required".
 Result<std::shared_ptr<FunctionSpec>> parse_deploy(std::string_view json, const DeployLimits &limits);

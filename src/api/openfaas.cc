@@ -72,14 +72,6 @@ Status read_openfaas_field(std::string_view key, const dom::element &value, Func
     if (value.get_bool().get(spec.read_only_root_fs)) return field_error(key, "must be true or false");
     return {};
   }
-  // TODO(secrets branch): secrets are implemented there. Until then a non-empty list is
-  // refused like any key faasvisor does not act on, rather than accepted and dropped; an
-  // empty one asks for nothing.
-  if (key == "secrets") {
-    dom::array array;
-    if (value.is_null() || (!value.get_array().get(array) && array.size() == 0)) return {};
-    return field_error(key, "not supported by this faasvisor build");
-  }
   return field_error(key, "not supported by faasvisor");
 }
 

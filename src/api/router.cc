@@ -44,6 +44,12 @@ Route route(std::string_view method, std::string_view path) {
                       {"POST", RouteKind::deploy},
                       {"PUT", RouteKind::update},
                       {"DELETE", RouteKind::remove}});
+  if (path == "/system/secrets")
+    return by_method(method, "GET, POST, PUT, DELETE",
+                     {{"GET", RouteKind::list_secrets},
+                      {"POST", RouteKind::create_secret},
+                      {"PUT", RouteKind::update_secret},
+                      {"DELETE", RouteKind::delete_secret}});
   if (path == "/system/stats")
     return by_method(method, "GET, DELETE", {{"GET", RouteKind::stats}, {"DELETE", RouteKind::reset_stats}});
   if (starts_with(path, "/system/function/")) {

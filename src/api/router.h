@@ -19,6 +19,10 @@ enum class RouteKind {
   invoke,           // any method on /function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
+  list_secrets,     // GET /system/secrets
+  create_secret,    // POST /system/secrets
+  update_secret,    // PUT /system/secrets
+  delete_secret,    // DELETE /system/secrets
   namespaces,       // GET /system/namespaces
   namespace_info,   // GET /system/namespace/NAME
   not_found,

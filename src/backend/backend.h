@@ -12,6 +12,7 @@
 #include "api/deploy.h"
 #include "proc/cgroup.h"
 #include "proc/child.h"
+#include "secrets/table.h"
 
 namespace faasvisor::backend {
 
@@ -21,6 +22,13 @@ struct Launched {
   int from_instance = -1;   // node reads frames (non-blocking)
   int log = -1;             // the instance's stderr, or -1
   proc::InstanceCgroup cgroup;
+  // Bytes the instance must receive before any frame, written through the ring by the
+  // instance: what of the process backend's GO message (a big environment, or secrets) the
+  // pipe did not take at once. It may hold secrets: the instance wipes it once written.
+  std::string initial_input;
+  // The backend's own name for this launch, never reused (unlike a pidfd number, which the
+  // kernel hands out again once the Launched is gone, even after a cleanup that gave up).
+  uint64_t backend_key = 0;
 };
 
 class Backend {
@@ -62,6 +70,20 @@ class Backend {
   virtual uint64_t memory_overhead_bytes(const FunctionSpec &) const { return 0; }
   // Facts about how the backend runs on this host, shown by /system/info (name, value).
   virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
+
+  // Where launch() finds the values of spec.secrets (the node's table; set once, at start).
+  void set_secrets(const secrets::SecretTable *table) { secrets_ = table; }
+
+ protected:
+  // The values of spec.secrets as of now, for the instance being launched.
+  Result<std::vector<secrets::SecretValue>> secret_values(const FunctionSpec &spec) const {
+    if (spec.secrets.empty()) return std::vector<secrets::SecretValue>{};
+    if (secrets_ == nullptr) return plain_error("no secrets on this node", spec.secrets[0]);
+    return secrets_->resolve(spec.secrets);
+  }
+
+ private:
+  const secrets::SecretTable *secrets_ = nullptr;
 };
 
 }  // namespace faasvisor::backend

@@ -42,6 +42,8 @@ struct OciConfigInput {
   std::string cgroups_path;  // e.g. /faasvisor/node-123/echo-1; empty: the runtime's default
   std::string hostname;
   bool limits = true;        // false when the host gives no cgroups
+  std::string secrets_dir;   // the instance's secret files, bound read-only on
+                             // /var/openfaas/secrets; empty: the function has none
 };
 
 // The seccomp profile every container gets (linux.seccomp, JSON text): see oci_seccomp.cc.
@@ -81,7 +83,7 @@ class OciBackend final : public Backend {
  private:
   Status prepare_state_dir();
   Status make_hybrid_namespace();
-  Status delete_container(int instance_pidfd, const std::string &id);
+  Status delete_container(uint64_t instance_key, const std::string &id);
   Result<proc::Child> spawn_runtime_command(std::initializer_list<std::string_view> args) const;
   void release_state_dir();
   std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
@@ -99,13 +101,15 @@ class OciBackend final : public Backend {
   std::vector<std::string> global_flags_;  // runsc: platform and network
   std::vector<std::string> hierarchies_;  // every cgroup hierarchy (v1: one per controller)
   std::string setup_error_;
-  // Container id and bundle of each live instance, by its runtime's pidfd (held until the
-  // Launched is destroyed, after cleanup, so it cannot be reused meanwhile).
-  std::unordered_map<int, std::string> ids_;
-  // `delete --force` children under way, by the pidfd of the instance they clean up after.
-  std::unordered_map<int, proc::Child> deletes_;
-  // `kill ID KILL` children, by the pidfd of the instance they end (reaped by cleanup).
-  std::unordered_map<int, proc::Child> kills_;
+  // By Launched::backend_key, which is never reused: a pidfd number is, once a cleanup that
+  // gave up lets its Launched go with the entries still here.
+  uint64_t next_key_ = 1;
+  // Container id of each live instance.
+  std::unordered_map<uint64_t, std::string> ids_;
+  // `delete --force` children under way, for the instance they clean up after.
+  std::unordered_map<uint64_t, proc::Child> deletes_;
+  // `kill ID KILL` children, for the instance they end (reaped by cleanup).
+  std::unordered_map<uint64_t, proc::Child> kills_;
 };
 
 }  // namespace faasvisor::backend

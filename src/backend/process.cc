@@ -1,7 +1,12 @@
 #include "backend/process.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "backend/environment.h"
 #include "proc/spawn.h"
@@ -17,6 +22,35 @@ namespace {
 constexpr uint64_t kRefillDelayNs = 50'000'000;
 constexpr uint64_t kRefillRetryNs = 1'000'000'000;
 constexpr uint64_t kRefillStepNs = 2'000'000;
+
+// A GO message carrying secrets can pass a pipe's default 64 KiB: grow the stem's input
+// pipe towards it (up to /proc/sys/fs/pipe-max-size, 1 MiB by default, without
+// CAP_SYS_RESOURCE). Whatever still does not fit is written later, on the ring
+// (Launched::initial_input).
+void grow_pipe(int fd, size_t bytes) {
+  int size = fcntl(fd, F_GETPIPE_SZ);
+  if (size < 0 || static_cast<size_t>(size) >= bytes) return;
+  static const int max_size = [] {
+    int max = 1 << 20;
+    if (FILE *f = std::fopen("/proc/sys/fs/pipe-max-size", "re")) {
+      if (std::fscanf(f, "%d", &max) != 1) max = 1 << 20;
+      std::fclose(f);
+    }
+    return max;
+  }();
+  int want = static_cast<int>(std::min<size_t>(bytes, static_cast<size_t>(max_size)));
+  if (want > size) (void)fcntl(fd, F_SETPIPE_SZ, want);  // best effort: the rest goes later
+}
+
+// The process backend mounts each instance's secrets on /var/openfaas/secrets; the host's
+// read-only root needs that directory as a mount point (an empty one: nothing is written
+// to the host).
+Status ensure_secrets_mount_point() {
+  for (const char *dir : {"/var", "/var/openfaas", "/var/openfaas/secrets"})
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+      return plain_error("invalid deployment", std::string("field 'secrets': cannot make the mount point ") + dir + ": " + std::strerror(errno));
+  return {};
+}
 }  // namespace
 
 ProcessBackend::ProcessBackend(const proc::CgroupTree &cgroups, io::TimerQueue &timers,
@@ -52,6 +86,7 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
   struct stat st{};
   if (stat(spec.image.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
     return plain_error("invalid deployment", "field 'image': '" + spec.image + "' is not a directory on this node");
+  if (!spec.secrets.empty()) return ensure_secrets_mount_point();
   return {};
 }
 
@@ -121,7 +156,14 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
   go.limits.memory_bytes = spec.memory_bytes;
   go.limits.cpu_millis = spec.cpu_millis;
   go.limits.pids_max = spec.pids_max;
+  auto values = secret_values(spec);
+  if (!values) return values.error();
+  for (const secrets::SecretValue &v : *values) go.secrets.emplace_back(v.name, v.value);
   std::string message = proc::encode_go(go);
+  struct Wipe {
+    std::string &s;
+    ~Wipe() { secrets::wipe(s); }
+  } wipe_message{message};
 
   for (;;) {
     Launched stem;
@@ -135,11 +177,18 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     }
     if (options_.stem_pool_size > 0 && !refill_timer_.armed() && !draining_)
       timers_.start(refill_timer_, monotonic_ns() + kRefillDelayNs);
-    // The pipe is empty and the message is far below its capacity, so this non-blocking
-    // write completes at once; EPIPE means the stem died in the pool: take another.
+    // The pipe is empty: this non-blocking write usually takes the whole message, the more
+    // so once the pipe is grown towards its size. What it does not take (secrets or a big
+    // environment can pass what a pipe holds) the instance writes through the ring as the
+    // stem reads. EPIPE means the stem died in the pool: take another.
+    grow_pipe(stem.to_instance, message.size());
     ssize_t n = ::write(stem.to_instance, message.data(), message.size());
-    if (n == static_cast<ssize_t>(message.size())) return stem;
-    int err = n < 0 ? errno : EAGAIN;
+    if (n < 0 && errno == EAGAIN) n = 0;
+    if (n >= 0) {
+      stem.initial_input.assign(message, static_cast<size_t>(n));
+      return stem;
+    }
+    int err = errno;
     discard(stem);
     if (err != EPIPE) return errno_error("write GO message to the sandbox", err);
   }

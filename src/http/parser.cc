@@ -13,6 +13,8 @@ namespace {
 // invocations must not pin megabytes on every idle keep-alive connection.
 constexpr size_t kRetainedBodyCapacityBytes = 256 * 1024;
 
+constexpr std::string_view kObsFoldMessage = "obsolete line folding in a header (obs-fold) is not accepted";
+
 char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c; }
 
 bool is_optional_whitespace(char c) { return c == ' ' || c == '\t'; }
@@ -300,6 +302,7 @@ void RequestParser::clear_request() {
   in_message_ = false;
   in_header_field_ = false;
   continue_wanted_ = false;
+  head_last_byte_lf_ = false;
   callback_failed_ = false;
 }
 
@@ -333,7 +336,16 @@ int RequestParser::refuse_in_callback(int status, std::string_view message) {
 }
 
 int RequestParser::check_headers() {
+  // "GET /x" with no version: llhttp takes it as HTTP/0.9, which we do not speak.
+  if (!version_seen_) return refuse_in_callback(400, "malformed request line (no HTTP version)");
   if (llhttp_.method == HTTP_CONNECT) return refuse_in_callback(501, "CONNECT is not supported");
+  // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
+  if (request_.http_minor >= 1) {
+    size_t hosts = 0;
+    for (const Header& h : request_.header_list()) hosts += iequals(h.name, "host") ? 1 : 0;
+    if (hosts == 0) return refuse_in_callback(400, "missing Host header (HTTP/1.1 requires one)");
+    if (hosts > 1) return refuse_in_callback(400, "more than one Host header");
+  }
   // "Connection: upgrade" + "Upgrade: x": a server may ignore the offer (RFC 9110 section
   // 7.8) and answer in HTTP/1.1, which is what clients such as `curl --http2` expect.
   llhttp_.upgrade = 0;
@@ -392,6 +404,24 @@ void RequestParser::remember_recent_bytes(const char* data, size_t len) {
   recent_len_ = keep_old + keep_new;
 }
 
+// RFC 9112 section 5.2: a line of the head that starts with SP or HTAB continues the line
+// before it (obs-fold). llhttp folds it into the value; we refuse it instead, as the RFC
+// allows, since a proxy in front may read such a header differently. In a head, LF followed
+// by SP or HTAB is nothing else (whitespace before the first header is refused for the same
+// reason). Scanned on the raw bytes: llhttp reports no event for a fold.
+bool RequestParser::head_has_obs_fold(const char* data, size_t len) {
+  if (len == 0) return false;
+  auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  if (head_last_byte_lf_ && blank(data[0])) return true;
+  const char* end = data + len;
+  for (const char* p = data; (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p))));) {
+    ++p;
+    if (p < end && blank(*p)) return true;
+  }
+  head_last_byte_lf_ = data[len - 1] == '\n';
+  return false;
+}
+
 RequestParser::Result RequestParser::fail(int status, std::string_view message, size_t consumed) {
   error_.status = status;
   error_.message.assign(message);
@@ -403,6 +433,12 @@ RequestParser::Result RequestParser::fail(int status, std::string_view message, 
 RequestParser::Result RequestParser::fail_from_llhttp(llhttp_errno_t err, const char* data, size_t len) {
   const char* pos = llhttp_get_error_pos(&llhttp_);
   size_t consumed = pos != nullptr && pos >= data ? std::min(static_cast<size_t>(pos - data), len) : 0;
+  // A fold llhttp took in may be what made the head invalid: say so rather than what followed.
+  // (The byte at the error position counts: llhttp may stop on the fold's blank itself.)
+  const char* scan_end = data + std::min(consumed + 1, len);
+  if (!headers_done_ && chunk_start_ >= data && chunk_start_ <= scan_end &&
+      head_has_obs_fold(chunk_start_, static_cast<size_t>(scan_end - chunk_start_)))
+    return fail(400, kObsFoldMessage, consumed);
   if (callback_failed_) {
     state_ = State::error;
     continue_wanted_ = false;
@@ -438,6 +474,7 @@ RequestParser::Result RequestParser::feed(const char* data, size_t len) {
     llhttp_errno_t err = llhttp_execute(&llhttp_, data + offset, chunk);
     if (err == HPE_OK) {
       if (!headers_done_) {
+        if (head_has_obs_fold(data + offset, chunk)) return fail(400, kObsFoldMessage, offset + chunk);
         if (!version_seen_) remember_recent_bytes(data + offset, chunk);
         header_bytes_ += chunk;
         if (header_bytes_ > limits_.max_header_bytes) return fail(431, "request headers too large", offset + chunk);
@@ -454,6 +491,7 @@ RequestParser::Result RequestParser::feed(const char* data, size_t len) {
       return {Status::complete, paused_at};
     }
     assert(pause_ == Pause::headers_complete);
+    if (head_has_obs_fold(data + offset, paused_at - offset)) return fail(400, kObsFoldMessage, paused_at);
     header_bytes_ += paused_at - offset;
     if (header_bytes_ > limits_.max_header_bytes) return fail(431, "request headers too large", paused_at);
     header_bytes_ = 0;  // from here on it counts trailer bytes

@@ -95,6 +95,8 @@ class RequestParser {
   // Some bytes of a request (beyond blank lines between requests) were consumed but it is not
   // complete: an idle close now would cut a request in half.
   bool in_message() const { return in_message_; }
+  // The current request's head has been parsed; its body (if any) is still to come.
+  bool head_complete() const { return in_message_ && headers_done_; }
 
   // True once per request, when its headers carried "Expect: 100-continue" (HTTP/1.1), it
   // has a body and the request is not complete yet: the connection should now send
@@ -118,6 +120,7 @@ class RequestParser {
   uint64_t header_budget_left() const;
   bool version_preceded_by_http(const char* version_start) const;
   void remember_recent_bytes(const char* data, size_t len);
+  bool head_has_obs_fold(const char* data, size_t len);
 
   Limits limits_;
   llhttp_t llhttp_;
@@ -134,6 +137,7 @@ class RequestParser {
   bool in_message_ = false;
   bool in_header_field_ = false;  // llhttp may split one field name over several callbacks
   bool continue_wanted_ = false;
+  bool head_last_byte_lf_ = false;  // the head seen so far ends with LF (for obs-fold across feeds)
   bool callback_failed_ = false;  // error_ was set by one of our callbacks
 };
 

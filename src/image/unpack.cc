@@ -454,6 +454,22 @@ Status ensure_mount_points(int root_fd) {
     if (mkdirat(root_fd, dir, std::strcmp(dir, "tmp") == 0 ? 01777 : 0755) < 0) return errno_error("mkdir mount point");
     if (std::strcmp(dir, "tmp") == 0) fchmodat(root_fd, dir, 01777, 0);
   }
+  // /var/openfaas/secrets, where a function's secrets are mounted. Each step is a real
+  // directory of the image or made here, never a symlink followed: an image's /var may point
+  // anywhere. Where the image does not allow it, the mount point is simply absent (and a
+  // deploy with secrets is told so).
+  int dir_fd = dup(root_fd);
+  for (const char *name : {"var", "openfaas", "secrets"}) {
+    if (dir_fd < 0) break;
+    if (mkdirat(dir_fd, name, 0755) < 0 && errno != EEXIST) {
+      close(dir_fd);
+      return errno_error("mkdir /var/openfaas/secrets");
+    }
+    int next = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(dir_fd);
+    dir_fd = next;
+  }
+  if (dir_fd >= 0) close(dir_fd);
   return {};
 }
 

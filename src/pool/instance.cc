@@ -81,6 +81,7 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
 
 Instance::~Instance() {
   assert(released_);
+  if (out_has_secrets_) std::fill(out_.begin(), out_.end(), uint8_t{0});
   assert(!read_op_.in_flight && !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight);
   pool_.timers().stop(timer_);
   pool_.timers().stop(eof_timer_);
@@ -154,6 +155,15 @@ Status Instance::start(uint64_t now_ns) {
   in_.resize(kInitialReadBytes);
   arm_read();
   arm_log();
+  if (!launched_.initial_input.empty()) {
+    // Before READY the stream is ours alone: nothing else is written until this is done.
+    // The rest of the backend's first message may hold secrets: wiped here and once sent.
+    out_.assign(launched_.initial_input.begin(), launched_.initial_input.end());
+    secrets::wipe(launched_.initial_input);
+    out_sent_ = 0;
+    out_has_secrets_ = true;
+    write_more();
+  }
   pool_.ring().poll(exit_op_, launched_.child.pidfd(), POLLIN);
   timer_purpose_ = TimerPurpose::boot;
   pool_.timers().start(timer_, now_ns + function_->spec().boot_timeout_ms * 1'000'000ull);
@@ -371,6 +381,12 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
         fault("instance protocol error: READY frame after the instance was ready");
         return false;
       }
+      // Only the function can send READY, after the sandbox read all its initial input: the
+      // write's completion is always reaped first. Guard the invariant rather than interleave.
+      if (write_op_.in_flight) {
+        fault("instance protocol error: READY before the instance had read its initial input");
+        return false;
+      }
       uint64_t now = monotonic_ns();
       pool_.timers().stop(timer_);
       timer_purpose_ = TimerPurpose::none;
@@ -409,13 +425,66 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       if (state_ == InstanceState::warm) pool_.instance_idle(*this);
       return state_ != InstanceState::stopping;
     }
+    case FV_FRAME_GET_SECRETS:
+      return answer_get_secrets();
     default:
       fault("instance protocol error: unexpected frame type " + std::to_string(type));
       return false;
   }
 }
 
+// GET_SECRETS: the instance wants its function's secrets (docs/protocol.md). It may ask once,
+// while booting (from fv_init) or during an invocation (from handle()): then nothing else is
+// being sent to it, but for the tail of the REQUEST it has already read.
+bool Instance::answer_get_secrets() {
+  if (secrets_asked_ || (state_ != InstanceState::booting && state_ != InstanceState::busy)) {
+    fault(secrets_asked_ ? "instance protocol error: a second GET_SECRETS frame"
+                         : "instance protocol error: GET_SECRETS frame with no request outstanding");
+    return false;
+  }
+  secrets_asked_ = true;
+  const std::vector<std::string> &names = function_->spec().secrets;
+  Result<std::vector<secrets::SecretValue>> values = std::vector<secrets::SecretValue>{};
+  if (!names.empty()) {
+    if (pool_.secrets() == nullptr) values = plain_error("no secrets on this node", names[0]);
+    else values = pool_.secrets()->resolve(names);
+  }
+  if (!values) {
+    fault("cannot give the instance its secrets: " + values.error().message());
+    return false;
+  }
+  static fv_secrets_view view;  // large (64 entries); used only here, between calls
+  view.count = static_cast<uint32_t>(values->size());
+  for (uint32_t i = 0; i < view.count; ++i) {
+    const secrets::SecretValue &v = (*values)[i];
+    view.entries[i].name = {v.name.data(), static_cast<uint32_t>(v.name.size())};
+    view.entries[i].value = {v.value.data(), static_cast<uint32_t>(v.value.size())};
+  }
+  std::vector<uint8_t> frame(FV_FRAME_HEADER_SIZE + fv_secrets_payload_size(&view));
+  long n = fv_secrets_encode(frame.data(), frame.size(), &view);
+  view = {};
+  if (n < 0) {
+    fault(std::string("cannot give the instance its secrets: ") + fv_frame_strerror(static_cast<int>(n)));
+    return false;
+  }
+  send_frame(std::move(frame));
+  return true;
+}
+
 // --- writing frames -------------------------------------------------------------------
+
+// Sends a frame the node writes unasked by an invocation (SECRETS): now if the writer is
+// idle, else right after the frame under way.
+void Instance::send_frame(std::vector<uint8_t> frame) {
+  if (write_op_.in_flight || out_sent_ < out_.size()) {
+    out_next_ = std::move(frame);
+    return;
+  }
+  out_ = std::move(frame);
+  out_sent_ = 0;
+  out_has_secrets_ = true;
+  write_more();
+}
 
 void Instance::write_more() {
   pool_.ring().write(write_op_, launched_.to_instance, out_.data() + out_sent_, out_.size() - out_sent_);
@@ -432,8 +501,15 @@ void Instance::on_write(io::Completion &c, int result, uint32_t) {
       self.out_sent_ += static_cast<size_t>(result);
       if (self.out_sent_ < self.out_.size()) {
         self.write_more();
-      } else if (self.out_.capacity() > kKeepBufferBytes) {
-        std::vector<uint8_t>().swap(self.out_);
+      } else {
+        if (self.out_has_secrets_) std::fill(self.out_.begin(), self.out_.end(), uint8_t{0});
+        self.out_has_secrets_ = false;
+        if (self.out_.capacity() > kKeepBufferBytes) std::vector<uint8_t>().swap(self.out_);
+        if (!self.out_next_.empty()) {
+          std::vector<uint8_t> next = std::move(self.out_next_);
+          self.out_next_.clear();
+          self.send_frame(std::move(next));
+        }
       }
     }
   }

@@ -87,6 +87,8 @@ class Instance {
   void arm_read();
   void arm_log();
   void write_more();
+  void send_frame(std::vector<uint8_t> frame);
+  bool answer_get_secrets();
   void handle_frames();
   bool handle_frame(uint8_t type, const uint8_t *payload, uint32_t length);
   void fault(std::string reason);        // protocol or I/O fault: kill, 502 for the invocation
@@ -118,6 +120,9 @@ class Instance {
   size_t in_len_ = 0;
   std::vector<uint8_t> out_;  // the frame being written; out_[out_sent_..) is still to go
   size_t out_sent_ = 0;
+  std::vector<uint8_t> out_next_;  // a frame waiting for the one being written (SECRETS)
+  bool out_has_secrets_ = false;   // out_ holds secret values: wiped once written
+  bool secrets_asked_ = false;     // GET_SECRETS is answered once per instance
   char log_buf_[1024];
   std::string log_line_;      // a partial log line
   bool log_line_cut_ = false;

@@ -24,6 +24,7 @@ Pool::~Pool() {
 }
 
 void Pool::add_backend(std::unique_ptr<backend::Backend> backend) {
+  backend->set_secrets(secrets_);
   backends_.push_back(std::move(backend));
 }
 

@@ -43,6 +43,10 @@ class Pool {
   Pool &operator=(const Pool &) = delete;
 
   void add_backend(std::unique_ptr<backend::Backend> backend);
+  // The node's secrets: backends read them at launch, instances that ask (GET_SECRETS) get
+  // their function's. Set before any backend is added.
+  void set_secrets(const secrets::SecretTable *table) { secrets_ = table; }
+  const secrets::SecretTable *secrets() const { return secrets_; }
   backend::Backend *find_backend(std::string_view name) const;
   const std::vector<std::unique_ptr<backend::Backend>> &backends() const { return backends_; }
 
@@ -111,6 +115,7 @@ class Pool {
   io::TimerQueue &timers_;
   PoolOptions options_;
   std::vector<std::unique_ptr<backend::Backend>> backends_;
+  const secrets::SecretTable *secrets_ = nullptr;
   std::map<std::string, std::shared_ptr<Function>, std::less<>> functions_;
   IntrusiveList<Instance, &Instance::pool_hook> all_;  // every live instance, any function
   uint64_t next_instance_id_ = 1;

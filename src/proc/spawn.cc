@@ -145,24 +145,36 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
 }
 
 std::string encode_go(const GoSpec &spec) {
-  std::string payload;
-  put_u32(payload, spec.uid);
-  put_u32(payload, spec.gid);
-  put_u32(payload, static_cast<uint32_t>(spec.tmp_size_bytes & 0xffffffffu));
-  put_u32(payload, static_cast<uint32_t>(spec.tmp_size_bytes >> 32));
-  put_str(payload, spec.directory);
-  put_u32(payload, static_cast<uint32_t>(spec.argv.size()));
-  for (const std::string &a : spec.argv) put_str(payload, a);
-  put_u32(payload, static_cast<uint32_t>(spec.env.size()));
-  for (const std::string &e : spec.env) put_str(payload, e);
-  put_u32(payload, static_cast<uint32_t>(spec.limits.memory_bytes & 0xffffffffu));
-  put_u32(payload, static_cast<uint32_t>(spec.limits.memory_bytes >> 32));
-  put_u32(payload, spec.limits.cpu_millis);
-  put_u32(payload, spec.limits.pids_max);
+  // One buffer, header first and its length patched in: the message may hold secret values,
+  // and the caller wipes this one copy once it is written.
   std::string out;
+  size_t secret_bytes = 0;
+  for (const auto &[name, value] : spec.secrets) secret_bytes += 8 + name.size() + value.size();
+  out.reserve(4096 + secret_bytes);  // grown in place, no stray copies of the values
   put_u32(out, 0x4f475646u);  // "FVGO"
-  put_u32(out, static_cast<uint32_t>(payload.size()));
-  return out + payload;
+  put_u32(out, 0);            // payload length, below
+  put_u32(out, spec.uid);
+  put_u32(out, spec.gid);
+  put_u32(out, static_cast<uint32_t>(spec.tmp_size_bytes & 0xffffffffu));
+  put_u32(out, static_cast<uint32_t>(spec.tmp_size_bytes >> 32));
+  put_str(out, spec.directory);
+  put_u32(out, static_cast<uint32_t>(spec.argv.size()));
+  for (const std::string &a : spec.argv) put_str(out, a);
+  put_u32(out, static_cast<uint32_t>(spec.env.size()));
+  for (const std::string &e : spec.env) put_str(out, e);
+  put_u32(out, static_cast<uint32_t>(spec.limits.memory_bytes & 0xffffffffu));
+  put_u32(out, static_cast<uint32_t>(spec.limits.memory_bytes >> 32));
+  put_u32(out, spec.limits.cpu_millis);
+  put_u32(out, spec.limits.pids_max);
+  put_u32(out, static_cast<uint32_t>(spec.secrets.size()));
+  for (const auto &[name, value] : spec.secrets) {
+    put_str(out, name);
+    put_str(out, value);
+  }
+  std::string length;
+  put_u32(length, static_cast<uint32_t>(out.size() - 8));
+  out.replace(4, 4, length);
+  return out;
 }
 
 Result<std::vector<std::string>> split_command(std::string_view command) {

@@ -8,6 +8,8 @@
 #include <spawn.h>
 
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proc/cgroup.h"
@@ -75,6 +77,8 @@ struct GoSpec {
   gid_t gid = 65534;
   uint64_t tmp_size_bytes = 0;   // 0 leaves /tmp as the stem made it
   CgroupLimits limits;           // the stem writes them to its cgroup before the exec
+  // (name, value) views: the stem writes them as read-only files in /var/openfaas/secrets.
+  std::vector<std::pair<std::string_view, std::string_view>> secrets;
 };
 std::string encode_go(const GoSpec &spec);
 

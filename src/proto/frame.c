@@ -73,7 +73,7 @@ uint8_t *fv_put_str(uint8_t *p, const void *data, uint32_t len) {
 /* ---- frame header ---- */
 
 static int known_type(uint8_t type) {
-  return type >= FV_FRAME_READY && type <= FV_FRAME_SHUTDOWN;
+  return type >= FV_FRAME_READY && type <= FV_FRAME_SECRETS;
 }
 
 int fv_frame_header_parse(const uint8_t *buf, size_t len, uint32_t max_payload,
@@ -88,7 +88,8 @@ int fv_frame_header_parse(const uint8_t *buf, size_t len, uint32_t max_payload,
   /* Per-type limits are known from the header alone, so reject them before the payload
    * is read, like the global limit. */
   if (type == FV_FRAME_READY && length > FV_FRAME_READY_MAX) return FV_TOO_LARGE;
-  if (type == FV_FRAME_SHUTDOWN && length != 0) return FV_MALFORMED;
+  if ((type == FV_FRAME_SHUTDOWN || type == FV_FRAME_GET_SECRETS) && length != 0) return FV_MALFORMED;
+  if (type == FV_FRAME_SECRETS && length > FV_SECRETS_PAYLOAD_MAX) return FV_TOO_LARGE;
   out->type = type;
   out->length = length;
   return FV_OK;
@@ -257,5 +258,63 @@ long fv_response_encode(uint8_t *out, size_t cap, const struct fv_response_view 
   p = fv_put_u16(p, 0); /* reserved */
   p = put_headers(p, resp->header_count, resp->headers);
   p = fv_put_str(p, resp->body.ptr, resp->body.len);
+  return (long)(p - out);
+}
+
+/* ---- secrets ---- */
+
+int fv_secret_name_valid(const char *name, uint32_t len) {
+  if (len == 0 || len > FV_SECRET_NAME_MAX) return 0;
+  for (uint32_t i = 0; i < len; i++) {
+    char c = name[i];
+    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '.' && c != '-' && c != '_'))) return 0;
+  }
+  return 1;
+}
+
+int fv_secrets_decode(const uint8_t *payload, uint32_t len, struct fv_secrets_view *out) {
+  struct reader r = {payload, 0, len};
+  uint32_t n;
+  uint64_t values = 0;
+  if (read_u32(&r, &n) != FV_OK) return FV_MALFORMED;
+  if (n > FV_SECRETS_MAX_COUNT) return FV_TOO_MANY_HEADERS;
+  for (uint32_t i = 0; i < n; i++) {
+    struct fv_secret_entry *e = &out->entries[i];
+    if (read_str(&r, &e->name) != FV_OK || read_str(&r, &e->value) != FV_OK) return FV_MALFORMED;
+    if (!fv_secret_name_valid(e->name.ptr, e->name.len)) return FV_MALFORMED;
+    if (e->value.len > FV_SECRET_VALUE_MAX) return FV_MALFORMED;
+    values += e->value.len;
+  }
+  if (values > FV_SECRETS_VALUES_MAX) return FV_MALFORMED;
+  if (reader_left(&r) != 0) return FV_MALFORMED;
+  out->count = n;
+  return FV_OK;
+}
+
+static uint64_t secrets_size64(const struct fv_secrets_view *secrets) {
+  uint32_t count = secrets->count > FV_SECRETS_MAX_COUNT ? FV_SECRETS_MAX_COUNT : secrets->count;
+  uint64_t size = 4;
+  for (uint32_t i = 0; i < count; i++)
+    size += 8u + (uint64_t)secrets->entries[i].name.len + (uint64_t)secrets->entries[i].value.len;
+  return size;
+}
+
+size_t fv_secrets_payload_size(const struct fv_secrets_view *secrets) {
+  return clamp_size(secrets_size64(secrets));
+}
+
+long fv_secrets_encode(uint8_t *out, size_t cap, const struct fv_secrets_view *secrets) {
+  if (secrets->count > FV_SECRETS_MAX_COUNT) return FV_TOO_MANY_HEADERS;
+  uint64_t payload_size = secrets_size64(secrets);
+  if (payload_size > FV_SECRETS_PAYLOAD_MAX) return FV_TOO_LARGE;
+  int rc = check_room(payload_size, cap);
+  if (rc != FV_OK) return rc;
+  fv_frame_header_write(out, FV_FRAME_SECRETS, (uint32_t)payload_size);
+  uint8_t *p = fv_put_u32(out + FV_FRAME_HEADER_SIZE, secrets->count);
+  for (uint32_t i = 0; i < secrets->count; i++) {
+    p = fv_put_str(p, secrets->entries[i].name.ptr, secrets->entries[i].name.len);
+    p = fv_put_str(p, secrets->entries[i].value.ptr, secrets->entries[i].value.len);
+  }
   return (long)(p - out);
 }

@@ -2,6 +2,7 @@
  * fd 0 / fd 1, frame buffers from malloc, diagnostics on stderr. The unikernel supplies the
  * same platform hooks for a guest (unikernel/platform.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,61 @@ void fv_platform_log(const char *context, const char *detail) {
 void fv_platform_exit(int code, const char *context, const char *detail) {
   fv_platform_log(context, detail);
   exit(code);
+}
+
+/* ---- secrets: the files the node put in /var/openfaas/secrets ---- */
+
+struct secret_file {
+  struct secret_file *next;
+  size_t len;
+  char *data;
+  char name[FV_SECRET_NAME_MAX + 1];
+};
+static struct secret_file *g_secret_files;
+
+/* Read once per name and kept, so a returned pointer stays valid (the files do not change
+ * during the instance's life). */
+const void *fv_platform_secret(const char *name, size_t *len) {
+  for (struct secret_file *f = g_secret_files; f != NULL; f = f->next)
+    if (strcmp(f->name, name) == 0) {
+      *len = f->len;
+      return f->data;
+    }
+  char path[sizeof "/var/openfaas/secrets/" + FV_SECRET_NAME_MAX];
+  snprintf(path, sizeof path, "/var/openfaas/secrets/%s", name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return NULL;
+  struct secret_file *f = calloc(1, sizeof *f);
+  size_t cap = 4096;
+  char *data = malloc(cap);
+  for (;;) {
+    if (f == NULL || data == NULL) break;
+    ssize_t n = read(fd, data + f->len, cap - f->len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n < 0) f->len = 0, free(data), data = NULL;
+      break;
+    }
+    f->len += (size_t)n;
+    if (f->len == cap && cap <= FV_SECRET_VALUE_MAX) {
+      char *bigger = realloc(data, cap * 2);
+      if (bigger == NULL) free(data);
+      data = bigger;
+      cap *= 2;
+    }
+  }
+  close(fd);
+  if (f == NULL || data == NULL) {
+    free(f);
+    fv_platform_log("cannot read the secret file", name);
+    return NULL;
+  }
+  f->data = data;
+  memcpy(f->name, name, strlen(name) + 1);
+  f->next = g_secret_files;
+  g_secret_files = f;
+  *len = f->len;
+  return f->data;
 }
 
 /* ---- signals ---- */

@@ -62,3 +62,10 @@ void fv_response_set_header(struct fv_response *resp, const char *name, const ch
   resp->headers[resp->header_count].value = v;
   resp->header_count++;
 }
+
+const void *fv_secret(const char *name, size_t *len) {
+  size_t name_len = strlen(name);
+  if (name_len > FV_SECRET_NAME_MAX || !fv_secret_name_valid(name, (uint32_t)name_len)) return NULL;
+  size_t ignored;
+  return fv_platform_secret(name, len != NULL ? len : &ignored);
+}

@@ -39,6 +39,16 @@ const char *fv_platform_io_error(void);
 /* Logs context and detail like fv_platform_log, then ends the instance with code. */
 _Noreturn void fv_platform_exit(int code, const char *context, const char *detail);
 
+/* fv_secret()'s source: a Linux process reads /var/openfaas/secrets/NAME (the node put the
+ * files there); a guest without files calls fv_serve_secret. name is valid (checked by
+ * fv_secret). NULL if there is no such secret. */
+const void *fv_platform_secret(const char *name, size_t *len);
+
+/* The function's secrets over the protocol: the first call writes GET_SECRETS and reads the
+ * node's SECRETS frame (kept until exit); later calls look in it. Only between frames: in
+ * fv_init() or handle(). */
+const void *fv_serve_secret(const char *name, size_t *len);
+
 /* The instance loop shared by every platform: fv_init(), READY, then REQUEST -> handle() ->
  * RESPONSE until end of stream or SHUTDOWN. Returns FV_EXIT_OK; faults do not return. */
 int fv_serve(void);

@@ -175,19 +175,25 @@ static void skip_payload(uint32_t len) {
 
 enum { FRAME_END = 0, FRAME_SKIPPED = 0x100 };
 
+/* Reads a frame header; 0 at a clean end of stream (between frames), 1 with *h filled. Any
+ * fault exits. */
+static int read_header(uint32_t max_payload, struct fv_frame_header *h) {
+  uint8_t header[FV_FRAME_HEADER_SIZE];
+  long n = fv_platform_read(header, sizeof header);
+  if (n < 0) fv_platform_exit(FV_EXIT_PROTOCOL, "reading a frame header", fv_platform_io_error());
+  if (n == 0) return 0;
+  if ((size_t)n < sizeof header) die_protocol("end of stream inside a frame header");
+  int rc = fv_frame_header_parse(header, sizeof header, max_payload, h);
+  if (rc != FV_OK) die_protocol(fv_frame_strerror(rc));
+  return 1;
+}
+
 /* Reads one frame into in. Returns its type (REQUEST or SHUTDOWN), FRAME_END at a clean
  * end of stream (between frames), or FRAME_SKIPPED when a REQUEST's payload did not fit in
  * the heap and was dropped; any fault exits. */
 static int read_frame(struct buffer *in, uint32_t *len) {
-  uint8_t header[FV_FRAME_HEADER_SIZE];
-  long n = fv_platform_read(header, sizeof header);
-  if (n < 0) fv_platform_exit(FV_EXIT_PROTOCOL, "reading a frame header", fv_platform_io_error());
-  if (n == 0) return FRAME_END;
-  if ((size_t)n < sizeof header) die_protocol("end of stream inside a frame header");
-
   struct fv_frame_header h;
-  int rc = fv_frame_header_parse(header, sizeof header, FV_FUNCTION_MAX_PAYLOAD, &h);
-  if (rc != FV_OK) die_protocol(fv_frame_strerror(rc));
+  if (!read_header(FV_FUNCTION_MAX_PAYLOAD, &h)) return FRAME_END;
   if (h.type != FV_FRAME_REQUEST && h.type != FV_FRAME_SHUTDOWN)
     die_protocol("unexpected frame type from the node");
 
@@ -198,6 +204,51 @@ static int read_frame(struct buffer *in, uint32_t *len) {
   read_or_die(in->data, h.length, "end of stream inside a frame payload");
   *len = h.length;
   return h.type;
+}
+
+/* ---- secrets (GET_SECRETS -> SECRETS) ---- */
+
+static struct {
+  int asked;
+  int have;
+  struct buffer payload; /* the views below point into it until exit */
+  struct fv_secrets_view view;
+} g_secrets;
+
+/* Asks once. The node answers GET_SECRETS at once and sends nothing else meanwhile: it
+ * sends no REQUEST before READY, and none while one is being handled. */
+static void fetch_secrets(void) {
+  uint8_t frame[FV_FRAME_HEADER_SIZE];
+  g_secrets.asked = 1;
+  fv_frame_header_write(frame, FV_FRAME_GET_SECRETS, 0);
+  write_or_die(frame, sizeof frame, "writing GET_SECRETS");
+  struct fv_frame_header h;
+  if (!read_header(FV_SECRETS_PAYLOAD_MAX, &h) || h.type == FV_FRAME_SHUTDOWN)
+    fv_platform_exit(FV_EXIT_OK, "stopped while waiting for secrets", NULL);
+  if (h.type != FV_FRAME_SECRETS) die_protocol("unexpected frame type while waiting for SECRETS");
+  if (buffer_reserve(&g_secrets.payload, h.length ? h.length : 1) != 0) {
+    skip_payload(h.length);
+    fv_platform_log("secrets", "they do not fit in the instance's memory");
+    return;
+  }
+  read_or_die(g_secrets.payload.data, h.length, "end of stream inside a frame payload");
+  int rc = fv_secrets_decode(g_secrets.payload.data, h.length, &g_secrets.view);
+  if (rc != FV_OK) die_protocol(fv_frame_strerror(rc));
+  g_secrets.have = 1;
+}
+
+const void *fv_serve_secret(const char *name, size_t *len) {
+  if (!g_secrets.asked) fetch_secrets();
+  if (!g_secrets.have) return NULL;
+  size_t name_len = strlen(name);
+  for (uint32_t i = 0; i < g_secrets.view.count; i++) {
+    const struct fv_secret_entry *e = &g_secrets.view.entries[i];
+    if (e->name.len == name_len && memcmp(e->name.ptr, name, name_len) == 0) {
+      *len = e->value.len;
+      return e->value.ptr;
+    }
+  }
+  return NULL;
 }
 
 int fv_serve(void) {

@@ -3,6 +3,11 @@
 // record says what this node is and how loaded (docs/cluster.md).
 #include <unistd.h>
 
+#include <algorithm>
+
+#include "faasvisor/frame.h"
+#include "secrets/request.h"
+
 #include "api/json.h"
 #include "server/node_impl.h"
 #include "util/log.h"
@@ -10,6 +15,7 @@
 namespace faasvisor {
 
 void NodeImpl::record_put(const store::Record &rec) {
+  if (rec.kind == store::kind::secret) return apply_remote_secret(rec.key, &rec.value);
   if (rec.kind == store::kind::scale) {
     auto replicas = decode_scale_record(rec.value);
     if (!replicas || pool->find(rec.key) == nullptr) return;  // the function's record comes first
@@ -48,7 +54,37 @@ void NodeImpl::record_put(const store::Record &rec) {
           fn != nullptr ? "updated" : "deployed", static_cast<unsigned long long>(record.generation));
 }
 
+// A secret another node stored (value) or deleted (null). As on the node that took the
+// change: it enters the table, and an update retires the warm instances of the functions
+// that use it. Names only in the log, never values.
+void NodeImpl::apply_remote_secret(const std::string &name, const std::string *value) {
+  if (!secrets::valid_secret_name(name) || (value != nullptr && value->size() > FV_SECRET_VALUE_MAX)) {
+    FV_WARN("cluster: skipping secret record '%s' from the store (bad name or value too large)", name.c_str());
+    return;
+  }
+  const std::string *current = secret_table.find(name);
+  if (value == nullptr) {
+    if (current == nullptr) return;
+    secret_table.erase(name);
+    FV_INFO("cluster: secret %s deleted through the store", name.c_str());
+    return;
+  }
+  if (current != nullptr && *current == *value) return;
+  bool update = current != nullptr;
+  secret_table.set(name, *value);
+  FV_INFO("cluster: secret %s %s through the store", name.c_str(), update ? "updated" : "created");
+  if (!update) return;
+  std::vector<std::shared_ptr<FunctionSpec>> users;  // updated after the walk, not during it
+  pool->for_each_function([&](const pool::Function &fn) {
+    const std::vector<std::string> &names = fn.spec().secrets;
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      users.push_back(std::make_shared<FunctionSpec>(fn.spec()));
+  });
+  for (auto &spec : users) pool->update(std::move(spec));
+}
+
 void NodeImpl::record_removed(std::string_view kind, std::string_view key) {
+  if (kind == store::kind::secret) return apply_remote_secret(std::string(key), nullptr);
   if (kind != store::kind::function || pool->find(key) == nullptr) return;
   pool::PoolError err = pool->remove(key);
   if (err.outcome == pool::Outcome::ok) FV_INFO("cluster: function %.*s removed through the store", int(key.size()), key.data());

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,9 @@
 namespace faasvisor {
 namespace {
 constexpr size_t kRecvBufferBytes = 16 * 1024;
+// Responses waiting for a client that does not read them (pipelined requests are not parsed
+// past this), and the backlog a log follower may build before it is dropped.
+constexpr size_t kMaxOutputBacklogBytes = 1u << 20;
 
 bool skip_response_header(std::string_view name) {
   // The node frames the response itself; these would contradict it.
@@ -62,8 +66,44 @@ void Connection::arm_recv() {
     in_start_ = 0;
   }
   if (in_len_ == in_.size()) return;  // full of pipelined requests: wait until they are served
+  // A client that sends requests without reading the answers: stop reading until it does
+  // (on_send resumes). The kernel's socket buffers then push back on it.
+  if (output_backlogged()) return;
   node_.ring->recv(recv_op_, fd_, in_.data() + in_len_, in_.size() - in_len_);
-  node_.timers->start(idle_timer_, monotonic_ns() + node_.options.idle_timeout_ms * 1'000'000ull);
+  rearm_deadline();
+}
+
+bool Connection::output_backlogged() const {
+  return out_.size() + (sending_.size() - sent_) > kMaxOutputBacklogBytes;
+}
+
+// One timer, the earliest of: the idle timeout since the last byte (between requests, and
+// silence within one), the head deadline from the request's first byte, and the body
+// deadline from the end of its head. Re-arming on every byte cannot push the last two back.
+void Connection::rearm_deadline() {
+  uint64_t now = monotonic_ns();
+  uint64_t deadline = now + node_.options.idle_timeout_ms * 1'000'000ull;
+  if (!request_active_ && parser_.in_message()) {
+    if (head_started_ns_ == 0) head_started_ns_ = now;
+    if (parser_.head_complete()) {
+      if (body_started_ns_ == 0) body_started_ns_ = now;
+      deadline = std::min<uint64_t>(deadline, body_started_ns_ + node_.options.body_timeout_ms * 1'000'000ull);
+    } else {
+      deadline = std::min<uint64_t>(deadline, head_started_ns_ + node_.options.header_timeout_ms * 1'000'000ull);
+    }
+  }
+  node_.timers->start(idle_timer_, deadline);
+}
+
+const char *Connection::deadline_expired_because() const {
+  uint64_t now = monotonic_ns();
+  if (parser_.head_complete()) {
+    if (body_started_ns_ != 0 && now >= body_started_ns_ + node_.options.body_timeout_ms * 1'000'000ull)
+      return "request body not received within the body timeout";
+  } else if (head_started_ns_ != 0 && now >= head_started_ns_ + node_.options.header_timeout_ms * 1'000'000ull) {
+    return "request headers not received within the header timeout";
+  }
+  return "request not completed within the idle timeout";
 }
 
 void Connection::on_recv(io::Completion &c, int result, uint32_t) {
@@ -79,13 +119,16 @@ void Connection::on_recv(io::Completion &c, int result, uint32_t) {
   self.in_len_ += static_cast<size_t>(result);
   self.process_input();
   self.arm_recv();
+  // Not re-armed by arm_recv (buffer full, output backlogged, request running): the
+  // deadlines still count from the bytes that arrived.
+  if (!self.recv_op_.in_flight && !self.closing_) self.rearm_deadline();
   self.maybe_free();
 }
 
 void Connection::process_input() {
   if (processing_) return;  // a response finished inside handle_request: the loop continues
   processing_ = true;
-  while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_) {
+  while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_ && !output_backlogged()) {
     auto result = parser_.feed(in_.data() + in_start_, in_len_ - in_start_);
     in_start_ += result.consumed;
     if (result.status == http::RequestParser::Status::need_more) {
@@ -96,6 +139,7 @@ void Connection::process_input() {
       break;
     }
     request_active_ = true;
+    head_started_ns_ = body_started_ns_ = 0;
     if (result.status == http::RequestParser::Status::error) {
       keep_alive_ = false;
       parse_failed_ = true;  // the parser cannot go on: answer, then close
@@ -203,8 +247,7 @@ void Connection::stream(std::string_view data) {
   assert(streaming_);
   if (data.empty() || closing_) return;
   // A reader that does not keep up is dropped rather than buffered without bound.
-  constexpr size_t kMaxBacklogBytes = 1u << 20;
-  if (out_.size() + sending_.size() > kMaxBacklogBytes) {
+  if (output_backlogged()) {
     FV_WARN("dropping a log follower that does not keep up");
     close();
     return;
@@ -275,12 +318,15 @@ void Connection::on_send(io::Completion &c, int result, uint32_t) {
     return;
   }
   self.sending_.clear();
+  self.sent_ = 0;
   if (self.sending_.capacity() > 256 * 1024) std::string().swap(self.sending_);
   if (self.out_.empty() && self.close_after_send_) {
     self.close();
     return self.maybe_free();
   }
   self.flush();
+  // Pipelined requests held back while the output was backlogged.
+  self.process_input();
   self.arm_recv();
   self.maybe_free();
 }
@@ -298,7 +344,7 @@ void Connection::on_idle(io::Timer &t) {
     self.request_active_ = true;
     self.keep_alive_ = false;
     self.parse_failed_ = true;  // the half-read request is abandoned with the connection
-    self.respond_error(408, "request not completed within the idle timeout",
+    self.respond_error(408, self.deadline_expired_because(),
                        openfaas_error_mark(self.parser_.request()));
     return;
   }
@@ -338,20 +384,23 @@ void Connection::maybe_free() {
   node_.connection_closed(*this);  // unlinks and deletes this
 }
 
-store::Done Connection::durable_reply(int status, std::string body) {
+store::Done Connection::durable_reply(int status, std::string body, std::string failure) {
   std::weak_ptr<char> life = life_;
   uint64_t seq = request_seq_;
-  return [this, life, seq, status, body = std::move(body)](Status st) {
+  return [this, life, seq, status, body = std::move(body), failure = std::move(failure)](Status st) {
     if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
     if (!st.ok()) {
       // A shared store that stopped answering (etcd without a quorum) is the client's 503 to
       // retry; anything else is the node's own failure.
       int e = st.error().errno_value;
       bool unreachable = e == ENOTCONN || e == ETIMEDOUT || e == ECONNREFUSED || e == ECONNRESET;
-      return respond_error(unreachable ? 503 : 500,
-                           "the change is in effect here but could not be made durable: " + st.error().message());
+      respond_error(unreachable ? 503 : 500, failure + ": " + st.error().message());
+    } else {
+      respond(status, "application/json", body);
     }
-    respond(status, "application/json", body);
+    // Answered from the store's callback: go on with pipelined requests already received.
+    process_input();
+    arm_recv();
   };
 }
 

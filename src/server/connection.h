@@ -56,9 +56,10 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void await_image(std::shared_ptr<FunctionSpec> spec, bool update);
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
   // A change waiting to be durable: the returned Done answers the current request with
-  // `status` and `body` once the store reports it (500 if it failed), unless the client has
-  // gone or the connection is gone by then.
-  store::Done durable_reply(int status, std::string body);
+  // `status` and `body` once the store reports it (500 with `failure` and the store's error
+  // if it failed), unless the client has gone or the connection is gone by then.
+  store::Done durable_reply(int status, std::string body,
+                            std::string failure = "the change is in effect but could not be made durable");
 
   ListHook node_hook;
 
@@ -73,6 +74,12 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   void finish_request();
   void append_status_line(int status);
   void flush();
+  // Hostile clients (docs/security.md): a client that pipelines requests but never reads the
+  // answers is not read from while this much output waits; a request's head and body have
+  // deadlines of their own, however slowly the bytes trickle in.
+  bool output_backlogged() const;
+  void rearm_deadline();
+  const char *deadline_expired_because() const;
 
   NodeImpl &node_;
   int fd_;
@@ -94,6 +101,8 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   bool freed_ = false;
   bool streaming_ = false;
   bool parse_failed_ = false;
+  uint64_t head_started_ns_ = 0;  // first byte of the request being received, 0 if none
+  uint64_t body_started_ns_ = 0;  // end of its head, 0 until then
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;

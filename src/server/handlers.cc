@@ -38,6 +38,9 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.key("annotations").begin_object();
   for (const auto &[k, v] : spec.annotations) w.field(k, v);
   w.end_object();
+  w.key("secrets").begin_array();
+  for (const std::string &name : spec.secrets) w.string(name);  // names only, never values
+  w.end_array();
   w.key("limits").begin_object();
   w.field("memory", spec.limits_memory.empty() ? std::to_string(spec.memory_bytes) : spec.limits_memory);
   w.field("cpu", spec.limits_cpu.empty() ? std::to_string(spec.cpu_millis) + "m" : spec.limits_cpu);
@@ -149,6 +152,7 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
 }
 
 void NodeImpl::deploy(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update) {
+  if (Status st = secret_table.check_function(spec->secrets); !st.ok()) return conn.respond_error(400, st.error().message());
   if (!state_has_room(conn)) return;
   if (image::is_oci_image(*spec)) {
     if (Status st = image::check_runs_images(*spec); !st.ok()) return conn.respond_error(400, st.error().message());
@@ -166,6 +170,8 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
                               Result<image::Resolved> &image, bool image_fault) {
   if (!image) return conn.respond_error(image_fault ? 400 : 503, image.error().message());
   if (Status st = image::apply_image(*spec, *image); !st.ok()) return conn.respond_error(400, st.error().message());
+  // Again: a secret may have been deleted while the image was unpacked.
+  if (Status st = secret_table.check_function(spec->secrets); !st.ok()) return conn.respond_error(400, st.error().message());
   if (!state_has_room(conn)) return;
   spec->image_json = image::encode_resolved(*image);
   std::string name = spec->name;
@@ -180,7 +186,18 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   persist_function(conn, name, std::move(body));
 }
 
+bool NodeImpl::authorized(Connection &conn, const http::Request &req) {
+  if (!basic_auth || !api::path_needs_auth(req.path(), options.protect_metrics)) return true;
+  const http::Header *header = req.find("authorization");
+  if (header != nullptr && api::basic_auth_matches(header->value, *basic_auth)) return true;
+  conn.respond_error(401, header == nullptr ? "authentication required: this route needs HTTP basic auth"
+                                            : "invalid credentials",
+                     api::kBasicAuthChallenge);
+  return false;
+}
+
 void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
+  if (!authorized(conn, req)) return;
   api::Route r = api::route(req.method, req.path());
   std::string body;
   api::JsonWriter w(body);
@@ -221,10 +238,13 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     case api::RouteKind::update: {
       DeployLimits limits;
       limits.default_queue_limit = options.max_queue_per_function;
+      limits.image_roots = &image_roots;
       auto spec = parse_deploy(req.body, limits);
-      if (!spec) return conn.respond_error(400, spec.error().message());
+      if (!spec)
+        return conn.respond_error(spec.error().context == kOutsideImageRoots ? 403 : 400, spec.error().message());
       (*spec)->deploy_json = std::string(req.body);  // what the store keeps and a restart reads
       stamp_created(**spec);
+      (*spec)->deploy_json = std::string(req.body);  // what the store keeps (lost in main's merge)
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {
@@ -265,6 +285,14 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       return conn.respond(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*this));
     case api::RouteKind::logs:
       return handle_logs(conn, req);
+    case api::RouteKind::list_secrets:
+      return list_secrets(conn);
+    case api::RouteKind::create_secret:
+      return change_secret(conn, req, secrets::Change::create);
+    case api::RouteKind::update_secret:
+      return change_secret(conn, req, secrets::Change::update);
+    case api::RouteKind::delete_secret:
+      return change_secret(conn, req, secrets::Change::remove);
     case api::RouteKind::reset_stats:
       pool->reset_stats();
       return conn.respond(200, kJson, "{\"status\":\"reset\"}");

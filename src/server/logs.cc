@@ -48,6 +48,20 @@ bool query_param(std::string_view query, std::string_view key, std::string *valu
   return false;
 }
 
+bool parse_log_tail(std::string_view text, size_t *tail) {
+  // A log holds far fewer lines than this; anything longer is a typo or an overflow.
+  constexpr uint64_t kMaxTail = 1'000'000'000;
+  if (text.empty() || text.size() > 10) return false;
+  uint64_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (n > kMaxTail) return false;
+  *tail = static_cast<size_t>(n);
+  return true;
+}
+
 bool parse_rfc3339_ns(std::string_view text, uint64_t *ns) {
   int y, mo, d, h, mi, s, consumed = 0;
   std::string t(text);
@@ -89,12 +103,9 @@ void NodeImpl::handle_logs(Connection &conn, http::Request &req) {
   pool::Function *fn = pool->find(name);
   if (fn == nullptr) return conn.respond_error(404, "function '" + name + "' not found");
   size_t tail = SIZE_MAX;
-  if (query_param(req.query(), "tail", &tail_text) && !tail_text.empty()) {
-    char *end = nullptr;
-    long long n = std::strtoll(tail_text.c_str(), &end, 10);
-    if (*end != '\0') return conn.respond_error(400, "query parameter 'tail' must be a whole number");
-    if (n >= 0) tail = static_cast<size_t>(n);  // a negative tail means all, as in OpenFaaS
-  }
+  if (query_param(req.query(), "tail", &tail_text) && !tail_text.empty() && !parse_log_tail(tail_text, &tail))
+    return conn.respond_error(400, "query parameter 'tail' must be a whole number from 0 to 1000000000 "
+                                   "(leave it out for the whole log)");
   uint64_t since_ns = 0;
   if (query_param(req.query(), "since", &since_text) && !since_text.empty() &&
       !parse_rfc3339_ns(since_text, &since_ns))

@@ -41,9 +41,34 @@ Result<sockaddr_in> parse_listen(const std::string &text) {
   return addr;
 }
 
+// The API's credentials and image roots (docs/security.md). A node that anyone on the network
+// can reach must not take deployments from anyone: without credentials it listens on
+// loopback only, unless told otherwise.
+Status set_up_security(NodeImpl &node, const NodeOptions &options, const sockaddr_in &addr) {
+  if (!options.basic_auth_dir.empty()) {
+    auto credentials = api::read_basic_auth(options.basic_auth_dir);
+    if (!credentials) return plain_error("--basic-auth-dir", credentials.error().message());
+    node.basic_auth = std::move(*credentials);
+  }
+  bool loopback = (ntohl(addr.sin_addr.s_addr) >> 24) == 127;
+  if (!node.basic_auth && !loopback && !options.insecure_no_auth)
+    return plain_error("--listen",
+                       "'" + options.listen + "' is not a loopback address and no --basic-auth-dir is given: "
+                       "anyone who reaches it could deploy functions (--insecure-no-auth allows it anyway)");
+  auto roots = api::ImageRoots::create(options.image_roots);
+  if (!roots) return roots.error();
+  node.image_roots = std::move(*roots);
+  return {};
+}
+
 void on_accept(io::Completion &c, int result, uint32_t flags);
 void on_signal(io::Completion &c, int result, uint32_t flags);
 void on_shutdown_timer(io::Timer &t);
+void on_accept_retry(io::Timer &t);
+
+// io_uring's accept takes a descriptor before it looks for a connection: at the fd limit it
+// fails at once, pending connection or not. Re-arming at once would spin the loop.
+constexpr uint64_t kAcceptRetryNs = 100'000'000;
 
 void raise_fd_limit() {
   // Each instance holds four descriptors (pidfd and three pipes) and each connection one.
@@ -91,11 +116,23 @@ void on_accept(io::Completion &c, int result, uint32_t flags) {
       conn->start();
     }
   } else if (result != -ECANCELED && node.phase == NodeImpl::Phase::running) {
-    FV_WARN("accept: %s", std::strerror(-result));
+    // Once per episode, not once per retry.
+    if (!node.accept_failing) FV_WARN("accept: %s (retrying every 100 ms)", std::strerror(-result));
+    node.accept_failing = true;
   }
-  // Multishot accept ends on errors (e.g. EMFILE): re-arm while we are still accepting.
-  if (!(flags & IORING_CQE_F_MORE) && node.phase == NodeImpl::Phase::running && !c.in_flight)
-    arm_accept(node);
+  if (result >= 0) node.accept_failing = false;
+  // Multishot accept ends on errors (e.g. EMFILE): re-arm while we are still accepting,
+  // after a pause if it failed.
+  if (!(flags & IORING_CQE_F_MORE) && node.phase == NodeImpl::Phase::running && !c.in_flight) {
+    if (result >= 0) arm_accept(node);
+    else if (!node.accept_retry_timer.armed())
+      node.timers->start(node.accept_retry_timer, monotonic_ns() + kAcceptRetryNs);
+  }
+}
+
+void on_accept_retry(io::Timer &t) {
+  auto &node = t.owner_as<NodeImpl>();
+  if (node.phase == NodeImpl::Phase::running && !node.accept_op.in_flight) arm_accept(node);
 }
 
 void arm_signal(NodeImpl &node) {
@@ -107,6 +144,10 @@ void on_signal(io::Completion &c, int result, uint32_t) {
   if (result == static_cast<int>(sizeof(signalfd_siginfo))) {
     FV_INFO("received %s: shutting down", sigabbrev_np(static_cast<int>(node.signal_info.ssi_signo)));
     node.begin_shutdown();
+  } else if (result < 0 && result != -EINTR && result != -EAGAIN) {
+    // A read that failed fails again: re-arming would spin the loop.
+    if (result != -ECANCELED) FV_ERROR("reading the signalfd: %s: SIGINT/SIGTERM no longer stop the node", std::strerror(-result));
+    return;
   }
   if (node.phase != NodeImpl::Phase::stopped) arm_signal(node);
 }
@@ -133,6 +174,7 @@ void on_shutdown_timer(io::Timer &t) {
 void NodeImpl::begin_shutdown() {
   if (phase != Phase::running) return;
   phase = Phase::draining;
+  timers->stop(accept_retry_timer);
   ring->cancel(accept_op);
   ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
   listen_fd = -1;
@@ -190,6 +232,10 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     *error = addr.error().message();
     return nullptr;
   }
+  if (Status st = set_up_security(*impl, options, *addr); !st.ok()) {
+    *error = st.error().message();
+    return nullptr;
+  }
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN);
 
@@ -226,7 +272,8 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
 
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  // Not on a failed socket(): setsockopt's EBADF would replace the reason (EMFILE) in errno.
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&*addr), sizeof *addr) < 0 ||
       listen(fd, 4096) < 0) {
     *error = "cannot listen on " + options.listen + ": " + std::strerror(errno);
@@ -273,6 +320,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   pool_options.memory_sample_ms = options.memory_sample_ms;
   pool_options.policy_time_scale = options.policy_time_scale;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
+  impl->pool->set_secrets(&impl->secret_table);
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
@@ -311,12 +359,20 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     sigaddset(&mask, SIGTERM);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     impl->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (impl->signal_fd < 0) {
+      // Without it SIGTERM would do nothing (the signals are blocked): refuse to run.
+      *error = std::string("cannot create a signalfd for SIGINT/SIGTERM: ") + std::strerror(errno);
+      sigprocmask(SIG_UNBLOCK, &mask, nullptr);
+      return nullptr;
+    }
     impl->signal_op.owner = impl.get();
     impl->signal_op.callback = &on_signal;
     arm_signal(*impl);
   }
   impl->accept_op.owner = impl.get();
   impl->accept_op.callback = &on_accept;
+  impl->accept_retry_timer.owner = impl.get();
+  impl->accept_retry_timer.callback = &on_accept_retry;
   arm_accept(*impl);
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -339,6 +395,7 @@ Node::~Node() {
   // Drain the completions still armed on the node itself (signal read, kernel timeout).
   node.ring->cancel(node.signal_op);
   node.timers->stop(node.shutdown_timer);
+  node.timers->stop(node.accept_retry_timer);
   node.images->shutdown();
   node.state->close();
   while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle()) {

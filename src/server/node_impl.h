@@ -5,11 +5,14 @@
 #include <sys/signalfd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "api/json.h"
 #include "api/router.h"
+#include "api/auth.h"
+#include "api/image_roots.h"
 #include "faasvisor/node.h"
 #include "http/parser.h"
 #include "image/store.h"
@@ -17,6 +20,7 @@
 #include "io/timer.h"
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
+#include "secrets/table.h"
 #include "server/connection.h"
 #include "server/records.h"
 #include "store/store.h"
@@ -61,8 +65,11 @@ struct NodeImpl final : store::ChangeListener {
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
+  secrets::SecretTable secret_table;     // what is durable in `state`; read by backends at launch
   std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
+  std::optional<api::BasicAuthCredentials> basic_auth;  // set: /system/* needs it (server/node.cc)
+  api::ImageRoots image_roots;
   std::string node_name;
   std::string bound_address;
   std::string advertised;  // --advertise, else bound_address: the membership's url and name
@@ -70,6 +77,8 @@ struct NodeImpl final : store::ChangeListener {
 
   int listen_fd = -1;
   io::Completion accept_op{};
+  io::Timer accept_retry_timer;  // after an accept error such as EMFILE: wait, then re-arm
+  bool accept_failing = false;    // warned about it already
   int signal_fd = -1;
   io::Completion signal_op{};
   signalfd_siginfo signal_info{};  // written by the kernel while signal_op is in flight
@@ -85,6 +94,8 @@ struct NodeImpl final : store::ChangeListener {
 
   // Request handling (server/handlers.cc): answers through conn.respond*/invoke.
   void handle(Connection &conn, http::Request &request, pool::Invocation &invocation);
+  // False (and the request answered 401) if the route needs credentials the request lacks.
+  bool authorized(Connection &conn, const http::Request &request);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
   void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
   // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
@@ -102,6 +113,12 @@ struct NodeImpl final : store::ChangeListener {
   void image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> spec, bool update,
                       Result<image::Resolved> &image, bool image_fault);
 
+  // /system/secrets (server/secrets_api.cc).
+  void list_secrets(Connection &conn);
+  void change_secret(Connection &conn, http::Request &request, secrets::Change change);
+  void secret_stored(const std::string &name, secrets::Change change, std::string &value,
+                     const Status &stored);
+  void restore_secrets(const std::vector<const store::Record *> &records);  // from restore_state
   // The durable store's side of the API (server/state.cc). Each answers the request once
   // the change is durable.
   bool state_has_room(Connection &conn);  // false: answered 503, change nothing
@@ -120,6 +137,7 @@ struct NodeImpl final : store::ChangeListener {
   void record_removed(std::string_view kind, std::string_view key) override;
   // This node's membership record: its address, memory budget and load.
   std::string member_json();
+  void apply_remote_secret(const std::string &name, const std::string *value);  // null: deleted
   void restore_scale(const store::Record &rec);
   void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 

@@ -28,7 +28,7 @@
  *   u32 uid, u32 gid, u64 tmp_size_bytes, string directory,
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
- *   before the exec)
+ *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets)
  * Any failure is written to stderr and the stem exits 127: the node sees a failed boot.
  *
  * The stem stays as the namespace's init (pid 1) and runs the function as its child. The
@@ -45,7 +45,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
+#include <stddef.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -58,7 +62,8 @@
 #include <unistd.h>
 
 #define GO_MAGIC 0x4f475646u
-#define GO_MAX_BYTES (256u * 1024u)
+/* Secrets make the largest messages: up to 4 MiB of values (FV_SECRETS_VALUES_MAX). */
+#define GO_MAX_BYTES (5u * 1024u * 1024u)
 #define GO_MAX_ITEMS 1024u
 
 static void report(const char *what) {
@@ -105,6 +110,15 @@ static char *get_str(struct cursor *c) {
   if (strlen(s) != len) { errno = 0; fail("GO message string contains NUL"); }
   c->p += len;
   return s;
+}
+
+/* A view of len bytes, which may hold anything (a secret's value). */
+static const unsigned char *get_bytes(struct cursor *c, uint32_t *len) {
+  *len = get_u32(c);
+  if ((size_t)(c->end - c->p) < *len) { errno = 0; fail("GO message bytes truncated"); }
+  const unsigned char *at = c->p;
+  c->p += *len;
+  return at;
 }
 
 static char **get_list(struct cursor *c) {
@@ -391,6 +405,72 @@ static void supervise(pid_t child, const sigset_t *old, const char *who) {
   }
 }
 
+/* The process backend's seccomp filter (docs/security.md), installed by the function's
+ * process just before its exec, after no_new_privs. A variant of the containers' profile
+ * (src/backend/oci_seccomp.cc): that profile's EPERM list is denied here too (namespaces,
+ * mounts, ptrace and reading other processes' memory, kernel modules, kexec, bpf, perf,
+ * keyrings, userfaultfd, clocks, swap, reboot, io_uring...) and clone with any CLONE_NEW*
+ * flag, but everything else is allowed rather than an allowlist: a process function runs
+ * the host's own interpreters and tools, whose needs the allowlist of a static container
+ * image does not know. clone3 passes its flags in memory, where a filter cannot look: it
+ * fails with ENOSYS and glibc falls back to clone. Other ABIs (x32, i386) are refused. */
+static const int k_denied_syscalls[] = {
+  SYS_unshare, SYS_setns, SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_open_tree,
+  SYS_move_mount, SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_mount_setattr,
+#ifndef FV_SANITIZER_BUILD /* LeakSanitizer stops a function's threads with ptrace at exit */
+  SYS_ptrace,
+#endif
+  SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_getfd, SYS_kcmp,
+  SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load,
+  SYS_bpf, SYS_perf_event_open, SYS_add_key, SYS_request_key, SYS_keyctl, SYS_userfaultfd,
+  SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_settimeofday, SYS_clock_settime,
+  SYS_clock_adjtime, SYS_adjtimex, SYS_syslog, SYS_quotactl, SYS_vhangup,
+  SYS_name_to_handle_at, SYS_open_by_handle_at, SYS_lookup_dcookie, SYS_fanotify_init,
+  SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register, SYS_personality, SYS_mbind,
+  SYS_set_mempolicy, SYS_migrate_pages, SYS_move_pages,
+#ifdef SYS_iopl
+  SYS_iopl, SYS_ioperm, SYS_modify_ldt,
+#endif
+};
+#define CLONE_NAMESPACE_FLAGS 0x7E020000u /* NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET */
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+static void install_seccomp_filter(void) {
+#ifdef SECCOMP_ARCH
+  enum { N_DENIED = sizeof k_denied_syscalls / sizeof k_denied_syscalls[0] };
+  struct sock_filter prog[16 + 2 * N_DENIED];
+  size_t n = 0;
+#define EMIT(stmt) (prog[n++] = (struct sock_filter)stmt)
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+#if defined(__x86_64__)
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u /* __X32_SYSCALL_BIT */, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
+#endif
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
+  for (size_t i = 0; i < N_DENIED; ++i) {
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)k_denied_syscalls[i], 0, 1));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  }
+  /* clone: its flags are the first argument (the low word holds every CLONE_NEW* bit). */
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NAMESPACE_FLAGS, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+#undef EMIT
+  struct sock_fprog fprog = {(unsigned short)n, prog};
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) < 0) fail("install the seccomp filter");
+#endif
+}
+
 /* Runs the function as our child and mirrors its end. */
 static int run_as_init(char **argv, char **envp) {
   sigset_t all, old;
@@ -412,6 +492,7 @@ static int run_as_init(char **argv, char **envp) {
       if (setresuid(g_uid, g_uid, g_uid) < 0) fail("setuid");
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
+    install_seccomp_filter();
     sigprocmask(SIG_SETMASK, &old, NULL);
     signal(SIGPIPE, SIG_DFL);
     execvpe(argv[0], argv, envp);
@@ -461,25 +542,99 @@ static void setup_sandbox(void) {
 }
 
 /* A function directory under the host's /tmp (say, a checkout in /tmp/ci) is hidden by the
- * private /tmp. Its top-level entry is bound back, read-only, like the rest of the host: the
- * function can reach the files beside its directory (a runtime at ../../runtimes) as it
- * would anywhere else. */
-static void expose_host_tmp_entry(const char *relative) {
-  char name[256];
-  size_t n = strcspn(relative, "/");
-  if (n == 0 || n >= sizeof name || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
-  memcpy(name, relative, n);
-  name[n] = '\0';
-  int src = openat(g_host_tmp, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+ * private /tmp. Exactly that directory is bound back, read-only, at the same path: the
+ * private /tmp gets root-owned mount points for the directories above it, and nothing else
+ * of the host's /tmp (its neighbours, another function, a node's log) becomes visible. A
+ * function there that reaches for files beside its directory (a runtime at ../../runtimes)
+ * must find them elsewhere: inside its directory, or outside /tmp. */
+static void expose_host_tmp_dir(const char *relative) {
+  if (relative[0] == '\0' || g_host_tmp < 0) { errno = ENOENT; fail("enter the function directory"); }
+  int src = openat(g_host_tmp, relative, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (src < 0) fail("find the function directory under the host's /tmp");
-  char target[300], source[64];
-  snprintf(target, sizeof target, "/tmp/%s", name);
+  char target[4200], source[64];
+  int len = snprintf(target, sizeof target, "/tmp/%s", relative);
+  if (len < 0 || (size_t)len >= sizeof target) { errno = ENAMETOOLONG; fail("enter the function directory"); }
+  /* mkdir -p in the private /tmp, one component at a time. */
+  for (char *p = target + 5; ; ++p) {
+    if (*p != '/' && *p != '\0') continue;
+    char saved = *p;
+    *p = '\0';
+    if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
+    *p = saved;
+    if (saved == '\0') break;
+  }
   snprintf(source, sizeof source, "/proc/self/fd/%d", src);
-  if (mkdir(target, 0755) < 0 && errno != EEXIST) fail("make a mount point in /tmp");
-  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the host's /tmp entry");
+  if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the function directory");
   if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-    fail("make the host's /tmp entry read-only");
+    fail("make the function directory read-only");
   close(src);
+}
+
+/* ---- secrets ---- */
+
+#define SECRETS_DIR "/var/openfaas/secrets"
+#define SECRETS_MAX 64u        /* FV_SECRETS_MAX_COUNT */
+#define SECRET_NAME_MAX 200u   /* FV_SECRET_NAME_MAX */
+
+/* The node checked the names (faasvisor/frame.h fv_secret_name_valid); this only makes sure
+ * each is a plain file name. */
+static int plain_file_name(const unsigned char *name, uint32_t len) {
+  if (len == 0 || len > SECRET_NAME_MAX || name[0] == '.') return 0;
+  for (uint32_t i = 0; i < len; ++i)
+    if (name[i] == '/' || name[i] == '\0') return 0;
+  return 1;
+}
+
+static void write_secret(int dir, const char *name, const unsigned char *value, uint32_t len,
+                         uint32_t uid, uint32_t gid) {
+  int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+  if (fd < 0) fail("create a secret file");
+  while (len > 0) {
+    ssize_t n = write(fd, value, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("write a secret file");
+    value += n;
+    len -= (uint32_t)n;
+  }
+  if (fchown(fd, uid, gid) < 0) fail("chown a secret file");
+  close(fd);
+}
+
+/* Inner stem, after GO: the function's secrets as files /var/openfaas/secrets/NAME, 0400 and
+ * owned by the function's user, on a tmpfs of this sandbox's mount namespace (charged to the
+ * instance's memory cgroup) that is made read-only once written. The node made the empty
+ * mount point on the host. The values are then wiped from the message, which this process
+ * keeps for the instance's life: the files are the only copy left. */
+static void install_secrets(struct cursor *c, uint32_t uid, uint32_t gid) {
+  uint32_t count = get_u32(c);
+  if (count > SECRETS_MAX) { errno = 0; fail("GO message has too many secrets"); }
+  struct { const unsigned char *name, *value; uint32_t name_len, value_len; } items[SECRETS_MAX];
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    items[i].name = get_bytes(c, &items[i].name_len);
+    items[i].value = get_bytes(c, &items[i].value_len);
+    if (!plain_file_name(items[i].name, items[i].name_len)) { errno = 0; fail("bad secret name in the GO message"); }
+    bytes += items[i].value_len;
+  }
+  if (count == 0) return;
+  char opts[96];
+  /* tmpfs gives each file whole pages. */
+  snprintf(opts, sizeof opts, "size=%llu,nr_inodes=%u,mode=0755",
+           (unsigned long long)(bytes + (uint64_t)(count + 1) * 4096u), count + 8);
+  if (mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+    fail("mount a tmpfs on " SECRETS_DIR);
+  int dir = open(SECRETS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) fail("open " SECRETS_DIR);
+  for (uint32_t i = 0; i < count; ++i) {
+    char name[SECRET_NAME_MAX + 1];
+    memcpy(name, items[i].name, items[i].name_len);
+    name[items[i].name_len] = '\0';
+    write_secret(dir, name, items[i].value, items[i].value_len, uid, gid);
+    explicit_bzero((void *)items[i].value, items[i].value_len);
+  }
+  close(dir);
+  if (mount(NULL, SECRETS_DIR, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    fail("make " SECRETS_DIR " read-only");
 }
 
 static void exit_like(int status, const char *who) {
@@ -541,8 +696,9 @@ int main(int argc, char **argv) {
   memory_bytes |= (uint64_t)get_u32(&c) << 32;
   uint32_t cpu_millis = get_u32(&c);
   uint32_t pids_max = get_u32(&c);
-  if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   apply_limits(memory_bytes, cpu_millis, pids_max);
+  install_secrets(&c, uid, gid);
+  if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   if (fn_argv[0] == NULL) { errno = 0; fail("empty command"); }
 
   if (tmp_size > 0) {
@@ -550,7 +706,7 @@ int main(int argc, char **argv) {
     snprintf(opts, sizeof opts, "size=%llu,mode=1777", (unsigned long long)tmp_size);
     if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0) fail("resize /tmp");
   }
-  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_entry(dir + 5);
+  if (strncmp(dir, "/tmp/", 5) == 0) expose_host_tmp_dir(dir + 5);
   if (g_host_tmp >= 0) close(g_host_tmp);
   if (chdir(dir) < 0) fail("enter the function directory");
   g_uid = uid;

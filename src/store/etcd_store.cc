@@ -211,27 +211,31 @@ Status EtcdStore::put(std::string_view kind, std::string_view key, std::string v
   auto k = etcd_key(kind, key);
   if (!k) return k.error();
   if (value.size() > options_.max_record_bytes) return errno_error("store: record too big for etcd", EFBIG);
-  std::string id = std::string(kind) + "/" + std::string(key);
-  Change c{std::move(*k), value, false, false, std::move(done), 0};
-  if (Status st = issue(std::move(c)); !st.ok()) return st;
-  if (shared(kind)) known_[id] = std::move(value);
-  return {};
+  Change c{std::move(*k), value, false, false, std::move(done), 0, std::string(kind), std::string(key), {}};
+  return issue(std::move(c), shared(kind) ? std::optional<std::string>(std::move(value)) : std::nullopt);
 }
 
 Status EtcdStore::remove(std::string_view kind, std::string_view key, Done done) {
   auto k = etcd_key(kind, key);
   if (!k) return k.error();
-  if (Status st = issue(Change{std::move(*k), {}, true, false, std::move(done), 0}); !st.ok()) return st;
-  known_.erase(std::string(kind) + "/" + std::string(key));
-  return {};
+  Change c{std::move(*k), {}, true, false, std::move(done), 0, std::string(kind), std::string(key), {}};
+  return issue(std::move(c), std::nullopt);
 }
 
-Status EtcdStore::issue(Change change) {
+// `believed`: a shared record's value after this change (nullopt: absent, or not shared).
+Status EtcdStore::issue(Change change, std::optional<std::string> believed) {
   if (closed_) return plain_error("store", "closed");
   if (!reachable_) return Error{ENOTCONN, "etcd is unreachable", unreachable_why_};
   if (full()) {
     ++stats_.refused;
     return errno_error("store: too many changes waiting for etcd", EAGAIN);
+  }
+  if (shared(change.kind)) {
+    std::string id = change.kind + "/" + change.key;
+    auto it = known_.find(id);
+    if (it != known_.end()) change.previous = it->second;
+    if (believed) known_[id] = std::move(*believed);
+    else if (it != known_.end()) known_.erase(it);
   }
   queue_.push_back(std::move(change));
   stats_.queued_now = queue_.size();
@@ -278,8 +282,12 @@ void EtcdStore::change_done(Status st, int code, std::string body) {
     queue_.pop_front();
     stats_.queued_now = queue_.size();
     ++stats_.failed;
-    if (failed.resync) resync_queued_ = false;
-    else failed.done(error);
+    if (failed.resync) {
+      resync_queued_ = false;
+    } else {
+      failed.done(error);
+      revert(failed);
+    }
     return pump();
   }
   ++changes_ep_;
@@ -300,6 +308,23 @@ void EtcdStore::fail_queue(const Error &error) {
     ++stats_.failed;
     c.done(e);
   }
+  // Newest first: each change's `previous` is what the one before it made.
+  for (auto it = failed.rbegin(); it != failed.rend(); ++it)
+    if (!it->resync) revert(*it);
+}
+
+// The node made the change before asking etcd; etcd could not be asked, so the node goes
+// back to what it had. (If etcd did commit it after all, the re-read at reconnection brings
+// it back: etcd decides.)
+void EtcdStore::revert(Change &c) {
+  if (!shared(c.kind) || listener_ == nullptr) return;
+  std::string id = c.kind + "/" + c.key;
+  if (c.previous) {
+    known_[id] = *c.previous;
+    listener_->record_put(Record{c.kind, c.key, std::move(*c.previous)});
+  } else if (known_.erase(id) > 0 || !c.is_remove) {
+    listener_->record_removed(c.kind, c.key);
+  }
 }
 
 void EtcdStore::mark_unreachable(const Error &error) {
@@ -315,7 +340,7 @@ void EtcdStore::start_watch() {
   if (resync_pending_) {
     if (!resync_queued_) {
       resync_queued_ = true;
-      queue_.push_back(Change{{}, {}, false, true, {}, 0});
+      queue_.push_back(Change{{}, {}, false, true, {}, 0, {}, {}, {}});
       stats_.queued_now = queue_.size();
       pump();
     }
@@ -359,7 +384,8 @@ void EtcdStore::watch_body(std::string &body) {
     simdjson::dom::element doc, result;
     if (line.empty()) continue;
     if (parser.parse(line).get(doc) != simdjson::SUCCESS || doc["result"].get(result) != simdjson::SUCCESS) {
-      FV_WARN("etcd: the watch sent something else than an event: %s", short_text(line).c_str());
+      // Not the line itself: it may carry a secret's value (base64 is not a disguise).
+      FV_WARN("etcd: the watch sent %zu bytes that are not an event; watching again", line.size());
       body.clear();
       return watch_conn_.abort();
     }

@@ -81,6 +81,10 @@ class EtcdStore final : public Store {
     bool resync = false;  // not a change: the full re-read before a watch restarts
     Done done;
     uint32_t attempts = 0;
+    // A shared record: what this node believed before the change, put back (and delivered
+    // to the listener) if etcd cannot be reached to make it.
+    std::string kind, key;
+    std::optional<std::string> previous;
   };
   template <void (EtcdStore::*Body)(std::string &), void (EtcdStore::*Response)(Status, int, std::string)>
   struct SinkOf final : EtcdConnection::Sink {
@@ -100,9 +104,10 @@ class EtcdStore final : public Store {
   bool split_key(std::string_view etcd_key, std::string &kind, std::string &key) const;
   bool shared(std::string_view kind) const;
   Result<std::vector<Record>> parse_range(std::string_view body, uint64_t &revision) const;
-  Status issue(Change change);
+  Status issue(Change change, std::optional<std::string> believed);
   void pump();
   void fail_queue(const Error &error);
+  void revert(Change &change);
   void start_watch();
   void restart_watch_with_resync();
   void apply_range(std::string_view body);

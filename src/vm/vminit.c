@@ -13,6 +13,8 @@
  *   - virtio: opens the port (/dev/vport0p1, made by devtmpfs once the driver has seen the
  *     host's port); serial: turns the kernel's console output off (it shares ttyS0 with the
  *     protocol) and sets ttyS0 raw: no echo, no CR/LF translation, no signals, 8-bit clean;
+ *   - asks the node for the function's secrets (GET_SECRETS, docs/protocol.md) and writes
+ *     them as read-only files in a tmpfs at /var/openfaas/secrets;
  *   - runs the function (argv and environment from the kernel command line's fvspec=,
  *     written by the node) with stdin on the port and stdout, stderr on pipes back to it;
  *   - relays the function's stdout to the port frame by frame, and sends each stderr line as
@@ -265,6 +267,82 @@ static void flush_err(int all) {
   g_err.len -= start;
 }
 
+/* ---- secrets ---- */
+
+#define SECRETS_DIR "/var/openfaas/secrets"
+
+static void read_tty_exact(void *buf, size_t len) {
+  uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = read(g_tty, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EPIPE;
+      die("read the node's SECRETS frame");
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+}
+
+static int write_file_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* The function's secrets, as the process and container backends present them: one file
+ * per secret, 0400, in a tmpfs at /var/openfaas/secrets that is read-only once written. The
+ * node sends them only when asked, after this agent has made ttyS0 raw (bytes sent earlier
+ * would meet the tty's echo and line editing). Without secrets nothing is mounted. */
+static void install_secrets(void) {
+  /* The bss page-faults in only as far as the frame reaches. */
+  static uint8_t payload[FV_SECRETS_PAYLOAD_MAX];
+  static struct fv_secrets_view view;
+  uint8_t header[FV_FRAME_HEADER_SIZE];
+  fv_frame_header_write(header, FV_FRAME_GET_SECRETS, 0);
+  write_all(g_tty, header, sizeof header);
+  read_tty_exact(header, sizeof header);
+  struct fv_frame_header h;
+  if (fv_frame_header_parse(header, sizeof header, FV_SECRETS_PAYLOAD_MAX, &h) != FV_OK ||
+      h.type != FV_FRAME_SECRETS) {
+    errno = EPROTO;
+    die("expected a SECRETS frame from the node");
+  }
+  read_tty_exact(payload, h.length);
+  if (fv_secrets_decode(payload, h.length, &view) != FV_OK) {
+    errno = EPROTO;
+    die("malformed SECRETS frame");
+  }
+  if (view.count > 0) {
+    mkdir("/var", 0755);
+    mkdir("/var/openfaas", 0755);
+    mkdir(SECRETS_DIR, 0755);
+    if (mount("tmpfs", SECRETS_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0)
+      die("mount " SECRETS_DIR);
+    int dir = open(SECRETS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) die("open " SECRETS_DIR);
+    for (uint32_t i = 0; i < view.count; i++) {
+      char name[FV_SECRET_NAME_MAX + 1]; /* valid: no '/', never "." or ".." (decode checked) */
+      memcpy(name, view.entries[i].name.ptr, view.entries[i].name.len);
+      name[view.entries[i].name.len] = '\0';
+      int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+      if (fd < 0 || write_file_all(fd, view.entries[i].value.ptr, view.entries[i].value.len) < 0)
+        die("write a secret file");
+      close(fd);
+    }
+    close(dir);
+    if (mount(NULL, SECRETS_DIR, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+      die("make " SECRETS_DIR " read-only");
+  }
+  memset(payload, 0, h.length); /* the files are the only copy left */
+}
+
 int main(void) {
   set_raw(g_tty); /* early, so even a failure's LOG frame on ttyS0 reaches the node intact */
   /* The kernel opened /dev/console (ttyS0) as fds 0-2 from the initramfs's /dev; devtmpfs
@@ -306,6 +384,7 @@ int main(void) {
     tcflush(g_tty, TCIOFLUSH);
   }
   if (g_loaded[0] != '\0') say("faasvisor-vminit: loaded kernel modules: %s", g_loaded);
+  install_secrets();
 
   static char spec[SPEC_MAX + 1];
   size_t spec_len = read_spec(spec, SPEC_MAX);

@@ -14,7 +14,12 @@
  *     "ptrace_me"     ptrace(PTRACE_TRACEME) in a child: "ok" or errno (the default
  *                     seccomp profile denies ptrace)
  *     "unshare_user"  unshare(CLONE_NEWUSER) in a child: "ok" or errno (denied by the
- *                     profile; a process sandbox allows it)
+ *                     seccomp filter of every backend)
+ *     "mount", "bpf", "io_uring_setup", "clone_newns"   mount(2) of a tmpfs, bpf(2)
+ *                     BPF_MAP_CREATE, io_uring_setup(2) and clone(2) with CLONE_NEWNS, each
+ *                     in a child: "ok" or errno
+ *     "parent_entries" the names in the function directory's parent, as a list (a function
+ *                     under /tmp must see only its own directory there)
  *   alloc&mib=N       allocate N MiB and touch every page, then answer "allocated N MiB"
  *   ignoreterm        ignore SIGTERM, then never answer (only SIGKILL ends it)
  *
@@ -33,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,6 +161,40 @@ static const char *in_child(int (*probe)(void)) {
 
 static int probe_ptrace(void) { return (int)ptrace(PTRACE_TRACEME, 0, NULL, NULL); }
 static int probe_unshare(void) { return unshare(CLONE_NEWUSER); }
+static int probe_mount(void) { return mount("none", "/tmp", "tmpfs", 0, NULL); }
+static int probe_bpf(void) {
+  unsigned int attr[32] = {2 /* BPF_MAP_TYPE_ARRAY */, 4, 4, 1};  /* key, value size, entries */
+  return syscall(SYS_bpf, 0 /* BPF_MAP_CREATE */, attr, sizeof attr) >= 0 ? 0 : -1;
+}
+static int probe_io_uring(void) {
+  unsigned char params[120] = {0};  /* struct io_uring_params */
+  return syscall(SYS_io_uring_setup, 1, params) >= 0 ? 0 : -1;
+}
+static int probe_clone_newns(void) {
+  /* The raw syscall: glibc's wrappers may take clone3, which a filter cannot inspect. */
+  long pid = syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, NULL, NULL, NULL, 0);
+  if (pid == 0) _exit(0);
+  if (pid < 0) return -1;
+  waitpid((pid_t)pid, NULL, 0);
+  return 0;
+}
+
+static void put_parent_entries(void) {
+  put("\"parent_entries\":[");
+  DIR *d = opendir("..");
+  int first = 1;
+  if (d != NULL) {
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+      if (g_len > sizeof g_out - 512) break; /* keep room for the rest of the report */
+      put("%s\"%s\"", first ? "" : ",", e->d_name);
+      first = 0;
+    }
+    closedir(d);
+  }
+  put("],");
+}
 
 static void report(void) {
   char buf[64];
@@ -167,6 +208,11 @@ static void report(void) {
   put("\"cap_bnd\":\"%s\",", status_field("CapBnd", buf, sizeof buf));
   put("\"no_new_privs\":%ld,\"seccomp\":%ld,", status_number("NoNewPrivs"), status_number("Seccomp"));
   put("\"ptrace_me\":\"%s\",", in_child(probe_ptrace));
+  put("\"mount\":\"%s\",", in_child(probe_mount));
+  put("\"bpf\":\"%s\",", in_child(probe_bpf));
+  put("\"io_uring_setup\":\"%s\",", in_child(probe_io_uring));
+  put("\"clone_newns\":\"%s\",", in_child(probe_clone_newns));
+  put_parent_entries();
   put("\"unshare_user\":\"%s\"}", in_child(probe_unshare));
 }
 

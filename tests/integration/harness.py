@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import re
+import base64
 import shutil
 import signal
 import socket
@@ -329,12 +330,49 @@ def raw_request(method, path, body=b"", headers=None, keep_alive=True):
 
 LIVE_DAEMONS = set()
 
+# Where the tests' images live: the checkout, the build directory, and the temporary
+# directories tests make (tempfile's, and /var/tmp for functions that must live outside
+# /tmp). Everything else, / and /etc included, the node refuses (docs/security.md).
+TEST_IMAGE_ROOTS = tuple(dict.fromkeys([ROOT, BUILD, tempfile.gettempdir(), "/var/tmp"]))
+
+
+def image_root_flags(roots=TEST_IMAGE_ROOTS):
+    flags = []
+    for root in roots:
+        flags += ["--image-root", root]
+    return flags
+
+
+class BasicAuth:
+    """Credentials in a directory of their own, as the OpenFaaS gateway reads them."""
+
+    def __init__(self, user="admin", password="s3cret-for-tests"):
+        self.user, self.password = user, password
+        self.dir = tempfile.mkdtemp(prefix="fv-auth-")
+        for name, value in (("basic-auth-user", user), ("basic-auth-password", password)):
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(value + "\n")  # a trailing newline, as `echo` writes it: trimmed
+
+    def header(self):
+        token = base64.b64encode(("%s:%s" % (self.user, self.password)).encode()).decode()
+        return "Basic " + token
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 class Daemon:
     """One faasvisord on 127.0.0.1:<ephemeral>, with leak tracking."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, auth=None, image_roots=TEST_IMAGE_ROOTS):
         self.flags = list(flags)
+        # auth (a BasicAuth): the daemon runs with --basic-auth-dir and every request of ours
+        # carries the credentials unless it passes its own Authorization (or auth=False).
+        self.auth = auth
+        if auth is not None:
+            self.flags += ["--basic-auth-dir", auth.dir]
+        if image_roots:
+            self.flags += image_root_flags(image_roots)
         # A node with --accel=auto boots a probe guest on /dev/kvm at start (2 s and a busy
         # CPU where KVM is broken): only the VM tests that check that ask for it.
         if not any(f == "--accel" or f.startswith("--accel=") for f in self.flags):
@@ -627,8 +665,12 @@ class Daemon:
             body = body.encode()
         own = conn is None
         c = conn or self.connect(timeout)
+        headers = dict(headers or {})
+        if self.auth is not None and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = self.auth.header()
+        headers = {k: v for k, v in headers.items() if v is not None}  # None: send none
         try:
-            c.request(method, path, body=body, headers=headers or {})
+            c.request(method, path, body=body, headers=headers)
             r = c.getresponse()
             data = r.read()
             return Response(r.status, r.getheaders(), data)

@@ -36,7 +36,7 @@ class ApiTests(DaemonTestCase):
             ("service", {"service": "bad/name"}),
             ("service", {"service": "x" * 64}),
             ("image", {"image": "relative/dir"}),
-            ("image", {"image": "/no/such/directory/for/faasvisor"}),
+            ("image", {"image": "/var/tmp/no/such/directory/for/faasvisor"}),
             ("image", {"image": os.path.join(ECHO_IMAGE, "echo")}),  # a file, not a directory
             ("envProcess", {"envProcess": ""}),
             ("envProcess", {"envProcess": "'unterminated"}),
@@ -102,7 +102,7 @@ class ApiTests(DaemonTestCase):
         d = self.daemon
         d.deploy("put-bad")
         spec = deploy_spec("put-bad")
-        spec["image"] = "/no/such/dir"
+        spec["image"] = "/var/tmp/no/such/dir"
         self.assertJsonError(d.request("PUT", "/system/functions", spec), 400, "'image'")
         self.assertEqual(d.function("put-bad")["faasvisor"]["generation"], 1)
 

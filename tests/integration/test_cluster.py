@@ -8,6 +8,7 @@ etcd member dead changes still work, with two they answer 503 naming etcd while
 invocations go on, and once the members are back changes are accepted again.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -232,6 +233,35 @@ class ClusterTest(unittest.TestCase):
         gens = {json.loads(request(n, "GET", "/system/function/c00")[1])["faasvisor"]["generation"]
                 for n in self.nodes}
         self.assertEqual(len(gens), 1, gens)
+
+    def test_1b_secrets_are_shared_through_etcd_and_never_logged(self):
+        value = "s3cr3t-%d-value" % os.getpid()
+        status, data = request(self.nodes[0], "POST", "/system/secrets", {"name": "api-key", "value": value})
+        self.assertEqual(status, 202, data)
+
+        def listed_everywhere():
+            return all(any(s["name"] == "api-key" for s in json.loads(request(n, "GET", "/system/secrets")[1]))
+                       for n in self.nodes)
+
+        wait_until(listed_everywhere, scaled(1.0), "the secret listed on every node", interval=0.01)
+        # In etcd, under the prefix (base64, as the gateway carries every value).
+        e = self.state["etcd"][0]["client"]
+        out = cluster_tool.etcd_post(e, "/v3/kv/range", {"key": cluster_tool.b64("/faasvisor/secret/api-key")})
+        self.assertEqual(base64.b64decode(out["kvs"][0]["value"]).decode(), value)
+        # A function deployed through another node may name it at once.
+        s = spec("uses-secret")
+        s["secrets"] = ["api-key"]
+        self.deploy_through(self.nodes[2], "POST", s)
+        wait_until(lambda: self.on_every_node("uses-secret"), scaled(1.0), "uses-secret everywhere", interval=0.01)
+        status, data = request(self.nodes[1], "PUT", "/system/secrets", {"name": "api-key", "value": value + "2"})
+        self.assertEqual(status, 202, data)
+        time.sleep(0.3)
+        logs = os.path.join(self.dir, "logs")
+        for name in os.listdir(logs):
+            with open(os.path.join(logs, name), "rb") as f:
+                text = f.read()
+            self.assertNotIn(value.encode(), text, name)
+            self.assertNotIn(base64.b64encode(value.encode()), text, name)
 
     def test_2_invocations_spread_over_nodes_with_locality(self):
         before = {(n, f): self.invocations(n, f) for n in self.nodes for f in FUNCTIONS}

@@ -10,7 +10,8 @@ import shutil
 import subprocess
 import unittest
 
-from harness import BUILD, ROOT, DaemonTestCase, parallel, scaled, wait_until
+from harness import (BUILD, ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, ROOT, DaemonTestCase, parallel, scaled,
+                     wait_until)
 
 # Images hold static function binaries. A sanitizer build's functions are not static, and
 # what a sanitizer run checks is the node, so tools/test points this at the release build.
@@ -23,7 +24,16 @@ def rootfs(name):
 
 
 def build_images():
-    if all(os.path.exists(os.path.join(rootfs(n), n)) for n in ("echo", "hash", "misbehave", "isolation")):
+    # Made again when a function was rebuilt since (the copy in the rootfs would be stale).
+    sources = {"echo": os.path.join(ECHO_IMAGE, "echo"), "hash": os.path.join(HASH_IMAGE, "hash"),
+               "misbehave": os.path.join(MISBEHAVE_IMAGE, "misbehave"),
+               "isolation": os.path.join(MISBEHAVE_IMAGE, "isolation")}
+
+    def fresh(name):
+        copy = os.path.join(rootfs(name), name)
+        return os.path.exists(copy) and os.path.getmtime(copy) >= os.path.getmtime(sources[name])
+
+    if all(fresh(n) for n in sources):
         return
     subprocess.run([os.path.join(ROOT, "tools", "mkimage"), IMAGE_BUILD], check=True,
                    stdout=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from harness import (DAEMON, ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, TIME_SCALE, Daemon, proc_stat,
+from harness import (DAEMON, ECHO_IMAGE, HASH_IMAGE, MISBEHAVE_IMAGE, TEST_IMAGE_ROOTS, TIME_SCALE, Daemon, proc_stat,
                      scaled, wait_until)
 from test_containers import build_images, rootfs
 from test_images import IMAGES, build_oci_images
@@ -190,6 +190,28 @@ class RestartTests(StoreCase):
         self.assertIn("skipping", d2.log_text(last=1000))
         self.assertEqual(d2.invoke("good", b"x").status, 200)
         self.stop_clean(d2)
+
+    def test_a_restart_with_narrower_image_roots_restores_only_what_they_allow(self):
+        fn_dir = tempfile.mkdtemp(prefix="fv-store-root-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, fn_dir, True)
+        os.chmod(fn_dir, 0o755)  # the function runs as an unprivileged user
+        shutil.copy(os.path.join(ECHO_IMAGE, "echo"), fn_dir)
+        d = self.start()
+        self.post(d, "/system/functions", {"service": "inside", "image": ECHO_IMAGE, "envProcess": "./echo"})
+        self.post(d, "/system/functions", {"service": "outside", "image": fn_dir, "envProcess": "./echo"})
+        self.stop_clean(d)
+        narrow = tuple(r for r in TEST_IMAGE_ROOTS if r != "/var/tmp")
+        d2 = Daemon("--state-dir", self.state, "--stem-pool", "0", "--image-cache", self.cache,
+                    image_roots=narrow).start()
+        self.daemons.append(d2)
+        self.assertEqual(set(self.definitions(d2)), {"inside"})
+        self.assertIn("outside the image roots", d2.log_text(last=1000))
+        self.stop_clean(d2)
+        # The record was kept: the roots widened again, the function is back.
+        d3 = self.start()
+        self.assertEqual(set(self.definitions(d3)), {"inside", "outside"})
+        self.assertEqual(d3.invoke("outside", b"x").status, 200)
+        self.stop_clean(d3)
 
     def test_without_a_store_nothing_survives(self):
         d = Daemon("--state-dir", "none", "--stem-pool", "0").start()

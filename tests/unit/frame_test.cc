@@ -151,8 +151,9 @@ TEST_CASE("frame header is written as little-endian FVP1, type, zero flags, leng
 }
 
 TEST_CASE("frame header round-trips through parse for every known type") {
-  for (uint8_t type = FV_FRAME_READY; type <= FV_FRAME_SHUTDOWN; type++) {
-    uint32_t length = type == FV_FRAME_SHUTDOWN ? 0 : (type == FV_FRAME_READY ? 256 : 4096);
+  for (uint8_t type = FV_FRAME_READY; type <= FV_FRAME_SECRETS; type++) {
+    bool empty = type == FV_FRAME_SHUTDOWN || type == FV_FRAME_GET_SECRETS;
+    uint32_t length = empty ? 0 : (type == FV_FRAME_READY ? 256 : 4096);
     Bytes b = header_bytes(type, length);
     fv_frame_header h{};
     REQUIRE(parse_header_exact(b.data(), b.size(), 1u << 24, &h) == FV_OK);
@@ -197,7 +198,7 @@ TEST_CASE("frame header parse rejects a bad magic in any byte") {
 }
 
 TEST_CASE("frame header parse rejects unknown types") {
-  for (unsigned type : {0u, 6u, 7u, 128u, 255u}) {
+  for (unsigned type : {0u, 8u, 9u, 128u, 255u}) {
     Bytes b = header_bytes(static_cast<uint8_t>(type), 0);
     fv_frame_header h{};
     CHECK(parse_header_exact(b.data(), b.size(), 1u << 24, &h) == FV_BAD_TYPE);
@@ -514,4 +515,82 @@ TEST_CASE("random garbage and mutated frames never crash or read out of bounds")
   // Flipped bytes that land inside string contents keep a frame valid: the loop did
   // exercise the success path as well as the failures.
   CHECK(ok_count > 0);
+}
+
+// ---- secrets (GET_SECRETS -> SECRETS) ----
+
+TEST_CASE("secret names are plain file names of letters, digits, '.', '-' and '_'") {
+  for (std::string_view ok : {"a", "api-key", "db.password", "A_1", "9lives", std::string_view("x").data()})
+    CHECK(fv_secret_name_valid(ok.data(), static_cast<uint32_t>(ok.size())));
+  std::string longest(FV_SECRET_NAME_MAX, 'k');
+  CHECK(fv_secret_name_valid(longest.data(), static_cast<uint32_t>(longest.size())));
+  std::string too_long(FV_SECRET_NAME_MAX + 1, 'k');
+  CHECK_FALSE(fv_secret_name_valid(too_long.data(), static_cast<uint32_t>(too_long.size())));
+  for (std::string_view bad : {"", ".", "..", ".hidden", "-x", "_x", "a/b", "../etc", "a b", "a\\b", "\xc3\xa9"})
+    CHECK_FALSE(fv_secret_name_valid(bad.data(), static_cast<uint32_t>(bad.size())));
+  std::string with_nul("a\0b", 3);
+  CHECK_FALSE(fv_secret_name_valid(with_nul.data(), 3));
+}
+
+TEST_CASE("GET_SECRETS must be empty and SECRETS has its own size limit") {
+  fv_frame_header h{};
+  Bytes get = header_bytes(FV_FRAME_GET_SECRETS, 1);
+  CHECK(parse_header_exact(get.data(), get.size(), 1u << 24, &h) == FV_MALFORMED);
+  Bytes big = header_bytes(FV_FRAME_SECRETS, FV_SECRETS_PAYLOAD_MAX + 1);
+  CHECK(parse_header_exact(big.data(), big.size(), 1u << 24, &h) == FV_TOO_LARGE);
+  Bytes at_limit = header_bytes(FV_FRAME_SECRETS, FV_SECRETS_PAYLOAD_MAX);
+  CHECK(parse_header_exact(at_limit.data(), at_limit.size(), 1u << 24, &h) == FV_OK);
+}
+
+TEST_CASE("a SECRETS frame round-trips with binary values, an empty one included") {
+  static fv_secrets_view in, out;
+  std::string binary("\0\x01\xff secret", 10);
+  in.count = 3;
+  in.entries[0] = {str_of("api-key"), str_of("s3cr3t")};
+  in.entries[1] = {str_of("blob"), str_of(binary)};
+  in.entries[2] = {str_of("empty"), str_of("")};
+  Bytes frame(FV_FRAME_HEADER_SIZE + fv_secrets_payload_size(&in));
+  long n = fv_secrets_encode(frame.data(), frame.size(), &in);
+  REQUIRE(n == static_cast<long>(frame.size()));
+  fv_frame_header h{};
+  REQUIRE(parse_header_exact(frame.data(), FV_FRAME_HEADER_SIZE, 1u << 24, &h) == FV_OK);
+  CHECK(h.type == FV_FRAME_SECRETS);
+  Bytes payload(frame.begin() + FV_FRAME_HEADER_SIZE, frame.end());
+  REQUIRE(fv_secrets_decode(payload.data(), static_cast<uint32_t>(payload.size()), &out) == FV_OK);
+  REQUIRE(out.count == 3);
+  CHECK(view_of(out.entries[0].name) == "api-key");
+  CHECK(view_of(out.entries[0].value) == "s3cr3t");
+  CHECK(view_of(out.entries[1].value) == binary);
+  CHECK(out.entries[2].value.len == 0);
+  CHECK(fv_secrets_encode(frame.data(), frame.size() - 1, &in) == FV_NO_SPACE);
+}
+
+TEST_CASE("SECRETS payloads with bad names, oversize values, extra bytes or too many entries are refused") {
+  static fv_secrets_view out;
+  auto decode = [&](const Bytes &b) { return fv_secrets_decode(b.data(), static_cast<uint32_t>(b.size()), &out); };
+  Bytes empty;
+  put_u32(empty, 0);
+  CHECK(decode(empty) == FV_OK);
+  CHECK(out.count == 0);
+  Bytes traversal;
+  put_u32(traversal, 1);
+  put_str(traversal, "../etc/passwd");
+  put_str(traversal, "x");
+  CHECK(decode(traversal) == FV_MALFORMED);
+  Bytes trailing = empty;
+  trailing.push_back(0);
+  CHECK(decode(trailing) == FV_MALFORMED);
+  Bytes cut;
+  put_u32(cut, 1);
+  put_str(cut, "k");
+  put_u32(cut, 10);  // a value of 10 bytes, absent
+  CHECK(decode(cut) == FV_MALFORMED);
+  Bytes many;
+  put_u32(many, FV_SECRETS_MAX_COUNT + 1);
+  CHECK(decode(many) == FV_TOO_MANY_HEADERS);
+  Bytes huge;
+  put_u32(huge, 1);
+  put_str(huge, "k");
+  put_str(huge, std::string(FV_SECRET_VALUE_MAX + 1, 'v'));
+  CHECK(decode(huge) == FV_MALFORMED);
 }

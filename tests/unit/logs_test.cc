@@ -82,6 +82,19 @@ TEST_CASE("query parameters are found and percent-decoded") {
   CHECK(v == "%zz");
 }
 
+TEST_CASE("?tail= takes a whole number; a sign, junk or an overflowing value is refused") {
+  size_t tail = 7;
+  REQUIRE(parse_log_tail("0", &tail));
+  CHECK(tail == 0);
+  REQUIRE(parse_log_tail("25", &tail));
+  CHECK(tail == 25);
+  REQUIRE(parse_log_tail("1000000000", &tail));
+  CHECK(tail == 1'000'000'000);
+  for (const char *bad : {"-1", "+1", " 1", "1 ", "1x", "", "1000000001", "18446744073709551616",
+                          "99999999999999999999999"})
+    CHECK_MESSAGE(!parse_log_tail(bad, &tail), bad);
+}
+
 TEST_CASE("RFC 3339 times parse with fractions and offsets") {
   uint64_t ns = 0;
   REQUIRE(parse_rfc3339_ns("2023-11-14T22:13:20Z", &ns));

@@ -104,7 +104,7 @@ TEST_CASE("FunctionDeployment fields faasvisor cannot honour are refused by name
   CHECK(contains(deploy_error(head + R"("readOnlyRootFilesystem":"yes"})"), "'readOnlyRootFilesystem'"));
   CHECK(contains(deploy_error(head + R"("readOnlyRootFilesystem":true,"annotations":{"faasvisor.backend":"microvm"}})"),
                  "'readOnlyRootFilesystem'"));
-  CHECK(contains(deploy_error(head + R"("secrets":["db-password"]})"), "'secrets'"));
+  CHECK(contains(deploy_error(head + R"("secrets":["../db-password"]})"), "'secrets'"));
   CHECK(contains(deploy_error(head + R"("registryAuth":"abc"})"), "'registryAuth'"));
 }
 
