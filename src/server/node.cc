@@ -180,6 +180,9 @@ void NodeImpl::begin_shutdown() {
   listen_fd = -1;
   pool->begin_shutdown();
   images->shutdown();  // deploys waiting for an image are answered 503 as their helpers die
+  // A shared store: leave the membership now (HAProxy's generator drops this node) and stop
+  // applying other nodes' changes; changes already issued still complete.
+  state->close();
   connections.for_each([](Connection &conn) {
     conn.close_when_idle();
     conn.maybe_free();

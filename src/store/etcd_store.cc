@@ -103,6 +103,7 @@ bool EtcdStore::idle() const {
 }
 
 std::string EtcdStore::unavailable() const {
+  if (closed_) return "the node is shutting down: make changes through another node";
   if (reachable_) return {};
   return "etcd is unreachable (" + unreachable_why_ +
          "): changes are refused until it answers again; deployed functions keep serving";
@@ -564,6 +565,7 @@ void EtcdStore::control_done(Status st, int code, std::string body) {
 void EtcdStore::close() {
   if (closed_) return;
   closed_ = true;
+  listener_ = nullptr;  // the node is going: nothing more is delivered to it
   timers_.stop(tick_timer_);
   timers_.stop(watch_retry_);
   watch_conn_.abort();

@@ -321,6 +321,22 @@ class ClusterTest(unittest.TestCase):
         wait_until(lambda: self.on_every_node("from-rejoined"), scaled(1.0), "from-rejoined everywhere",
                    interval=0.005)
 
+    def test_4b_a_node_stopping_leaves_the_membership_at_once(self):
+        node = self.state["nodes"][2]
+        t0 = time.monotonic()
+        os.kill(node["pid"], signal.SIGTERM)
+        # Its lease is revoked as it begins to stop: gone well before the 5 s TTL.
+        wait_until(lambda: node["listen"] not in open(os.path.join(self.dir, "haproxy.cfg")).read(),
+                   scaled(3.0), "the stopping node's removal from haproxy.cfg")
+        left_after = time.monotonic() - t0
+        wait_until(lambda: not alive(node["pid"]), scaled(15), "the node's exit")
+        self.assertLess(left_after, 3.0)
+        run = subprocess.run([sys.executable, CLUSTER, "node", "--dir", self.dir, "--index", "2"],
+                             capture_output=True, text=True, timeout=scaled(60))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.reload_state()
+        wait_until(lambda: len(self.haproxy_up()) == 3, scaled(10), "haproxy: 3 nodes up again")
+
     def test_5_etcd_member_failures(self):
         etcd = self.state["etcd"]
         # One member dead (whichever it is, leader included): changes still go through.
