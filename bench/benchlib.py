@@ -482,11 +482,12 @@ def printable(cmd, server):
     return re.sub(r"http://127\.0\.0\.1:\d+", f"http://<{server}>", " ".join(words))
 
 
-def run_wrk(cmd):
-    """Runs wrk; returns {'rps', 'requests', 'errors', 'p50_us', 'p99_us', 'text'}."""
+def run_wrk(cmd, env=None):
+    """Runs wrk; returns {'rps', 'requests', 'errors', 'p50_us', 'p99_us', 'text'}. env: for
+    a wrk script that reads its parameters from the environment."""
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (tools/setup installs it)")
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     text = out.stdout + out.stderr
     res = {"text": text, "rps": None, "requests": None, "errors": 0, "p50_us": None, "p99_us": None}
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)

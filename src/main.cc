@@ -23,6 +23,9 @@ void usage(FILE *out) {
                "                  [--store etcd://HOST:PORT[,HOST:PORT...]] [--store-prefix /PATH]\n"
                "                  [--advertise ADDR:PORT]\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
+               "                  [--async-queue N] [--async-concurrency N] [--async-memory SIZE]\n"
+               "                  [--async-callback-attempts N] [--async-callback-backoff-ms N]\n"
+               "                  [--async-callback-timeout-ms N]\n"
                "                  [--log-level debug|info|warn|error]\n"
                "                  [--basic-auth-dir DIR] [--protect-metrics] [--insecure-no-auth]\n"
                "                  [--image-root DIR]... (host paths a deployment's image may name)\n");
@@ -97,6 +100,14 @@ int main(int argc, char **argv) {
     else if (arg == "--advertise") options.advertise = value;
     else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
     else if (arg == "--image-root") options.image_roots.emplace_back(value);
+    else if (arg == "--async-memory") {
+      auto bytes = faasvisor::parse_memory_bytes(value);
+      if (!bytes || *bytes == 0) {
+        std::fprintf(stderr, "faasvisord: --async-memory wants a size such as 256Mi, not '%s'\n", value);
+        return 2;
+      }
+      options.async_memory_bytes = *bytes;
+    }
     else if (arg == "--qemu") options.qemu_path = value;
     else if (arg == "--vm-kernel") options.vm_kernel = value;
     else if (arg == "--accel") options.accel = value;
@@ -132,6 +143,11 @@ int main(int argc, char **argv) {
     else if (arg == "--queue") options.max_queue_per_function = static_cast<uint32_t>(n);
     else if (arg == "--stem-pool") options.stem_pool_size = static_cast<uint32_t>(n);
     else if (arg == "--memory-sample-ms") options.memory_sample_ms = n ? n : 1;
+    else if (arg == "--async-queue" && n >= 1) options.async_queue_per_function = static_cast<uint32_t>(n);
+    else if (arg == "--async-concurrency" && n >= 1) options.async_concurrency = static_cast<uint32_t>(n);
+    else if (arg == "--async-callback-attempts" && n >= 1) options.async_callback_attempts = static_cast<uint32_t>(n);
+    else if (arg == "--async-callback-backoff-ms") options.async_callback_backoff_ms = n;
+    else if (arg == "--async-callback-timeout-ms" && n >= 1) options.async_callback_timeout_ms = n;
     else {
       std::fprintf(stderr, "faasvisord: unknown option %s\n", arg.c_str());
       usage(stderr);

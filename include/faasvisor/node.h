@@ -40,6 +40,13 @@ struct NodeOptions {
   uint64_t memory_budget_bytes = 0;          // instances' memory limits may not sum past it; 0: 80% of RAM
   uint64_t memory_sample_ms = 1000;          // how often instances' memory is measured
   double policy_time_scale = 1.0;            // keep-alive policies' clock: N policy seconds per real second
+  // Async invocations (docs/async.md); the journal lives in STATE_DIR/async.
+  uint32_t async_queue_per_function = 1024;  // default for faasvisor.async_queue: live calls, 429 beyond
+  uint32_t async_concurrency = 8;            // default for faasvisor.async_concurrency: calls in the pool at once
+  uint64_t async_memory_bytes = 256ull << 20;  // requests and results of live calls, all functions
+  uint32_t async_callback_attempts = 5;      // then the result is dropped with a log line
+  uint64_t async_callback_backoff_ms = 1000; // before the second attempt, doubling (at most 60 s)
+  uint64_t async_callback_timeout_ms = 10'000;  // one attempt, connect to response head
   std::string qemu_path;                     // VM backends: empty finds qemu-system-x86_64 on PATH
   std::string vm_kernel;                     // microvm kernel; empty: BUILD/vm/vmlinux, else /boot/vmlinuz-*
   std::string accel = "auto";                // VM accelerator: auto (KVM if a probe guest runs), kvm, tcg

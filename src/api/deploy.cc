@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -250,6 +251,22 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
   auto pids = parse_count(spec.annotations, "faasvisor.pids", spec.pids_max, 1, 65536, "annotations");
   if (!pids) return pids.error();
   spec.pids_max = static_cast<uint32_t>(*pids);
+  // Async calls (docs/async.md): how many may be live per function, and how many of them in
+  // the pool at once (the rest of the instances stay for sync traffic).
+  struct {
+    const char *key;
+    uint64_t fallback, max;
+    uint32_t *target;
+  } const async_counts[] = {
+      {"faasvisor.async_queue", limits.default_async_queue_limit, 1'000'000, &spec.async_queue_limit},
+      {"faasvisor.async_concurrency", std::min<uint64_t>(limits.default_async_concurrency, spec.max_instances),
+       spec.max_instances, &spec.async_concurrency},
+  };
+  for (const auto &c : async_counts) {
+    auto n = parse_count(spec.annotations, c.key, c.fallback, 1, c.max, "annotations");
+    if (!n) return n.error();
+    *c.target = static_cast<uint32_t>(*n);
+  }
   for (auto [key, target] : {std::pair{"faasvisor.timeout", &spec.timeout_ms},
                              std::pair{"faasvisor.boot_timeout", &spec.boot_timeout_ms}}) {
     auto it = spec.annotations.find(key);

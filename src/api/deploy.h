@@ -52,6 +52,8 @@ struct FunctionSpec {
   uint32_t max_instances = 100;
   uint32_t min_instances = 0;
   uint32_t queue_limit = 1024;  // invocations waiting for an instance
+  uint32_t async_queue_limit = 1024;  // async calls accepted and not done (429 beyond)
+  uint32_t async_concurrency = 8;     // async calls in the pool at once
   uint32_t pids_max = 256;
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
@@ -69,6 +71,8 @@ struct DeployLimits {
   uint32_t default_queue_limit = 1024; // faasvisor.queue when the deployment has none
   // The image (and a process function's program) must lie under one of these; null: no check.
   const api::ImageRoots *image_roots = nullptr;
+  uint32_t default_async_queue_limit = 1024; // faasvisor.async_queue
+  uint32_t default_async_concurrency = 8;    // faasvisor.async_concurrency (at most scale.max)
 };
 
 // The environment an instance is given (envVars plus the node's few variables) is bounded:

@@ -25,6 +25,15 @@ Route route(std::string_view method, std::string_view path) {
     if (r.name.empty()) r.kind = RouteKind::not_found;
     return r;
   }
+  if (starts_with(path, "/async-function/")) {
+    std::string_view rest = path.substr(16);
+    size_t slash = rest.find('/');
+    Route r = by_method(method, "POST", {{"POST", RouteKind::async_invoke}});
+    r.name = rest.substr(0, slash);
+    r.subpath = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+    if (r.name.empty()) r.kind = RouteKind::not_found;
+    return r;
+  }
   if (path == "/healthz") return by_method(method, "GET, HEAD", {{"GET", RouteKind::healthz}, {"HEAD", RouteKind::healthz}});
   if (path == "/metrics") return by_method(method, "GET", {{"GET", RouteKind::metrics}});
   if (path == "/system/logs") return by_method(method, "GET", {{"GET", RouteKind::logs}});

@@ -17,6 +17,7 @@ enum class RouteKind {
   stats,            // GET /system/stats
   reset_stats,      // DELETE /system/stats
   invoke,           // any method on /function/NAME[/sub/path]
+  async_invoke,     // POST /async-function/NAME[/sub/path]
   metrics,          // GET /metrics
   logs,             // GET /system/logs
   list_secrets,     // GET /system/secrets

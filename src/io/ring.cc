@@ -66,6 +66,12 @@ void Ring::accept_multishot(Completion &c, int listen_fd) {
   arm(c, sqe);
 }
 
+void Ring::connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len) {
+  io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_connect(sqe, fd, addr, addr_len);
+  arm(c, sqe);
+}
+
 void Ring::recv(Completion &c, int fd, void *buf, size_t len) {
   io_uring_sqe *sqe = get_sqe();
   io_uring_prep_recv(sqe, fd, buf, len, 0);
@@ -75,12 +81,6 @@ void Ring::recv(Completion &c, int fd, void *buf, size_t len) {
 void Ring::send(Completion &c, int fd, const void *buf, size_t len) {
   io_uring_sqe *sqe = get_sqe();
   io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
-  arm(c, sqe);
-}
-
-void Ring::connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len) {
-  io_uring_sqe *sqe = get_sqe();
-  io_uring_prep_connect(sqe, fd, addr, addr_len);
   arm(c, sqe);
 }
 

@@ -38,10 +38,10 @@ class Ring {
   // Operations. Each arms `c` (asserting it is idle) and queues one SQE; nothing is submitted
   // until the loop calls run_once().
   void accept_multishot(Completion &c, int listen_fd);
+  // *addr is read by the kernel until the CQE: it lives in the owner.
+  void connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len);
   void recv(Completion &c, int fd, void *buf, size_t len);
   void send(Completion &c, int fd, const void *buf, size_t len);
-  // `addr` is read by the kernel until the CQE arrives (the etcd client's connections).
-  void connect(Completion &c, int fd, const sockaddr *addr, socklen_t addr_len);
   void read(Completion &c, int fd, void *buf, size_t len);    // pipes: offset -1
   void write(Completion &c, int fd, const void *buf, size_t len);
   void poll(Completion &c, int fd, unsigned poll_mask);

@@ -132,7 +132,6 @@ class Instance {
   bool current_abandoned_ = false;
   bool current_cold_ = false;
   bool reaped_ = false;
-  bool exit_reported_ = false;
   bool cleaned_ = false;
   bool released_ = false;
   bool kill_sent_ = false;  // the backend's kill signal was sent; SIGKILL is the last resort

@@ -368,6 +368,8 @@ void Connection::close() {
   if (following_ != nullptr) following_->unfollow(*this);
   following_ = nullptr;
   if (request_active_) node_.pool->abandon(invocation_);
+  if (awaiting_call_ != nullptr) node_.async->forget(*awaiting_call_);  // it runs all the same
+  awaiting_call_ = nullptr;
   node_.images->cancel(*this);
   pending_deploy_.reset();
   request_active_ = false;
@@ -407,6 +409,24 @@ store::Done Connection::durable_reply(int status, std::string body, std::string 
 void Connection::await_image(std::shared_ptr<FunctionSpec> spec, bool update) {
   pending_deploy_ = std::move(spec);
   pending_update_ = update;
+}
+
+void Connection::call_accepted(std::string_view call_id) {
+  awaiting_call_ = nullptr;
+  std::string extra = "X-Call-Id: ";
+  extra += call_id;
+  extra += "\r\n";
+  respond(202, {}, {}, extra);
+  // Answered from the journal's callback: continue with pipelined input.
+  process_input();
+  arm_recv();
+}
+
+void Connection::call_failed(int status, std::string_view message) {
+  awaiting_call_ = nullptr;
+  respond_error(status, message);
+  process_input();
+  arm_recv();
 }
 
 void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) {

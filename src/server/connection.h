@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api/deploy.h"
+#include "async/calls.h"
 #include "http/parser.h"
 #include "image/store.h"
 #include "io/ring.h"
@@ -19,7 +20,10 @@
 namespace faasvisor {
 struct NodeImpl;
 
-class Connection final : public pool::InvocationSink, public pool::LogFollower, public image::Waiter {
+class Connection final : public pool::InvocationSink,
+                         public pool::LogFollower,
+                         public image::Waiter,
+                         public async::AcceptWaiter {
  public:
   Connection(NodeImpl &node, int fd);
   ~Connection();
@@ -60,6 +64,11 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   // if it failed), unless the client has gone or the connection is gone by then.
   store::Done durable_reply(int status, std::string body,
                             std::string failure = "the change is in effect but could not be made durable");
+  // An async call waiting to be durable: the request stays active until it is (202) or
+  // could not be made so.
+  void await_call(async::Call &call) { awaiting_call_ = &call; }
+  void call_accepted(std::string_view call_id) override;
+  void call_failed(int status, std::string_view message) override;
 
   ListHook node_hook;
 
@@ -106,6 +115,7 @@ class Connection final : public pool::InvocationSink, public pool::LogFollower, 
   pool::LogBook *following_ = nullptr;
   std::shared_ptr<FunctionSpec> pending_deploy_;
   bool pending_update_ = false;
+  async::Call *awaiting_call_ = nullptr;
   std::string follow_name_, follow_namespace_;
   uint64_t request_seq_ = 0;  // counts requests, so a late durable_reply finds its own
   std::shared_ptr<char> life_ = std::make_shared<char>();  // durable_reply's weak handle

@@ -197,6 +197,26 @@ bool NodeImpl::authorized(Connection &conn, const http::Request &req) {
   return false;
 }
 
+DeployLimits NodeImpl::deploy_limits() const {
+  DeployLimits limits;
+  limits.default_queue_limit = options.max_queue_per_function;
+  limits.default_async_queue_limit = options.async_queue_per_function;
+  limits.default_async_concurrency = options.async_concurrency;
+  limits.image_roots = &image_roots;
+  return limits;
+}
+
+// POST /async-function/NAME: 202 with X-Call-Id once the call is durable (async/calls.h).
+void NodeImpl::handle_async(Connection &conn, http::Request &req, std::string_view function,
+                            std::string_view subpath) {
+  async::Call *call = nullptr;
+  async::Refusal refusal = async->accept(conn, req, function, subpath, &call);
+  if (refusal.status == 0) return conn.await_call(*call);
+  std::string extra;
+  if (refusal.retry_after_s != 0) extra = "Retry-After: " + std::to_string(refusal.retry_after_s) + "\r\n";
+  conn.respond_error(refusal.status, refusal.message, extra);
+}
+
 void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &inv) {
   if (!authorized(conn, req)) return;
   api::Route r = api::route(req.method, req.path());
@@ -215,6 +235,8 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       inv.body = req.body;
       return pool->invoke(*fn, inv);
     }
+    case api::RouteKind::async_invoke:
+      return handle_async(conn, req, r.name, r.subpath);
     case api::RouteKind::healthz:
       return conn.respond(200, kJson, "{\"status\":\"ok\"}");
     case api::RouteKind::info:
@@ -237,15 +259,11 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
     }
     case api::RouteKind::deploy:
     case api::RouteKind::update: {
-      DeployLimits limits;
-      limits.default_queue_limit = options.max_queue_per_function;
-      limits.image_roots = &image_roots;
-      auto spec = parse_deploy(req.body, limits);
+      auto spec = parse_deploy(req.body, deploy_limits());
       if (!spec)
         return conn.respond_error(spec.error().context == kOutsideImageRoots ? 403 : 400, spec.error().message());
       (*spec)->deploy_json = std::string(req.body);  // what the store keeps and a restart reads
       stamp_created(**spec);
-      (*spec)->deploy_json = std::string(req.body);  // what the store keeps (lost in main's merge)
       return deploy(conn, std::move(*spec), r.kind == api::RouteKind::update);
     }
     case api::RouteKind::remove: {

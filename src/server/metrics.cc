@@ -44,6 +44,64 @@ void per_function(std::string &out, pool::Pool &pool, const char *name, const ch
   });
 }
 
+// Async invocations (async/calls.h), per function and for the journal.
+void append_async_metrics(std::string &out, NodeImpl &node) {
+  const async::AsyncCalls &calls = *node.async;
+  struct Family {
+    const char *name, *type, *help;
+    uint64_t (*value)(const async::FunctionCalls &);
+  };
+  static const Family kFamilies[] = {
+      {"faasvisor_async_queue_depth", "gauge", "Async calls waiting to run.",
+       [](const async::FunctionCalls &f) -> uint64_t { return f.waiting.size(); }},
+      {"faasvisor_async_running", "gauge", "Async calls in the pool now.",
+       [](const async::FunctionCalls &f) -> uint64_t { return f.running; }},
+      {"faasvisor_async_live", "gauge", "Async calls accepted and not done (the faasvisor.async_queue limit counts these).",
+       [](const async::FunctionCalls &f) -> uint64_t { return f.live; }},
+      {"faasvisor_async_accepted_total", "counter", "Async calls accepted (202).",
+       [](const async::FunctionCalls &f) { return f.accepted; }},
+      {"faasvisor_async_completed_total", "counter", "Async calls done (called back, dropped, or without a callback).",
+       [](const async::FunctionCalls &f) { return f.completed; }},
+      {"faasvisor_async_refused_total", "counter", "Async calls refused with 429 (queue or memory limit).",
+       [](const async::FunctionCalls &f) { return f.refused; }},
+      {"faasvisor_async_callbacks_total", "counter", "Callback attempts made.",
+       [](const async::FunctionCalls &f) { return f.callbacks; }},
+      {"faasvisor_async_callback_retries_total", "counter", "Callback attempts that failed and were retried.",
+       [](const async::FunctionCalls &f) { return f.callback_retries; }},
+      {"faasvisor_async_callback_dropped_total", "counter", "Results dropped after the last callback attempt failed.",
+       [](const async::FunctionCalls &f) { return f.callback_dropped; }},
+  };
+  for (const Family &fam : kFamilies) {
+    family(out, fam.name, fam.type, fam.help);
+    node.pool->for_each_function([&](pool::Function &fn) {
+      const async::FunctionCalls *fc = calls.find(fn.name());
+      sample(out, fam.name, fn_label(fn), fc == nullptr ? 0.0 : static_cast<double>(fam.value(*fc)));
+    });
+  }
+  const async::JournalStats &js = calls.journal().stats();
+  struct NodeWide {
+    const char *name, *type, *help;
+    uint64_t value;
+  };
+  const NodeWide node_wide[] = {
+      {"faasvisor_async_memory_bytes", "gauge", "Bytes held by live async calls (requests and results).",
+       calls.memory_bytes()},
+      {"faasvisor_async_journal_segments", "gauge", "Segment files of the async journal.",
+       calls.journal().segment_count()},
+      {"faasvisor_async_journal_fsyncs_total", "counter", "Journal batches made durable (one fsync each).",
+       js.batches},
+      {"faasvisor_async_journal_records_total", "counter", "Journal records made durable.", js.records},
+      {"faasvisor_async_journal_failures_total", "counter", "Journal batches that failed to write.", js.failures},
+  };
+  for (const auto &[name, type, help, value] : node_wide) {
+    family(out, name, type, help);
+    out += name;
+    out += ' ';
+    out += std::to_string(value);
+    out += '\n';
+  }
+}
+
 }  // namespace
 
 std::string render_metrics(NodeImpl &node) {
@@ -93,6 +151,7 @@ std::string render_metrics(NodeImpl &node) {
   });
   per_function(out, pool, "faasvisor_idle_memory_byte_seconds_total", "counter", "Memory held by idle instances over time.",
                [&](pool::Function &fn) { return fn.utilisation(now).idle_memory_byte_s; });
+  append_async_metrics(out, node);
   family(out, "faasvisor_memory_budget_bytes", "gauge", "The node's memory budget for instances.");
   out += "faasvisor_memory_budget_bytes " + std::to_string(pool.options().memory_budget_bytes) + "\n";
   family(out, "faasvisor_memory_reserved_bytes", "gauge", "Memory limits of live instances, held against the budget.");

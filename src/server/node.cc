@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 #include <cstring>
@@ -169,6 +170,29 @@ void on_shutdown_timer(io::Timer &t) {
   node.step_shutdown();
 }
 
+// The async journal, and the calls it holds that were not done when the last node stopped.
+// They are queued again here, once the functions are back.
+Status open_async(NodeImpl &node) {
+  const NodeOptions &o = node.options;
+  async::JournalOptions journal_options;
+  if (o.state_dir != "none") journal_options.dir = o.state_dir + "/async";
+  journal_options.max_record_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(o.max_body_bytes + o.max_header_bytes + (1u << 20), UINT32_MAX));
+  async::Replay replay;
+  auto journal = async::Journal::open(*node.ring, journal_options, &replay);
+  if (!journal) return journal.error();
+  for (const std::string &d : replay.damage) FV_WARN("async journal: %s (the rest of that segment is ignored)", d.c_str());
+  async::AsyncOptions async_options;
+  async_options.max_memory_bytes = o.async_memory_bytes;
+  async_options.callback_attempts = std::max<uint32_t>(1, o.async_callback_attempts);
+  async_options.callback_backoff_ms = o.async_callback_backoff_ms;
+  async_options.callback_timeout_ms = std::max<uint64_t>(1, o.async_callback_timeout_ms);
+  node.async = std::make_unique<async::AsyncCalls>(*node.ring, *node.timers, *node.pool, std::move(*journal),
+                                                   async_options);
+  node.async->replay(replay);
+  return {};
+}
+
 }  // namespace
 
 void NodeImpl::begin_shutdown() {
@@ -178,6 +202,7 @@ void NodeImpl::begin_shutdown() {
   ring->cancel(accept_op);
   ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
   listen_fd = -1;
+  async->begin_shutdown();  // calls not done stay in the journal for the next start
   pool->begin_shutdown();
   images->shutdown();  // deploys waiting for an image are answered 503 as their helpers die
   // A shared store: leave the membership now (HAProxy's generator drops this node) and stop
@@ -211,7 +236,7 @@ void NodeImpl::step_shutdown() {
       conn.maybe_free();
     });
   }
-  if (phase == Phase::stopping && pool->empty() && connections.empty() && state->idle()) {
+  if (phase == Phase::stopping && pool->empty() && connections.empty() && state->idle() && async->idle()) {
     timers->stop(shutdown_timer);
     phase = Phase::stopped;
   }
@@ -353,6 +378,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     *error = st.error().message();
     return nullptr;
   }
+  // Then the async calls not done when the last node stopped: their functions are back.
+  if (Status st = open_async(*impl); !st.ok()) {
+    *error = st.error().message();
+    return nullptr;
+  }
   impl->state->watch(*impl);
 
   if (options.handle_signals) {
@@ -401,10 +431,12 @@ Node::~Node() {
   node.timers->stop(node.accept_retry_timer);
   node.images->shutdown();
   node.state->close();
-  while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle()) {
+  while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle() ||
+         !node.async->idle()) {
     node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
   }
+  node.async.reset();
   if (node.signal_fd >= 0) ::close(node.signal_fd);
   // The backends release their prepared sandboxes (and those sandboxes' cgroups) first;
   // only then is the node's cgroup subtree empty enough to remove.

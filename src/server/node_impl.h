@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "async/calls.h"
 #include "api/json.h"
 #include "api/router.h"
 #include "api/auth.h"
@@ -66,6 +67,7 @@ struct NodeImpl final : store::ChangeListener {
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"
   secrets::SecretTable secret_table;     // what is durable in `state`; read by backends at launch
+  std::unique_ptr<async::AsyncCalls> async;  // POST /async-function (async/calls.h)
   std::vector<std::unique_ptr<ImageRefill>> refills;  // each frees itself when its image is back
   http::Limits http_limits;
   std::optional<api::BasicAuthCredentials> basic_auth;  // set: /system/* needs it (server/node.cc)
@@ -97,6 +99,10 @@ struct NodeImpl final : store::ChangeListener {
   // False (and the request answered 401) if the route needs credentials the request lacks.
   bool authorized(Connection &conn, const http::Request &request);
   void handle_logs(Connection &conn, http::Request &request);  // server/logs.cc
+  // The node's defaults for what a deployment leaves out (its flags).
+  DeployLimits deploy_limits() const;
+  void handle_async(Connection &conn, http::Request &request, std::string_view function,
+                    std::string_view subpath);
   void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
   // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
   // false / nullptr when they do.

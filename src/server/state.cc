@@ -191,9 +191,8 @@ Status NodeImpl::restore_state() {
   for (const store::Record &rec : loaded->records) by_kind[rec.kind].push_back(&rec);
   // Each kind goes to its subsystem, in dependency order: what functions refer to (secrets)
   // must be back before the functions are; scale targets, and async calls, after them.
-  DeployLimits limits;
-  limits.default_queue_limit = options.max_queue_per_function;
-  limits.image_roots = &image_roots;  // a restart with narrower roots does not bring back what they now refuse
+  // A restart with narrower image roots does not bring back what they now refuse.
+  DeployLimits limits = deploy_limits();
   restore_secrets(by_kind[store::kind::secret]);  // first: the functions name them
   size_t counts[3] = {0, 0, 0};  // by Restored
   for (const store::Record *rec : by_kind[store::kind::function])

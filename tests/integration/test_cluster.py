@@ -446,6 +446,9 @@ class ClusterTest(unittest.TestCase):
             status, data = request(listen, "POST", "/system/functions", spec("after-partition"))
             self.assertEqual(status, 202, data)
             wait_until(lambda: self.on_every_node("after-partition"), scaled(2.0), "after-partition everywhere")
+        except AssertionError as e:
+            with open(os.path.join(self.dir, "logs", "partitioned.log"), errors="replace") as f:
+                raise AssertionError("%s\nthe partitioned node's log:\n%s" % (e, f.read()[-4000:])) from None
         finally:
             subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
             node.terminate()
