@@ -29,8 +29,7 @@ void NodeImpl::record_put(const store::Record &rec) {
     FunctionRecord current{fn->generation(), fn->spec().deploy_json, fn->spec().image_json, fn->spec().created_ns};
     if (encode_function_record(current) == rec.value) return;  // already so here
   }
-  DeployLimits limits;
-  limits.default_queue_limit = options.max_queue_per_function;
+  DeployLimits limits = deploy_limits();  // this node's image roots too, not the sender's
   FunctionRecord record;
   bool refill = false;
   auto spec = spec_from_record(rec, limits, record, refill);

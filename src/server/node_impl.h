@@ -144,7 +144,7 @@ struct NodeImpl final : store::ChangeListener {
   // This node's membership record: its address, memory budget and load.
   std::string member_json();
   void apply_remote_secret(const std::string &name, const std::string *value);  // null: deleted
-  void restore_scale(const store::Record &rec);
+  void restore_scale(const store::Record &rec, bool has_function_record);
   void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 
   void begin_shutdown();

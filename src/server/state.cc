@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <map>
+#include <set>
 
 #include "api/deploy.h"
 #include "image/layout.h"
@@ -162,7 +163,7 @@ NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const De
   return Restored::now;
 }
 
-void NodeImpl::restore_scale(const store::Record &rec) {
+void NodeImpl::restore_scale(const store::Record &rec, bool has_function_record) {
   auto replicas = decode_scale_record(rec.value);
   if (!replicas) {
     FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
@@ -174,8 +175,10 @@ void NodeImpl::restore_scale(const store::Record &rec) {
     (*waiting)->replicas = *replicas;  // applied once the function is back
     return;
   }
-  if (pool->find(name) == nullptr) {
-    // The function's removal was durable and this record's was not yet: finish it.
+  if (pool->find(name) == nullptr && !has_function_record) {
+    // The function's removal was durable and this record's was not yet: finish it. (A
+    // function whose record is there but did not come back on this node, say its image
+    // root is refused here, keeps its scale: in a cluster the other nodes serve it.)
     (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
     return;
   }
@@ -197,7 +200,9 @@ Status NodeImpl::restore_state() {
   size_t counts[3] = {0, 0, 0};  // by Restored
   for (const store::Record *rec : by_kind[store::kind::function])
     ++counts[static_cast<int>(restore_function(*rec, limits))];
-  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec);
+  std::set<std::string_view> recorded;
+  for (const store::Record *rec : by_kind[store::kind::function]) recorded.insert(rec->key);
+  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec, recorded.count(rec->key) > 0);
   FV_INFO("state: restored %zu functions and %zu scale targets from %s in %.1f ms (%zu waiting for their "
           "image to be unpacked again, %zu not restored, %u corrupt records skipped, %u interrupted writes removed)",
           counts[static_cast<int>(Restored::now)], by_kind[store::kind::scale].size(), state->describe().c_str(),

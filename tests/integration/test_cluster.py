@@ -21,7 +21,8 @@ import threading
 import time
 import unittest
 
-from harness import BUILD, ECHO_IMAGE, ROOT, scaled, wait_until
+from harness import BUILD, ECHO_IMAGE, ROOT, children_of, scaled, wait_until
+from test_shutdown import reap_late_orphans
 
 CLUSTER = os.path.join(ROOT, "tools", "cluster")
 HAVE_ENGINES = shutil.which("etcd") and shutil.which("haproxy")
@@ -179,6 +180,16 @@ class ClusterTest(unittest.TestCase):
             problems.append("cgroup directories left behind: %s" % cgroups)
         if os.listdir(cls.dir):
             problems.append("files left in %s: %s" % (cls.dir, os.listdir(cls.dir)))
+        # tools/cluster's processes were re-parented to this process (the harness's child
+        # subreaper) when the tool exited: reap them, so the next test's leak check does not
+        # count them. Their stems, too, from the kill -9 (reap_late_orphans).
+        reap_late_orphans()
+        for pid, (comm, state, _) in children_of(os.getpid()).items():
+            if state == "Z":
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
         shutil.rmtree(cls.dir, ignore_errors=True)
         if problems:
             raise AssertionError("; ".join(problems))
