@@ -350,8 +350,33 @@ class ClusterTest(unittest.TestCase):
 
     def test_5_etcd_member_failures(self):
         etcd = self.state["etcd"]
-        # One member dead (whichever it is, leader included): changes still go through.
-        os.kill(etcd[0]["pid"], signal.SIGKILL)
+        # One member dead (whichever it is, leader included): changes still go through. Node
+        # 0 is stopped meanwhile, its watch on that member (the first endpoint), so when it
+        # goes on its watch resumes from a revision etcd has compacted away: the watch is
+        # cancelled and the node reads everything again.
+        node0 = self.state["nodes"][0]
+        os.kill(node0["pid"], signal.SIGSTOP)
+        try:
+            os.kill(etcd[0]["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + scaled(8)
+            while True:
+                status, data = request(self.nodes[1], "POST", "/system/functions", spec("compacted-away"))
+                if status == 202 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(status, 202, data)
+            # A second change, so the compaction (which keeps its own revision) takes the
+            # first one, the revision node 0's watch resumes from.
+            self.deploy_through(self.nodes[1], "POST", spec("compacted-too"))
+            rev = int(cluster_tool.etcd_post(etcd[1]["client"], "/v3/kv/range",
+                                             {"key": cluster_tool.b64("x")})["header"]["revision"])
+            cluster_tool.etcd_post(etcd[1]["client"], "/v3/kv/compaction", {"revision": str(rev)})
+        finally:
+            os.kill(node0["pid"], signal.SIGCONT)
+        wait_until(lambda: self.on_every_node("compacted-away") and self.on_every_node("compacted-too"), scaled(5.0),
+                   "compacted-away and compacted-too on every node")
+        with open(os.path.join(self.dir, "logs", "node0.log")) as f:
+            self.assertIn("compacted at", f.read())
         deadline = time.monotonic() + scaled(8)
         while True:
             status, data = request(self.listen, "POST", "/system/functions", spec("one-down"))
