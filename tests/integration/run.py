@@ -15,18 +15,10 @@ import time
 import traceback
 import unittest
 
+from buildinfo import is_sanitized
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def is_sanitized(binary):
-    """ASan/UBSan builds are several times slower: deadlines are stretched for them."""
-    try:
-        with open(binary, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return b"AddressSanitizer" in data or b"__asan_init" in data or b"__ubsan_" in data
 
 
 class CountingResult(unittest.TextTestResult):
