@@ -25,6 +25,8 @@ void usage(FILE *out) {
                "                  [--max-image-bytes SIZE] (POST /system/images, default 2Gi)\n"
                "                  [--image-cache-max SIZE] (evict unused images past it; default 0: never)\n"
                "                  [--state-dir DIR|none] (default /var/lib/faasvisor/state)\n"
+               "                  [--store etcd://HOST:PORT[,HOST:PORT...]] [--store-prefix /PATH]\n"
+               "                  [--advertise ADDR:PORT]\n"
                "                  [--memory-sample-ms N] [--policy-time-scale X]\n"
                "                  [--async-queue N] [--async-concurrency N] [--async-memory SIZE]\n"
                "                  [--async-callback-attempts N] [--async-callback-backoff-ms N]\n"
@@ -124,6 +126,9 @@ int main(int argc, char **argv) {
       }
       options.max_image_bytes = *bytes;
     }
+    else if (arg == "--store") options.store = value;
+    else if (arg == "--store-prefix") options.store_prefix = value;
+    else if (arg == "--advertise") options.advertise = value;
     else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
     else if (arg == "--image-root") options.image_roots.emplace_back(value);
     else if (arg == "--dns") {

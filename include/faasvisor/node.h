@@ -30,6 +30,11 @@ struct NodeOptions {
   // Durable state (store/file_store.h): functions, secrets, scale targets, async calls, one
   // file per record, created 0700. "none" keeps them in memory only (lost on exit).
   std::string state_dir = "/var/lib/faasvisor/state";
+  // "etcd://HOST:PORT[,HOST:PORT...]": records live in etcd under store_prefix, shared by
+  // every node of a cluster (docs/cluster.md); empty: state_dir as above.
+  std::string store;
+  std::string store_prefix = "/faasvisor";
+  std::string advertise;                     // ADDR:PORT other machines reach this node at; default: the bound address
   std::string unpack_path;                   // faasvisor-unpack; default: beside the running program
   // Registry images (docs/images.md): credentials as Docker's config.json, and the registries
   // (HOST:PORT) whose TLS certificate is not verified (plain HTTP ones too).

@@ -410,8 +410,15 @@ store::Done Connection::durable_reply(int status, std::string body, std::string 
   uint64_t seq = request_seq_;
   return [this, life, seq, status, body = std::move(body), failure = std::move(failure)](Status st) {
     if (life.expired() || closing_ || !request_active_ || seq != request_seq_) return;
-    if (!st.ok()) respond_error(500, failure + ": " + st.error().message());
-    else respond(status, "application/json", body);
+    if (!st.ok()) {
+      // A shared store that stopped answering (etcd without a quorum) is the client's 503 to
+      // retry; anything else is the node's own failure.
+      int e = st.error().errno_value;
+      bool unreachable = e == ENOTCONN || e == ETIMEDOUT || e == ECONNREFUSED || e == ECONNRESET;
+      respond_error(unreachable ? 503 : 500, failure + ": " + st.error().message());
+    } else {
+      respond(status, "application/json", body);
+    }
     // Answered from the store's callback: go on with pipelined requests already received.
     process_input();
     arm_recv();

@@ -179,6 +179,7 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
   const image::StoreStats &is = images->stats();
   const store::StoreStats &ss = state->stats();
   w.key("state").begin_object().field("store", state->describe()).field("durable", state->durable());
+  w.field("unavailable", state->unavailable());  // empty, or why changes answer 503 (etcd unreachable)
   w.field("puts", ss.puts).field("removes", ss.removes).field("failed", ss.failed);
   w.field("pending", ss.queued_now).field("refused", ss.refused).end_object();
   w.key("images").begin_object().field("cache", images->options().cache_dir);

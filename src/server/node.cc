@@ -15,6 +15,7 @@
 #include "backend/process.h"
 #include "backend/qemu.h"
 #include "server/node_impl.h"
+#include "store/etcd_store.h"
 #include "store/file_store.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -204,6 +205,9 @@ void NodeImpl::begin_shutdown() {
   async->begin_shutdown();  // calls not done stay in the journal for the next start
   pool->begin_shutdown();
   images->shutdown();  // deploys waiting for an image are answered 503 as their helpers die
+  // A shared store: leave the membership now (HAProxy's generator drops this node) and stop
+  // applying other nodes' changes; changes already issued still complete.
+  state->close();
   connections.for_each([](Connection &conn) {
     conn.close_when_idle();
     conn.maybe_free();
@@ -275,7 +279,13 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   }
   impl->ring.reset(*ring);
   impl->timers = std::make_unique<io::TimerQueue>(impl->ring.get());
-  if (options.state_dir == "none") {
+  if (!options.store.empty()) {
+    // The bound address is known only below; the membership is named after it.
+    if (options.store.rfind("etcd://", 0) != 0) {
+      *error = "--store wants etcd://HOST:PORT[,HOST:PORT...], not '" + options.store + "'";
+      return nullptr;
+    }
+  } else if (options.state_dir == "none") {
     impl->state = std::make_unique<store::MemoryStore>(*impl->ring);
   } else {
     store::FileStoreOptions state_options;
@@ -305,6 +315,24 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
   impl->bound_address = std::string(host) + ":" + std::to_string(ntohs(bound.sin_port));
   impl->listen_fd = fd;
+  impl->advertised = options.advertise.empty() ? impl->bound_address : options.advertise;
+  if (!options.store.empty()) {
+    auto endpoints = store::parse_etcd_endpoints(options.store);
+    store::EtcdStoreOptions etcd_options;
+    if (endpoints) etcd_options.endpoints = std::move(*endpoints);
+    etcd_options.prefix = options.store_prefix;
+    etcd_options.member = impl->advertised;
+    auto etcd = endpoints ? store::EtcdStore::open(*impl->ring, *impl->timers, std::move(etcd_options))
+                          : Result<std::unique_ptr<store::EtcdStore>>(endpoints.error());
+    if (!etcd) {
+      *error = etcd.error().message();
+      ::close(fd);
+      return nullptr;
+    }
+    NodeImpl *node = impl.get();
+    (*etcd)->set_member_source([node] { return node->member_json(); });
+    impl->state = std::move(*etcd);
+  }
 
   impl->cgroups = proc::CgroupTree::detect(impl->node_name);
   if (impl->cgroups.mode() == proc::CgroupMode::none)
@@ -379,6 +407,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     *error = st.error().message();
     return nullptr;
   }
+  impl->state->watch(*impl);
 
   if (options.handle_signals) {
     sigset_t mask;
@@ -425,10 +454,13 @@ Node::~Node() {
   node.timers->stop(node.shutdown_timer);
   node.timers->stop(node.accept_retry_timer);
   node.images->shutdown();
+  node.state->close();
   node.network->shutdown();
   while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle() ||
-         !node.async->idle() || !node.network->idle())
+         !node.async->idle() || !node.network->idle()) {
+    node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
+  }
   node.async.reset();
   if (node.signal_fd >= 0) ::close(node.signal_fd);
   // The backends release their prepared sandboxes (and those sandboxes' cgroups) first;

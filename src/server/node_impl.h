@@ -24,6 +24,7 @@
 #include "secrets/table.h"
 #include "net/network.h"
 #include "server/connection.h"
+#include "server/records.h"
 #include "store/store.h"
 #include "util/intrusive_list.h"
 
@@ -55,7 +56,8 @@ struct ImageRefill final : image::Waiter {
   uint64_t replicas = 0;  // its scale record, if any
 };
 
-struct NodeImpl {
+// NodeImpl hears other nodes' changes through a shared store (server/cluster.cc).
+struct NodeImpl final : store::ChangeListener {
   enum class Phase { running, draining, stopping, stopped };
 
   NodeOptions options;
@@ -75,6 +77,7 @@ struct NodeImpl {
   api::ImageRoots image_roots;
   std::string node_name;
   std::string bound_address;
+  std::string advertised;  // --advertise, else bound_address: the membership's url and name
   uint64_t started_ns = 0;
 
   int listen_fd = -1;
@@ -138,7 +141,16 @@ struct NodeImpl {
   Status restore_state();
   enum class Restored { now, later, failed };  // later: once its image is unpacked again
   Restored restore_function(const store::Record &rec, const DeployLimits &limits);
-  void restore_scale(const store::Record &rec);
+  Result<std::shared_ptr<FunctionSpec>> spec_from_record(const store::Record &rec, const DeployLimits &limits,
+                                                         FunctionRecord &record, bool &refill);
+  // Changes another node made to the shared store (--store etcd://), applied here as that
+  // node applied them (server/cluster.cc).
+  void record_put(const store::Record &rec) override;
+  void record_removed(std::string_view kind, std::string_view key) override;
+  // This node's membership record: its address, memory budget and load.
+  std::string member_json();
+  void apply_remote_secret(const std::string &name, const std::string *value);  // null: deleted
+  void restore_scale(const store::Record &rec, bool has_function_record);
   void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
 
   void begin_shutdown();

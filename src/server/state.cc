@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <map>
+#include <set>
 
 #include "api/deploy.h"
 #include "image/layout.h"
@@ -26,6 +27,10 @@ store::Done log_failure(std::string what) {
 }  // namespace
 
 bool NodeImpl::state_has_room(Connection &conn) {
+  if (std::string why = state->unavailable(); !why.empty()) {
+    conn.respond_error(503, why, "Retry-After: 1\r\n");
+    return false;
+  }
   if (!state->full()) return true;
   conn.respond_error(503, "the node's store has too many changes waiting to be durable; retry",
                      "Retry-After: 1\r\n");
@@ -111,30 +116,42 @@ void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
   }
 }
 
-// One function record back into the pool. Returns what became of it.
-NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
-  auto record = decode_function_record(rec.value);
-  Result<std::shared_ptr<FunctionSpec>> spec =
-      record ? parse_deploy(record->deploy_json, limits) : Result<std::shared_ptr<FunctionSpec>>(record.error());
+// A function record as a spec ready for the pool; *refill: its OCI image's rootfs is gone
+// from this node's image cache and must be unpacked again first.
+Result<std::shared_ptr<FunctionSpec>> NodeImpl::spec_from_record(const store::Record &rec, const DeployLimits &limits,
+                                                                 FunctionRecord &record, bool &refill) {
+  auto decoded = decode_function_record(rec.value);
+  if (!decoded) return decoded.error();
+  record = std::move(*decoded);
+  auto spec = parse_deploy(record.deploy_json, limits);
   if (spec && (*spec)->name != rec.key) spec = plain_error("function record", "names '" + (*spec)->name + "'");
-  bool refill = false;
-  if (spec && !record->image_json.empty()) {
-    auto image = image::decode_resolved(record->image_json);
+  refill = false;
+  if (spec && !record.image_json.empty()) {
+    auto image = image::decode_resolved(record.image_json);
     Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
     if (!applied.ok()) spec = applied.error();
     else refill = access(image->rootfs.c_str(), F_OK) != 0;
   }
+  if (!spec) return spec;
+  (*spec)->deploy_json = record.deploy_json;
+  (*spec)->image_json = record.image_json;
+  (*spec)->created_ns = record.created_ns;
+  return spec;
+}
+
+// One function record back into the pool. Returns what became of it.
+NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const DeployLimits &limits) {
+  FunctionRecord record;
+  bool refill = false;
+  auto spec = spec_from_record(rec, limits, record, refill);
   if (!spec) {
     // A record this node cannot use (damaged, or its image directory is gone): the node
     // starts without the function; a new deploy of the name replaces the record.
     FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), spec.error().message().c_str());
     return Restored::failed;
   }
-  (*spec)->deploy_json = std::move(record->deploy_json);
-  (*spec)->image_json = std::move(record->image_json);
-  (*spec)->created_ns = record->created_ns;
   if (refill) {
-    refill_image(std::move(*spec), record->generation);
+    refill_image(std::move(*spec), record.generation);
     return Restored::later;
   }
   pool::PoolError err = pool->deploy(*spec);
@@ -142,11 +159,11 @@ NodeImpl::Restored NodeImpl::restore_function(const store::Record &rec, const De
     FV_ERROR("state: cannot restore function %s: %s", rec.key.c_str(), err.message.c_str());
     return Restored::failed;
   }
-  pool->find(rec.key)->restore_generation(record->generation);
+  pool->find(rec.key)->restore_generation(record.generation);
   return Restored::now;
 }
 
-void NodeImpl::restore_scale(const store::Record &rec) {
+void NodeImpl::restore_scale(const store::Record &rec, bool has_function_record) {
   auto replicas = decode_scale_record(rec.value);
   if (!replicas) {
     FV_WARN("state: skipping scale/%s: %s", rec.key.c_str(), replicas.error().message().c_str());
@@ -158,8 +175,10 @@ void NodeImpl::restore_scale(const store::Record &rec) {
     (*waiting)->replicas = *replicas;  // applied once the function is back
     return;
   }
-  if (pool->find(name) == nullptr) {
-    // The function's removal was durable and this record's was not yet: finish it.
+  if (pool->find(name) == nullptr && !has_function_record) {
+    // The function's removal was durable and this record's was not yet: finish it. (A
+    // function whose record is there but did not come back on this node, say its image
+    // root is refused here, keeps its scale: in a cluster the other nodes serve it.)
     (void)state->remove(store::kind::scale, name, log_failure("remove stale scale record of " + name));
     return;
   }
@@ -181,7 +200,9 @@ Status NodeImpl::restore_state() {
   size_t counts[3] = {0, 0, 0};  // by Restored
   for (const store::Record *rec : by_kind[store::kind::function])
     ++counts[static_cast<int>(restore_function(*rec, limits))];
-  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec);
+  std::set<std::string_view> recorded;
+  for (const store::Record *rec : by_kind[store::kind::function]) recorded.insert(rec->key);
+  for (const store::Record *rec : by_kind[store::kind::scale]) restore_scale(*rec, recorded.count(rec->key) > 0);
   FV_INFO("state: restored %zu functions and %zu scale targets from %s in %.1f ms (%zu waiting for their "
           "image to be unpacked again, %zu not restored, %u corrupt records skipped, %u interrupted writes removed)",
           counts[static_cast<int>(Restored::now)], by_kind[store::kind::scale].size(), state->describe().c_str(),

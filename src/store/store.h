@@ -74,6 +74,18 @@ struct StoreStats {
   uint64_t refused = 0;                        // put/remove refused with EAGAIN (queue full)
 };
 
+// Changes made by other nodes to a store they share with this one (EtcdStore), delivered
+// on the loop in the shared store's order. A change this node made itself is not delivered
+// back. The listener compares with what it has: a delivery may repeat the current value
+// (after a reconnect, the store re-reads everything).
+struct ChangeListener {
+  virtual void record_put(const Record &rec) = 0;
+  virtual void record_removed(std::string_view kind, std::string_view key) = 0;
+
+ protected:
+  ~ChangeListener() = default;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -99,6 +111,17 @@ class Store {
   // For logs and /system/info: "file:/var/lib/faasvisor/state" or "memory".
   virtual std::string describe() const = 0;
   virtual const StoreStats &stats() const = 0;
+
+  // A store shared with other nodes delivers their changes from now on (after load_all).
+  // Local stores have nothing to deliver.
+  virtual void watch(ChangeListener &) {}
+  // Why no change can be made durable now (the shared store is unreachable), or empty: the
+  // node answers changes 503 with this instead of changing anything.
+  virtual std::string unavailable() const { return {}; }
+  // Stops background work (watches, membership) when the node begins to shut down (changes
+  // already issued complete; new ones are refused); idle() then turns true once nothing is
+  // in flight. Called again before the node is destroyed.
+  virtual void close() {}
 };
 
 // --state-dir none: records live in this process only. done runs on the next loop turn (a
