@@ -1,4 +1,6 @@
 // faasvisord: wires the faasvisor library to the command line. Nothing else lives here.
+#include <arpa/inet.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +33,9 @@ void usage(FILE *out) {
                "                  [--async-callback-timeout-ms N]\n"
                "                  [--log-level debug|info|warn|error]\n"
                "                  [--basic-auth-dir DIR] [--protect-metrics] [--insecure-no-auth]\n"
-               "                  [--image-root DIR]... (host paths a deployment's image may name)\n");
+               "                  [--image-root DIR]... (host paths a deployment's image may name)\n"
+               "                  [--dns ADDR]... (instances' nameservers; default: the host's)\n"
+               "                  [--network-subnet A.B.C.0/24] (the instances' bridge; default: from the pid)\n");
 }
 
 }  // namespace
@@ -127,6 +131,23 @@ int main(int argc, char **argv) {
     else if (arg == "--advertise") options.advertise = value;
     else if (arg == "--basic-auth-dir") options.basic_auth_dir = value;
     else if (arg == "--image-root") options.image_roots.emplace_back(value);
+    else if (arg == "--dns") {
+      in_addr addr{};
+      if (inet_pton(AF_INET, value, &addr) != 1) {
+        std::fprintf(stderr, "faasvisord: --dns wants an IPv4 address, not '%s'\n", value);
+        return 2;
+      }
+      options.dns.emplace_back(value);
+    }
+    else if (arg == "--network-subnet") {
+      unsigned a, b, c;
+      char tail[8] = {};
+      if (std::sscanf(value, "%u.%u.%u.0/24%1s", &a, &b, &c, tail) != 3 || a > 255 || b > 255 || c > 255) {
+        std::fprintf(stderr, "faasvisord: --network-subnet wants A.B.C.0/24, not '%s'\n", value);
+        return 2;
+      }
+      options.network_subnet = value;
+    }
     else if (arg == "--async-memory") {
       auto bytes = faasvisor::parse_memory_bytes(value);
       if (!bytes || *bytes == 0) {

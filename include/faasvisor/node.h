@@ -63,6 +63,12 @@ struct NodeOptions {
   bool insecure_no_auth = false;             // allow a non-loopback listen address without them
   // Host paths a deployment's image may name (after realpath); none: every host path is refused.
   std::vector<std::string> image_roots;
+  // Instance networking (docs/network.md): resolv.conf's nameservers for instances with
+  // faasvisor.network=egress (empty: the host's), the bridge's /24 (empty: one from the pid),
+  // and faasvisor-net (empty: beside the running program).
+  std::vector<std::string> dns;
+  std::string network_subnet;
+  std::string network_helper_path;
   bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
   unsigned ring_entries = 4096;
 };

@@ -13,6 +13,7 @@
 #include "api/openfaas.h"
 #include "faasvisor/frame.h"
 #include "image/layout.h"
+#include "net/policy.h"
 #include "proc/spawn.h"
 #include "util/number.h"
 #include "secrets/request.h"
@@ -338,6 +339,9 @@ Status derive(FunctionSpec &spec, const DeployLimits &limits) {
                          "must be a duration from 1ms to 1h, such as \"30s\"");
     *target = *ms;
   }
+  auto network = net::parse_network_annotations(spec.annotations);
+  if (!network) return network.error();
+  spec.network = std::move(*network);
   if (Status st = read_mode(spec); !st.ok()) return st;
   if (auto it = spec.annotations.find("faasvisor.keepalive"); it != spec.annotations.end()) {
     auto keepalive = pool::parse_keepalive(it->second);

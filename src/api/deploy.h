@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "api/image_roots.h"
+#include "net/policy.h"
 #include "pool/keepalive.h"
 #include "util/result.h"
 
@@ -58,6 +59,8 @@ struct FunctionSpec {
   uint64_t timeout_ms = 30'000;
   uint64_t boot_timeout_ms = 10'000;
   std::string backend = "process";
+  // Instance networking (docs/network.md): faasvisor.network, faasvisor.egress.*.
+  net::NetworkSpec network;
   // How the instance speaks (docs/modes.md): the instance protocol itself, or through
   // faasvisor-adapter as an HTTP server on `port` (of-watchdog's http mode) or a command
   // run once per request (the classic watchdog). Annotation faasvisor.mode, else an OCI

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/deploy.h"
+#include "net/network.h"
 #include "proc/cgroup.h"
 #include "proc/child.h"
 #include "secrets/table.h"
@@ -29,6 +30,8 @@ struct Launched {
   // The backend's own name for this launch, never reused (unlike a pidfd number, which the
   // kernel hands out again once the Launched is gone, even after a cleanup that gave up).
   uint64_t backend_key = 0;
+  // The instance's network namespace (faasvisor.network=egress), given back when it ends.
+  net::Lease network;
 };
 
 class Backend {
@@ -89,6 +92,14 @@ class Backend {
   // Facts about how the backend runs on this host, shown by /system/info (name, value).
   virtual void describe(std::vector<std::pair<std::string, std::string>> &) const {}
 
+  // Whether instances can have a network (faasvisor.network=egress); if not, why.
+  virtual bool network_support(std::string *why_not) const {
+    *why_not = std::string("the ") + name() + " backend has no instance networking";
+    return false;
+  }
+  // Where launch() takes prepared network namespaces from (set once, at start; may be null).
+  void set_network(net::Network *network) { network_ = network; }
+
   // Where launch() finds the values of spec.secrets (the node's table; set once, at start).
   void set_secrets(const secrets::SecretTable *table) { secrets_ = table; }
 
@@ -99,9 +110,17 @@ class Backend {
     if (secrets_ == nullptr) return plain_error("no secrets on this node", spec.secrets[0]);
     return secrets_->resolve(spec.secrets);
   }
+  // The prepared namespace a launch of `spec` runs in; none held when it has no egress.
+  Result<net::Lease> take_network(const FunctionSpec &spec) const {
+    if (!spec.network.egress) return net::Lease{};
+    if (network_ == nullptr) return plain_error("network", "this node has no instance networking");
+    return network_->take(spec.network);
+  }
+  const net::Network *network() const { return network_; }
 
  private:
   const secrets::SecretTable *secrets_ = nullptr;
+  net::Network *network_ = nullptr;
 };
 
 }  // namespace faasvisor::backend

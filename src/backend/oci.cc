@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -371,6 +372,9 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
   if (!input.secrets_dir.empty())
     j += ",{\"destination\":\"/var/openfaas/secrets\",\"type\":\"bind\",\"source\":" + json_string(input.secrets_dir) +
          ",\"options\":[\"rbind\",\"ro\",\"nosuid\",\"nodev\",\"noexec\"]}";
+  if (!input.resolv_conf.empty())
+    j += ",{\"destination\":\"/etc/resolv.conf\",\"type\":\"bind\",\"source\":" + json_string(input.resolv_conf) +
+         ",\"options\":[\"bind\",\"ro\",\"nosuid\",\"nodev\",\"noexec\"]}";
   j += "],";
   j += "\"linux\":{";
   if (!input.cgroups_path.empty()) j += "\"cgroupsPath\":" + json_string(input.cgroups_path) + ",";
@@ -383,8 +387,11 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
     if (spec.pids_max > 0) j += ",\"pids\":{\"limit\":" + std::to_string(spec.pids_max) + "}";
   }
   j += "},";
-  // No path: new, empty namespaces; the network one has only a loopback device.
-  j += "\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],";
+  // No path: new, empty namespaces; the network one has only a loopback device, unless the
+  // function has egress: then the node's prepared namespace (net/network.h).
+  std::string network = "{\"type\":\"network\"}";
+  if (!input.netns_path.empty()) network = "{\"type\":\"network\",\"path\":" + json_string(input.netns_path) + "}";
+  j += "\"namespaces\":[{\"type\":\"pid\"}," + network + ",{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],";
   j += "\"maskedPaths\":[\"/proc/acpi\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\","
        "\"/proc/sched_debug\",\"/proc/scsi\",\"/sys/firmware\"],";
   j += "\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"],";
@@ -539,6 +546,23 @@ std::vector<std::string> OciBackend::runtime_argv(std::initializer_list<std::str
   return out;
 }
 
+bool OciBackend::network_support(std::string *why_not) const {
+  if (options_.runtime != OciRuntime::gvisor) return true;
+  // runsc --network=sandbox (its own netstack over the namespace's veth) is what egress
+  // would use; this node runs runsc with --network=none, since with the sandbox network the
+  // sandbox fails to start on kernels 6.11 and later (gVisor issue 10704), as here.
+  utsname u{};
+  uname(&u);
+  unsigned major = 0, minor = 0;
+  std::sscanf(u.release, "%u.%u", &major, &minor);
+  if (major > 6 || (major == 6 && minor >= 11))
+    *why_not = std::string("runsc's sandbox network fails to start on kernel ") + u.release +
+               " (gVisor issue 10704, kernels >= 6.11); gVisor functions run with --network=none";
+  else
+    *why_not = "this node does not give gVisor sandboxes a network yet (runsc --network=sandbox is not wired in)";
+  return false;
+}
+
 Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
   if (!setup_error_.empty()) return plain_error("OCI backend unavailable", setup_error_);
   std::string id(instance_name);
@@ -562,6 +586,26 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   input.rootfs = rootfs_of(spec);
   input.hostname = spec.name;
   input.adapter_path = options_.adapter_path;
+  auto lease = take_network(spec);
+  if (!lease) {
+    remove_secret_files(input.secrets_dir);
+    rmdir(bundle.c_str());
+    return lease.error();
+  }
+  if (lease->held()) {
+    auto path = lease->fd_path();
+    if (!path) {
+      remove_secret_files(input.secrets_dir);
+      rmdir(bundle.c_str());
+      return path.error();
+    }
+    input.netns_path = std::move(*path);
+    // The image's own /etc/resolv.conf is the mount point (the rootfs is shared and
+    // read-only: the runtime must not create one in it); an image without one keeps none.
+    struct stat st{};
+    if (stat((input.rootfs + "/etc/resolv.conf").c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      input.resolv_conf = network()->resolv_conf();
+  }
   input.limits = cgroups_.mode() != proc::CgroupMode::none;
   if (input.limits && !cgroup_base_.empty()) input.cgroups_path = cgroup_base_ + "/" + id;
   // A few kB on tmpfs: the write does not wait on a disk.
@@ -600,6 +644,7 @@ Result<Launched> OciBackend::launch(const FunctionSpec &spec, std::string_view i
   // usage and OOM kills read it like a process instance's. The runtime removes it.
   for (const std::string &root : cgroups_.roots()) out.cgroup.dirs.push_back(root + "/" + id);
   ids_[out.backend_key] = id;
+  out.network = std::move(*lease);
   return out;
 }
 

@@ -46,6 +46,8 @@ struct OciConfigInput {
   std::string adapter_path;  // faasvisor-adapter on the host (used by http and stdio modes)
   std::string secrets_dir;   // the instance's secret files, bound read-only on
                              // /var/openfaas/secrets; empty: the function has none
+  std::string netns_path;    // faasvisor.network=egress: the namespace to join; empty: a new one
+  std::string resolv_conf;   // bound read-only on /etc/resolv.conf (with netns_path)
 };
 
 // Where faasvisor-adapter appears inside a container: a file on the runtime's /dev tmpfs,
@@ -66,6 +68,8 @@ class OciBackend final : public Backend {
 
   const char *name() const override { return to_string(options_.runtime); }
   bool available(std::string *why_not) const override;
+  // crun and runc join the prepared namespace (config.json); gVisor: see oci.cc.
+  bool network_support(std::string *why_not) const override;
   Status validate(const FunctionSpec &spec) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;

@@ -111,12 +111,13 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
 }
 
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name) {
+                               std::string_view cgroup_name, const std::string &netns_dir) {
   // The stem makes, joins and at its end removes these directories itself, off the loop.
   proc::InstanceCgroup cgroup = cgroups.plan(cgroup_name);
   proc::StemSpec spec;
   spec.stem_path = stem_path;
   spec.cgroup = &cgroup;
+  spec.netns_dir = netns_dir;
   auto spawned = proc::spawn_stem(spec);
   if (!spawned) return spawned.error();  // nothing ran: no directory was made
   Launched out;
@@ -141,7 +142,10 @@ void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem) {
 }
 
 Result<Launched> ProcessBackend::make_stem() {
-  return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++));
+  std::string why;
+  const net::Network *net = network();
+  std::string netns_dir = net != nullptr && net->available(&why) ? net->netns_dir() : std::string();
+  return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++), netns_dir);
 }
 
 void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, stem); }
@@ -206,7 +210,7 @@ ProcessBackend::KeptTemplate *ProcessBackend::ready_template(const FunctionSpec 
 }
 
 Result<std::string> ProcessBackend::go_message(const FunctionSpec &spec, std::string_view instance_name,
-                                               proc::GoSpec::Mode mode) const {
+                                               proc::GoSpec::Mode mode, const net::Lease *lease) const {
   proc::GoSpec go;
   go.directory = spec.image;
   go.argv = instance_argv(spec, options_.adapter_path);
@@ -226,6 +230,11 @@ Result<std::string> ProcessBackend::go_message(const FunctionSpec &spec, std::st
   auto values = secret_values(spec);
   if (!values) return values.error();
   for (const secrets::SecretValue &v : *values) go.secrets.emplace_back(v.name, v.value);
+  // A prepared namespace: the stem joins it (setns) before it execs the function.
+  if (lease != nullptr && lease->held()) {
+    go.netns_name = lease->name();
+    go.resolv_conf = network()->resolv_conf();
+  }
   return proc::encode_go(go);
 }
 
@@ -367,7 +376,9 @@ bool ProcessBackend::idle() const {
 }
 
 Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_view instance_name) {
-  if (spec.use_template) {
+  // A template's children share its sandbox's namespaces: an egress function runs the exec
+  // path, each instance in its own prepared namespace (docs/network.md).
+  if (spec.use_template && !spec.network.egress) {
     if (KeptTemplate *kept = ready_template(spec)) {
       auto launched = launch_from_template(*kept, spec, instance_name);
       if (launched) return launched;
@@ -375,7 +386,9 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
               instance_name.data(), launched.error().message().c_str());
     }
   }
-  auto message = go_message(spec, instance_name, proc::GoSpec::Mode::exec);
+  auto lease = take_network(spec);
+  if (!lease) return lease.error();
+  auto message = go_message(spec, instance_name, proc::GoSpec::Mode::exec, &*lease);
   if (!message) return message.error();
   WipeOnExit wipe_message{*message};
 
@@ -392,6 +405,7 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
     if (n < 0 && errno == EAGAIN) n = 0;
     if (n >= 0) {
       stem.initial_input.assign(*message, static_cast<size_t>(n));
+      stem.network = std::move(*lease);
       return stem;
     }
     int err = errno;

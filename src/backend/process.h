@@ -30,8 +30,9 @@ struct ProcessBackendOptions {
 // in one). A fresh sandbox in cgroup `cgroup_name` of the node's tree, waiting on stdin for
 // its GO message (sandbox_available: whether faasvisor-stem is there, else why not):
 bool sandbox_available(const std::string &stem_path, std::string *why_not);
+// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty.
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name);
+                               std::string_view cgroup_name, const std::string &netns_dir = {});
 // Ends a sandbox that was never started (or whose GO message could not be written), waits
 // for it (bounded: the outer stem does nothing else) and removes what it left.
 void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);
@@ -62,6 +63,7 @@ class ProcessBackend final : public Backend {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }
 
+  bool network_support(std::string *) const override { return true; }
   void drain() override;
   // The outer stem kills and reaps the sandbox's init, then exits (src/stem/stem.c).
   int kill_signal() const override { return SIGUSR2; }
@@ -101,8 +103,9 @@ class ProcessBackend final : public Backend {
   Result<Launched> launch_from_template(KeptTemplate &kept, const FunctionSpec &spec, std::string_view instance_name);
   Status prime(Template &t, const FunctionSpec &spec, std::deque<Launched> &primed);
   // The GO message of an instance (exec), a template, or a primed stem (adopt).
+  // lease: the instance's prepared network namespace (faasvisor.network=egress), or null.
   Result<std::string> go_message(const FunctionSpec &spec, std::string_view instance_name,
-                                 proc::GoSpec::Mode mode) const;
+                                 proc::GoSpec::Mode mode, const net::Lease *lease = nullptr) const;
   void schedule_priming();
   static void on_prime(io::Timer &t);
   void discard_template(KeptTemplate &kept);

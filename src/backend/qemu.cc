@@ -1,5 +1,6 @@
 #include "backend/qemu.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <signal.h>
@@ -633,8 +634,15 @@ Status QemuBackend::validate(const FunctionSpec &spec) const {
   return {};
 }
 
+bool QemuBackend::network_support(std::string *why_not) const {
+  if (kind_ == VmKind::microvm) return true;
+  *why_not = "a unikernel has no network stack";
+  return false;
+}
+
 void QemuBackend::settle(FunctionSpec &spec) const {
   if (kind_ != VmKind::microvm) return;
+  spec.network.tap = spec.network.egress;  // the guest, not the namespace, owns the address
   if (auto it = spec.annotations.find(kTransportAnnotation); it != spec.annotations.end()) {
     spec.vm_virtio = it->second == "virtio";
     return;
@@ -666,7 +674,8 @@ std::vector<std::string> virtio_serial_args(std::string_view port) {
 // The microVM's devices and boot: virtio (the guest sees /dev/vport0p1, named for vminit),
 // or the protocol on COM1 (-serial stdio) for the serial transport.
 std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
-                                                   std::string_view instance_name) const {
+                                                   std::string_view instance_name,
+                                                   const net::Lease &network) const {
   bool virtio = spec.vm_virtio;
   std::vector<std::string> args = {"-M", virtio ? kMicrovmMachine : kMicrovmSerialMachine};
   if (virtio) {
@@ -675,9 +684,24 @@ std::vector<std::string> QemuBackend::microvm_args(const FunctionSpec &spec,
   } else {
     args.insert(args.end(), {"-serial", "stdio"});
   }
+  std::string fvnet;
+  if (network.held()) {
+    // tap0 of the instance's namespace, bridged there to its veth (faasvisor-net prepare
+    // ... tap); a MAC of its own per address, since the node's bridge sees every guest.
+    in_addr addr{};
+    inet_pton(AF_INET, network.ip().c_str(), &addr);
+    const auto *b = reinterpret_cast<const uint8_t *>(&addr.s_addr);
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3]);
+    args.insert(args.end(), {"-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no", "-device",
+                             std::string("virtio-net-device,netdev=net0,mac=") + mac});
+    const net::Network *node_net = this->network();
+    fvnet = " fvnet=" + network.ip() + "/24," + node_net->gateway();
+    for (const std::string &server : node_net->dns()) fvnet += "," + server;
+  }
   args.insert(args.end(),
               {"-kernel", host_->kernel(), "-initrd", spec.image, "-append",
-               std::string(kMicrovmCmdline) + (virtio ? " fvio=virtio" : " fvio=serial") +
+               std::string(kMicrovmCmdline) + (virtio ? " fvio=virtio" : " fvio=serial") + fvnet +
                    " fvspec=" + encode_vm_spec(instance_argv(spec, kAdapterInGuest),
                                                instance_environment(spec, instance_name))});
   return args;
@@ -712,7 +736,10 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   add(accelerator_args());
   add({"-m", std::to_string(spec.memory_bytes >> 20) + "M", "-smp", "1", "-nodefaults",
        "-no-user-config", "-display", "none", "-no-reboot", "-name", std::string(instance_name)});
-  add(kind_ == VmKind::microvm ? microvm_args(spec, instance_name) : unikernel_args(spec));
+  auto lease = take_network(spec);
+  if (!lease) return lease.error();
+  if (lease->held()) go.netns_name = lease->name();  // QEMU opens tap0 there
+  add(kind_ == VmKind::microvm ? microvm_args(spec, instance_name, *lease) : unikernel_args(spec));
   go.env = {kEnv[0]};
   // The image's directory is the sandbox's working directory (a function directory under
   // the host's /tmp is bound into the sandbox's private /tmp this way).
@@ -725,7 +752,8 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   go.limits.pids_max = std::max(spec.pids_max, kQemuMinPids);
   std::string message = proc::encode_go(go);
 
-  auto sandbox = spawn_sandbox(cgroups_, stem_path_, instance_name);
+  auto sandbox = spawn_sandbox(cgroups_, stem_path_, instance_name,
+                               lease->held() ? network()->netns_dir() : std::string());
   if (!sandbox) return sandbox.error();
   // A fresh pipe takes the whole message (a few KiB: the kernel command line is at most
   // 2 KiB) at once; the stem reads it once its cgroup and namespaces are made.
@@ -735,6 +763,7 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
     discard_sandbox(cgroups_, *sandbox);
     return errno_error("write the QEMU command to the sandbox", err);
   }
+  sandbox->network = std::move(*lease);
   return sandbox;
 }
 

@@ -126,10 +126,14 @@ class QemuBackend final : public Backend {
   // else whether its image holds the virtio_console module) or on COM1: decided once per
   // deployment (FunctionSpec::vm_virtio), since the image's cpio headers are read for it.
   void settle(FunctionSpec &spec) const override;
+  // A microVM: a TAP in the instance's namespace, virtio-net-device, vminit configures it.
+  // A unikernel has no network stack.
+  bool network_support(std::string *why_not) const override;
 
  private:
   std::vector<std::string> accelerator_args() const;
-  std::vector<std::string> microvm_args(const FunctionSpec &spec, std::string_view instance_name) const;
+  std::vector<std::string> microvm_args(const FunctionSpec &spec, std::string_view instance_name,
+                                        const net::Lease &network) const;
   std::vector<std::string> unikernel_args(const FunctionSpec &spec) const;
 
   std::shared_ptr<QemuHost> host_;

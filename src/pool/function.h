@@ -40,6 +40,9 @@ struct FunctionStats {
   uint64_t evictions = 0;        // idle instances stopped to make room under the memory budget
   uint64_t keepalive_stops = 0;  // idle instances stopped by the keep-alive policy
   uint64_t prewarms = 0;         // instances started by the policy ahead of an expected arrival
+  // Egress traffic of instances that have ended (live ones are read at query time).
+  uint64_t network_sent_bytes = 0;
+  uint64_t network_received_bytes = 0;
 
   // Utilisation accounting: instance-time by state, and idle memory-time. Closed intervals
   // are added here when an instance leaves a state; open ones are added at query time.

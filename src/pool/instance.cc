@@ -81,6 +81,11 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
 
 Instance::~Instance() {
   assert(released_);
+  uint64_t sent = 0, received = 0;
+  if (network_traffic(&sent, &received)) {  // the last reading, before the lease goes back
+    function_->stats.network_sent_bytes += sent;
+    function_->stats.network_received_bytes += received;
+  }
   if (out_has_secrets_) std::fill(out_.begin(), out_.end(), uint8_t{0});
   assert(!read_op_.in_flight && !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight);
   pool_.timers().stop(timer_);

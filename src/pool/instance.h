@@ -58,6 +58,8 @@ class Instance {
   Function &function() const { return *function_; }
   uint64_t generation() const { return generation_; }
   pid_t pid() const { return launched_.child.pid(); }
+  // Egress traffic so far (faasvisor.network=egress); false without a network.
+  bool network_traffic(uint64_t *sent, uint64_t *received) const { return launched_.network.traffic(sent, received); }
   uint64_t spawn_ns() const { return spawn_ns_; }
   // Launch to READY (the instance's initialisation time); 0 until it was ready.
   uint64_t init_ns() const { return ready_ns_ != 0 ? ready_ns_ - spawn_ns_ : 0; }

@@ -25,7 +25,20 @@ Pool::~Pool() {
 
 void Pool::add_backend(std::unique_ptr<backend::Backend> backend) {
   backend->set_secrets(secrets_);
+  backend->set_network(network_);
   backends_.push_back(std::move(backend));
+}
+
+void Pool::set_network(net::Network *network) {
+  network_ = network;
+  if (network_ != nullptr) network_->set_on_ready([this] { retry_waiting(); });
+}
+
+bool Pool::network_ready(const FunctionSpec &spec) {
+  if (!spec.network.egress || network_ == nullptr) return true;
+  if (network_->ready(spec.network)) return true;
+  (void)network_->want(spec.network);  // on its way (checked at deploy)
+  return false;
 }
 
 backend::Backend *Pool::find_backend(std::string_view name) const {
@@ -53,6 +66,13 @@ PoolError check_backend(const Pool &pool, const FunctionSpec &spec, backend::Bac
     return {Outcome::bad_backend, "backend '" + spec.backend + "' cannot run on this host: " + why};
   Status st = b->validate(spec);
   if (!st.ok()) return {Outcome::bad_backend, st.error().message()};
+  if (spec.network.egress) {
+    const char *field = "field 'annotations.faasvisor.network': ";
+    if (!b->network_support(&why)) return {Outcome::bad_backend, field + why};
+    if (pool.network() == nullptr) return {Outcome::bad_backend, std::string(field) + "this node has no instance networking"};
+    if (!pool.network()->available(&why))
+      return {Outcome::bad_backend, field + ("instance networking is unavailable on this node: " + why)};
+  }
   *out = b;
   return {Outcome::ok, {}};
 }
@@ -88,7 +108,8 @@ PoolError Pool::deploy(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
-  apply_backend_defaults(*spec, *b);
+  apply_backend_defaults(*spec, *b);  // settles spec->network.tap
+  if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   std::string name = spec->name;
   auto fn = std::make_shared<Function>(std::move(spec), *b);
@@ -109,7 +130,8 @@ PoolError Pool::update(std::shared_ptr<FunctionSpec> spec) {
   backend::Backend *b = nullptr;
   PoolError err = check_backend(*this, *spec, &b);
   if (err.outcome != Outcome::ok) return err;
-  apply_backend_defaults(*spec, *b);
+  apply_backend_defaults(*spec, *b);  // settles spec->network.tap
+  if (spec->network.egress) (void)network_->want(spec->network);  // prepared from now on
   if (PoolError e = check_budget(*spec, options_.memory_budget_bytes); e.outcome != Outcome::ok) return e;
   fn->backend().retire(fn->spec());  // e.g. its template: the new definition gets its own
   fn->replace_spec(std::move(spec), *b);
@@ -319,6 +341,7 @@ void Pool::on_sample(io::Timer &t) {
 }
 
 bool Pool::spawn_instance(Function &fn) {
+  if (!network_ready(fn.spec())) return false;
   if (!reserve(fn.spec().reservation_bytes)) return false;
   std::shared_ptr<Function> owner = functions_.at(fn.name());
   auto *inst = new Instance(*this, std::move(owner), next_instance_id_++);

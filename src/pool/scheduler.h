@@ -47,6 +47,11 @@ class Pool {
   // their function's. Set before any backend is added.
   void set_secrets(const secrets::SecretTable *table) { secrets_ = table; }
   const secrets::SecretTable *secrets() const { return secrets_; }
+  // The node's instance networking (null: none). Backends take namespaces from it at
+  // launch; a cold start of an egress function waits until one is ready. Set before any
+  // backend is added.
+  void set_network(net::Network *network);
+  net::Network *network() const { return network_; }
   backend::Backend *find_backend(std::string_view name) const;
   const std::vector<std::unique_ptr<backend::Backend>> &backends() const { return backends_; }
 
@@ -107,6 +112,9 @@ class Pool {
   // used first across all functions. True if the room is there now.
   bool reserve(uint64_t need);
   void retry_waiting();
+  // Egress functions: whether a network namespace is ready for a cold start (else the
+  // network calls retry_waiting once one is).
+  bool network_ready(const FunctionSpec &spec);
   void ensure_capacity(Function &fn);
   bool spawn_instance(Function &fn);
   void dispatch(Instance &inst, bool after_invocation);
@@ -122,6 +130,7 @@ class Pool {
   PoolOptions options_;
   std::vector<std::unique_ptr<backend::Backend>> backends_;
   const secrets::SecretTable *secrets_ = nullptr;
+  net::Network *network_ = nullptr;
   std::map<std::string, std::shared_ptr<Function>, std::less<>> functions_;
   IntrusiveList<Instance, &Instance::pool_hook> all_;  // every live instance, any function
   uint64_t next_instance_id_ = 1;

@@ -126,13 +126,14 @@ Result<SpawnedProcess> spawn_stem(const StemSpec &spec) {
     posix_spawn_file_actions_adddup2(&setup.actions, spec.template_control_fd, 3);
   posix_spawn_file_actions_addclosefrom_np(&setup.actions, spec.template_control_fd >= 0 ? 4 : 3);
 
-  // argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]...
+  // argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... [netns=DIR]
   std::vector<std::string> args = {"faasvisor-stem", std::to_string(getpid())};
   if (spec.template_control_fd >= 0) args.emplace_back("--template");
   if (spec.cgroup != nullptr) {
     for (size_t i = 0; i < spec.cgroup->dirs.size(); ++i)
       args.push_back(spec.cgroup->controllers[i] + "=" + spec.cgroup->dirs[i]);
   }
+  if (!spec.netns_dir.empty()) args.push_back("netns=" + spec.netns_dir);
   std::vector<char *> argv;
   for (std::string &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -175,6 +176,8 @@ std::string encode_go(const GoSpec &spec) {
     put_str(out, value);
   }
   put_u32(out, static_cast<uint32_t>(spec.mode));
+  put_str(out, spec.netns_name);
+  put_str(out, spec.resolv_conf);
   std::string length;
   put_u32(length, static_cast<uint32_t>(out.size() - 8));
   out.replace(4, 4, length);

@@ -23,6 +23,10 @@ struct StemSpec {
   uint64_t tmp_size_bytes = 64ull << 20;
   // A template's sandbox (--template, docs/templates.md): this socket becomes the stem's fd 3.
   int template_control_fd = -1;
+  // The node's directory of prepared network namespaces (net/network.h), opened by the stem
+  // before it leaves the host's mount namespace: a GO message may name one to join. Empty:
+  // the node has no instance networking.
+  std::string netns_dir;
 };
 
 struct SpawnedProcess {
@@ -84,6 +88,10 @@ struct GoSpec {
   // exec: become the function; template: run a template (a --template stem only); adopt:
   // take a template's child in (src/stem/stem.c, docs/templates.md).
   enum class Mode : uint32_t { exec = 0, template_runtime = 1, adopt = 2 } mode = Mode::exec;
+  // faasvisor.network=egress: the namespace to join (a name in StemSpec::netns_dir) and the
+  // resolv.conf bound over /etc/resolv.conf. Empty: the stem's own loopback-only namespace.
+  std::string netns_name;
+  std::string resolv_conf;
 };
 std::string encode_go(const GoSpec &spec);
 // What a cold start writes to a stem primed by a template (after its GO mode adopt): u32

@@ -150,12 +150,27 @@ void NodeImpl::write_node_facts(api::JsonWriter &w) {
     bool ok = b->available(&why);
     w.begin_object().field("name", b->name()).field("available", ok);
     if (!ok) w.field("why_not", why);
+    std::string no_network;
+    bool network = b->network_support(&no_network);
+    w.field("network", network);
+    if (!network) w.field("network_why_not", no_network);
     std::vector<std::pair<std::string, std::string>> facts;
     b->describe(facts);
     for (const auto &[name, value] : facts) w.field(name, value);
     w.end_object();
   }
   w.end_array();
+  {
+    std::string why;
+    bool ok = network->available(&why);
+    w.key("network").begin_object().field("available", ok);
+    if (ok) {
+      w.field("subnet", network->subnet()).field("resolv_conf", network->resolv_conf());
+      w.field("namespaces_ready", static_cast<uint64_t>(network->ready_count()));
+    }
+    else w.field("why_not", why);
+    w.end_object();
+  }
   w.field("instances", pool->live_instances());
   w.field("memory_budget_bytes", pool->options().memory_budget_bytes);
   w.field("memory_sample_ms", pool->options().memory_sample_ms);

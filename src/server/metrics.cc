@@ -151,6 +151,18 @@ std::string render_metrics(NodeImpl &node) {
   });
   per_function(out, pool, "faasvisor_idle_memory_byte_seconds_total", "counter", "Memory held by idle instances over time.",
                [&](pool::Function &fn) { return fn.utilisation(now).idle_memory_byte_s; });
+  family(out, "faasvisor_network_bytes_total", "counter",
+         "Bytes sent and received by the function's instances over their network (faasvisor.network=egress).");
+  pool.for_each_function([&](pool::Function &fn) {
+    if (!fn.spec().network.egress) return;
+    uint64_t sent = fn.stats.network_sent_bytes, received = fn.stats.network_received_bytes;
+    fn.instances.for_each([&](pool::Instance &inst) {
+      uint64_t s = 0, r = 0;
+      if (inst.network_traffic(&s, &r)) sent += s, received += r;
+    });
+    sample(out, "faasvisor_network_bytes_total", fn_label(fn) + ",direction=\"sent\"", static_cast<double>(sent));
+    sample(out, "faasvisor_network_bytes_total", fn_label(fn) + ",direction=\"received\"", static_cast<double>(received));
+  });
   append_async_metrics(out, node);
   family(out, "faasvisor_memory_budget_bytes", "gauge", "The node's memory budget for instances.");
   out += "faasvisor_memory_budget_bytes " + std::to_string(pool.options().memory_budget_bytes) + "\n";

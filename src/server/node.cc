@@ -349,6 +349,16 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   pool_options.policy_time_scale = options.policy_time_scale;
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
   impl->pool->set_secrets(&impl->secret_table);
+  net::NetworkOptions net_options;
+  net_options.helper_path = options.network_helper_path.empty() ? helper_path("faasvisor-net") : options.network_helper_path;
+  net_options.dns = options.dns;
+  net_options.subnet = options.network_subnet;
+  impl->network = std::make_unique<net::Network>(*impl->ring, *impl->timers, net_options);
+  {
+    std::string why;
+    if (!impl->network->available(&why)) FV_WARN("instances cannot have a network (faasvisor.network=egress): %s", why.c_str());
+  }
+  impl->pool->set_network(impl->network.get());
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
   image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
@@ -445,8 +455,9 @@ Node::~Node() {
   node.timers->stop(node.accept_retry_timer);
   node.images->shutdown();
   node.state->close();
+  node.network->shutdown();
   while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle() ||
-         !node.async->idle()) {
+         !node.async->idle() || !node.network->idle()) {
     node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
   }
@@ -455,6 +466,7 @@ Node::~Node() {
   // The backends release their prepared sandboxes (and those sandboxes' cgroups) first;
   // only then is the node's cgroup subtree empty enough to remove.
   node.pool.reset();
+  node.network.reset();  // its table, bridge and namespaces (blocking: the node has stopped)
   node.cgroups.remove_roots();
 }
 

@@ -22,6 +22,7 @@
 #include "pool/scheduler.h"
 #include "proc/cgroup.h"
 #include "secrets/table.h"
+#include "net/network.h"
 #include "server/connection.h"
 #include "server/records.h"
 #include "store/store.h"
@@ -63,6 +64,8 @@ struct NodeImpl final : store::ChangeListener {
   std::unique_ptr<io::Ring> ring;
   std::unique_ptr<io::TimerQueue> timers;
   proc::CgroupTree cgroups;
+  // Declared before the pool: destroyed after it, once no instance holds a namespace.
+  std::unique_ptr<net::Network> network;  // faasvisor.network=egress (net/network.h)
   std::unique_ptr<pool::Pool> pool;
   std::unique_ptr<image::Store> images;
   std::unique_ptr<store::Store> state;  // durable records (--state-dir); MemoryStore for "none"

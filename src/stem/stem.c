@@ -29,7 +29,8 @@
  *   u32 argc, argc x string, u32 envc, envc x string,
  *   u64 memory_bytes, u32 cpu_millis, u32 pids_max (0: no limit; written to the cgroup
  *   before the exec), u32 secretc, secretc x (string name, bytes value) (install_secrets),
- *   u32 mode (below)
+ *   u32 mode (below), string netns, string resolv_conf (join_network; empty: stay in the
+ *   stem's own loopback-only network namespace)
  *
  * Modes (docs/templates.md):
  *   0 exec: fork and exec the function (above).
@@ -788,6 +789,44 @@ static void install_secrets(struct cursor *c, uint32_t uid, uint32_t gid) {
     fail("make " SECRETS_DIR " read-only");
 }
 
+/* ---- instance networking (docs/network.md) ---- */
+
+/* The node's directory of prepared network namespaces ("netns=DIR", the last argument),
+ * opened on the host's mounts before the stem makes its own mount namespace: the nsfs
+ * files the node's helper binds there later are reached through this handle, not through
+ * the sandbox's private copy of the mounts, which never sees them. */
+static int g_netns_dir = -1;
+
+static void take_netns_arg(int *argc, char **argv) {
+  if (*argc < 3 || strncmp(argv[*argc - 1], "netns=", 6) != 0) return;
+  g_netns_dir = open(argv[*argc - 1] + 6, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (g_netns_dir < 0) fail("open the node's network namespace directory");
+  --*argc;
+}
+
+/* Inner stem, after GO: join the prepared namespace (its own address, a route through the
+ * host, the node's nftables rules) and see the node's resolv.conf. */
+static void join_network(struct cursor *c) {
+  char *name = get_str(c);
+  char *resolv = get_str(c);
+  if (name[0] != '\0') {
+    if (g_netns_dir < 0 || strchr(name, '/') != NULL) { errno = 0; fail("GO message names a network namespace this stem cannot reach"); }
+    int ns = openat(g_netns_dir, name, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) fail("open the instance's network namespace");
+    if (setns(ns, CLONE_NEWNET) < 0) fail("join the instance's network namespace");
+    close(ns);
+    if (resolv[0] != '\0') {
+      if (mount(resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) < 0) fail("bind resolv.conf");
+      if (mount(NULL, "/etc/resolv.conf", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail("make resolv.conf read-only");
+    }
+  }
+  if (g_netns_dir >= 0) close(g_netns_dir);
+  g_netns_dir = -1;
+  free(name);
+  free(resolv);
+}
+
 static void exit_like(int status, const char *who) {
   if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
   int sig = WTERMSIG(status);
@@ -824,8 +863,9 @@ static void outer(pid_t node_pid, int ncgroups, char **cgroups) {
 }
 
 int main(int argc, char **argv) {
-  /* argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... */
+  /* argv: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... [netns=DIR] */
   if (argc < 2) { errno = 0; fail("usage: faasvisor-stem NODE_PID [--template] [CONTROLLER=DIR]... (started by faasvisord)"); }
+  take_netns_arg(&argc, argv);
   int first_cgroup = 2;
   if (argc > 2 && strcmp(argv[2], "--template") == 0) {
     g_template_stem = 1;
@@ -860,6 +900,7 @@ int main(int argc, char **argv) {
   apply_limits(memory_bytes, cpu_millis, pids_max);
   install_secrets(&c, uid, gid);
   uint32_t mode = get_u32(&c);
+  join_network(&c);
   if (c.p != c.end) { errno = 0; fail("GO message has trailing bytes"); }
   if (mode > MODE_ADOPT || (mode == MODE_TEMPLATE) != (g_template_stem != 0)) {
     errno = 0;

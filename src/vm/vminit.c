@@ -23,7 +23,13 @@
  *     triple-faults and QEMU, run with -no-reboot, exits. A panic does the same (panic=-1).
  * Static, no allocation beyond fixed buffers; it never returns (pid 1 must not exit). */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -110,6 +116,79 @@ static void halt_now(void) {
 static void die(const char *what) {
   say("faasvisor-vminit: %s: %s", what, strerror(errno));
   halt_now();
+}
+
+/* faasvisor.network=egress (docs/network.md): the node puts " fvnet=IP/PREFIX,GATEWAY[,DNS...]"
+ * on the command line and a virtio-net device in the VM (its TAP is bridged to the
+ * instance's veth in the instance's namespace); the image holds virtio_net (tools/mkinitramfs
+ * --module virtio_net). eth0 gets the address and the default route, /etc/resolv.conf the
+ * nameservers. Without fvnet the guest has loopback only. */
+static void set_ipv4(int sock, unsigned long request, const char *ifname, in_addr_t addr, const char *what) {
+  struct ifreq req;
+  memset(&req, 0, sizeof req);
+  snprintf(req.ifr_name, IFNAMSIZ, "%s", ifname);
+  struct sockaddr_in *sin = (struct sockaddr_in *)&req.ifr_addr;
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = addr;
+  if (ioctl(sock, request, &req) < 0) die(what);
+}
+
+static void bring_up(int sock, const char *ifname) {
+  struct ifreq req;
+  memset(&req, 0, sizeof req);
+  snprintf(req.ifr_name, IFNAMSIZ, "%s", ifname);
+  if (ioctl(sock, SIOCGIFFLAGS, &req) < 0) die("SIOCGIFFLAGS");
+  req.ifr_flags = (short)(req.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (ioctl(sock, SIOCSIFFLAGS, &req) < 0) die("SIOCSIFFLAGS");
+}
+
+static void configure_network(const char *cmdline) {
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) die("socket");
+  bring_up(sock, "lo");
+  const char *at = strstr(cmdline, " fvnet=");
+  if (at == NULL) {
+    close(sock);
+    return;
+  }
+  char spec[256];
+  snprintf(spec, sizeof spec, "%.*s", (int)strcspn(at + 7, " \n"), at + 7);
+  char *fields[8] = {0};
+  int n = 0;
+  for (char *f = strtok(spec, ","); f != NULL && n < 8; f = strtok(NULL, ",")) fields[n++] = f;
+  char *slash = n >= 2 ? strchr(fields[0], '/') : NULL;
+  if (slash == NULL) { errno = EINVAL; die("fvnet= on the command line"); }
+  *slash = '\0';
+  int prefix = atoi(slash + 1);
+  in_addr_t ip = inet_addr(fields[0]), gateway = inet_addr(fields[1]);
+  in_addr_t mask = prefix <= 0 ? 0 : htonl(~0u << (32 - prefix));
+  /* virtio_net registers eth0 while its module loads; give a slow probe a moment. */
+  for (int i = 0; i < 200 && if_nametoindex("eth0") == 0; ++i) {
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  set_ipv4(sock, SIOCSIFADDR, "eth0", ip, "set eth0's address (is virtio_net in the image?)");
+  set_ipv4(sock, SIOCSIFNETMASK, "eth0", mask, "set eth0's netmask");
+  bring_up(sock, "eth0");
+  struct rtentry route;
+  memset(&route, 0, sizeof route);
+  ((struct sockaddr_in *)&route.rt_dst)->sin_family = AF_INET;
+  ((struct sockaddr_in *)&route.rt_genmask)->sin_family = AF_INET;
+  struct sockaddr_in *gw = (struct sockaddr_in *)&route.rt_gateway;
+  gw->sin_family = AF_INET;
+  gw->sin_addr.s_addr = gateway;
+  route.rt_flags = RTF_UP | RTF_GATEWAY;
+  if (ioctl(sock, SIOCADDRT, &route) < 0) die("add the default route");
+  close(sock);
+  mkdir("/etc", 0755);
+  int fd = open("/etc/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) die("write /etc/resolv.conf");
+  for (int i = 2; i < n; ++i) {
+    char line[64];
+    int len = snprintf(line, sizeof line, "nameserver %s\n", fields[i]);
+    if (write(fd, line, (size_t)len) != len) die("write /etc/resolv.conf");
+  }
+  close(fd);
 }
 
 /* The kernel modules tools/mkinitramfs put in the image, in dependency order. */
@@ -404,6 +483,7 @@ int main(void) {
     tcflush(g_tty, TCIOFLUSH);
   }
   if (g_loaded[0] != '\0') say("faasvisor-vminit: loaded kernel modules: %s", g_loaded);
+  configure_network(g_cmdline);
   install_secrets();
 
   static char spec[SPEC_MAX + 1];

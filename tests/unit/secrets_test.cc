@@ -133,18 +133,20 @@ TEST_CASE("a GO message carries secrets after the limits, values as raw bytes, t
   std::string message = proc::encode_go(go);
   uint32_t length = static_cast<uint8_t>(message[4]) | static_cast<uint8_t>(message[5]) << 8;
   CHECK(length == message.size() - 8);
-  // Then the mode (0: exec; docs/templates.md).
-  std::string tail = message.substr(message.size() - (4 + 4 + 1 + 4 + 3 + 4));
-  CHECK(tail == std::string("\1\0\0\0\1\0\0\0k\3\0\0\0v\0w\0\0\0\0", 20));
+  // Then the mode (0: exec; docs/templates.md) and the network fields (two empty strings: no
+  // namespace to join).
+  std::string tail = message.substr(message.size() - (4 + 4 + 1 + 4 + 3 + 4) - 8);
+  CHECK(tail == std::string("\1\0\0\0\1\0\0\0k\3\0\0\0v\0w\0\0\0\0\0\0\0\0\0\0\0\0", 28));
 }
 
-TEST_CASE("a GO message ends with its mode, and a start message names the instance") {
+TEST_CASE("a GO message has its mode before the network fields, and a start message names the instance") {
   proc::GoSpec go;
   go.directory = "/d";
   go.argv = {"x"};
   go.mode = proc::GoSpec::Mode::adopt;
   std::string message = proc::encode_go(go);
-  CHECK(message.substr(message.size() - 4) == std::string("\2\0\0\0", 4));
+  // The mode, then the two (empty) network fields.
+  CHECK(message.substr(message.size() - 12, 4) == std::string("\2\0\0\0", 4));
   std::string start = proc::encode_template_start("fn-7");
   CHECK(start == std::string("FVST\4\0\0\0fn-7", 12));
 }
