@@ -12,6 +12,7 @@
 
 #include "api/deploy.h"
 #include "api/json.h"
+#include "image/layout.h"
 
 namespace {
 
@@ -23,7 +24,9 @@ void require(bool ok) {
 
 void check_bounds(const fv::FunctionSpec &spec, const fv::DeployLimits &limits) {
   require(fv::valid_function_name(spec.name));
-  require(!spec.image.empty() && spec.image[0] == '/');
+  // A host path, or (docs/images.md) a registry reference or an uploaded image's digest.
+  require(!spec.image.empty() && (spec.image[0] == '/' || fv::image::is_registry_reference(spec.image) ||
+                                  fv::image::valid_digest(spec.image)));
   require(!spec.argv.empty() || spec.env_process.empty());
   require(spec.memory_bytes >= (2ull << 20));
   require(spec.cpu_millis >= 10);

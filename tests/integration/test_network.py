@@ -23,8 +23,11 @@ import unittest
 from harness import BUILD, ROOT, Daemon, DaemonTestCase, scaled, wait_until
 
 FETCH_DIR = os.path.join(BUILD, "tests", "functions")
-INITRAMFS = os.path.join(BUILD, "vm", "fetch.initramfs")  # the fetch function with virtio_net
-ROOTFS = os.path.join(BUILD, "images", "fetch", "rootfs")
+# Container and VM images need static programs: a sanitizer build's are not, so its tests take the
+# release build's images (tools/test sets FAASVISOR_IMAGE_BUILD), as test_containers does.
+IMAGE_BUILD = os.environ.get("FAASVISOR_IMAGE_BUILD", BUILD)
+INITRAMFS = os.path.join(IMAGE_BUILD, "vm", "fetch.initramfs")  # the fetch function with virtio_net
+ROOTFS = os.path.join(IMAGE_BUILD, "images", "fetch", "rootfs")
 DNS = "192.0.2.53"  # TEST-NET-1: distinctive in resolv.conf, never answered
 CONTENT = "hello from the test internet %d\n" % os.getpid()
 BIG_BYTES = 3 << 20
@@ -174,7 +177,7 @@ class NetworkCase(DaemonTestCase):
     @classmethod
     def setUpClass(cls):
         if not os.path.isdir(ROOTFS):
-            subprocess.run([os.path.join(ROOT, "tools", "mkimage"), BUILD], check=True,
+            subprocess.run([os.path.join(ROOT, "tools", "mkimage"), IMAGE_BUILD], check=True,
                            stdout=subprocess.DEVNULL)
         cls.internet = Internet()
         try:
