@@ -110,7 +110,15 @@ class Load:
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(host, int(port), timeout=scaled(10))
-                conn.request("POST", "/function/" + name, body=body)
+                try:
+                    conn.request("POST", "/function/" + name, body=body)
+                except BrokenPipeError:
+                    # HAProxy had closed this kept-alive connection (its server died): the
+                    # request never left, and a client sends it again on a new connection,
+                    # as HTTP clients do with a stale keep-alive connection.
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, int(port), timeout=scaled(10))
+                    conn.request("POST", "/function/" + name, body=body)
                 resp = conn.getresponse()
                 data = resp.read()
                 with self.lock:
