@@ -34,7 +34,7 @@ bool hop_by_hop(std::string_view name) {
                                                 "te", "upgrade", "proxy-connection",
                                                 "proxy-authorization", "trailer"};
   for (std::string_view h : kNames)
-    if (http::iequals(name, h)) return true;
+    if (iequals(name, h)) return true;
   return false;
 }
 
@@ -190,7 +190,7 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   size_t payload = 4 + inv.method.size() + 4 + inv.path.size() + 4 + inv.query.size() + 4 + 4 +
                    inv.body.size();
   uint32_t header_count = 0;
-  for (const http::Header &h : inv.headers) {
+  for (const Header &h : inv.headers) {
     if (hop_by_hop(h.name) || header_count == FV_FRAME_MAX_HEADERS) continue;
     payload += 8 + h.name.size() + h.value.size();
     ++header_count;
@@ -205,7 +205,7 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   p = fv_put_str(p, inv.query.data(), static_cast<uint32_t>(inv.query.size()));
   p = fv_put_u32(p, header_count);
   uint32_t written = 0;
-  for (const http::Header &h : inv.headers) {
+  for (const Header &h : inv.headers) {
     if (hop_by_hop(h.name) || written == header_count) continue;
     p = fv_put_str(p, h.name.data(), static_cast<uint32_t>(h.name.size()));
     p = fv_put_str(p, h.value.data(), static_cast<uint32_t>(h.value.size()));
