@@ -153,7 +153,8 @@ void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, stem); 
 void ProcessBackend::on_refill(io::Timer &t) {
   auto &self = t.owner_as<ProcessBackend>();
   if (self.stems_.size() >= self.options_.stem_pool_size) return;
-  // One sandbox per tick: clone3 with new namespaces costs the loop about a millisecond, so
+  // One sandbox per tick: the loop's part of a stem is a posix_spawn (a vfork and exec) and
+  // its pipes, but each new stem then makes its namespaces and cgroup on the same CPUs, so
   // a refill is spread out and invocations are served between its steps.
   auto stem = self.make_stem();
   if (!stem) {

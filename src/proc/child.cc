@@ -12,8 +12,10 @@ namespace faasvisor::proc {
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
-// Children are created with exit_signal 0 (their exit is watched through the pidfd, not
-// SIGCHLD), which makes them "clone" children: waitid sees them only with __WALL.
+// Children are made by posix_spawn (then pidfd_open), clone(CLONE_PIDFD) or clone3, all with
+// SIGCHLD as exit signal; the node neither handles nor ignores SIGCHLD, so an exited child
+// stays a zombie until it is reaped here, through its pidfd. __WALL also reaps a child
+// whose exit signal is not SIGCHLD, should one be made that way.
 
 std::string ExitStatus::describe() const {
   if (exited) return "exited with status " + std::to_string(code_or_signal);
