@@ -25,7 +25,7 @@ std::string ExitStatus::describe() const {
 
 Child &Child::operator=(Child &&other) noexcept {
   if (this != &other) {
-    release();
+    kill_and_wait();
     pid_ = other.pid_;
     pidfd_ = other.pidfd_;
     reaped_ = other.reaped_;
@@ -37,14 +37,18 @@ Child &Child::operator=(Child &&other) noexcept {
   return *this;
 }
 
-Child::~Child() { release(); }
+Child::~Child() { kill_and_wait(); }
 
-void Child::release() {
+void Child::kill_and_wait() {
   if (pidfd_ < 0) return;
   if (!reaped_) {
     syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
     siginfo_t info{};
-    waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL);
+    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL) == 0) {
+      reaped_ = true;
+      status_.exited = info.si_code == CLD_EXITED;
+      status_.code_or_signal = info.si_status;
+    }
   }
   close(pidfd_);
   pidfd_ = -1;

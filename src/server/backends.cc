@@ -38,7 +38,7 @@ void add_backends(NodeImpl &node, const NodeOptions &options) {
   qemu_options.accel = *backend::parse_accel(options.accel);
   auto qemu = std::make_shared<backend::QemuHost>(*node.timers, qemu_options);
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
-    node.pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, node.cgroups,
+    node.pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, node.cgroups, *node.ring,
                                                                   process_options.stem_path));
 }
 
