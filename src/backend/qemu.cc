@@ -197,7 +197,8 @@ Status check_pvh_elf(const std::string &path) {
 }
 
 // Looks for an entry of an uncompressed newc initramfs: its mode, or 0 if absent.
-// Reads only the headers and names (a few entries for a function image).
+// Reads only the headers and names (a few entries for a function image), with pread on the
+// loop (QemuBackend::validate; see Backend::validate on why that is not off the loop yet).
 Result<uint32_t> cpio_mode(const std::string &path, std::string_view name) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno_error("open", errno);
