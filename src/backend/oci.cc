@@ -778,6 +778,12 @@ Status OciBackend::remove_bundle(uint64_t instance_key, const std::string &id) {
   return {};
 }
 
+bool OciBackend::idle() const {
+  for (const auto &[key, removal] : removals_)
+    if (removal->op.in_flight) return false;
+  return true;
+}
+
 void OciBackend::on_bundle_step(io::Completion &c, int, uint32_t) {
   BundleRemoval &removal = c.owner_as<BundleRemoval>();
   if (++removal.next == removal.steps.size()) return;

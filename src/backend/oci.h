@@ -91,8 +91,8 @@ class OciBackend final : public Backend {
   // deletes it as usual (a SIGKILLed runtime would leave the container orphaned, re-parented
   // to init); SIGKILL to the runtime only if that does not end it either.
   bool force_kill(Launched &launched) override;
-  // No instance's bundle is still being removed.
-  bool idle() const override { return removals_.empty(); }
+  // No unlinkat of a bundle is in flight (the ring must not outlive one).
+  bool idle() const override;
 
  private:
   Status prepare_state_dir();
