@@ -31,6 +31,7 @@
 namespace faasvisor {
 
 struct NodeImpl;
+struct EmbedState;  // embed/embed.h
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
 // The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
 // X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
@@ -63,6 +64,9 @@ struct NodeImpl final : store::ChangeListener {
   NodeOptions options;
   std::unique_ptr<io::Ring> ring;
   std::unique_ptr<io::TimerQueue> timers;
+  // The embedding API's state (embed/embed.h): declared before the pool, so destroyed after
+  // it; the pool reports to it until then.
+  std::unique_ptr<EmbedState> embed;
   proc::CgroupTree cgroups;
   // Declared before the pool: destroyed after it, once no instance holds a namespace.
   std::unique_ptr<net::Network> network;  // faasvisor.network=egress (net/network.h)
