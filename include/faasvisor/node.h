@@ -117,7 +117,8 @@ class Node {
   int run();
   int run_once();
   int poll();
-  int fd() const;
+  // An eventfd, readable when the node has work for poll(); -1 if it cannot be made.
+  int fd();
   bool stopped() const;
   // Starts a graceful shutdown (as SIGTERM does): in-flight invocations may finish within
   // shutdown_grace_ms, new ones get 503. Thread-safe and async-signal-safe (an eventfd).

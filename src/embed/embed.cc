@@ -1,7 +1,9 @@
 // In-process invocations, instance events, log subscriptions and the loop turn (embed.h).
 #include "embed/embed.h"
 
+#include <linux/io_uring.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -95,6 +97,7 @@ EmbedState::~EmbedState() {
     if (sub->book != nullptr) sub->book->unfollow(*sub);
   while (EmbeddedCall *call = finished.pop_front()) delete call;
   if (stop_fd >= 0) ::close(stop_fd);
+  if (wake_fd >= 0) ::close(wake_fd);  // the ring keeps its own reference until it goes
 }
 
 void EmbedState::instance_changed(const pool::Instance &inst, pool::InstanceChange change, std::string_view reason,
@@ -182,6 +185,11 @@ std::string start_embedding(NodeImpl &node) {
 
 int turn_loop(NodeImpl &node, bool wait) {
   EmbedState &e = *node.embed;
+  if (e.wake_fd >= 0) {
+    // Reset before the turn: whatever completes after this signals it again.
+    uint64_t count = 0;
+    (void)!::read(e.wake_fd, &count, sizeof count);
+  }
   // A NOP completes at once, so the turn submits and reaps without waiting.
   if ((!wait || e.has_pending()) && !e.nop_op.in_flight) node.ring->nop(e.nop_op);
   node.timers->sync_kernel_timeout();
@@ -201,6 +209,22 @@ void stop_embedding(NodeImpl &node) {
 
 int Node::run_once() { return turn_loop(*impl_, true); }
 int Node::poll() { return turn_loop(*impl_, false); }
+int Node::fd() {
+  EmbedState &e = *impl_->embed;
+  if (e.wake_fd >= 0) return e.wake_fd;
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) return -1;
+  // liburing 2.3's io_uring_register_eventfd needs the ring's struct, private to io::Ring;
+  // the system call needs only its fd.
+  if (syscall(__NR_io_uring_register, impl_->ring->fd(), IORING_REGISTER_EVENTFD, &efd, 1) < 0) {
+    FV_ERROR("registering an eventfd with the ring: %s", std::strerror(errno));
+    ::close(efd);
+    return -1;
+  }
+  e.wake_fd = efd;
+  return efd;
+}
+
 bool Node::stopped() const { return impl_->phase == NodeImpl::Phase::stopped; }
 
 void Node::request_stop() {

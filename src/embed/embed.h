@@ -66,6 +66,11 @@ struct EmbedState final : pool::PoolObserver {
   uint64_t stop_value = 0;  // written by the kernel while stop_op is in flight
   io::Completion stop_op{};
   io::Completion nop_op{};  // armed so that a turn does not wait (poll(), pending callbacks)
+  // Node::fd(): an eventfd registered with the ring, made on first use. The ring's own fd is
+  // no use to wait on: with IORING_SETUP_DEFER_TASKRUN completions wait as task work that
+  // wakes only a task inside io_uring_enter, never a poll(2) on the ring fd; a registered
+  // eventfd is signalled when such work is queued.
+  int wake_fd = -1;
 
   IntrusiveList<EmbeddedCall, &EmbeddedCall::done_hook> finished;
   uint64_t live_calls = 0;

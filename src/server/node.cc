@@ -505,7 +505,6 @@ std::string Node::listen_address() const { return impl_->bound_address; }
 std::string Node::id() const { return impl_->node_name; }
 std::vector<std::string> Node::cgroup_roots() const { return impl_->cgroups.roots(); }
 std::string Node::run_dir() const { return "/run/faasvisor/" + impl_->node_name; }
-int Node::fd() const { return impl_->ring->fd(); }
 
 int Node::run() {
   NodeImpl &node = *impl_;
