@@ -53,20 +53,17 @@ std::unique_ptr<Node> make_node(const faasvisor::NodeOptions &o = embedded_optio
   return node;
 }
 
-faasvisor::FunctionConfig echo_config(const std::string &name = "echo") {
+faasvisor::FunctionConfig function_config(const std::string &name, const std::string &image, const char *command) {
   faasvisor::FunctionConfig c;
   c.name = name;
-  c.image = kEcho;
-  c.command = "./echo";
+  c.image = image;
+  c.command = command;
   return c;
 }
 
+faasvisor::FunctionConfig echo_config(const std::string &name = "echo") { return function_config(name, kEcho, "./echo"); }
 faasvisor::FunctionConfig misbehave_config(const std::string &name = "misbehave") {
-  faasvisor::FunctionConfig c;
-  c.name = name;
-  c.image = kMisbehave;
-  c.command = "./misbehave";
-  return c;
+  return function_config(name, kMisbehave, "./misbehave");
 }
 
 // Turns the node's loop from here (poll(), then poll(2) on its fd) until done() or timeout.
