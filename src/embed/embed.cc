@@ -127,6 +127,9 @@ void EmbedState::instance_changed(const pool::Instance &inst, pool::InstanceChan
 }
 
 int EmbedState::deliver() {
+  // Every turn of the daemon's loop comes here: nothing to do must cost nothing (an empty
+  // std::deque allocates).
+  if (!has_pending()) return 0;
   int ran = 0;
   // Each queue is taken whole: a callback that causes more (an invoke answered at once)
   // adds to the next round, not to this one.

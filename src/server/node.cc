@@ -382,7 +382,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   impl->network = std::make_unique<net::Network>(*impl->ring, *impl->timers, net_options);
   {
     std::string why;
-    if (!impl->network->available(&why)) FV_WARN("instances cannot have a network (faasvisor.network=egress): %s", why.c_str());
+    if (options.instance_network && !impl->network->available(&why)) FV_WARN("instances cannot have a network (faasvisor.network=egress): %s", why.c_str());
   }
   impl->pool->set_network(impl->network.get());
   image::StoreOptions image_options;
