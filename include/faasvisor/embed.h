@@ -38,7 +38,7 @@ struct FunctionConfig {
   std::vector<std::string> secrets;
 };
 
-struct Header {
+struct InvokeHeader {
   std::string name;
   std::string value;
 };
@@ -48,14 +48,14 @@ struct InvokeRequest {
   std::string method = "POST";
   std::string path = "/";  // after /function/NAME, starts with '/'
   std::string query;       // without '?'
-  std::vector<Header> headers;
+  std::vector<InvokeHeader> headers;
   std::string body;
 };
 
 struct InvokeResult {
   int status = 0;      // the function's status, or the node's (429 queue full, 502, 503, 504)
   std::string body;    // the function's body, or {"error": "..."} made by the node
-  std::vector<Header> headers;  // the function's headers
+  std::vector<InvokeHeader> headers;  // the function's headers
   std::string error;   // non-empty: the node answered instead of the function
   bool cold = false;   // an instance booted for it
   uint64_t instance_id = 0;

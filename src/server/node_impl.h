@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "async/calls.h"
-#include "api/json.h"
+#include "util/json.h"
 #include "api/router.h"
 #include "api/auth.h"
 #include "api/image_roots.h"
@@ -31,14 +31,17 @@
 namespace faasvisor {
 
 struct NodeImpl;
-struct EmbedState;  // embed/embed.h
+struct EmbedState;  // server/embed.h
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
+// A helper program (faasvisor-stem, -unpack, -adapter) beside the running one, or in
+// options.helper_dir (server/node.cc).
+std::string helper_path(const NodeOptions &options, const char *name);
 // The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
 // X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
 // answer the node made itself.
 // FunctionStatus's image (as deployed), createdAt, constraints, requests and
 // readOnlyRootFilesystem.
-void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec);
+void write_openfaas_fields(JsonWriter &w, const FunctionSpec &spec);
 // X-OpenFaaS-Internal for an error the connection makes itself (a malformed, oversized or
 // unfinished request) when the request was for /function/.
 std::string_view openfaas_error_mark(const http::Request &req);
@@ -64,7 +67,7 @@ struct NodeImpl final : store::ChangeListener {
   NodeOptions options;
   std::unique_ptr<io::Ring> ring;
   std::unique_ptr<io::TimerQueue> timers;
-  // The embedding API's state (embed/embed.h): declared before the pool, so destroyed after
+  // The embedding API's state (server/embed.h): declared before the pool, so destroyed after
   // it; the pool reports to it until then.
   std::unique_ptr<EmbedState> embed;
   proc::CgroupTree cgroups;
@@ -113,7 +116,7 @@ struct NodeImpl final : store::ChangeListener {
   DeployLimits deploy_limits() const;
   void handle_async(Connection &conn, http::Request &request, std::string_view function,
                     std::string_view subpath);
-  void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
+  void write_node_facts(JsonWriter &w);                    // server/handlers.cc
   // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
   // false / nullptr when they do.
   void handle_info(Connection &conn, http::Request &request);

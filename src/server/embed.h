@@ -15,6 +15,7 @@
 
 #include "faasvisor/embed.h"
 #include "io/ring.h"
+#include "model/header.h"
 #include "pool/invocation.h"
 #include "pool/logbook.h"
 #include "pool/observer.h"
@@ -30,7 +31,7 @@ struct EmbedState;
 struct EmbeddedCall final : pool::InvocationSink {
   EmbedState *state = nullptr;
   InvokeRequest request;
-  std::vector<http::Header> headers;
+  std::vector<Header> headers;
   pool::Invocation inv;
   InvokeCallback done;
   InvokeResult result;

@@ -1,5 +1,5 @@
 // In-process invocations, instance events, log subscriptions and the loop turn (embed.h).
-#include "embed/embed.h"
+#include "server/embed.h"
 
 #include <linux/io_uring.h>
 #include <sys/eventfd.h>
@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "pool/function.h"
 #include "pool/instance.h"
 #include "server/node_impl.h"
@@ -67,7 +67,7 @@ void EmbeddedCall::invocation_done(pool::Invocation &, const pool::InvocationRes
     result.body.assign(r.body);
   } else {
     result.body.clear();
-    api::JsonWriter w(result.body);  // as the HTTP API answers it
+    JsonWriter w(result.body);  // as the HTTP API answers it
     w.begin_object().field("error", r.error).end_object();
   }
   result.headers.clear();
@@ -251,7 +251,7 @@ ApiError Node::invoke(const std::string &function, InvokeRequest request, Invoke
   call->state = node.embed.get();
   call->request = std::move(request);
   call->done = std::move(done);
-  for (Header &h : call->request.headers) call->headers.push_back({std::move(h.name), std::move(h.value)});
+  for (InvokeHeader &h : call->request.headers) call->headers.push_back({std::move(h.name), std::move(h.value)});
   call->request.headers.clear();
   pool::Invocation &inv = call->inv;
   inv.method = call->request.method;

@@ -4,8 +4,8 @@
 #include <cassert>
 
 #include "api/deploy.h"
-#include "api/json.h"
-#include "embed/embed.h"
+#include "util/json.h"
+#include "server/embed.h"
 #include "image/layout.h"
 #include "image/store.h"
 #include "pool/function.h"
@@ -27,7 +27,7 @@ int status_of(pool::Outcome outcome) {
   return 500;
 }
 
-void write_map(api::JsonWriter &w, std::string_view key, const std::vector<std::pair<std::string, std::string>> &pairs,
+void write_map(JsonWriter &w, std::string_view key, const std::vector<std::pair<std::string, std::string>> &pairs,
                const std::vector<std::pair<std::string, std::string>> &extra = {}) {
   if (pairs.empty() && extra.empty()) return;
   w.key(key).begin_object();
@@ -38,7 +38,7 @@ void write_map(api::JsonWriter &w, std::string_view key, const std::vector<std::
 
 std::string deploy_body(const FunctionConfig &c) {
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   w.begin_object().field("service", c.name).field("image", c.image);
   if (!c.command.empty()) w.field("envProcess", c.command);
   write_map(w, "envVars", c.env);
