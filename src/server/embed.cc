@@ -247,6 +247,9 @@ ApiError Node::invoke(const std::string &function, InvokeRequest request, Invoke
   if (request.body.size() > node.options.max_body_bytes)
     return {413, "invoke: body of " + std::to_string(request.body.size()) + " bytes is over the node's limit of " +
                      std::to_string(node.options.max_body_bytes)};
+  if (node.embed->live_calls >= EmbedState::kMaxLiveCalls)
+    return {429, "invoke: " + std::to_string(node.embed->live_calls) +
+                     " in-process invocations are not handed back yet; turn the loop (poll/run_once) first"};
   auto call = std::make_unique<EmbeddedCall>();
   call->state = node.embed.get();
   call->request = std::move(request);

@@ -55,6 +55,9 @@ struct EmbedState final : pool::PoolObserver {
   // Events and log lines waiting for the end of the turn; beyond these, dropped and counted.
   static constexpr size_t kMaxPendingEvents = 65536;
   static constexpr size_t kMaxPendingLogLines = 65536;
+  // In-process invocations not yet handed back (queued, running, or answered and waiting for
+  // the turn's deliver()): an embedder that invokes without turning the loop is refused here.
+  static constexpr uint64_t kMaxLiveCalls = 100000;
 
   explicit EmbedState(NodeImpl &n) : node(n) {}
   ~EmbedState();

@@ -294,6 +294,21 @@ TEST_CASE("bad input to the API gets a clear error, never a crash") {
   CHECK(Node::create(bad, &error) == nullptr);
   CHECK(error.find("ADDR:PORT") != std::string::npos);
 
+  // Invoking without ever turning the loop is bounded: refused with 429, and every accepted
+  // call is still answered once the loop turns.
+  uint64_t accepted = 0, answered = 0;
+  ApiError refused;
+  for (;;) {
+    refused = node->invoke("echo", {}, [&](const InvokeResult &) { ++answered; });
+    if (!refused.ok()) break;
+    REQUIRE(++accepted <= 200000);
+  }
+  CHECK(refused.status == 429);
+  CHECK(refused.message.find("turn the loop") != std::string::npos);
+  CHECK(accepted == 100000);
+  CHECK(drive(*node, [&] { return answered == accepted; }, 60));
+  CHECK(node->invoke("echo", {}, [&](const InvokeResult &) { ++answered; }).ok());
+
   // A full queue: 429 through the callback, as over HTTP.
   faasvisor::FunctionConfig tiny = misbehave_config("tiny");
   tiny.max_instances = 1;
