@@ -12,7 +12,7 @@ import unittest
 from buildinfo import is_sanitized
 from harness import BUILD, ECHO_IMAGE, ROOT, scaled
 
-EMBED_TESTS = os.path.join(BUILD, "tests", "embed", "embed_tests")
+EMBED_TESTS = os.path.join(BUILD, "tests", "embed", "faasvisor-embed-tests")
 RIG = os.path.join(BUILD, "examples", "rig", "faasvisor-rig")
 RIG_LINE = re.compile(r"^(\d+) invocations/s p50 ([\d.]+) ms p90 ([\d.]+) ms p99 ([\d.]+) ms "
                       r"\((\d+) invocations, concurrency (\d+), [\d.]+ s, 0 errors\)$", re.M)
@@ -97,7 +97,7 @@ class EmbedTest(unittest.TestCase):
         }
         for kind, libs in builds.items():
             with self.subTest(kind=kind):
-                rig = os.path.join(dest, "rig-" + kind)
+                rig = os.path.join(dest, "faasvisor-rig-" + kind)  # faasvisor-*: see tests/embed/meson.build
                 build = subprocess.run(["c++", "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror"] + sanitize + cflags
                                        + [source, "-o", rig] + libs,
                                        capture_output=True, text=True, timeout=scaled(300))
