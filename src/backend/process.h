@@ -14,6 +14,7 @@
 #include "backend/template.h"
 #include "io/ring.h"
 #include "io/timer.h"
+#include "proc/reaper.h"
 #include "proc/spawn.h"
 
 namespace faasvisor::backend {
@@ -30,15 +31,22 @@ struct ProcessBackendOptions {
 // in one). A fresh sandbox in cgroup `cgroup_name` of the node's tree, waiting on stdin for
 // its GO message (sandbox_available: whether faasvisor-stem is there, else why not):
 bool sandbox_available(const std::string &stem_path, std::string *why_not);
-// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty.
+// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty;
+// template_control_fd: a template's end of its control socket (StemSpec), or -1.
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name, const std::string &netns_dir = {});
+                               std::string_view cgroup_name, const std::string &netns_dir = {},
+                               int template_control_fd = -1);
 // Ends a sandbox that was never started (or whose GO message could not be written), waits
 // for it (bounded: the outer stem does nothing else) and removes what it left.
-void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);
+// Ends an unused sandbox without blocking: its exit comes through the reaper, which then
+// removes its cgroup if the stem could not (cleanup_stem).
+void discard_sandbox(const proc::CgroupTree &cgroups, proc::Reaper &reaper, Launched &stem);
 // After a sandbox is gone: nothing if it exited by itself (it removed its cgroup
 // directories), else the removal of what is left. EBUSY: call again.
 Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched);
+// The same for a stem's cgroup apart from its Launched (a discarded stem, once reaped).
+Status cleanup_stem_cgroup(const proc::CgroupTree &cgroups, const proc::Child &stem,
+                           proc::InstanceCgroup &cgroup);
 // A sandbox's memory: the PSS of its cgroup's processes, else the cgroup's usage.
 inline Result<uint64_t> sandbox_memory(const proc::CgroupTree &cgroups, const Launched &launched) {
   auto pss = cgroups.process_pss(launched.cgroup);
@@ -114,6 +122,7 @@ class ProcessBackend final : public Backend {
   const proc::CgroupTree &cgroups_;
   io::Ring &ring_;
   io::TimerQueue &timers_;
+  proc::Reaper reaper_{ring_};  // discarded stems, until they have exited
   ProcessBackendOptions options_;
   std::deque<Launched> stems_;
   // Keyed by the definition: an update makes a new FunctionSpec and retires the old one's.
