@@ -446,7 +446,9 @@ Node::~Node() {
     while (node.phase != NodeImpl::Phase::stopped) {
       node.timers->sync_kernel_timeout();
       node.ring->run_once();
+      node.pool->run_completed();
       node.step_shutdown();
+      node.pool->run_completed();
     }
   }
   // Drain the completions still armed on the node itself (signal read, kernel timeout).
@@ -460,6 +462,7 @@ Node::~Node() {
          !node.async->idle() || !node.network->idle()) {
     node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
+    node.pool->run_completed();
   }
   node.async.reset();
   if (node.signal_fd >= 0) ::close(node.signal_fd);
@@ -482,7 +485,13 @@ int Node::run() {
   while (node.phase != NodeImpl::Phase::stopped) {
     node.timers->sync_kernel_timeout();
     node.ring->run_once();
-    if (node.phase != NodeImpl::Phase::running) node.step_shutdown();
+    // Results of invocations are delivered after the batch, never from inside the callback
+    // that produced them (Pool::run_completed); what the shutdown step answers goes too.
+    node.pool->run_completed();
+    if (node.phase != NodeImpl::Phase::running) {
+      node.step_shutdown();
+      node.pool->run_completed();
+    }
   }
   FV_INFO("stopped");
   return node.exit_code;

@@ -86,6 +86,7 @@ struct Fixture {
       timers->start(beat, monotonic_ns() + 50'000'000);
       timers->sync_kernel_timeout();
       ring->run_once();
+      pool->run_completed();
     }
     timers->stop(beat);
     return true;
