@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "api/deploy.h"
+#include "model/units.h"
 #include "faasvisor/node.h"
 #include "util/log.h"
 #include "util/number.h"

@@ -3,8 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
+
+#include "util/base64.h"
 
 namespace faasvisor::api {
 namespace {
@@ -45,40 +46,6 @@ Result<std::string> read_credential(const std::string &path) {
   return std::string(value);
 }
 
-constexpr std::array<int8_t, 256> kBase64Values = [] {
-  std::array<int8_t, 256> t{};
-  for (auto &v : t) v = -1;
-  const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (int i = 0; i < 64; ++i) t[static_cast<uint8_t>(alphabet[i])] = static_cast<int8_t>(i);
-  return t;
-}();
-
-// Standard base64 with padding (what Go's r.BasicAuth() accepts); false on anything else.
-bool base64_decode(std::string_view in, std::string &out) {
-  if (in.size() % 4 != 0) return false;
-  out.clear();
-  for (size_t i = 0; i < in.size(); i += 4) {
-    int v[4];
-    size_t pad = 0;
-    for (size_t j = 0; j < 4; ++j) {
-      char c = in[i + j];
-      if (c == '=' && i + 4 == in.size() && j >= 2) {
-        v[j] = 0;
-        ++pad;
-        continue;
-      }
-      if (pad != 0) return false;  // data after padding
-      v[j] = kBase64Values[static_cast<uint8_t>(c)];
-      if (v[j] < 0) return false;
-    }
-    uint32_t bits = static_cast<uint32_t>(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
-    out += static_cast<char>(bits >> 16);
-    if (pad < 2) out += static_cast<char>((bits >> 8) & 0xff);
-    if (pad < 1) out += static_cast<char>(bits & 0xff);
-  }
-  return true;
-}
-
 // Constant time in the content of `given`: every byte of `expected` is compared whatever
 // came before, and a length mismatch is folded into the same accumulator.
 bool constant_time_equal(std::string_view given, std::string_view expected) {
@@ -117,8 +84,9 @@ bool basic_auth_matches(std::string_view authorization, const BasicAuthCredentia
   constexpr std::string_view kScheme = "Basic ";
   if (authorization.size() < kScheme.size() || !iequals_ascii(authorization.substr(0, kScheme.size()), kScheme))
     return false;
-  std::string decoded;
-  if (!base64_decode(authorization.substr(kScheme.size()), decoded)) return false;
+  auto decoded_or = base64_decode(authorization.substr(kScheme.size()));
+  if (!decoded_or) return false;
+  std::string &decoded = *decoded_or;
   size_t colon = decoded.find(':');
   if (colon == std::string::npos) return false;
   std::string_view view = decoded;

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "api/deploy.h"
+#include "model/function_spec.h"
 #include "net/network.h"
 #include "proc/cgroup.h"
 #include "proc/child.h"

@@ -6,7 +6,8 @@
 #include <string_view>
 #include <vector>
 
-#include "api/deploy.h"
+#include "model/function_spec.h"
+#include "util/result.h"
 
 namespace faasvisor::backend {
 

@@ -111,13 +111,15 @@ Status ProcessBackend::validate(const FunctionSpec &spec) const {
 }
 
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name, const std::string &netns_dir) {
+                               std::string_view cgroup_name, const std::string &netns_dir,
+                               int template_control_fd) {
   // The stem makes, joins and at its end removes these directories itself, off the loop.
   proc::InstanceCgroup cgroup = cgroups.plan(cgroup_name);
   proc::StemSpec spec;
   spec.stem_path = stem_path;
   spec.cgroup = &cgroup;
   spec.netns_dir = netns_dir;
+  spec.template_control_fd = template_control_fd;
   auto spawned = proc::spawn_stem(spec);
   if (!spawned) return spawned.error();  // nothing ran: no directory was made
   Launched out;

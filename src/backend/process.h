@@ -30,9 +30,11 @@ struct ProcessBackendOptions {
 // in one). A fresh sandbox in cgroup `cgroup_name` of the node's tree, waiting on stdin for
 // its GO message (sandbox_available: whether faasvisor-stem is there, else why not):
 bool sandbox_available(const std::string &stem_path, std::string *why_not);
-// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty.
+// netns_dir: the node's prepared namespaces (StemSpec::netns_dir), or empty;
+// template_control_fd: a template's end of its control socket (StemSpec), or -1.
 Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::string &stem_path,
-                               std::string_view cgroup_name, const std::string &netns_dir = {});
+                               std::string_view cgroup_name, const std::string &netns_dir = {},
+                               int template_control_fd = -1);
 // Ends a sandbox that was never started (or whose GO message could not be written), waits
 // for it (bounded: the outer stem does nothing else) and removes what it left.
 void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);

@@ -58,19 +58,12 @@ Status Template::start(const FunctionSpec &spec, const std::string &stem_path, c
     ::close(pair[1]);
     if (theirs < 0) return errno_error("dup the template's socket");
   }
-  proc::InstanceCgroup cgroup = cgroups_.plan(name_);
-  proc::StemSpec stem_spec;
-  stem_spec.stem_path = stem_path;
-  stem_spec.cgroup = &cgroup;
-  stem_spec.template_control_fd = theirs;
-  auto spawned = proc::spawn_stem(stem_spec);
+  auto spawned = spawn_sandbox(cgroups_, stem_path, name_, {}, theirs);
   ::close(theirs);
   if (!spawned) return spawned.error();
-  stem_.child = std::move(spawned->child);
-  stem_.to_instance = spawned->stdin_fd;
-  stem_.log = spawned->stderr_fd;
-  ::close(spawned->stdout_fd);  // a template serves nothing on its stdout
-  stem_.cgroup = std::move(cgroup);
+  stem_ = std::move(*spawned);
+  ::close(stem_.from_instance);  // a template serves nothing on its stdout
+  stem_.from_instance = -1;
   started_ns_ = monotonic_ns();
 
   auto message = go_message(name_);

@@ -15,8 +15,6 @@ constexpr size_t kRetainedBodyCapacityBytes = 256 * 1024;
 
 constexpr std::string_view kObsFoldMessage = "obsolete line folding in a header (obs-fold) is not accepted";
 
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c; }
-
 bool is_optional_whitespace(char c) { return c == ' ' || c == '\t'; }
 
 // llhttp skips whitespace before a header value but hands over the trailing part.
@@ -67,14 +65,6 @@ bool is_token(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s) {
     if (!kTokenChars[static_cast<uint8_t>(c)]) return false;
-  }
-  return true;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
   }
   return true;
 }

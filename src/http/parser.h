@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/header.h"
+
 extern "C" {
 #include <llhttp.h>
 }
@@ -27,10 +29,8 @@ struct Limits {
   uint64_t max_body_bytes = 6 * 1024 * 1024;    // else 413 (Content-Length up front, chunked as it grows)
 };
 
-struct Header {
-  std::string name;   // as received (case preserved); compare with find() or iequals()
-  std::string value;  // leading and trailing spaces/tabs removed
-};
+// A request header (model/header.h): the pool and the async calls carry the same type.
+using Header = faasvisor::Header;
 
 struct Request {
   std::string method;  // as received, e.g. "GET"
@@ -58,8 +58,8 @@ struct Error {
   std::string message;  // short, for the client, e.g. "invalid chunk size (Invalid character in chunk size)"
 };
 
-// ASCII case-insensitive equality (header names and tokens are ASCII).
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality (model/header.h).
+using faasvisor::iequals;
 // An RFC 9110 token (what a header name must be): non-empty, tchar only.
 bool is_token(std::string_view s);
 

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "http/parser.h"  // Header
+#include "util/json.h"
 
 namespace faasvisor::http {
 
@@ -30,8 +31,8 @@ void write_response(std::string& out, int status, std::span<const Header> header
 void write_json_error(std::string& out, int status, std::string_view message, bool keep_alive,
                       std::span<const Header> extra_headers = {});
 
-// Appends s as a JSON string: quoted, '"' and '\\' escaped, control characters (< 0x20) as
-// \u00XX, each maximal invalid UTF-8 subsequence replaced by U+FFFD (Unicode 15 sec. 3.9).
-void append_json_string(std::string& out, std::string_view s);
+// JSON string escaping lives in util/json.h (the JSON writer and the image records use it
+// too); the HTTP writers and their callers name it here.
+using faasvisor::append_json_string;
 
 }  // namespace faasvisor::http

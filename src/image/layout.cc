@@ -6,7 +6,7 @@
 
 #include <simdjson.h>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "proc/spawn.h"
 #include "util/number.h"
 
@@ -336,7 +336,7 @@ Status apply_image(FunctionSpec &spec, const Resolved &image) {
 }
 
 namespace {
-void write_strings(api::JsonWriter &w, std::string_view key, const std::vector<std::string> &items) {
+void write_strings(JsonWriter &w, std::string_view key, const std::vector<std::string> &items) {
   w.key(key).begin_array();
   for (const std::string &s : items) w.string(s);
   w.end_array();
@@ -350,7 +350,7 @@ Status read_string_list(dom::object object, const char *key, std::vector<std::st
 
 std::string encode_resolved(const Resolved &image) {
   std::string out;
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("digest", image.digest).field("rootfs", image.rootfs).field("unpacked", image.unpacked);
   write_strings(w, "Entrypoint", image.config.entrypoint);
   write_strings(w, "Cmd", image.config.cmd);
@@ -362,7 +362,7 @@ std::string encode_resolved(const Resolved &image) {
 
 std::string encode_failure(std::string_view message) {
   std::string out;
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("error", message).end_object();
   return out + "\n";
 }

@@ -2,7 +2,7 @@
 
 #include <arpa/inet.h>
 
-#include "api/deploy.h"
+#include "model/units.h"
 #include "util/number.h"
 
 namespace faasvisor::net {

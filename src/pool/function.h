@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "api/deploy.h"
+#include "model/function_spec.h"
 #include "pool/instance.h"
 #include "io/timer.h"
 #include "pool/invocation.h"

@@ -32,7 +32,7 @@ bool hop_by_hop(std::string_view name) {
                                                 "te", "upgrade", "proxy-connection",
                                                 "proxy-authorization", "trailer"};
   for (std::string_view h : kNames)
-    if (http::iequals(name, h)) return true;
+    if (iequals(name, h)) return true;
   return false;
 }
 
@@ -71,7 +71,8 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
   eof_timer_.callback = [](io::Timer &t) {
     auto &self = t.owner_as<Instance>();
     ++self.depth_;
-    self.fault(self.out_of_memory_or("the instance ") + "closed its output" + self.log_tail());
+    if (self.exit_pending_) self.finish_exit(true);
+    else self.fault(self.out_of_memory_or("the instance ") + "closed its output" + self.log_tail());
     --self.depth_;
     self.maybe_release();
   };
@@ -191,7 +192,7 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   size_t payload = 4 + inv.method.size() + 4 + inv.path.size() + 4 + inv.query.size() + 4 + 4 +
                    inv.body.size();
   uint32_t header_count = 0;
-  for (const http::Header &h : inv.headers) {
+  for (const Header &h : inv.headers) {
     if (hop_by_hop(h.name) || header_count == FV_FRAME_MAX_HEADERS) continue;
     payload += 8 + h.name.size() + h.value.size();
     ++header_count;
@@ -206,7 +207,7 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   p = fv_put_str(p, inv.query.data(), static_cast<uint32_t>(inv.query.size()));
   p = fv_put_u32(p, header_count);
   uint32_t written = 0;
-  for (const http::Header &h : inv.headers) {
+  for (const Header &h : inv.headers) {
     if (hop_by_hop(h.name) || written == header_count) continue;
     p = fv_put_str(p, h.name.data(), static_cast<uint32_t>(h.name.size()));
     p = fv_put_str(p, h.value.data(), static_cast<uint32_t>(h.value.size()));
@@ -259,6 +260,7 @@ void Instance::stop(const char *why) {
   timer_purpose_ = TimerPurpose::stop_grace;
   pool_.timers().start(timer_, pool_.now_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
   pool_.instance_stopping(*this, false, why);
+  after_pending_exit();
 }
 
 void Instance::kill(int status, std::string reason) {
@@ -279,6 +281,15 @@ void Instance::kill(int status, std::string reason) {
   timer_purpose_ = TimerPurpose::stop_grace;
   pool_.timers().start(timer_, pool_.now_ns() + last_resort_delay_ns());
   pool_.instance_stopping(*this, was_booting, reason);
+  after_pending_exit();
+}
+
+// The process is gone but its output was still being read (finish_exit): now it stops, the
+// exit's own work is due.
+void Instance::after_pending_exit() {
+  if (!exit_pending_) return;
+  exit_pending_ = false;
+  after_exit();
 }
 
 void Instance::fault(std::string reason) { kill(502, std::move(reason)); }
@@ -328,7 +339,8 @@ void Instance::on_read(io::Completion &c, int result, uint32_t) {
     } else if (result == 0) {
       // Usually the process is exiting: give the exit watcher a moment so the failure
       // names the exit status or signal rather than just the closed stream.
-      self.pool_.timers().start(self.eof_timer_, self.pool_.now_ns() + kEofGraceNs);
+      if (self.exit_pending_) self.finish_exit(false);
+      else self.pool_.timers().start(self.eof_timer_, self.pool_.now_ns() + kEofGraceNs);
     } else {
       self.in_len_ += static_cast<size_t>(result);
       self.handle_frames();
@@ -553,8 +565,14 @@ void Instance::on_log(io::Completion &c, int result, uint32_t) {
       self.log_line_.clear();
     }
     self.arm_log();  // keep draining even while stopping, until end of stream
-  } else if (!self.log_line_.empty()) {
-    self.function_->logs.append(self.name_, self.log_line_, self.log_line_cut_, realtime_ns());
+  } else {
+    if (!self.log_line_.empty())
+      self.function_->logs.append(self.name_, self.log_line_, self.log_line_cut_, realtime_ns());
+    if (self.exit_pending_) {
+      ++self.depth_;
+      self.finish_exit(false);
+      --self.depth_;
+    }
   }
   self.maybe_release();
 }
@@ -581,13 +599,29 @@ void Instance::on_exit(io::Completion &c, int, uint32_t) {
     self.reaped_ = true;
     std::string how = reaped ? status.describe() : reaped.error().message();
     FV_DEBUG("instance %s: process %s", self.name_.c_str(), how.c_str());
-    if (self.state_ != InstanceState::stopping) {
-      self.fault(self.out_of_memory_or("the instance ") + how + self.log_tail());
+    if (self.state_ != InstanceState::stopping && (self.read_op_.in_flight || self.log_op_.in_flight)) {
+      // The exit can be seen before the last of the output is read: a guest's console
+      // (kernel panic) or a function's last stderr lines may still sit in the pipes, and they
+      // are what names the failure. Read on until both streams end, for at most the grace.
+      self.exit_pending_ = true;
+      self.exit_how_ = std::move(how);
+      self.pool_.timers().start(self.eof_timer_, self.pool_.now_ns() + kEofGraceNs);
+    } else {
+      if (self.state_ != InstanceState::stopping)
+        self.fault(self.out_of_memory_or("the instance ") + how + self.log_tail());
+      self.after_exit();
     }
-    self.after_exit();
   }
   --self.depth_;
   self.maybe_release();
+}
+
+// An exit whose output was still open (on_exit): both streams ended, or the grace passed
+// (a process that outlived the instance holds a pipe). kill() then does the exit's work.
+void Instance::finish_exit(bool grace_over) {
+  if (!exit_pending_ || (!grace_over && (read_op_.in_flight || log_op_.in_flight))) return;
+  pool_.timers().stop(eof_timer_);
+  fault(out_of_memory_or("the instance ") + exit_how_ + log_tail());
 }
 
 void Instance::after_exit() {

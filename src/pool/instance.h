@@ -98,6 +98,8 @@ class Instance {
   void finish_invocation(const InvocationResult &result);
   void begin_stopping();
   void after_exit();
+  void finish_exit(bool grace_over);
+  void after_pending_exit();
   void try_cleanup();
   void close_streams();
   void maybe_release();
@@ -135,6 +137,8 @@ class Instance {
   bool current_abandoned_ = false;
   bool current_cold_ = false;
   bool reaped_ = false;
+  bool exit_pending_ = false;  // reaped while its output was still open (finish_exit)
+  std::string exit_how_;       // how it exited, for the fault finish_exit names
   bool cleaned_ = false;
   bool released_ = false;
   bool kill_sent_ = false;  // the backend's kill signal was sent; SIGKILL is the last resort

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "http/parser.h"
 #include "io/timer.h"
+#include "model/header.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor::pool {
@@ -48,7 +48,7 @@ struct Invocation {
   std::string_view method;
   std::string_view path;  // after /function/NAME, starts with '/'
   std::string_view query;
-  std::span<const http::Header> headers;
+  std::span<const Header> headers;
   std::string_view body;
 
   uint64_t arrival_ns = 0;

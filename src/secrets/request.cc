@@ -4,6 +4,7 @@
 
 #include "faasvisor/frame.h"
 #include "secrets/table.h"
+#include "util/base64.h"
 
 namespace faasvisor::secrets {
 namespace {
@@ -14,47 +15,10 @@ Error field_error(std::string_view field, std::string_view what) {
   return plain_error("invalid secret", "field '" + std::string(field) + "': " + std::string(what));
 }
 
-int base64_digit(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
 }  // namespace
 
 bool valid_secret_name(std::string_view name) {
   return name.size() <= FV_SECRET_NAME_MAX && fv_secret_name_valid(name.data(), static_cast<uint32_t>(name.size()));
-}
-
-Result<std::string> base64_decode(std::string_view text) {
-  size_t padding = 0;
-  while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') ++padding;
-  std::string_view digits = text.substr(0, text.size() - padding);
-  if (padding > 0 && text.size() % 4 != 0) return plain_error("base64", "bad padding");
-  if (digits.size() % 4 == 1) return plain_error("base64", "truncated");
-  std::string out;
-  out.reserve(digits.size() / 4 * 3 + 2);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : digits) {
-    int d = base64_digit(c);
-    if (d < 0) return plain_error("base64", "a character outside the base64 alphabet");
-    acc = (acc << 6) | static_cast<uint32_t>(d);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xffu);
-    }
-  }
-  // Left-over bits must be zero (the canonical encoding), as Go's decoder requires.
-  if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) {
-    wipe(out);
-    return plain_error("base64", "non-zero trailing bits");
-  }
-  return out;
 }
 
 Result<SecretRequest> parse_secret(std::string_view json, bool want_value) {
@@ -95,7 +59,7 @@ Result<SecretRequest> parse_secret(std::string_view json, bool want_value) {
   if (have_value && have_raw) return field_error("rawValue", "give either value or rawValue, not both");
   if (!have_value && !have_raw) return field_error("value", "required (or rawValue, base64)");
   if (have_raw) {
-    auto decoded = base64_decode(raw);
+    auto decoded = base64_decode(raw, Base64Padding::optional);
     if (!decoded) return field_error("rawValue", "not valid base64 (" + decoded.error().detail + ")");
     out.value = std::move(*decoded);
   }

@@ -21,8 +21,4 @@ Result<SecretRequest> parse_secret(std::string_view json, bool want_value);
 // 1-200 bytes of A-Z a-z 0-9 '.' '-' '_', starting with a letter or digit.
 bool valid_secret_name(std::string_view name);
 
-// RFC 4648 base64 (Go's encoding/json for []byte: standard alphabet, padded). Whitespace is
-// not allowed; padding may be left out.
-Result<std::string> base64_decode(std::string_view text);
-
 }  // namespace faasvisor::secrets

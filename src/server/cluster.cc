@@ -8,7 +8,7 @@
 #include "faasvisor/frame.h"
 #include "secrets/request.h"
 
-#include "api/json.h"
+#include "util/json.h"
 #include "server/node_impl.h"
 #include "util/log.h"
 
@@ -93,7 +93,7 @@ std::string NodeImpl::member_json() {
   size_t functions = 0;
   pool->for_each_function([&](const pool::Function &) { ++functions; });
   std::string out;
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("url", "http://" + advertised).field("pid", static_cast<uint64_t>(getpid()));
   w.field("capacity_bytes", pool->options().memory_budget_bytes).field("reserved_bytes", pool->reserved_bytes());
   w.field("instances", pool->live_instances()).field("in_flight", pool->running_invocations());

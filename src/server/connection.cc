@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "http/response.h"
 #include "server/logs.h"
 #include "server/node_impl.h"
@@ -459,7 +459,7 @@ void Connection::image_ready(Result<image::Resolved> &result, bool image_fault) 
   if (!uploading_) return node_.image_resolved(*this, std::move(pending_deploy_), pending_update_, result, image_fault);
   upload_answered_ = true;
   upload_body_.clear();
-  api::JsonWriter w(upload_body_);
+  JsonWriter w(upload_body_);
   if (result) {
     upload_status_ = 200;
     w.begin_object().field("digest", result->digest).field("rootfs", result->rootfs);

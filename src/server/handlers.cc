@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include "api/deploy.h"
-#include "api/json.h"
+#include "util/json.h"
 #include "api/router.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
@@ -13,7 +13,7 @@ namespace faasvisor {
 namespace {
 
 // A definition's template (docs/templates.md), if the backend keeps one.
-void write_template(api::JsonWriter &w, pool::Function &fn) {
+void write_template(JsonWriter &w, pool::Function &fn) {
   backend::Backend::KeptFacts t = fn.backend().kept_facts(fn.spec());
   if (t.state == nullptr) return;
   w.key("template").begin_object();
@@ -36,7 +36,7 @@ int status_for(pool::Outcome outcome) {
   return 500;
 }
 
-void write_function(api::JsonWriter &w, const pool::Function &fn) {
+void write_function(JsonWriter &w, const pool::Function &fn) {
   const FunctionSpec &spec = fn.spec();
   w.begin_object();
   w.field("name", spec.name).field("namespace", spec.namespace_name);
@@ -87,7 +87,7 @@ void write_function(api::JsonWriter &w, const pool::Function &fn) {
   w.end_object();
 }
 
-void write_stats(api::JsonWriter &w, pool::Function &fn) {
+void write_stats(JsonWriter &w, pool::Function &fn) {
   w.begin_object();
   w.key("instances").begin_object();
   w.field("booting", fn.booting).field("warm", fn.warm).field("busy", fn.busy);
@@ -135,7 +135,7 @@ void write_stats(api::JsonWriter &w, pool::Function &fn) {
 }  // namespace
 
 // The node's own facts: /system/info's "faasvisor" object.
-void NodeImpl::write_node_facts(api::JsonWriter &w) {
+void NodeImpl::write_node_facts(JsonWriter &w) {
   w.begin_object();
   w.field("pid", static_cast<int64_t>(getpid()));
   w.field("uptime_s", static_cast<double>(monotonic_ns() - started_ns) / 1e9);
@@ -220,7 +220,7 @@ void NodeImpl::image_resolved(Connection &conn, std::shared_ptr<FunctionSpec> sp
   pool::PoolError err = update ? pool->update(std::move(spec)) : pool->deploy(std::move(spec));
   if (err.outcome != pool::Outcome::ok) return conn.respond_error(status_for(err.outcome), err.message);
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   w.begin_object().field("status", "accepted");
   w.key("image").begin_object().field("digest", image->digest).field("rootfs", image->rootfs);
   w.field("unpacked", image->unpacked).end_object();
@@ -238,7 +238,7 @@ bool NodeImpl::upload_allowed(const http::Request &head) const {
 // and which functions use them. A readdir of one directory of the cache, bounded.
 void NodeImpl::handle_images(Connection &conn, const api::Route &r) {
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   auto users = [&](std::string_view digest) {
     std::vector<std::string> names;
     pool->for_each_function([&](const pool::Function &fn) {
@@ -314,7 +314,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
   if (!authorized(conn, req)) return;
   api::Route r = api::route(req.method, req.path());
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   if (r.kind != api::RouteKind::invoke && !check_query_namespace(conn, req)) return;
   switch (r.kind) {
     case api::RouteKind::invoke: {

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "api/openfaas.h"
 #include "http/response.h"
 #include "server/node_impl.h"
@@ -15,7 +15,7 @@ namespace faasvisor {
 void append_log_json(std::string &out, std::string_view name, std::string_view namespace_name,
                      const pool::LogEntry &entry) {
   std::string stamp = api::format_rfc3339_ns(entry.realtime_ns);
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("name", name).field("namespace", namespace_name);
   w.field("instance", entry.instance).field("timestamp", stamp);
   w.field("text", entry.text).end_object();

@@ -11,9 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "backend/oci.h"
-#include "backend/process.h"
-#include "backend/qemu.h"
+#include "server/backends.h"
 #include "server/node_impl.h"
 #include "store/etcd_store.h"
 #include "store/file_store.h"
@@ -78,15 +76,6 @@ void raise_fd_limit() {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
   }
-}
-
-// The helpers (faasvisor-stem, faasvisor-unpack) are installed beside the daemon.
-std::string helper_path(const char *name) {
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return name;
-  std::string path(exe, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/') + 1) + name;
 }
 
 void arm_accept(NodeImpl &node) { node.ring->accept_multishot(node.accept_op, node.listen_fd); }
@@ -195,6 +184,15 @@ Status open_async(NodeImpl &node) {
 
 }  // namespace
 
+// The helpers (faasvisor-stem, faasvisor-unpack) are installed beside the daemon.
+std::string helper_path(const char *name) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return name;
+  std::string path(exe, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/') + 1) + name;
+}
+
 void NodeImpl::begin_shutdown() {
   if (phase != Phase::running) return;
   phase = Phase::draining;
@@ -267,9 +265,8 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   raise_fd_limit();
   signal(SIGPIPE, SIG_IGN);
 
-  auto accel = backend::parse_accel(options.accel);
-  if (!accel) {
-    *error = accel.error().message();
+  if (Status st = check_backend_options(options); !st.ok()) {
+    *error = st.error().message();
     return nullptr;
   }
   auto ring = io::Ring::create(options.ring_entries);
@@ -373,28 +370,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     return digests;
   };
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
-  backend::ProcessBackendOptions process_options;
-  process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
-  process_options.stem_pool_size = options.stem_pool_size;
-  process_options.adapter_path = helper_path("faasvisor-adapter");
-  process_options.template_library = helper_path("libfaasvisor-template.so");
-  if (access(process_options.template_library.c_str(), R_OK) != 0) process_options.template_library.clear();
-  impl->pool->add_backend(
-      std::make_unique<backend::ProcessBackend>(impl->cgroups, *impl->ring, *impl->timers, process_options));
-  for (auto runtime : {backend::OciRuntime::crun, backend::OciRuntime::runc, backend::OciRuntime::gvisor}) {
-    backend::OciBackendOptions oci_options;
-    oci_options.runtime = runtime;
-    oci_options.adapter_path = process_options.adapter_path;
-    impl->pool->add_backend(std::make_unique<backend::OciBackend>(impl->cgroups, oci_options));
-  }
-  backend::QemuHostOptions qemu_options;
-  qemu_options.qemu_path = options.qemu_path;
-  qemu_options.kernel_path = options.vm_kernel;
-  qemu_options.accel = *accel;
-  auto qemu = std::make_shared<backend::QemuHost>(*impl->timers, qemu_options);
-  for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
-    impl->pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, impl->cgroups,
-                                                                  process_options.stem_path));
+  add_backends(*impl, options);
 
   // Every function comes back before the node serves: the listener is bound, but nothing is
   // accepted until run() turns the loop, so /healthz answers only after this.

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "async/calls.h"
-#include "api/json.h"
+#include "util/json.h"
 #include "api/router.h"
 #include "api/auth.h"
 #include "api/image_roots.h"
@@ -32,12 +32,14 @@ namespace faasvisor {
 
 struct NodeImpl;
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
+// A helper program (faasvisor-stem, -unpack, -adapter) beside the running one (server/node.cc).
+std::string helper_path(const char *name);
 // The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
 // X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
 // answer the node made itself.
 // FunctionStatus's image (as deployed), createdAt, constraints, requests and
 // readOnlyRootFilesystem.
-void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec);
+void write_openfaas_fields(JsonWriter &w, const FunctionSpec &spec);
 // X-OpenFaaS-Internal for an error the connection makes itself (a malformed, oversized or
 // unfinished request) when the request was for /function/.
 std::string_view openfaas_error_mark(const http::Request &req);
@@ -109,7 +111,7 @@ struct NodeImpl final : store::ChangeListener {
   DeployLimits deploy_limits() const;
   void handle_async(Connection &conn, http::Request &request, std::string_view function,
                     std::string_view subpath);
-  void write_node_facts(api::JsonWriter &w);                    // server/handlers.cc
+  void write_node_facts(JsonWriter &w);                    // server/handlers.cc
   // OpenFaaS (server/openfaas.cc). The two that can refuse answer the request and return
   // false / nullptr when they do.
   void handle_info(Connection &conn, http::Request &request);

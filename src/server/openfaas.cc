@@ -6,7 +6,7 @@
 
 #include <cstdio>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "api/openfaas.h"
 #include "server/logs.h"
 #include "server/node_impl.h"
@@ -56,7 +56,7 @@ std::string make_call_id() {
 
 }  // namespace
 
-void write_openfaas_fields(api::JsonWriter &w, const FunctionSpec &spec) {
+void write_openfaas_fields(JsonWriter &w, const FunctionSpec &spec) {
   w.field("image", spec.image_reference.empty() ? spec.image : spec.image_reference);
   w.field("createdAt", api::format_rfc3339_ns(spec.created_ns));
   if (!spec.constraints.empty()) {
@@ -144,7 +144,7 @@ std::string openfaas_response_headers(const http::Request &req, bool node_error,
 
 void NodeImpl::handle_info(Connection &conn, http::Request &req) {
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   utsname u{};
   uname(&u);
   auto provider = [&] {
@@ -178,7 +178,7 @@ void NodeImpl::handle_info(Connection &conn, http::Request &req) {
 
 void NodeImpl::handle_namespaces(Connection &conn, api::Route &r) {
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   if (r.kind == api::RouteKind::namespaces) {
     w.begin_array().string(api::kNamespace).end_array();
     return conn.respond(200, kJson, body);

@@ -2,14 +2,14 @@
 
 #include <simdjson.h>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "util/number.h"
 
 namespace faasvisor {
 
 std::string encode_function_record(const FunctionRecord &record) {
   std::string out;
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("generation", record.generation).field("deploy", record.deploy_json);
   if (!record.image_json.empty()) w.key("image").raw(record.image_json);
   if (record.created_ns != 0) w.field("created", record.created_ns);

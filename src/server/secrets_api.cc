@@ -4,7 +4,7 @@
 // could take back. Values never reach a log line, an error message or another response.
 #include <algorithm>
 
-#include "api/json.h"
+#include "util/json.h"
 #include "faasvisor/frame.h"
 #include "secrets/request.h"
 #include "server/node_impl.h"
@@ -44,7 +44,7 @@ const char *past_tense(secrets::Change change) {
 
 void NodeImpl::list_secrets(Connection &conn) {
   std::string body;
-  api::JsonWriter w(body);
+  JsonWriter w(body);
   w.begin_array();
   for (const std::string &name : secret_table.names())
     w.begin_object().field("name", name).field("namespace", "openfaas-fn").end_object();

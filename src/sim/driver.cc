@@ -7,7 +7,7 @@
 #include <set>
 #include <vector>
 
-#include "api/deploy.h"
+#include "model/function_spec.h"
 #include "pool/scheduler.h"
 #include "sim/world.h"
 

@@ -1,9 +1,12 @@
-// Standard base64 (RFC 4648, with padding): etcd's JSON gateway carries keys and values so.
+// Standard base64 (RFC 4648): etcd's JSON gateway carries keys and values so, HTTP Basic
+// auth its credentials, and a secret its rawValue.
 #pragma once
 
-#include <optional>
+#include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "util/result.h"
 
 namespace faasvisor {
 
@@ -27,8 +30,16 @@ inline std::string base64_encode(std::string_view in) {
   return out;
 }
 
-// nullopt for anything that is not canonical padded base64.
-inline std::optional<std::string> base64_decode(std::string_view in) {
+enum class Base64Padding {
+  required,  // etcd's gateway and HTTP Basic auth (Go's base64.StdEncoding) always pad
+  optional,  // a secret's rawValue: hand-written clients often leave the '=' out
+};
+
+// The one decoder (RFC 4648, standard alphabet). Canonical input only: no whitespace, the
+// bits left over after the last byte zero, '=' only at the end. The error says what was wrong.
+// Decoded bytes may be a password or a secret's value, so what was decoded before an error
+// is overwritten before it is freed.
+inline Result<std::string> base64_decode(std::string_view in, Base64Padding padding = Base64Padding::required) {
   auto digit = [](char c) -> int {
     if (c >= 'A' && c <= 'Z') return c - 'A';
     if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -37,24 +48,31 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
     if (c == '/') return 63;
     return -1;
   };
-  if (in.size() % 4 != 0) return std::nullopt;
+  size_t pad = 0;
+  while (pad < 2 && pad < in.size() && in[in.size() - 1 - pad] == '=') ++pad;
+  std::string_view digits = in.substr(0, in.size() - pad);
+  if ((pad > 0 || padding == Base64Padding::required) && in.size() % 4 != 0)
+    return plain_error("base64", pad > 0 ? "bad padding" : "the length is not a multiple of 4");
+  if (digits.size() % 4 == 1) return plain_error("base64", "truncated");
   std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (size_t i = 0; i < in.size(); i += 4) {
-    bool last = i + 4 == in.size();
-    int pad = last ? (in[i + 3] == '=') + (in[i + 2] == '=') : 0;
-    if (pad == 1 && in[i + 2] == '=') return std::nullopt;  // "x=y=" is not padding
-    uint32_t v = 0;
-    for (int j = 0; j < 4 - pad; ++j) {
-      int d = digit(in[i + j]);
-      if (d < 0) return std::nullopt;
-      v = (v << 6) | uint32_t(d);
+  out.reserve(digits.size() / 4 * 3 + 2);
+  auto fail = [&out](const char *why) -> Result<std::string> {
+    for (char &c : out) *static_cast<volatile char *>(&c) = 0;
+    return plain_error("base64", why);
+  };
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : digits) {
+    int d = digit(c);
+    if (d < 0) return fail(c == '=' ? "'=' before the end" : "a character outside the base64 alphabet");
+    acc = (acc << 6) | static_cast<uint32_t>(d);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xffu);
     }
-    v <<= 6 * pad;
-    out += char((v >> 16) & 0xff);
-    if (pad < 2) out += char((v >> 8) & 0xff);
-    if (pad < 1) out += char(v & 0xff);
   }
+  if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) return fail("non-zero trailing bits");
   return out;
 }
 

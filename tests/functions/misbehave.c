@@ -13,8 +13,9 @@
  *                     (the SDK would turn it into a 500) and the process then blocks
  *   headers           respond with X-Test: yes and echo
  *
- * At start: FV_TEST_CRASH_AT_START=1 exits 1 before READY; FV_TEST_NO_READY=1 never sends
- * READY. Raw writes go straight to fd 1, bypassing the SDK, to imitate a broken instance. */
+ * At start: FV_TEST_CRASH_AT_START=1 exits 1 before READY; FV_TEST_LAST_WORDS=1 first
+ * writes 256 KiB of stderr (more than a pipe holds) ending "last words: goodbye", then exits 1;
+ * FV_TEST_NO_READY=1 never sends READY. Raw writes go straight to fd 1, bypassing the SDK, to imitate a broken instance. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,11 @@ static void block_forever(void) {
 
 int fv_init(void) {
   if (env_is_one("FV_TEST_CRASH_AT_START")) exit(1);
+  if (env_is_one("FV_TEST_LAST_WORDS")) {
+    for (int i = 0; i < 4096; ++i) fprintf(stderr, "filler line %04d of the crash report ..........................\n", i);
+    fprintf(stderr, "last words: goodbye\n");
+    exit(1);
+  }
   if (env_is_one("FV_TEST_NO_READY")) block_forever();
   return 0;
 }

@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "api/deploy.h"
-#include "api/json.h"
+#include "util/json.h"
 #include "image/layout.h"
 
 namespace {
@@ -41,7 +41,7 @@ void check_bounds(const fv::FunctionSpec &spec, const fv::DeployLimits &limits) 
   }
 }
 
-void write_map(fv::api::JsonWriter &w, std::string_view key,
+void write_map(fv::JsonWriter &w, std::string_view key,
                const std::map<std::string, std::string> &map) {
   w.key(key).begin_object();
   for (const auto &[k, v] : map) w.field(k, v);
@@ -51,7 +51,7 @@ void write_map(fv::api::JsonWriter &w, std::string_view key,
 // The deployment as a client could send it again.
 std::string encode(const fv::FunctionSpec &spec) {
   std::string out;
-  fv::api::JsonWriter w(out);
+  fv::JsonWriter w(out);
   w.begin_object().field("service", spec.name).field("image", spec.image);
   w.field("envProcess", spec.env_process).field("namespace", spec.namespace_name);
   w.key("envVars").begin_object();

@@ -29,6 +29,11 @@ class CountingResult(unittest.TextTestResult):
         super().__init__(*args, **kwargs)
         self.outcome = {}  # test id -> True (passed) / False (failed), in order of first report
         self._started = {}
+        # Wall time per test module, class fixtures included: the time from the previous
+        # test's end to this one's end goes to this test's module (a class's set-up runs
+        # just before its first test). tools/test's budget is read from these.
+        self.module_seconds = {}
+        self._last_stop = time.monotonic()
 
     def _mark(self, test, ok):
         key = test.id() if hasattr(test, "id") else str(test)
@@ -50,6 +55,13 @@ class CountingResult(unittest.TextTestResult):
     def startTest(self, test):
         self._started[test.id()] = time.monotonic()
         super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        now = time.monotonic()
+        module = type(test).__module__
+        self.module_seconds[module] = self.module_seconds.get(module, 0.0) + now - self._last_stop
+        self._last_stop = now
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -125,6 +137,8 @@ def main():
         print("failed:", file=sys.stderr)
         for name in result.failed_names:
             print("  " + name, file=sys.stderr)
+    slowest = sorted(result.module_seconds.items(), key=lambda kv: -kv[1])
+    print("time per module: " + ", ".join("%s %.0fs" % kv for kv in slowest), file=sys.stderr)
     print("took %.1fs" % elapsed, file=sys.stderr)
     sys.stderr.flush()
     skipped = len(result.skipped)

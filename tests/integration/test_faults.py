@@ -131,6 +131,20 @@ class FaultTests(DaemonTestCase):
                    "the crashed instance to go away")
         self.assertTrue(d.healthy())
 
+    def test_crash_names_the_last_output_even_when_the_exit_is_seen_first(self):
+        # 256 KiB of stderr fills the pipe: the exit comes while its last lines are unread.
+        d = self.daemon
+        for i in range(5):
+            name = "f-lastwords%d" % i
+            self.deploy_misbehave(name, env={"FV_TEST_LAST_WORDS": "1"})
+            r = d.invoke(name, b"x")
+            error = self.assertJsonError(r, 502, "start")
+            self.assertIn("status 1", error)
+            self.assertIn("last words: goodbye", error)
+            wait_until(lambda: d.instances(name) == [], scaled(10), "the crashed instance to go away")
+            d.request("DELETE", "/system/functions", {"functionName": name})
+        self.assertTrue(d.healthy())
+
     def test_missing_command_502(self):
         d = self.daemon
         d.deploy("f-nocmd", image=MISBEHAVE_IMAGE, process="./no-such-program", max_instances=1)

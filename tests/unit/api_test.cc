@@ -3,7 +3,7 @@
 #include <string>
 
 #include "api/deploy.h"
-#include "api/json.h"
+#include "util/json.h"
 #include "api/router.h"
 
 using namespace faasvisor;
@@ -142,7 +142,7 @@ TEST_CASE("delete and scale bodies are validated") {
 
 TEST_CASE("the JSON writer places commas and escapes strings") {
   std::string out;
-  api::JsonWriter w(out);
+  JsonWriter w(out);
   w.begin_object().field("a", 1).field("b", "x\"y");
   w.key("c").begin_array().number(uint64_t{1}).string("z").end_array();
   w.key("d").begin_object().end_object();

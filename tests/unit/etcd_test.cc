@@ -24,14 +24,17 @@ TEST_CASE("base64 round-trips every byte value and length, and refuses what is n
   for (int i = 0; i < 300; ++i) {
     bytes.push_back(static_cast<char>(i * 37));
     auto back = base64_decode(base64_encode(bytes));
-    REQUIRE(back.has_value());
+    REQUIRE(back.ok());
     CHECK(*back == bytes);
   }
-  CHECK_FALSE(base64_decode("Zm9").has_value());    // not a multiple of 4
-  CHECK_FALSE(base64_decode("Zm9*").has_value());   // not in the alphabet
-  CHECK_FALSE(base64_decode("Zg=v").has_value());   // padding in the middle
-  CHECK_FALSE(base64_decode("Zm==Zm9v").has_value());  // padding before the end
+  CHECK_FALSE(base64_decode("Zm9").ok());    // not a multiple of 4
+  CHECK_FALSE(base64_decode("Zm9*").ok());   // not in the alphabet
+  CHECK_FALSE(base64_decode("Zg=v").ok());   // padding in the middle
+  CHECK_FALSE(base64_decode("Zm==Zm9v").ok());  // padding before the end
+  CHECK_FALSE(base64_decode("Zh==").ok());   // non-zero trailing bits: not canonical
   CHECK(*base64_decode("Zg==") == "f");
+  CHECK(base64_decode("Zm9").error().message() == "base64: the length is not a multiple of 4");
+  CHECK(base64_decode("Zm=v").error().message() == "base64: '=' before the end");
 }
 
 TEST_CASE("--store etcd:// takes HOST:PORT lists and names what is wrong") {

@@ -302,11 +302,11 @@ TEST_CASE("adaptive: an instance released at concurrency 2 gets rank 2's windows
 
 TEST_CASE("an invocation abandoned while its result waits in the completed queue gets no sink call") {
   Fixture f;
-  auto &fn = f.deploy("dropped", R"(,"labels":{"com.openfaas.scale.max":"1"},"annotations":{"faasvisor.queue":"0"})");
+  auto &fn = f.deploy("dropped", R"(,"labels":{"com.openfaas.scale.max":"1"},"annotations":{"faasvisor.queue":"1"})");
   TestInvocation a, b;
   a.query = "mode=slow&ms=50";
   f.invoke(fn, a);
-  f.invoke(fn, b);  // no warm instance, no queue: refused, its result queued
+  f.invoke(fn, b);  // no warm instance, the queue full (a waits for a boot): refused
   REQUIRE(f.pool->completed_pending() == 1);
   f.pool->abandon(b.inv);  // the client went away before the loop delivered it
   CHECK(b.inv.state == pool::Invocation::State::idle);

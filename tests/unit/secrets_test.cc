@@ -10,6 +10,7 @@
 #include "proc/spawn.h"
 #include "secrets/request.h"
 #include "secrets/table.h"
+#include "util/base64.h"
 
 using namespace faasvisor;
 using secrets::parse_secret;
@@ -32,15 +33,16 @@ TEST_CASE("/system/secrets routes by method") {
   CHECK(std::string(patch.allow) == "GET, POST, PUT, DELETE");
 }
 
-TEST_CASE("base64 decodes Go's encoding of []byte, with or without padding") {
-  CHECK(*secrets::base64_decode("") == "");
-  CHECK(*secrets::base64_decode("aGk=") == "hi");
-  CHECK(*secrets::base64_decode("aGk") == "hi");
-  CHECK(*secrets::base64_decode("c2VjcmV0") == "secret");
-  CHECK(*secrets::base64_decode("AP8B") == std::string("\0\xff\x01", 3));
-  CHECK(*secrets::base64_decode("+/+/") == std::string("\xfb\xff\xbf", 3));
+TEST_CASE("a rawValue's base64 decodes with or without padding") {
+  constexpr auto kOptional = Base64Padding::optional;
+  CHECK(*base64_decode("", kOptional) == "");
+  CHECK(*base64_decode("aGk=", kOptional) == "hi");
+  CHECK(*base64_decode("aGk", kOptional) == "hi");
+  CHECK(*base64_decode("c2VjcmV0", kOptional) == "secret");
+  CHECK(*base64_decode("AP8B", kOptional) == std::string("\0\xff\x01", 3));
+  CHECK(*base64_decode("+/+/", kOptional) == std::string("\xfb\xff\xbf", 3));
   for (const char *bad : {"a", "a===", "aGk*", "aG k", "aGk=x", "aGl=", "====", "-_"})
-    CHECK_MESSAGE(!secrets::base64_decode(bad), bad);
+    CHECK_MESSAGE(!base64_decode(bad, kOptional), bad);
 }
 
 TEST_CASE("a secret body has a name and a value or a base64 rawValue") {

@@ -1,5 +1,5 @@
-// A small streaming JSON writer for API responses: it tracks commas so handlers read as the
-// document they produce.
+// JSON output: string escaping, and a small streaming writer for API responses and stored
+// records that tracks commas, so handlers read as the document they produce.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +7,11 @@
 #include <string_view>
 #include <vector>
 
-namespace faasvisor::api {
+namespace faasvisor {
+
+// Appends s as a JSON string: quoted, '"' and '\\' escaped, control characters (< 0x20) as
+// \u00XX, each maximal invalid UTF-8 subsequence replaced by U+FFFD (Unicode 15 sec. 3.9).
+void append_json_string(std::string &out, std::string_view s);
 
 class JsonWriter {
  public:
@@ -49,4 +53,4 @@ class JsonWriter {
   bool after_key_ = false;
 };
 
-}  // namespace faasvisor::api
+}  // namespace faasvisor
