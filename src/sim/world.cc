@@ -133,6 +133,7 @@ struct Model {
 
   Model(SimBackend &b, uint64_t k) : backend(b), key(k) {}
   World &world() { return backend.world(); }
+  uint64_t latency() { return world().uniform(0, backend.options().io_latency_max_ns); }
   const Faults &faults() { return backend.options().faults; }
 
   Op &op(Slot s) {
@@ -175,7 +176,8 @@ struct Model {
             // only while it arrives with the first (Instance::bytes_before_request_); one that
             // arrives after the next REQUEST went out is that request's answer to it, as the
             // protocol has no request ids (docs/simulation.md).
-            if (n > 1 && !answered_twice && world().chance(0.2)) n = world().uniform(1, n);
+            if (n > 1 && !answered_twice && backend.options().short_io && world().chance(0.2))
+              n = world().uniform(1, n);
             std::memcpy(o.buf, output.data(), n);
             output.erase(0, n);
             result = static_cast<int>(n);
@@ -198,7 +200,7 @@ struct Model {
             result = -EPIPE;
           } else {
             size_t n = o.len;
-            if (n > 1 && world().chance(0.1)) n = world().uniform(1, n);  // short writes
+            if (n > 1 && backend.options().short_io && world().chance(0.1)) n = world().uniform(1, n);
             input.append(reinterpret_cast<const char *>(o.wbuf), n);
             result = static_cast<int>(n);
           }
@@ -221,18 +223,18 @@ struct Model {
     if (o.c != nullptr) backend.record_violation(name + ": two operations at once on one stream");
     c.in_flight = true;
     o = Op{&c, buf, wbuf, len, false, false};
-    uint64_t latency = world().uniform(0, 50'000);
+    uint64_t delay = latency();
     switch (s) {
       case Slot::read:
-        if (!output.empty() || output_closed) schedule(s, latency);
+        if (!output.empty() || output_closed) schedule(s, delay);
         break;
       case Slot::log:
-        if (!log_output.empty() || !alive) schedule(s, latency);
+        if (!log_output.empty() || !alive) schedule(s, delay);
         break;
-      case Slot::write: schedule(s, latency); break;
+      case Slot::write: schedule(s, delay); break;
       case Slot::exit:
         // A wake-up while it still runs, now and then: the pool must look again.
-        if (!alive || world().chance(0.02)) schedule(s, latency);
+        if (!alive || world().chance(0.02)) schedule(s, delay);
         break;
     }
   }
@@ -249,7 +251,7 @@ struct Model {
   void emit(const std::string &bytes) {
     if (!alive || output_closed) return;
     output += bytes;
-    schedule(Slot::read, world().uniform(0, 50'000));
+    schedule(Slot::read, latency());
   }
 
   void emit_frame(uint8_t type, const std::string &payload) {
@@ -262,7 +264,7 @@ struct Model {
     if (fd_log < 0 || !alive) return;
     log_output += line;
     log_output += '\n';
-    schedule(Slot::log, world().uniform(0, 50'000));
+    schedule(Slot::log, latency());
   }
 
   void die(bool by_signal, int code_or_signal, uint64_t delay_ns) {
@@ -279,7 +281,7 @@ struct Model {
       m->status.code_or_signal = code_or_signal;
       m->world().trace.add(m->world().now_ns(), "model %s: exits (%s %d)", m->name.c_str(),
                            by_signal ? "signal" : "code", code_or_signal);
-      uint64_t l = m->world().uniform(0, 50'000);
+      uint64_t l = m->latency();
       m->schedule(Slot::read, l);
       m->schedule(Slot::log, l);
       m->schedule(Slot::exit, l);
@@ -549,6 +551,7 @@ Result<backend::Launched> SimBackend::launch(const FunctionSpec &spec, std::stri
                    m.ignores_sigterm ? ", ignores SIGTERM" : "", m.cleanup_stuck ? ", cleanup stuck" : "",
                    m.initial_left > 0 ? ", initial input" : "");
   models_.emplace(key, std::move(model));
+  if (options_.on_launch) options_.on_launch(spec.name);
   world_.after(boot, [this, key] {
     if (Model *mm = by_key(key)) mm->boot();
   });

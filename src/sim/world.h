@@ -120,6 +120,10 @@ struct SimBackendOptions {
   uint64_t exec_min_ns = 100'000, exec_max_ns = 20'000'000;    // a normal request
   // Exec time from the request (bench/policy): the body holds the duration in ms. Else drawn.
   bool exec_from_body = false;
+  uint64_t io_latency_max_ns = 50'000;  // each read, write and exit watch takes 0..this
+  bool short_io = true;                 // some reads and writes move only part of the bytes
+  // Called at each launch with the function's name (bench/policy counts boots by it).
+  std::function<void(const std::string &function)> on_launch;
 };
 
 // One modelled instance, from launch until its cleanup succeeded (or the pool gave up).
