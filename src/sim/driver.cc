@@ -68,6 +68,9 @@ class Driver {
       world_.trace.add(world_.now_ns(), "shutdown: begin");
       in_pool_ = true;
       pool_->begin_shutdown();
+      // Late arrivals are refused (503), queued ones still served.
+      uint64_t late = world_.uniform(0, 3);
+      for (uint64_t i = 0; i < late; ++i) invoke(random_name());
       in_pool_ = false;
       after_step();
       run_until([&] { return pool_->drained(); }, 120'000 * kMs, "the pool did not drain after begin_shutdown");
