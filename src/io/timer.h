@@ -32,9 +32,10 @@ struct Timer {
   ~Timer();
 };
 
-// Deadlines are read on `clock` (the monotonic clock unless given). With a null ring nothing
-// is armed in the kernel and the owner calls run_expired() itself: the seeded simulation
-// (tests/sim/, docs/simulation.md) drives the queue from its virtual clock that way.
+// Deadlines are read on `clock` (the monotonic clock unless given): with a ring, the kernel
+// timeout runs run_expired(clock.now_ns()). With a null ring nothing is armed in the kernel
+// and the owner calls run_expired() itself: the seeded simulation (tests/sim/,
+// docs/simulation.md) drives the queue from its virtual clock that way.
 class TimerQueue {
  public:
   explicit TimerQueue(Ring *ring, const Clock &clock = MonotonicClock::instance());
