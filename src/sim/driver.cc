@@ -50,9 +50,9 @@ class Driver {
     auto backend = std::make_unique<SimBackend>(world_, io_, bo);
     backend_ = backend.get();
     pool_->add_backend(std::move(backend));
-    world_.trace.add(world_.now_ns(), "seed %llu: budget %llu MiB, stop grace %llu ms, mean gap %.2f ms",
+    world_.trace.add(world_.now_ns(), "seed %llu: budget %s, stop grace %llu ms, mean gap %.2f ms",
                      static_cast<unsigned long long>(seed),
-                     static_cast<unsigned long long>(budget_ == UINT64_MAX ? 0 : budget_ >> 20),
+                     budget_ == UINT64_MAX ? "unlimited" : (std::to_string(budget_ >> 20) + " MiB").c_str(),
                      static_cast<unsigned long long>(po.stop_grace_ms), static_cast<double>(mean_gap_ns_) / 1e6);
   }
 

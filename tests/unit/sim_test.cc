@@ -8,6 +8,7 @@
 #include "model/function_spec.h"
 #include "pool/scheduler.h"
 #include "sim/world.h"
+#include "util/log.h"
 
 using namespace faasvisor;
 
@@ -33,6 +34,7 @@ struct SimFixture {
   std::unique_ptr<pool::Pool> pool;
 
   explicit SimFixture(const sim::Faults &faults) {
+    log::set_level(log::Level::warn);
     pool = std::make_unique<pool::Pool>(io, world.timers, world.clock, pool::PoolOptions{});
     sim::SimBackendOptions options;
     options.faults = faults;
