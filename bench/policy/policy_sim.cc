@@ -19,6 +19,9 @@
 //                      9, the node's; 1: the paper's one histogram per function)
 //   --ranked-keep      a rank above 1 whose windows pre-warm keeps its
 //                      instance for the horizon instead of being unloaded
+//   --engine E         real: the node's own scheduler (pool::Pool on a virtual clock,
+//                      real_scheduler.cc; the default); model: simulator.cc's model of it,
+//                      which the three variants above need (and imply)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,6 +32,7 @@
 
 #include "pool/keepalive.h"
 #include "simulator.h"
+#include "util/log.h"
 #include "trace.h"
 
 using namespace faasvisor;
@@ -42,7 +46,7 @@ namespace {
       "policy_sim: %s\n"
       "usage: policy_sim summary|replay [--policy SPEC]... [--boot-ms N] [--memory-mib N]\n"
       "                  [--scale-min N] [--scale-max N] [--queue-limit N] [--end-ms N]\n"
-      "                  [--busy-release-fixed] [--ranks N] [--ranked-keep]\n"
+      "                  [--busy-release-fixed] [--ranks N] [--ranked-keep] [--engine real|model]\n"
       "                  TRACE.csv\n",
       why);
   std::exit(2);
@@ -60,6 +64,7 @@ struct Args {
   std::string trace_path;
   std::vector<std::string> policies;
   SimOptions options;
+  std::string engine;  // real or model
 };
 
 Args parse_args(int argc, char **argv) {
@@ -93,6 +98,8 @@ Args parse_args(int argc, char **argv) {
       args.options.ranks = static_cast<uint32_t>(parse_count("--ranks", value()));
     else if (a == "--ranked-keep")
       args.options.ranked_keep = true;
+    else if (a == "--engine")
+      args.engine = value();
     else if (a.substr(0, 2) == "--")
       usage(("unknown option " + std::string(a)).c_str());
     else if (args.trace_path.empty())
@@ -101,6 +108,12 @@ Args parse_args(int argc, char **argv) {
       usage("one trace only");
   }
   if (args.trace_path.empty()) usage("missing TRACE.csv");
+  bool variant = args.options.busy_release_fixed || args.options.ranked_keep ||
+                 args.options.ranks != pool::KeepAlivePolicy::kRanks;
+  if (args.engine.empty()) args.engine = variant ? "model" : "real";
+  if (args.engine != "real" && args.engine != "model") usage("--engine is real or model");
+  if (args.engine == "real" && variant)
+    usage("--busy-release-fixed, --ranks and --ranked-keep are variants of the model: --engine model");
   if (args.options.scale_max == 0) usage("--scale-max must be at least 1");
   if (args.options.ranks == 0 || args.options.ranks > 1024) usage("--ranks must be 1 to 1024");
   if (args.policies.empty()) {
@@ -109,6 +122,10 @@ Args parse_args(int argc, char **argv) {
   }
   if (args.mode == "replay" && args.policies.size() != 1) usage("replay wants one --policy");
   return args;
+}
+
+SimResult run(const Args &args, const Trace &trace, const pool::KeepAliveSpec &spec) {
+  return args.engine == "real" ? simulate_real(trace, spec, args.options) : simulate(trace, spec, args.options);
 }
 
 pool::KeepAliveSpec parse_policy(const std::string &text) {
@@ -145,7 +162,7 @@ void print_summary(const Args &args, const Trace &trace) {
   for (const std::string &policy : args.policies) {
     pool::KeepAliveSpec spec = parse_policy(policy);
     auto start = std::chrono::steady_clock::now();
-    SimResult r = simulate(trace, spec, args.options);
+    SimResult r = run(args, trace, spec);
     auto sim_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
@@ -178,7 +195,7 @@ void print_function_row(const char *name, const FunctionResult &f, uint64_t memo
 
 void print_replay(const Args &args, const Trace &trace) {
   pool::KeepAliveSpec spec = parse_policy(args.policies[0]);
-  SimResult r = simulate(trace, spec, args.options);
+  SimResult r = run(args, trace, spec);
   std::printf(
       "function,invocations,warm,cold,queued,rejected,cold_pct,boots,prewarm_boots,"
       "idle_instance_s,idle_mem_gib_s,on_histogram\n");
@@ -191,6 +208,7 @@ void print_replay(const Args &args, const Trace &trace) {
 
 int main(int argc, char **argv) {
   Args args = parse_args(argc, argv);
+  log::set_level(log::Level::warn);  // the real engine's pool says "deployed function" for each
   for (const std::string &p : args.policies) parse_policy(p);  // fail before the long part
   Trace trace;
   std::string error;

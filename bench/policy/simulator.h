@@ -79,6 +79,14 @@ struct SimResult {
   double idle_memory_gib_s(uint64_t memory_bytes) const;
 };
 
+// The model above (the "model" engine): fast, and it can run variants the node does not
+// have (busy_release_fixed, ranks other than the node's, ranked_keep).
 SimResult simulate(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options);
+
+// The node's own scheduler (the "real" engine, real_scheduler.cc): pool::Pool and
+// pool::Instance on the simulation's virtual clock with a well-behaved model backend
+// (docs/simulation.md). Takes boot_ms, memory_bytes, scale_min, scale_max, queue_limit and
+// end_ms; the variants are the model's only.
+SimResult simulate_real(const Trace &trace, const pool::KeepAliveSpec &spec, const SimOptions &options);
 
 }  // namespace faasvisor::bench

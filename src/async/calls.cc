@@ -272,7 +272,7 @@ void AsyncCalls::run(Call &call, pool::Function &fn) {
   inv.arrival_ns = monotonic_ns();
   call.state = Call::State::running;
   ++fc.running;
-  pool_.invoke(fn, inv);  // may answer at once (into result_in); handled on the next turn
+  pool_.invoke(fn, inv);  // answered through Pool::run_completed, after the batch
 }
 
 void AsyncCalls::result_in(Call &call, const pool::InvocationResult &r) {

@@ -2,13 +2,12 @@
 
 #include <cassert>
 
-#include "util/clock.h"
 
 namespace faasvisor::io {
 
 Timer::~Timer() { assert(!armed() && "timer destroyed while armed"); }
 
-TimerQueue::TimerQueue(Ring *ring) : ring_(ring) {
+TimerQueue::TimerQueue(Ring *ring, const Clock &clock) : ring_(ring), clock_(clock) {
   kernel_timeout_.callback = &TimerQueue::on_kernel_timeout;
   kernel_timeout_.owner = this;
 }
@@ -61,7 +60,7 @@ void TimerQueue::on_kernel_timeout(Completion &c, int /*result*/, uint32_t /*fla
   // -ETIME (fired), 0, or -ECANCELED: in each case run what is due; the loop re-arms.
   auto &self = c.owner_as<TimerQueue>();
   self.armed_deadline_ns_ = UINT64_MAX;
-  self.run_expired(monotonic_ns());
+  self.run_expired(self.clock_.now_ns());
 }
 
 void TimerQueue::swap_nodes(size_t a, size_t b) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "io/ring.h"
+#include "util/clock.h"
 
 namespace faasvisor::io {
 
@@ -31,14 +32,13 @@ struct Timer {
   ~Timer();
 };
 
-// The queue keeps no clock: run_expired(now_ns) is told the time. With a ring, the kernel
-// timeout runs it at monotonic_ns(); without one, the owner calls run_expired() itself, so
-// tests drive the queue in virtual time.
+// Deadlines are read on `clock` (the monotonic clock unless given): with a ring, the kernel
+// timeout runs run_expired(clock.now_ns()). With a null ring nothing is armed in the kernel
+// and the owner calls run_expired() itself: the seeded simulation (tests/sim/,
+// docs/simulation.md) drives the queue from its virtual clock that way.
 class TimerQueue {
  public:
-  // ring may be null: then nothing is armed and the owner calls run_expired() itself
-  // (virtual-time tests).
-  explicit TimerQueue(Ring *ring);
+  explicit TimerQueue(Ring *ring, const Clock &clock = MonotonicClock::instance());
   ~TimerQueue();
 
   void start(Timer &t, uint64_t deadline_ns);  // re-arms if already armed
@@ -62,6 +62,7 @@ class TimerQueue {
   void remove_at(size_t i);
 
   Ring *ring_;
+  const Clock &clock_;
   std::vector<Timer *> heap_;
   Completion kernel_timeout_{};
   __kernel_timespec armed_at_{};  // read by the kernel while kernel_timeout_ is in flight

@@ -1,8 +1,6 @@
 #include "pool/instance.h"
 
-#include <poll.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
@@ -60,7 +58,7 @@ Instance::Instance(Pool &pool, std::shared_ptr<Function> function, uint64_t id)
     : pool_(pool), function_(std::move(function)), id_(id), generation_(function_->generation()) {
   name_ = function_->name() + "-" + std::to_string(id);
   reserved_bytes_ = function_->spec().reservation_bytes;
-  state_since_ns_ = monotonic_ns();
+  state_since_ns_ = pool_.now_ns();
   console_preamble_ = function_->backend().console_preamble();
   function_->instances.push_back(*this);
   ++function_->booting;
@@ -123,7 +121,7 @@ void Instance::set_state(InstanceState next) {
   --counter(state_);
   ++counter(next);
   // Close the interval spent in the state being left.
-  uint64_t now = monotonic_ns();
+  uint64_t now = pool_.now_ns();
   uint64_t spent = now > state_since_ns_ ? now - state_since_ns_ : 0;
   switch (state_) {
     case InstanceState::booting: fn.stats.boot_ns += spent; break;
@@ -141,7 +139,8 @@ void Instance::set_state(InstanceState next) {
 void Instance::sample_memory() {
   if (state_ == InstanceState::stopping) return;
   proc::MemoryFiles files = function_->backend().memory_files(launched_);
-  if (!files.empty()) return meter_.start(pool_.ring(), std::move(files));
+  io::Ring *ring = pool_.io().ring();
+  if (ring != nullptr && !files.empty()) return meter_.start(*ring, std::move(files));
   auto usage = function_->backend().memory_usage(launched_);
   if (usage) memory_bytes_ = *usage;
 }
@@ -180,7 +179,7 @@ Status Instance::start(uint64_t now_ns) {
     out_has_secrets_ = true;
     write_more();
   }
-  pool_.ring().poll(exit_op_, launched_.child.pidfd(), POLLIN);
+  pool_.io().watch_exit(exit_op_, launched_);
   timer_purpose_ = TimerPurpose::boot;
   pool_.timers().start(timer_, now_ns + function_->spec().boot_timeout_ms * 1'000'000ull);
   return {};
@@ -196,6 +195,10 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   current_waited_ns_ = now_ns > inv.arrival_ns ? now_ns - inv.arrival_ns : 0;
   inv.instance = this;
   last_used_ns_ = now_ns;
+  // Whatever the instance sent so far predates this request: a RESPONSE among those bytes
+  // (a second answer to the previous request, read together with the first) is not this
+  // request's answer, although it would be the next frame parsed.
+  bytes_before_request_ = in_len_;
 
   // Encode the REQUEST frame: header, then the payload in protocol order.
   size_t payload = 4 + inv.method.size() + 4 + inv.path.size() + 4 + inv.query.size() + 4 + 4 +
@@ -262,12 +265,12 @@ void Instance::stop(const char *why) {
   // End of input asks a well-behaved instance to exit; SIGTERM asks the rest; SIGKILL after
   // the grace period. The write end is idle here (no invocation), so closing it is safe.
   if (launched_.to_instance >= 0 && !write_op_.in_flight) {
-    close(launched_.to_instance);
+    pool_.io().close_stream(launched_.to_instance);
     launched_.to_instance = -1;
   }
-  launched_.child.signal(SIGTERM);
+  (void)pool_.io().signal(launched_, SIGTERM);
   timer_purpose_ = TimerPurpose::stop_grace;
-  pool_.timers().start(timer_, monotonic_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
+  pool_.timers().start(timer_, pool_.now_ns() + pool_.options().stop_grace_ms * 1'000'000ull);
   pool_.instance_stopping(*this, false, why);
   after_pending_exit();
 }
@@ -286,10 +289,10 @@ void Instance::kill(int status, std::string reason) {
   }
   begin_stopping();
   kill_sent_ = true;
-  launched_.child.signal(function_->backend().kill_signal());
+  (void)pool_.io().signal(launched_, function_->backend().kill_signal());
   // Should the kill signal not end it (a supervisor that is itself stuck), SIGKILL follows.
   timer_purpose_ = TimerPurpose::stop_grace;
-  pool_.timers().start(timer_, monotonic_ns() + last_resort_delay_ns());
+  pool_.timers().start(timer_, pool_.now_ns() + last_resort_delay_ns());
   pool_.instance_stopping(*this, was_booting, reason);
   after_pending_exit();
 }
@@ -337,7 +340,7 @@ void Instance::arm_read() {
     size_t limit = FV_FRAME_HEADER_SIZE + pool_.options().max_frame_bytes;
     in_.resize(std::min(in_.size() * 2, limit));
   }
-  pool_.ring().read(read_op_, launched_.from_instance, in_.data() + in_len_, in_.size() - in_len_);
+  pool_.io().read(read_op_, launched_.from_instance, in_.data() + in_len_, in_.size() - in_len_);
 }
 
 void Instance::on_read(io::Completion &c, int result, uint32_t) {
@@ -352,7 +355,7 @@ void Instance::on_read(io::Completion &c, int result, uint32_t) {
       // Usually the process is exiting: give the exit watcher a moment so the failure
       // names the exit status or signal rather than just the closed stream.
       if (self.exit_pending_) self.finish_exit(false);
-      else self.pool_.timers().start(self.eof_timer_, monotonic_ns() + kEofGraceNs);
+      else self.pool_.timers().start(self.eof_timer_, self.pool_.now_ns() + kEofGraceNs);
     } else {
       self.in_len_ += static_cast<size_t>(result);
       self.handle_frames();
@@ -395,6 +398,7 @@ void Instance::handle_frames() {
     if (!handle_frame(header.type, in_.data() + FV_FRAME_HEADER_SIZE, header.length)) return;
     std::memmove(in_.data(), in_.data() + total, in_len_ - total);
     in_len_ -= total;
+    bytes_before_request_ -= std::min(bytes_before_request_, total);
     if (in_len_ == 0 && in_.size() > kKeepBufferBytes) {
       in_.resize(kInitialReadBytes);
       in_.shrink_to_fit();
@@ -418,7 +422,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
         fault("instance protocol error: READY before the instance had read its initial input");
         return false;
       }
-      uint64_t now = monotonic_ns();
+      uint64_t now = pool_.now_ns();
       pool_.timers().stop(timer_);
       timer_purpose_ = TimerPurpose::none;
       set_state(InstanceState::warm);
@@ -428,7 +432,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
       return state_ != InstanceState::stopping;
     }
     case FV_FRAME_RESPONSE: {
-      if (state_ != InstanceState::busy) {
+      if (state_ != InstanceState::busy || bytes_before_request_ > 0) {
         fault("instance protocol error: RESPONSE frame with no request outstanding");
         return false;
       }
@@ -450,7 +454,7 @@ bool Instance::handle_frame(uint8_t type, const uint8_t *payload, uint32_t lengt
                                     std::string_view{h.value.ptr, h.value.len});
       }
       ++served_;
-      last_used_ns_ = monotonic_ns();
+      last_used_ns_ = pool_.now_ns();
       set_state(InstanceState::warm);
       finish_invocation(result);
       if (state_ == InstanceState::warm) pool_.instance_idle(*this);
@@ -518,7 +522,7 @@ void Instance::send_frame(std::vector<uint8_t> frame) {
 }
 
 void Instance::write_more() {
-  pool_.ring().write(write_op_, launched_.to_instance, out_.data() + out_sent_, out_.size() - out_sent_);
+  pool_.io().write(write_op_, launched_.to_instance, out_.data() + out_sent_, out_.size() - out_sent_);
 }
 
 void Instance::on_write(io::Completion &c, int result, uint32_t) {
@@ -560,7 +564,7 @@ std::string Instance::waited_note() const {
 }
 
 void Instance::arm_log() {
-  if (launched_.log >= 0) pool_.ring().read(log_op_, launched_.log, log_buf_.data(), log_buf_.size());
+  if (launched_.log >= 0) pool_.io().read(log_op_, launched_.log, log_buf_.data(), log_buf_.size());
 }
 
 void Instance::on_log(io::Completion &c, int result, uint32_t) {
@@ -620,10 +624,10 @@ void Instance::on_exit(io::Completion &c, int, uint32_t) {
   auto &self = c.owner_as<Instance>();
   ++self.depth_;
   proc::ExitStatus status;
-  auto reaped = self.launched_.child.try_reap(&status);
+  auto reaped = self.pool_.io().try_reap(self.launched_, &status);
   if (reaped && !*reaped) {
     // Spurious wake-up: keep watching.
-    self.pool_.ring().poll(self.exit_op_, self.launched_.child.pidfd(), POLLIN);
+    self.pool_.io().watch_exit(self.exit_op_, self.launched_);
   } else {
     self.reaped_ = true;
     std::string how = reaped ? status.describe() : reaped.error().message();
@@ -634,7 +638,7 @@ void Instance::on_exit(io::Completion &c, int, uint32_t) {
       // are what names the failure. Read on until both streams end, for at most the grace.
       self.exit_pending_ = true;
       self.exit_how_ = std::move(how);
-      self.pool_.timers().start(self.eof_timer_, monotonic_ns() + kEofGraceNs);
+      self.pool_.timers().start(self.eof_timer_, self.pool_.now_ns() + kEofGraceNs);
     } else {
       if (self.state_ != InstanceState::stopping)
         self.fault(self.out_of_memory_or("the instance ") + how + self.log_tail());
@@ -658,10 +662,10 @@ void Instance::after_exit() {
   timer_purpose_ = TimerPurpose::none;
   // Everything that could still be pending completes with EOF/EPIPE now the process is
   // gone; cancel anyway so a stray holder of the pipe cannot keep us waiting.
-  pool_.ring().cancel(read_op_);
-  pool_.ring().cancel(write_op_);
-  pool_.ring().cancel(log_op_);
-  meter_.cancel(pool_.ring());
+  pool_.io().cancel(read_op_);
+  pool_.io().cancel(write_op_);
+  pool_.io().cancel(log_op_);
+  if (io::Ring *ring = pool_.io().ring()) meter_.cancel(*ring);
   try_cleanup();
 }
 
@@ -673,7 +677,7 @@ void Instance::try_cleanup() {
     return;
   }
   timer_purpose_ = TimerPurpose::cleanup_retry;
-  pool_.timers().start(timer_, monotonic_ns() + kCleanupRetryNs);
+  pool_.timers().start(timer_, pool_.now_ns() + kCleanupRetryNs);
 }
 
 void Instance::on_timer(io::Timer &t) {
@@ -696,12 +700,12 @@ void Instance::on_timer(io::Timer &t) {
     case TimerPurpose::stop_grace:
       if (!self.kill_sent_) {
         self.kill_sent_ = true;
-        self.launched_.child.signal(self.function_->backend().kill_signal());
+        (void)self.pool_.io().signal(self.launched_, self.function_->backend().kill_signal());
         self.timer_purpose_ = TimerPurpose::stop_grace;
-        self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
+        self.pool_.timers().start(self.timer_, self.pool_.now_ns() + self.last_resort_delay_ns());
       } else if (self.function_->backend().force_kill(self.launched_)) {
         self.timer_purpose_ = TimerPurpose::stop_grace;
-        self.pool_.timers().start(self.timer_, monotonic_ns() + self.last_resort_delay_ns());
+        self.pool_.timers().start(self.timer_, self.pool_.now_ns() + self.last_resort_delay_ns());
       }
       break;
     case TimerPurpose::cleanup_retry:
@@ -716,7 +720,7 @@ void Instance::on_timer(io::Timer &t) {
 
 void Instance::close_streams() {
   for (int *fd : {&launched_.to_instance, &launched_.from_instance, &launched_.log}) {
-    if (*fd >= 0) close(*fd);
+    if (*fd >= 0) pool_.io().close_stream(*fd);
     *fd = -1;
   }
 }

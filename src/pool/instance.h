@@ -128,6 +128,7 @@ class Instance {
 
   std::vector<uint8_t> in_;   // frames from the instance; in_[0..in_len_) is unparsed
   size_t in_len_ = 0;
+  size_t bytes_before_request_ = 0;  // of in_[0..in_len_): received before the current REQUEST
   std::vector<uint8_t> out_;  // the frame being written; out_[out_sent_..) is still to go
   size_t out_sent_ = 0;
   std::vector<uint8_t> out_next_;  // a frame waiting for the one being written (SECRETS)

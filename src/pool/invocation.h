@@ -41,7 +41,8 @@ class InvocationSink {
 };
 
 struct Invocation {
-  enum class State { idle, queued, running };
+  // answered: the result waits in the pool's completed queue for its sink.
+  enum class State { idle, queued, running, answered };
 
   // Request, as views into the connection's request.
   std::string_view method;

@@ -9,11 +9,16 @@
 namespace faasvisor::pool {
 
 Pool::Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options)
-    : ring_(ring), timers_(timers), options_(options) {
-  started_ns_ = monotonic_ns();
+    : Pool(*new RingInstanceIo(ring), timers, MonotonicClock::instance(), options) {
+  owned_io_.reset(&io_);
+}
+
+Pool::Pool(InstanceIo &io, io::TimerQueue &timers, const Clock &clock, PoolOptions options)
+    : io_(io), timers_(timers), clock_(clock), options_(options) {
+  started_ns_ = now_ns();
   sample_timer_.owner = this;
   sample_timer_.callback = &Pool::on_sample;
-  timers_.start(sample_timer_, monotonic_ns() + options_.memory_sample_ms * 1'000'000ull);
+  timers_.start(sample_timer_, now_ns() + options_.memory_sample_ms * 1'000'000ull);
 }
 
 Pool::~Pool() {
@@ -221,7 +226,7 @@ void Pool::invoke(Function &fn, Invocation &inv) {
   timers_.stop(fn.prewarm_timer);
   if (inst != nullptr) {
     inv.state = Invocation::State::running;
-    inst->assign(inv, monotonic_ns(), false);
+    inst->assign(inv, now_ns(), false);
     return;
   }
   inv.deadline.callback = &Pool::on_deadline;
@@ -234,6 +239,12 @@ void Pool::invoke(Function &fn, Invocation &inv) {
 void Pool::abandon(Invocation &inv) {
   switch (inv.state) {
     case Invocation::State::idle: return;
+    case Invocation::State::answered:
+      // Its end was counted when it was queued: only the sink call is dropped.
+      for (size_t i = 0; i < completed_count_; ++i)
+        if (completed_[i].inv == &inv) completed_[i].inv = nullptr;
+      inv.state = Invocation::State::idle;
+      return;
     case Invocation::State::queued:
       if (inv.queue_hook.linked()) inv.function->queue.remove(inv);
       break;
@@ -337,7 +348,7 @@ void Pool::on_sample(io::Timer &t) {
   for (auto &[name, fn] : pool.functions_) pool.ensure_min(*fn);
   uint64_t rounds = std::max<uint64_t>(1, (n + kBatch - 1) / kBatch);
   pool.timers_.start(pool.sample_timer_,
-                     monotonic_ns() + pool.options_.memory_sample_ms * 1'000'000ull / rounds);
+                     pool.now_ns() + pool.options_.memory_sample_ms * 1'000'000ull / rounds);
 }
 
 bool Pool::spawn_instance(Function &fn) {
@@ -349,7 +360,7 @@ bool Pool::spawn_instance(Function &fn) {
   ++live_instances_;
   reserved_bytes_ += inst->reserved_bytes();
   if (observer_ != nullptr) observer_->instance_changed(*inst, InstanceChange::started, {}, false, 0);
-  Status st = inst->start(monotonic_ns());
+  Status st = inst->start(now_ns());
   // On failure the instance is already stopping and reported through instance_stopping.
   return st.ok();
 }
@@ -364,7 +375,7 @@ void Pool::instance_ready(Instance &inst, uint64_t init_ns) {
 void Pool::instance_idle(Instance &inst) { dispatch(inst, true); }
 
 uint64_t Pool::policy_now_ms() const {
-  return static_cast<uint64_t>(static_cast<double>(monotonic_ns() - started_ns_) *
+  return static_cast<uint64_t>(static_cast<double>(now_ns() - started_ns_) *
                                options_.policy_time_scale / 1e6);
 }
 
@@ -401,10 +412,10 @@ void Pool::apply_keepalive(Instance &inst, bool after_invocation) {
       ++fn.stats.keepalive_stops;
       other->stop("keep-alive: unloaded until the pre-warm window");
     }
-    timers_.start(fn.prewarm_timer, monotonic_ns() + policy_ms_to_ns(w.prewarm_ms));
+    timers_.start(fn.prewarm_timer, now_ns() + policy_ms_to_ns(w.prewarm_ms));
     return;
   }
-  inst.set_idle_deadline(monotonic_ns() + policy_ms_to_ns(w.keepalive_ms));
+  inst.set_idle_deadline(now_ns() + policy_ms_to_ns(w.keepalive_ms));
 }
 
 void Pool::on_prewarm(io::Timer &t) {
@@ -451,7 +462,7 @@ void Pool::dispatch(Instance &inst, bool after_invocation) {
     // Cold: it waited for this instance to boot (a pre-warmed one booted for nobody in
     // particular, so an invocation that meets it at READY did not wait for its whole boot,
     // but it did wait: still cold).
-    inst.assign(*inv, monotonic_ns(), !after_invocation);
+    inst.assign(*inv, now_ns(), !after_invocation);
     return;
   }
   fn.warm_list.push_front(inst);
@@ -488,7 +499,7 @@ void Pool::instance_finished(Instance &inst) {
 
 void Pool::deliver(Invocation &inv, InvocationResult &result) {
   Function &fn = *inv.function;
-  uint64_t now = monotonic_ns();
+  uint64_t now = now_ns();
   result.duration_ns = now - inv.arrival_ns;
   double exec_ms = static_cast<double>(result.duration_ns) / 1e6;
   if (result.error.empty()) {
@@ -504,7 +515,53 @@ void Pool::deliver(Invocation &inv, InvocationResult &result) {
   ++fn.stats.by_status[result.status];
   fn.stats.exec_seconds.observe(exec_ms / 1e3);
   end_invocation(inv);
-  inv.sink->invocation_done(inv, result);
+  inv.state = Invocation::State::answered;
+  queue_completed(inv, result);
+}
+
+void Pool::queue_completed(Invocation &inv, const InvocationResult &result) {
+  if (completed_count_ == completed_.size()) completed_.emplace_back();
+  Completed &entry = completed_[completed_count_++];
+  entry.inv = &inv;
+  entry.result = result;  // copy-assignment reuses the entry's header vector and strings
+  // The function's headers and body are views into the instance's buffer, which the next
+  // frame overwrites: copy them and point the views at the copy (reserved once, so the
+  // views taken while appending stay valid).
+  size_t size = result.body.size();
+  for (const auto &[name, value] : result.headers) size += name.size() + value.size();
+  entry.bytes.clear();
+  entry.bytes.reserve(size);
+  auto keep = [&entry](std::string_view v) {
+    size_t at = entry.bytes.size();
+    entry.bytes.append(v);
+    return std::string_view(entry.bytes.data() + at, v.size());
+  };
+  for (auto &[name, value] : entry.result.headers) {
+    name = keep(name);
+    value = keep(value);
+  }
+  entry.result.body = keep(result.body);
+}
+
+size_t Pool::run_completed() {
+  size_t called = 0;
+  // A sink may invoke again (the next pipelined request) and so queue more: they run too.
+  for (size_t i = 0; i < completed_count_; ++i) {
+    Completed &entry = completed_[i];
+    Invocation *inv = entry.inv;
+    if (inv == nullptr) continue;
+    entry.inv = nullptr;
+    assert(inv->state == Invocation::State::answered);
+    inv->state = Invocation::State::idle;
+    inv->sink->invocation_done(*inv, entry.result);
+    ++called;
+  }
+  constexpr size_t kKeepBytes = 64 * 1024;
+  for (size_t i = 0; i < completed_count_; ++i) {
+    if (completed_[i].bytes.capacity() > kKeepBytes) std::string().swap(completed_[i].bytes);
+  }
+  completed_count_ = 0;
+  return called;
 }
 
 void Pool::answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s) {
@@ -533,7 +590,7 @@ void Pool::begin_shutdown() {
   }
 }
 
-bool Pool::drained() const { return running_ == 0; }
+bool Pool::drained() const { return running_ == 0 && completed_count_ == 0; }
 
 void Pool::stop_all(const char *why) {
   for (auto &[name, fn] : functions_) fail_queued(*fn, 503, "the node is shutting down", SIZE_MAX);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -16,8 +17,10 @@
 #include "io/timer.h"
 #include "pool/function.h"
 #include "pool/instance.h"
+#include "pool/instance_io.h"
 #include "pool/invocation.h"
 #include "pool/observer.h"
+#include "util/clock.h"
 
 namespace faasvisor::pool {
 
@@ -38,7 +41,11 @@ struct PoolError {
 
 class Pool {
  public:
+  // The node's pool: instances' I/O on the ring, time from the monotonic clock.
   Pool(io::Ring &ring, io::TimerQueue &timers, PoolOptions options);
+  // Any I/O and clock (the seeded simulation's, docs/simulation.md). `timers` must read the
+  // same clock.
+  Pool(InstanceIo &io, io::TimerQueue &timers, const Clock &clock, PoolOptions options);
   ~Pool();
   Pool(const Pool &) = delete;
   Pool &operator=(const Pool &) = delete;
@@ -71,10 +78,17 @@ class Pool {
   void reset_stats();
 
   // Invocations. The caller fills the request views, arrival_ns and sink. The sink is called
-  // exactly once, possibly before invoke() returns (warm queue full, shutting down).
+  // exactly once, never from inside invoke() or an instance's callback: results are queued
+  // (with copies of what the function answered) and run_completed() delivers them, which the
+  // loop calls after each CQ batch (STYLE.md: TigerBeetle's `completed` queue).
   void invoke(Function &fn, Invocation &inv);
-  // The caller no longer wants the result (connection closed). No sink call follows.
+  // The caller no longer wants the result (connection closed). No sink call follows, even
+  // for a result already queued.
   void abandon(Invocation &inv);
+  // Calls the sinks of the queued results, oldest first, including those queued by the sinks
+  // themselves. Returns how many it called.
+  size_t run_completed();
+  size_t completed_pending() const { return completed_count_; }
 
   // Shutdown: stop taking invocations (new ones get 503). drain_done() is true once nothing
   // is queued or running; stop_all() then stops every instance; empty() once all are gone.
@@ -90,8 +104,9 @@ class Pool {
   }
 
   // Used by Instance.
-  io::Ring &ring() { return ring_; }
+  InstanceIo &io() { return io_; }
   io::TimerQueue &timers() { return timers_; }
+  uint64_t now_ns() const { return clock_.now_ns(); }
   const PoolOptions &options() const { return options_; }
   void instance_ready(Instance &inst, uint64_t init_ns);
   void instance_idle(Instance &inst);
@@ -128,9 +143,24 @@ class Pool {
   void end_invocation(Invocation &inv);
   void answer(Invocation &inv, int status, std::string error, uint32_t retry_after_s = 0);
 
-  io::Ring &ring_;
+  // A result waiting for its sink; `bytes` owns what the views of `result` point at.
+  struct Completed {
+    Invocation *inv = nullptr;  // null: abandoned after it was queued
+    InvocationResult result;
+    std::string bytes;
+  };
+  void queue_completed(Invocation &inv, const InvocationResult &result);
+
+  std::unique_ptr<InstanceIo> owned_io_;  // the node's RingInstanceIo
+  InstanceIo &io_;
   io::TimerQueue &timers_;
+  const Clock &clock_;
   PoolOptions options_;
+  // Entries [0, completed_count_) are queued; the rest keep their buffers for reuse. A deque:
+  // entries do not move when it grows, so views into their bytes stay valid. Bounded by the
+  // invocations in the pool (each is queued or running at most once).
+  std::deque<Completed> completed_;
+  size_t completed_count_ = 0;
   std::vector<std::unique_ptr<backend::Backend>> backends_;
   const secrets::SecretTable *secrets_ = nullptr;
   net::Network *network_ = nullptr;

@@ -137,7 +137,10 @@ void Connection::on_recv(io::Completion &c, int result, uint32_t) {
 }
 
 void Connection::process_input() {
-  if (processing_) return;  // a response finished inside handle_request: the loop continues
+  // Never re-entered: results of invocations reach invocation_done from the pool's
+  // completed queue after the CQ batch (Pool::run_completed), not from inside
+  // handle_request, so no latch is needed; the assertion keeps it so.
+  assert(!processing_ && "Connection::process_input re-entered");
   processing_ = true;
   while (!request_active_ && !closing_ && !close_after_send_ && in_start_ < in_len_ && !output_backlogged() &&
          !upload_op_.in_flight) {

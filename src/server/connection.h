@@ -121,7 +121,7 @@ class Connection final : public pool::InvocationSink,
   bool keep_alive_ = true;
   bool close_after_send_ = false;
   bool closing_ = false;
-  bool processing_ = false;
+  bool processing_ = false;  // inside process_input (asserted never re-entered)
   bool freed_ = false;
   bool streaming_ = false;
   bool parse_failed_ = false;

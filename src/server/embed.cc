@@ -193,11 +193,19 @@ int turn_loop(NodeImpl &node, bool wait) {
     uint64_t count = 0;
     (void)!::read(e.wake_fd, &count, sizeof count);
   }
-  // A NOP completes at once, so the turn submits and reaps without waiting.
-  if ((!wait || e.has_pending()) && !e.nop_op.in_flight) node.ring->nop(e.nop_op);
+  // A NOP completes at once, so the turn submits and reaps without waiting. Results the
+  // pool queued outside a turn (an invoke() refused at once) count as pending too.
+  bool pending = e.has_pending() || node.pool->completed_pending() != 0;
+  if ((!wait || pending) && !e.nop_op.in_flight) node.ring->nop(e.nop_op);
   node.timers->sync_kernel_timeout();
   int handled = node.ring->run_once();
-  if (node.phase != NodeImpl::Phase::running) node.step_shutdown();
+  // Results of invocations are delivered after the batch, never from inside the callback
+  // that produced them (Pool::run_completed); what the shutdown step answers goes too.
+  handled += static_cast<int>(node.pool->run_completed());
+  if (node.phase != NodeImpl::Phase::running) {
+    node.step_shutdown();
+    handled += static_cast<int>(node.pool->run_completed());
+  }
   return handled + e.deliver();
 }
 
@@ -205,6 +213,7 @@ void stop_embedding(NodeImpl &node) {
   EmbedState &e = *node.embed;
   if (e.stop_op.in_flight) node.ring->cancel(e.stop_op);
   // Invocations the shutdown answered are handed out: each callback runs exactly once.
+  node.pool->run_completed();
   e.deliver();
 }
 

@@ -452,7 +452,9 @@ Node::~Node() {
     while (node.phase != NodeImpl::Phase::stopped) {
       node.timers->sync_kernel_timeout();
       node.ring->run_once();
+      node.pool->run_completed();
       node.step_shutdown();
+      node.pool->run_completed();
     }
   }
   // Drain the completions still armed on the node itself (signal read, kernel timeout).
@@ -467,6 +469,7 @@ Node::~Node() {
          !node.async->idle() || !node.network->idle() || !node.embed->idle()) {
     node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
+    node.pool->run_completed();
   }
   node.async.reset();
   if (node.signal_fd >= 0) ::close(node.signal_fd);

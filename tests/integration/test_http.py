@@ -18,6 +18,8 @@ class HttpTests(DaemonTestCase):
     def prepare_daemon(cls):
         cls.daemon.deploy("echo")
         cls.daemon.deploy("slow", image=MISBEHAVE_IMAGE, process="./misbehave", timeout="60s")
+        # No queue: with no warm instance an invocation is refused inside Pool::invoke.
+        cls.daemon.deploy("unqueued", max_instances=1, queue=0)
 
     def exchange(self, data, timeout=None):
         """Sends raw bytes on a fresh connection and reads one response."""
@@ -162,6 +164,29 @@ class HttpTests(DaemonTestCase):
             # Still usable afterwards.
             s.sendall(raw_request("POST", "/function/echo", b"fourth"))
             self.assertEqual(reader.read_response().body, b"fourth")
+        finally:
+            s.close()
+
+    def test_pipelined_invocations_refused_at_once_are_answered_in_order(self):
+        # Each 'unqueued' invocation is refused (429) inside Pool::invoke; its result waits
+        # in the pool's completed queue and is delivered after the CQ batch, which then goes
+        # on with the next pipelined request (the connection has no re-entrancy latch).
+        data = (raw_request("POST", "/function/unqueued", b"1")
+                + raw_request("POST", "/function/unqueued", b"2")
+                + raw_request("GET", "/healthz")
+                + raw_request("POST", "/function/unqueued", b"3")
+                + raw_request("POST", "/function/echo", b"last"))
+        s = self.daemon.raw_socket()
+        try:
+            s.sendall(data)
+            reader = RawReader(s)
+            got = [reader.read_response() for _ in range(5)]
+            self.assertEqual([g.status for g in got], [429, 429, 200, 429, 200], got)
+            self.assertIn("queue limit 0", got[0].json()["error"])
+            self.assertEqual(got[2].json(), {"status": "ok"})
+            self.assertEqual(got[4].body, b"last")
+            s.sendall(raw_request("POST", "/function/echo", b"again"))
+            self.assertEqual(reader.read_response().body, b"again")
         finally:
             s.close()
 

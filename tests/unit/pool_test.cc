@@ -86,6 +86,7 @@ struct Fixture {
       timers->start(beat, monotonic_ns() + 50'000'000);
       timers->sync_kernel_timeout();
       ring->run_once();
+      pool->run_completed();
     }
     timers->stop(beat);
     return true;
@@ -173,6 +174,11 @@ TEST_CASE("a full queue answers 429 and the limit holds instances to scale.max")
     t->query = "mode=slow&ms=50";
     f.invoke(fn, *t);
   }
+  // Refused at once, but its sink is not called from inside invoke(): the loop delivers it
+  // after the batch (Pool::run_completed).
+  CHECK(!c.result.done);
+  CHECK(f.pool->completed_pending() == 1);
+  CHECK(f.pool->run_completed() == 1);
   CHECK(c.result.done);
   CHECK(c.result.status == 429);
   CHECK(fn.active() == 1);
@@ -292,4 +298,20 @@ TEST_CASE("adaptive: an instance released at concurrency 2 gets rank 2's windows
   CHECK(fn.warm == 1);
   CHECK(fn.stats.keepalive_stops == 1);
   CHECK_FALSE(fn.prewarm_timer.armed());
+}
+
+TEST_CASE("an invocation abandoned while its result waits in the completed queue gets no sink call") {
+  Fixture f;
+  auto &fn = f.deploy("dropped", R"(,"labels":{"com.openfaas.scale.max":"1"},"annotations":{"faasvisor.queue":"1"})");
+  TestInvocation a, b;
+  a.query = "mode=slow&ms=50";
+  f.invoke(fn, a);
+  f.invoke(fn, b);  // no warm instance, the queue full (a waits for a boot): refused
+  REQUIRE(f.pool->completed_pending() == 1);
+  f.pool->abandon(b.inv);  // the client went away before the loop delivered it
+  CHECK(b.inv.state == pool::Invocation::State::idle);
+  CHECK(f.pool->run_completed() == 0);
+  CHECK(!b.result.done);
+  REQUIRE(f.run_until([&] { return a.result.done; }));
+  CHECK(a.result.status == 200);
 }
