@@ -49,6 +49,12 @@ Status Store::resolve(const std::string &image, Waiter &w) {
   std::vector<std::string> args{options_.helper_path};
   if (!options_.registry_auth.empty()) args.insert(args.end(), {"--authfile", options_.registry_auth});
   for (const std::string &host : options_.insecure_registries) args.insert(args.end(), {"--insecure-registry", host});
+  if (valid_digest(image) && options_.peers) {
+    // The helper looks in the cache first; the peers matter only if the image is not there.
+    for (const std::string &peer : options_.peers()) args.insert(args.end(), {"--peer", peer});
+    if (!options_.peer_auth_dir.empty()) args.insert(args.end(), {"--peer-auth", options_.peer_auth_dir});
+    args.insert(args.end(), {"--max-bytes", std::to_string(options_.max_fetch_bytes)});
+  }
   args.push_back(options_.cache_dir);
   args.push_back(image);
   return start(image, std::move(args), -1, w);

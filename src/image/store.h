@@ -45,6 +45,12 @@ struct StoreOptions {
   // in_use lists the digests functions use now (they are never evicted).
   uint64_t cache_max_bytes = 0;
   std::function<std::vector<std::string>()> in_use;
+  // A cluster (docs/cluster.md): an uploaded image ("sha256:...") missing from the cache is
+  // fetched from these nodes ("HOST:PORT", asked at each resolve), with the node's own
+  // basic-auth dir (the nodes of a cluster share credentials), at most max_fetch_bytes.
+  std::function<std::vector<std::string>()> peers;
+  std::string peer_auth_dir;
+  uint64_t max_fetch_bytes = 2ull << 30;
 };
 
 struct StoreStats {

@@ -369,6 +369,9 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     });
     return digests;
   };
+  image_options.peers = [node = impl.get()] { return node->state->peers(); };
+  image_options.peer_auth_dir = options.basic_auth_dir;
+  image_options.max_fetch_bytes = options.max_image_bytes;
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   add_backends(*impl, options);
 
