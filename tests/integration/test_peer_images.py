@@ -1,7 +1,7 @@
 """Images from a peer (docs/cluster.md): an image uploaded to one node of a tools/cluster
 cluster is fetched, over HTTP with the nodes' basic auth and every digest checked, by the
 other nodes when they first need it: a function deployed on it runs on every node. A peer
-that serves a corrupt copy is refused (logged, not used): another peer, or a later attempt,
+that serves a corrupt copy, or another image, is refused (logged, not used): another peer, or a later attempt,
 gives a good one, and until then the function answers 503 naming its image. Nothing is left
 in any node's work directory.
 """
@@ -194,24 +194,25 @@ class PeerImageTest(unittest.TestCase):
             wait_until(lambda: self.answers(self.nodes[i], "peer-corrupt"), scaled(30), "peer-corrupt on node %d" % i)
         self.assert_no_temp_files()
 
-    def test_4_a_corrupt_peer_is_passed_over_for_another(self):
+    def test_4_a_peer_with_another_image_is_passed_over_for_another(self):
         tar = os.path.join(self.work, "two-holders.tar")
         digest = echo_image(tar, 1 << 20)
         self.upload(self.nodes[0], tar)
         self.upload(self.nodes[1], tar)
-        # Node 2 tries its peers in order: the first one's copy is corrupt.
+        # Node 2 tries its peers in order: the first one serves another (valid) image under
+        # this digest's name.
         first = self.nodes.index(self.peer_order(2)[0])
         second = self.nodes.index(self.peer_order(2)[1])
+        other = os.path.join(self.work, "impostor.tar")
+        echo_image(other, 1 << 20)
         held = self.layout(first, digest)
-        with open(held, "rb") as f:
-            bad = bytearray(f.read())
-        bad[len(bad) // 2] ^= 0xFF
-        with open(held + ".new", "wb") as f:
-            f.write(bad)
+        shutil.copyfile(other, held + ".new")
         os.replace(held + ".new", held)
         self.deploy(self.nodes[first], "peer-two", digest)
         wait_until(lambda: self.answers(self.nodes[2], "peer-two"), scaled(15), "peer-two on node 2")
         log = self.log(2)
-        self.assertIn("error: %s from peer %s" % (digest, self.nodes[first]), log)
+        refusal = "error: %s from peer %s: " % (digest, self.nodes[first])
+        self.assertIn(refusal, log)
+        self.assertIn("digest mismatch", log.split(refusal, 1)[1].split("\n", 1)[0])
         self.assertIn("%s fetched from peer %s" % (digest, self.nodes[second]), log)
         self.assert_no_temp_files()
