@@ -152,9 +152,9 @@ Result<PeerAnswer> peer_get(const PeerGet &req, int out_fd) {
     if (reader.too_large)
       return Error{EFBIG, "peer", what + ": the image is larger than " + std::to_string(req.max_bytes) + " bytes (--max-image-bytes)"};
     if (reader.write_errno != 0) return Error{reader.write_errno, "write the fetched image", {}};
+    if (n == 0 && !reader.complete) return plain_error("peer", what + ": closed the connection before the image was complete");
     if (rc != HPE_OK && rc != HPE_PAUSED)
       return plain_error("peer", what + ": answered something that is not HTTP: " + llhttp_errno_name(rc));
-    if (n == 0 && !reader.complete) return plain_error("peer", what + ": closed the connection before the image was complete");
   }
   return reader.answer;
 }
