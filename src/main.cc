@@ -20,6 +20,7 @@ void usage(FILE *out) {
                "                  [--shutdown-grace-ms N] [--stop-grace-ms N]\n"
                "                  [--max-body-bytes N] [--max-header-bytes N] [--queue N]\n"
                "                  [--stem-pool N] [--stem PATH] [--memory-budget SIZE]\n"
+               "                  [--qemu PATH] [--vm-kernel PATH] [--accel auto|kvm|tcg] (microvm, unikernel)\n"
                "                  [--image-cache DIR] (default /var/lib/faasvisor/images)\n"
                "                  [--registry-auth CONFIG.JSON] [--insecure-registry HOST:PORT]...\n"
                "                  [--max-image-bytes SIZE] (POST /system/images, default 2Gi)\n"

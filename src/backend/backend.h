@@ -41,6 +41,10 @@ class Backend {
   // Whether the host can run this backend; if not, why (shown by /system/info and deploy).
   virtual bool available(std::string *why_not) const = 0;
   // Checks a spec at deploy time (e.g. that an image is runnable). Default: nothing to check.
+  // Runs on the loop, synchronously (a deploy, and at start-up each restored function): its
+  // stats and reads (an image directory, a command in a rootfs, an initramfs's headers)
+  // hit the dentry and page caches for an image just built or unpacked, but a cold one
+  // waits on the disk. Moving it into a helper, as image resolution is, is still open.
   virtual Status validate(const FunctionSpec &) const { return {}; }
   virtual Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) = 0;
   // Releases what launch created once the process is gone. EBUSY asks to be called again.

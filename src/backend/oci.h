@@ -15,12 +15,14 @@
 #pragma once
 
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
+#include "io/ring.h"
 
 namespace faasvisor::backend {
 
@@ -63,7 +65,7 @@ std::string make_oci_config(const FunctionSpec &spec, std::string_view instance_
 
 class OciBackend final : public Backend {
  public:
-  OciBackend(const proc::CgroupTree &cgroups, OciBackendOptions options);
+  OciBackend(const proc::CgroupTree &cgroups, io::Ring &ring, OciBackendOptions options);
   ~OciBackend() override;
 
   const char *name() const override { return to_string(options_.runtime); }
@@ -89,6 +91,8 @@ class OciBackend final : public Backend {
   // deletes it as usual (a SIGKILLed runtime would leave the container orphaned, re-parented
   // to init); SIGKILL to the runtime only if that does not end it either.
   bool force_kill(Launched &launched) override;
+  // No unlinkat of a bundle is in flight (the ring must not outlive one).
+  bool idle() const override;
 
  private:
   Status prepare_state_dir();
@@ -96,9 +100,20 @@ class OciBackend final : public Backend {
   Status delete_container(uint64_t instance_key, const std::string &id);
   Result<proc::Child> spawn_runtime_command(std::initializer_list<std::string_view> args) const;
   void release_state_dir();
+  // An instance's bundle (its config.json, secret files and directories), removed on the
+  // ring one unlinkat after another; EBUSY until the last has completed.
+  struct BundleRemoval {
+    io::Completion op;
+    io::Ring *ring = nullptr;
+    std::vector<std::pair<std::string, int>> steps;  // path, unlinkat flags; read by the kernel
+    size_t next = 0;                                 // in flight, or steps.size(): done
+  };
+  Status remove_bundle(uint64_t instance_key, const std::string &id);
+  static void on_bundle_step(io::Completion &c, int result, uint32_t flags);
   std::vector<std::string> runtime_argv(std::initializer_list<std::string_view> args) const;
 
   const proc::CgroupTree &cgroups_;
+  io::Ring &ring_;
   OciBackendOptions options_;
   std::string node_dir_;     // node-<pid>
   std::string cgroup_base_;  // /faasvisor/node-<pid>, the cgroupsPath prefix
@@ -120,6 +135,9 @@ class OciBackend final : public Backend {
   std::unordered_map<uint64_t, proc::Child> deletes_;
   // `kill ID KILL` children, for the instance they end (reaped by cleanup).
   std::unordered_map<uint64_t, proc::Child> kills_;
+  // Secret files written into each live instance's bundle (their names).
+  std::unordered_map<uint64_t, std::vector<std::string>> secret_files_;
+  std::unordered_map<uint64_t, std::unique_ptr<BundleRemoval>> removals_;
 };
 
 }  // namespace faasvisor::backend

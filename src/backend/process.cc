@@ -131,16 +131,17 @@ Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::strin
   return out;
 }
 
-void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem) {
+void discard_sandbox(const proc::CgroupTree &cgroups, proc::Reaper &reaper, Launched &stem) {
   for (int fd : {stem.to_instance, stem.from_instance, stem.log})
     if (fd >= 0) close(fd);
   stem.to_instance = stem.from_instance = stem.log = -1;
   // An unused stem waits on stdin: end of input, or SIGUSR2 if it is still setting up, and
-  // the outer stem reaps its init before it exits. Bounded: the outer stem does nothing else.
-  stem.child.signal(SIGUSR2);
-  stem.child.wait();
-  cleanup_stem(cgroups, stem);
-  stem.child = proc::Child();
+  // the outer stem reaps its init before it exits. Its exit is a completion (the reaper
+  // watches the pidfd); then cleanup_stem removes the cgroup if the stem did not.
+  reaper.end(std::move(stem.child), SIGUSR2,
+             [&cgroups, cgroup = std::move(stem.cgroup)](const proc::Child &child) mutable {
+               (void)cleanup_stem_cgroup(cgroups, child, cgroup);
+             });
 }
 
 Result<Launched> ProcessBackend::make_stem() {
@@ -150,12 +151,13 @@ Result<Launched> ProcessBackend::make_stem() {
   return spawn_sandbox(cgroups_, options_.stem_path, "stem-" + std::to_string(next_stem_id_++), netns_dir);
 }
 
-void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, stem); }
+void ProcessBackend::discard(Launched &stem) { discard_sandbox(cgroups_, reaper_, stem); }
 
 void ProcessBackend::on_refill(io::Timer &t) {
   auto &self = t.owner_as<ProcessBackend>();
   if (self.stems_.size() >= self.options_.stem_pool_size) return;
-  // One sandbox per tick: clone3 with new namespaces costs the loop about a millisecond, so
+  // One sandbox per tick: the loop's part of a stem is a posix_spawn (a vfork and exec) and
+  // its pipes, but each new stem then makes its namespaces and cgroup on the same CPUs, so
   // a refill is spread out and invocations are served between its steps.
   auto stem = self.make_stem();
   if (!stem) {
@@ -372,6 +374,7 @@ Backend::KeptFacts ProcessBackend::kept_facts(const FunctionSpec &spec) {
 }
 
 bool ProcessBackend::idle() const {
+  if (!reaper_.idle()) return false;
   for (const auto &t : retired_)
     if (!t->finished()) return false;
   return true;
@@ -421,12 +424,16 @@ Result<Launched> ProcessBackend::launch(const FunctionSpec &spec, std::string_vi
 // last resort, or an OOM kill it left the memory directory for) or never started leaves the
 // removal to us.
 Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched) {
-  const proc::Child &stem = launched.child;
+  return cleanup_stem_cgroup(cgroups, launched.child, launched.cgroup);
+}
+
+Status cleanup_stem_cgroup(const proc::CgroupTree &cgroups, const proc::Child &stem,
+                           proc::InstanceCgroup &cgroup) {
   if (stem.reaped() && stem.exit_status().exited) {
-    launched.cgroup.dirs.clear();
+    cgroup.dirs.clear();
     return {};
   }
-  return cgroups.remove(launched.cgroup);
+  return cgroups.remove(cgroup);
 }
 
 Status ProcessBackend::cleanup(Launched &launched) { return cleanup_stem(cgroups_, launched); }

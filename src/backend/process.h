@@ -14,6 +14,7 @@
 #include "backend/template.h"
 #include "io/ring.h"
 #include "io/timer.h"
+#include "proc/reaper.h"
 #include "proc/spawn.h"
 
 namespace faasvisor::backend {
@@ -37,10 +38,15 @@ Result<Launched> spawn_sandbox(const proc::CgroupTree &cgroups, const std::strin
                                int template_control_fd = -1);
 // Ends a sandbox that was never started (or whose GO message could not be written), waits
 // for it (bounded: the outer stem does nothing else) and removes what it left.
-void discard_sandbox(const proc::CgroupTree &cgroups, Launched &stem);
+// Ends an unused sandbox without blocking: its exit comes through the reaper, which then
+// removes its cgroup if the stem could not (cleanup_stem).
+void discard_sandbox(const proc::CgroupTree &cgroups, proc::Reaper &reaper, Launched &stem);
 // After a sandbox is gone: nothing if it exited by itself (it removed its cgroup
 // directories), else the removal of what is left. EBUSY: call again.
 Status cleanup_stem(const proc::CgroupTree &cgroups, Launched &launched);
+// The same for a stem's cgroup apart from its Launched (a discarded stem, once reaped).
+Status cleanup_stem_cgroup(const proc::CgroupTree &cgroups, const proc::Child &stem,
+                           proc::InstanceCgroup &cgroup);
 // A sandbox's memory: the PSS of its cgroup's processes, else the cgroup's usage.
 inline Result<uint64_t> sandbox_memory(const proc::CgroupTree &cgroups, const Launched &launched) {
   auto pss = cgroups.process_pss(launched.cgroup);
@@ -116,6 +122,7 @@ class ProcessBackend final : public Backend {
   const proc::CgroupTree &cgroups_;
   io::Ring &ring_;
   io::TimerQueue &timers_;
+  proc::Reaper reaper_{ring_};  // discarded stems, until they have exited
   ProcessBackendOptions options_;
   std::deque<Launched> stems_;
   // Keyed by the definition: an update makes a new FunctionSpec and retires the old one's.

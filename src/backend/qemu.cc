@@ -197,7 +197,8 @@ Status check_pvh_elf(const std::string &path) {
 }
 
 // Looks for an entry of an uncompressed newc initramfs: its mode, or 0 if absent.
-// Reads only the headers and names (a few entries for a function image).
+// Reads only the headers and names (a few entries for a function image), with pread on the
+// loop (QemuBackend::validate; see Backend::validate on why that is not off the loop yet).
 Result<uint32_t> cpio_mode(const std::string &path, std::string_view name) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno_error("open", errno);
@@ -535,8 +536,8 @@ void QemuHost::on_probe_timer(io::Timer &t) {
 // --- QemuBackend ----------------------------------------------------------------------
 
 QemuBackend::QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind,
-                         const proc::CgroupTree &cgroups, std::string stem_path)
-    : host_(std::move(host)), kind_(kind), cgroups_(cgroups), stem_path_(std::move(stem_path)) {}
+                         const proc::CgroupTree &cgroups, io::Ring &ring, std::string stem_path)
+    : host_(std::move(host)), kind_(kind), cgroups_(cgroups), reaper_(ring), stem_path_(std::move(stem_path)) {}
 
 uint64_t QemuBackend::memory_overhead_bytes(const FunctionSpec &) const {
   constexpr uint64_t kQemuItself = 28ull << 20;
@@ -760,7 +761,7 @@ Result<Launched> QemuBackend::launch(const FunctionSpec &spec, std::string_view 
   ssize_t n = ::write(sandbox->to_instance, message.data(), message.size());
   if (n != static_cast<ssize_t>(message.size())) {
     int err = n < 0 ? errno : EAGAIN;
-    discard_sandbox(cgroups_, *sandbox);
+    discard_sandbox(cgroups_, reaper_, *sandbox);
     return errno_error("write the QEMU command to the sandbox", err);
   }
   sandbox->network = std::move(*lease);

@@ -24,6 +24,7 @@
 
 #include "backend/backend.h"
 #include "io/timer.h"
+#include "proc/reaper.h"
 
 namespace faasvisor::backend {
 
@@ -93,13 +94,14 @@ class QemuBackend final : public Backend {
  public:
   // stem_path: faasvisor-stem, the sandbox each QEMU runs in; cgroups: the node's tree.
   QemuBackend(std::shared_ptr<QemuHost> host, VmKind kind, const proc::CgroupTree &cgroups,
-              std::string stem_path);
+              io::Ring &ring, std::string stem_path);
 
   const char *name() const override { return kind_ == VmKind::microvm ? "microvm" : "unikernel"; }
   bool available(std::string *why_not) const override;
   Status validate(const FunctionSpec &spec) const override;
   Result<Launched> launch(const FunctionSpec &spec, std::string_view instance_name) override;
   Status cleanup(Launched &launched) override;
+  bool idle() const override { return reaper_.idle(); }
   // The PSS of the instance's cgroup: guest RAM QEMU touched, the translation cache, QEMU.
   Result<uint64_t> memory_usage(const Launched &launched) const override;
   bool out_of_memory(const Launched &launched) const override {
@@ -139,6 +141,7 @@ class QemuBackend final : public Backend {
   std::shared_ptr<QemuHost> host_;
   VmKind kind_;
   const proc::CgroupTree &cgroups_;
+  proc::Reaper reaper_;  // sandboxes discarded before their QEMU started, until they exit
   std::string stem_path_;
 };
 

@@ -31,7 +31,9 @@ struct Timer {
   ~Timer();
 };
 
-// The clock is injectable so the scheduler can be driven in virtual time by tests.
+// The queue keeps no clock: run_expired(now_ns) is told the time. With a ring, the kernel
+// timeout runs it at monotonic_ns(); without one, the owner calls run_expired() itself, so
+// tests drive the queue in virtual time.
 class TimerQueue {
  public:
   // ring may be null: then nothing is armed and the owner calls run_expired() itself

@@ -12,8 +12,10 @@ namespace faasvisor::proc {
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
-// Children are created with exit_signal 0 (their exit is watched through the pidfd, not
-// SIGCHLD), which makes them "clone" children: waitid sees them only with __WALL.
+// Children are made by posix_spawn (then pidfd_open), clone(CLONE_PIDFD) or clone3, all with
+// SIGCHLD as exit signal; the node neither handles nor ignores SIGCHLD, so an exited child
+// stays a zombie until it is reaped here, through its pidfd. __WALL also reaps a child
+// whose exit signal is not SIGCHLD, should one be made that way.
 
 std::string ExitStatus::describe() const {
   if (exited) return "exited with status " + std::to_string(code_or_signal);
@@ -23,7 +25,7 @@ std::string ExitStatus::describe() const {
 
 Child &Child::operator=(Child &&other) noexcept {
   if (this != &other) {
-    release();
+    kill_and_wait();
     pid_ = other.pid_;
     pidfd_ = other.pidfd_;
     reaped_ = other.reaped_;
@@ -35,14 +37,18 @@ Child &Child::operator=(Child &&other) noexcept {
   return *this;
 }
 
-Child::~Child() { release(); }
+Child::~Child() { kill_and_wait(); }
 
-void Child::release() {
+void Child::kill_and_wait() {
   if (pidfd_ < 0) return;
   if (!reaped_) {
     syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
     siginfo_t info{};
-    waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL);
+    if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL) == 0) {
+      reaped_ = true;
+      status_.exited = info.si_code == CLD_EXITED;
+      status_.code_or_signal = info.si_status;
+    }
   }
   close(pidfd_);
   pidfd_ = -1;

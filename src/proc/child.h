@@ -23,8 +23,9 @@ class Child {
   Child &operator=(Child &&other) noexcept;
   Child(const Child &) = delete;
   Child &operator=(const Child &) = delete;
-  // An owned child that was never reaped is killed and reaped here, so no owner can leak
-  // a process by forgetting it. This blocks only on a child already sent SIGKILL.
+  // An owned child that was never reaped is killed and reaped here (kill_and_wait), so no
+  // owner can leak a process by forgetting it. That blocks: on the loop, end a child with
+  // proc::Reaper (proc/reaper.h) instead and let its exit come as a completion.
   ~Child();
 
   bool valid() const { return pidfd_ >= 0; }
@@ -39,9 +40,10 @@ class Child {
   void wait();
   // Non-blocking reap. Returns true and fills status if the child has exited.
   Result<bool> try_reap(ExitStatus *status);
-
- private:
-  void release();
+  // SIGKILL unless reaped, a blocking reap, and the pidfd closed: the child is invalid
+  // after it (its exit_status() stays). Blocks only on a child already sent SIGKILL, but for as long as the kernel
+  // takes to tear it down (an address space, a pid namespace): not for the loop's path.
+  void kill_and_wait();
 
   pid_t pid_ = -1;
   int pidfd_ = -1;

@@ -1,8 +1,8 @@
-// Spawning sandboxes. A *stem* is a process started with clone3(CLONE_PIDFD) in new pid,
-// mount, ipc, uts and (loopback-only) net namespaces, with the host read-only and private
-// /tmp and /proc, joined to its own cgroup, running faasvisor-stem: it waits for one GO
-// message naming the function to become (src/stem/stem.c). Making stems ahead of demand takes
-// namespace creation and cgroup migration off the cold-start path.
+// Spawning sandboxes. A *stem* is faasvisor-stem started with posix_spawn (held by the pidfd
+// of pidfd_open): it joins its own cgroup, unshares new pid, mount, ipc, uts and
+// (loopback-only) net namespaces, makes the host read-only with private /tmp and /proc, and
+// waits for one GO message naming the function to become (src/stem/stem.c). Making stems
+// ahead of demand takes namespace creation and cgroup migration off the cold-start path.
 #pragma once
 
 #include <spawn.h>

@@ -30,7 +30,7 @@ void add_backends(NodeImpl &node, const NodeOptions &options) {
     backend::OciBackendOptions oci_options;
     oci_options.runtime = runtime;
     oci_options.adapter_path = process_options.adapter_path;
-    node.pool->add_backend(std::make_unique<backend::OciBackend>(node.cgroups, oci_options));
+    node.pool->add_backend(std::make_unique<backend::OciBackend>(node.cgroups, *node.ring, oci_options));
   }
   backend::QemuHostOptions qemu_options;
   qemu_options.qemu_path = options.qemu_path;
@@ -38,7 +38,7 @@ void add_backends(NodeImpl &node, const NodeOptions &options) {
   qemu_options.accel = *backend::parse_accel(options.accel);
   auto qemu = std::make_shared<backend::QemuHost>(*node.timers, qemu_options);
   for (auto kind : {backend::VmKind::microvm, backend::VmKind::unikernel})
-    node.pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, node.cgroups,
+    node.pool->add_backend(std::make_unique<backend::QemuBackend>(qemu, kind, node.cgroups, *node.ring,
                                                                   process_options.stem_path));
 }
 
