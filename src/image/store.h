@@ -46,10 +46,12 @@ struct StoreOptions {
   uint64_t cache_max_bytes = 0;
   std::function<std::vector<std::string>()> in_use;
   // A cluster (docs/cluster.md): an uploaded image ("sha256:...") missing from the cache is
-  // fetched from these nodes ("HOST:PORT", asked at each resolve), with the node's own
-  // basic-auth dir (the nodes of a cluster share credentials), at most max_fetch_bytes.
+  // fetched from these nodes ("HOST:PORT", asked at each resolve), with this Authorization
+  // header value (the node's own credentials; empty: none), at most max_fetch_bytes. The
+  // header reaches the helper in its environment (FAASVISOR_PEER_AUTHORIZATION), which
+  // only root can read, not in its argv, which every user can.
   std::function<std::vector<std::string>()> peers;
-  std::string peer_auth_dir;
+  std::string peer_authorization;
   uint64_t max_fetch_bytes = 2ull << 30;
 };
 

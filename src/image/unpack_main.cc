@@ -13,11 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "api/auth.h"
 #include "image/layout.h"
 #include "image/pull.h"
 #include "image/unpack.h"
-#include "util/base64.h"
 
 int main(int argc, char **argv) {
   faasvisor::image::PullOptions pull;
@@ -26,7 +24,6 @@ int main(int argc, char **argv) {
   uint64_t cache_max = 0;               // --cache-max BYTES: evict past it (0: never)
   std::vector<std::string> keep;        // --keep DIGEST: in use, never evicted
   faasvisor::image::FetchOptions fetch;  // --peer HOST:PORT...: an uploaded digest missing here comes from them
-  const char *peer_auth = nullptr;      // --peer-auth DIR: the peers' basic-auth-user/-password
   int i = 1;
   for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
     std::string flag = argv[i];
@@ -37,7 +34,6 @@ int main(int argc, char **argv) {
     else if (flag == "--cache-max") cache_max = std::strtoull(argv[i + 1], nullptr, 10);
     else if (flag == "--keep") keep.emplace_back(argv[i + 1]);
     else if (flag == "--peer") fetch.peers.emplace_back(argv[i + 1]);
-    else if (flag == "--peer-auth") peer_auth = argv[i + 1];
     else if (flag == "--max-bytes") fetch.max_bytes = std::strtoull(argv[i + 1], nullptr, 10);
     else break;
   }
@@ -45,19 +41,13 @@ int main(int argc, char **argv) {
   int operands = one_operand ? 1 : 2;
   if (argc - i != operands || argv[i][0] != '/' || (!one_operand && argv[i + 1][0] == '\0')) {
     std::fprintf(stderr, "usage: faasvisor-unpack [--authfile FILE] [--insecure-registry HOST:PORT]... /CACHE_DIR IMAGE\n"
-                         "       faasvisor-unpack [--peer HOST:PORT]... [--peer-auth DIR] [--max-bytes N] /CACHE_DIR sha256:HEX\n"
+                         "       faasvisor-unpack [--peer HOST:PORT]... [--max-bytes N] /CACHE_DIR sha256:HEX\n"
                          "       faasvisor-unpack --receive MAX_BYTES /CACHE_DIR < LAYOUT.tar\n"
                          "       faasvisor-unpack --remove sha256:HEX /CACHE_DIR\n");
     return 2;
   }
-  if (peer_auth != nullptr) {
-    auto credentials = faasvisor::api::read_basic_auth(peer_auth);
-    if (!credentials) {
-      std::fprintf(stderr, "faasvisor-unpack: --peer-auth: %s\n", credentials.error().message().c_str());
-      return 2;
-    }
-    fetch.authorization = "Basic " + faasvisor::base64_encode(credentials->user + ":" + credentials->password);
-  }
+  // The peers' Authorization header, from the node (image/store.h: not in argv).
+  if (const char *auth = std::getenv("FAASVISOR_PEER_AUTHORIZATION")) fetch.authorization = auth;
   umask(022);
   setpriority(PRIO_PROCESS, 0, 5);  // below the node's loop
   bool too_large = false;
