@@ -43,6 +43,12 @@ void usage(FILE *out) {
 
 int main(int argc, char **argv) {
   faasvisor::NodeOptions options;
+  // The daemon owns its process: it asks for every process-wide change the library makes
+  // only when asked (include/faasvisor/node.h).
+  options.handle_signals = true;
+  options.ignore_sigpipe = true;
+  options.raise_fd_limit = true;
+  options.print_banner = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {

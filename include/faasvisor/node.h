@@ -1,8 +1,14 @@
 // faasvisor: a Function-as-a-Service node on one io_uring event loop.
 //
-// The node is a library: the daemon (faasvisord), the tests and the benchmarks embed it.
-// A Node owns its ring, listening socket, instances and their cgroups; run() drives the loop
-// on the calling thread until the node stops (SIGINT/SIGTERM or request_stop()).
+// The node is a library (docs/embedding.md). The daemon, faasvisord (src/main.cc), embeds it
+// and serves its HTTP API; a load-test rig such as examples/rig embeds it to deploy and
+// invoke functions in-process, driving the loop from its own. A Node owns its ring, its
+// listening socket (if any), its instances and their cgroup subtree, which is its own even
+// beside other Nodes in the same process. It changes nothing process-wide (signal mask,
+// SIGPIPE, RLIMIT_NOFILE, stderr) unless NodeOptions asks it to.
+//
+// Threads: everything but request_stop() is called on the thread that drives the loop
+// (run(), run_once() or poll()), and every callback runs on it.
 #pragma once
 
 #include <cstdint>
@@ -10,12 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "faasvisor/embed.h"
+
 namespace faasvisor {
 
 struct NodeImpl;
 
 struct NodeOptions {
-  std::string listen = "127.0.0.1:8080";     // ADDR:PORT; port 0 picks a free one
+  std::string listen = "127.0.0.1:8080";     // ADDR:PORT; port 0 picks a free one; empty: no HTTP API
   uint32_t max_connections = 1024;
   uint64_t idle_timeout_ms = 60'000;         // keep-alive connections with no request; silence mid-request
   uint64_t header_timeout_ms = 10'000;       // a request's head must arrive within this of its first byte (408)
@@ -26,6 +34,9 @@ struct NodeOptions {
   uint64_t max_body_bytes = 6 * 1024 * 1024; // 413 beyond
   uint32_t max_queue_per_function = 1024;    // default for faasvisor.queue
   std::string stem_path;                     // faasvisor-stem; default: beside the running program
+  // Where faasvisor-stem, -unpack, -adapter, -net and libfaasvisor-template.so are (an
+  // embedder's program is not beside them); empty: beside the running program.
+  std::string helper_dir;
   std::string image_cache_dir = "/var/lib/faasvisor/images";  // unpacked OCI images, by digest
   // Durable state (store/file_store.h): functions, secrets, scale targets, async calls, one
   // file per record, created 0700. "none" keeps them in memory only (lost on exit).
@@ -69,7 +80,13 @@ struct NodeOptions {
   std::vector<std::string> dns;
   std::string network_subnet;
   std::string network_helper_path;
-  bool handle_signals = true;                // SIGINT/SIGTERM start a graceful shutdown
+  bool instance_network = true;              // false: no faasvisor.network=egress (no bridge, no nft table)
+  // Process-wide changes, each only when asked (faasvisord asks for all four):
+  bool handle_signals = false;   // block SIGINT/SIGTERM and stop gracefully on them (signalfd)
+  bool ignore_sigpipe = false;   // SIGPIPE to SIG_IGN. Without it the embedder must ignore or
+                                 // handle SIGPIPE: a write to an instance that died raises it
+  bool raise_fd_limit = false;   // RLIMIT_NOFILE's soft limit to the hard one
+  bool print_banner = false;     // run() prints "faasvisord: listening on ..." to stderr
   unsigned ring_entries = 4096;
 };
 
@@ -82,13 +99,51 @@ class Node {
   Node(const Node &) = delete;
   Node &operator=(const Node &) = delete;
 
-  // The address actually bound (useful with port 0).
+  // The address actually bound (useful with port 0); empty without a listener.
   std::string listen_address() const;
-  // Runs the loop until the node has stopped; returns the process exit code (0 on a clean
-  // shutdown).
+  // This node's id, unique in the process: "node-<pid>" for the first, "node-<pid>-<n>" for
+  // later ones. Its cgroup subtrees are <hierarchy>/faasvisor/<id> and its run directory
+  // /run/faasvisor/<id>.
+  std::string id() const;
+  std::vector<std::string> cgroup_roots() const;  // empty when instances run without cgroups
+  std::string run_dir() const;
+
+  // The loop. run() turns it until the node has stopped and returns the exit code (0 on a
+  // clean shutdown). run_once() turns it once, waiting for at least one completion; poll()
+  // turns it once without waiting. Both return the number of completions handled. A rig
+  // with its own loop calls poll(), then waits for fd() to become readable (poll(2), epoll)
+  // before it calls poll() again: calls made since the last turn are submitted only by the
+  // next one, so wait on fd() only right after poll() or run_once().
   int run();
-  // Starts a graceful shutdown (same as SIGTERM). Call from the loop thread.
+  int run_once();
+  int poll();
+  // An eventfd, readable when the node has work for poll(); -1 if it cannot be made.
+  int fd();
+  bool stopped() const;
+  // Starts a graceful shutdown (as SIGTERM does): in-flight invocations may finish within
+  // shutdown_grace_ms, new ones get 503. Thread-safe and async-signal-safe (an eventfd).
   void request_stop();
+
+  // Functions, as the HTTP API's routes (docs/api.md), checked as they are. A change is in
+  // effect when the call returns; with a state_dir it is also written to the store (a failure
+  // to make it durable is logged).
+  ApiError deploy(const FunctionConfig &config);
+  ApiError update(const FunctionConfig &config);
+  ApiError remove(const std::string &name);
+  ApiError scale(const std::string &name, uint64_t replicas);
+  // Invokes `function` in-process: the same queue, limits, timeouts and statistics as
+  // POST /function/NAME. On success `done` is called exactly once (see InvokeCallback); on an
+  // error (no such function, no callback, the node stopping) it is not called.
+  ApiError invoke(const std::string &function, InvokeRequest request, InvokeCallback done);
+
+  NodeStats stats() const;
+  // Every instance's start, READY and stop, until unsubscribed. Returns a subscription id.
+  uint64_t subscribe_events(InstanceEventCallback callback);
+  void unsubscribe_events(uint64_t id);
+  // The log lines `function`'s instances write from now on. 0 and *error when there is no
+  // such function. The subscription ends by itself when the function is deleted.
+  uint64_t subscribe_logs(const std::string &function, LogCallback callback, ApiError *error);
+  void unsubscribe_logs(uint64_t id);
 
  private:
   explicit Node(std::unique_ptr<NodeImpl> impl);

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "faasvisor/frame.h"
+#include "../util/write_all.h"
 
 /* The node's frame limit (pool/scheduler.h max_frame_bytes): a response must fit in it. */
 #define MAX_PAYLOAD (16u << 20)
@@ -100,18 +101,6 @@ static void buf_addf(struct buf *b, const char *fmt, ...) {
 
 /* ---- the protocol side ---- */
 
-static int write_all(int fd, const void *data, size_t len) {
-  const char *p = data;
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 static volatile sig_atomic_t g_terminating;
 
 /* 1 read exactly, 0 end of stream before any byte (or SIGTERM while waiting for one), -1 cut
@@ -135,7 +124,7 @@ static void send_ready(const char *text) {
   size_t len = strlen(text);
   fv_frame_header_write(frame, FV_FRAME_READY, (uint32_t)len);
   memcpy(frame + FV_FRAME_HEADER_SIZE, text, len);
-  if (write_all(1, frame, FV_FRAME_HEADER_SIZE + len) != 0) die("writing READY: %s", strerror(errno));
+  if (fv_write_all(1, frame, FV_FRAME_HEADER_SIZE + len) != 0) die("writing READY: %s", strerror(errno));
 }
 
 static void send_response(struct fv_response_view *view) {
@@ -145,7 +134,7 @@ static void send_response(struct fv_response_view *view) {
   buf_reserve(&out, size);
   long n = fv_response_encode((uint8_t *)out.data, out.cap, view);
   if (n < 0) die("encoding RESPONSE: %s", fv_frame_strerror((int)n));
-  if (write_all(1, out.data, (size_t)n) != 0) die("writing RESPONSE: %s", strerror(errno));
+  if (fv_write_all(1, out.data, (size_t)n) != 0) die("writing RESPONSE: %s", strerror(errno));
 }
 
 static struct fv_str str_of(const char *s) { return (struct fv_str){s, (uint32_t)strlen(s)}; }
@@ -413,7 +402,7 @@ static int exchange(const struct buf *request, int head_only, struct http_respon
     int reused = g_conn >= 0;
     if (g_conn < 0 && (g_conn = connect_server()) < 0) return -1;
     int keep = 0, started = 0, rc = -1;
-    if (write_all(g_conn, request->data, request->len) == 0) rc = read_response(g_conn, head_only, r, &keep, &started);
+    if (fv_write_all(g_conn, request->data, request->len) == 0) rc = read_response(g_conn, head_only, r, &keep, &started);
     if (rc == 0 && keep) return 0;
     drop_connection();
     if (rc == 0) return 0;

@@ -422,6 +422,7 @@ OciBackend::OciBackend(const proc::CgroupTree &cgroups, io::Ring &ring, OciBacke
     if (at != std::string::npos) cgroup_base_ = root.substr(at);
     node_dir_ = root.substr(root.rfind('/') + 1);
   }
+  if (node_dir_.empty()) node_dir_ = cgroups_.node_name();
   if (node_dir_.empty()) node_dir_ = "node-" + std::to_string(getpid());
   hierarchies_ = cgroup_hierarchies(cgroups_.mode());
   if (cgroups_.mode() == proc::CgroupMode::v1) sweep_dead_node_cgroups(hierarchies_, cgroups_.roots());

@@ -66,6 +66,8 @@ class Ring {
   int run_once();
 
   unsigned in_flight() const { return in_flight_; }
+  // The ring's descriptor: readable when completions wait (an embedder's loop waits on it).
+  int fd() const { return ring_.ring_fd; }
 
  private:
   Ring() = default;

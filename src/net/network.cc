@@ -130,6 +130,10 @@ Network::Network(io::Ring &ring, io::TimerQueue &timers, NetworkOptions options)
     subnet_ = buf;
   }
   gateway_ = subnet_.substr(0, subnet_.rfind(".0/")) + ".1";
+  if (!options_.disabled.empty()) {
+    why_not_ = options_.disabled;
+    return;
+  }
   if (access(options_.helper_path.c_str(), X_OK) != 0) {
     why_not_ = "the network helper " + options_.helper_path + " is missing";
     return;

@@ -37,6 +37,9 @@ struct NetworkOptions {
   uint32_t ready_per_policy = 2;     // namespaces kept prepared for each allow list in use
   uint32_t max_namespaces = 250;     // prepared plus leased, node-wide (the /24 holds 253)
   uint32_t max_helpers = 4;          // faasvisor-net processes at once
+  // Non-empty: no instance network, for this reason (the helper names it by the pid, so a
+  // process has one: a second Node in the same process goes without).
+  std::string disabled;
 };
 
 class Network;

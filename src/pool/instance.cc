@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cerrno>
 #include <cstring>
 
 #include "faasvisor/frame.h"
@@ -21,6 +22,7 @@ constexpr size_t kInitialReadBytes = 4096;
 constexpr size_t kKeepBufferBytes = 64 * 1024;  // larger buffers are released when idle
 constexpr size_t kLogTailBytes = 2048;
 constexpr size_t kLogLineMax = 4096;
+constexpr size_t kLogReadMaxBytes = 16384;
 constexpr uint64_t kCleanupRetryNs = 20'000'000;
 constexpr uint32_t kCleanupAttempts = 100;
 // After end of output, how long the process has to exit before the instance is a fault. A
@@ -183,6 +185,7 @@ void Instance::assign(Invocation &inv, uint64_t now_ns, bool cold) {
   set_state(InstanceState::busy);
   current_ = &inv;
   current_cold_ = cold;
+  current_waited_ns_ = now_ns > inv.arrival_ns ? now_ns - inv.arrival_ns : 0;
   inv.instance = this;
   last_used_ns_ = now_ns;
 
@@ -270,6 +273,7 @@ void Instance::kill(int status, std::string reason) {
     result.status = status;
     result.error = reason;
     result.instance_id = id_;
+    result.cold = current_cold_;
     finish_invocation(result);
   }
   begin_stopping();
@@ -332,7 +336,9 @@ void Instance::on_read(io::Completion &c, int result, uint32_t) {
   auto &self = c.owner_as<Instance>();
   ++self.depth_;
   if (self.state_ != InstanceState::stopping) {
-    if (result < 0) {
+    if (result == -EAGAIN || result == -EINTR) {
+      self.arm_read();  // as in on_log: an empty O_NONBLOCK pipe, not a failure
+    } else if (result < 0) {
       self.fault(std::string("reading from the instance failed: ") + std::strerror(-result));
     } else if (result == 0) {
       // Usually the process is exiting: give the exit watcher a moment so the failure
@@ -536,13 +542,31 @@ void Instance::on_write(io::Completion &c, int result, uint32_t) {
 
 // --- the log stream -------------------------------------------------------------------
 
+// How much of the time an invocation spent before it reached this instance (a timeout on a
+// loaded node is often mostly a slow start): empty when it was assigned at once.
+std::string Instance::waited_note() const {
+  uint64_t waited_ms = current_waited_ns_ / 1'000'000;
+  if (waited_ms == 0) return {};
+  return " (" + std::to_string(waited_ms) + " ms of it waiting for " +
+         (current_cold_ ? "this instance to start)" : "an instance)");
+}
+
 void Instance::arm_log() {
-  if (launched_.log >= 0) pool_.ring().read(log_op_, launched_.log, log_buf_, sizeof log_buf_);
+  if (launched_.log >= 0) pool_.ring().read(log_op_, launched_.log, log_buf_.data(), log_buf_.size());
 }
 
 void Instance::on_log(io::Completion &c, int result, uint32_t) {
   auto &self = c.owner_as<Instance>();
+  if (result == -EAGAIN || result == -EINTR) {
+    // The node's end is O_NONBLOCK: a read that io_uring hands to a worker after a poll
+    // wake-up finds the pipe empty completes with EAGAIN. Not the end of the stream; were
+    // it taken as one, the instance would block on its next 64 KiB of stderr.
+    self.arm_log();
+    return;
+  }
   if (result > 0) {
+    if (static_cast<size_t>(result) == self.log_buf_.size() && self.log_buf_.size() < kLogReadMaxBytes)
+      self.log_buf_.resize(kLogReadMaxBytes);
     for (int i = 0; i < result; ++i) {
       char ch = self.log_buf_[i];
       if (ch != '\n' && self.log_line_.size() < kLogLineMax) {
@@ -655,7 +679,7 @@ void Instance::on_timer(io::Timer &t) {
       break;
     case TimerPurpose::exec:
       self.kill(504, "the invocation timed out after " +
-                         std::to_string(self.function_->spec().timeout_ms) + " ms");
+                         std::to_string(self.function_->spec().timeout_ms) + " ms" + self.waited_note());
       break;
     case TimerPurpose::idle:
       if (self.state_ == InstanceState::warm) self.pool_.instance_idle_expired(self);

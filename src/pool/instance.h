@@ -104,6 +104,7 @@ class Instance {
   void close_streams();
   void maybe_release();
   std::string log_tail() const;
+  std::string waited_note() const;
 
   Pool &pool_;
   std::shared_ptr<Function> function_;
@@ -127,7 +128,9 @@ class Instance {
   std::vector<uint8_t> out_next_;  // a frame waiting for the one being written (SECRETS)
   bool out_has_secrets_ = false;   // out_ holds secret values: wiped once written
   bool secrets_asked_ = false;     // GET_SECRETS is answered once per instance
-  char log_buf_[1024];
+  // Log reads: 1 KiB while the instance writes little; 16 KiB from the first read that fills
+  // it, so a flood (64 KiB pipe) is drained in a few loop turns instead of 64 per pipe-full.
+  std::vector<char> log_buf_ = std::vector<char>(1024);
   std::string log_line_;      // a partial log line
   bool log_line_cut_ = false;
   std::string log_tail_;      // the last few lines, for failure messages
@@ -135,6 +138,7 @@ class Instance {
   Invocation *current_ = nullptr;
   bool current_abandoned_ = false;
   bool current_cold_ = false;
+  uint64_t current_waited_ns_ = 0;  // arrival to assignment: queued, or waiting for a start
   bool reaped_ = false;
   bool exit_pending_ = false;  // reaped while its output was still open (finish_exit)
   std::string exit_how_;       // how it exited, for the fault finish_exit names

@@ -348,6 +348,7 @@ bool Pool::spawn_instance(Function &fn) {
   all_.push_back(*inst);
   ++live_instances_;
   reserved_bytes_ += inst->reserved_bytes();
+  if (observer_ != nullptr) observer_->instance_changed(*inst, InstanceChange::started, {}, false, 0);
   Status st = inst->start(monotonic_ns());
   // On failure the instance is already stopping and reported through instance_stopping.
   return st.ok();
@@ -356,6 +357,7 @@ bool Pool::spawn_instance(Function &fn) {
 void Pool::instance_ready(Instance &inst, uint64_t init_ns) {
   inst.function().stats.init_ms.add(static_cast<double>(init_ns) / 1e6);
   inst.function().stats.init_seconds.observe(static_cast<double>(init_ns) / 1e9);
+  if (observer_ != nullptr) observer_->instance_changed(inst, InstanceChange::ready, {}, false, init_ns);
   dispatch(inst, false);
 }
 
@@ -460,6 +462,7 @@ void Pool::dispatch(Instance &inst, bool after_invocation) {
 
 void Pool::instance_stopping(Instance &inst, bool failed_boot, const std::string &reason) {
   Function &fn = inst.function();
+  if (observer_ != nullptr) observer_->instance_changed(inst, InstanceChange::stopping, reason, failed_boot, 0);
   if (inst.warm_hook.linked()) fn.warm_list.remove(inst);
   if (failed_boot) {
     // The instance that was to serve the oldest waiting invocation failed: answer that one,
@@ -473,6 +476,7 @@ void Pool::instance_finished(Instance &inst) {
   Function &fn = inst.function();
   assert(inst.state() == InstanceState::stopping && fn.stopping > 0);
   --fn.stopping;
+  if (observer_ != nullptr) observer_->instance_changed(inst, InstanceChange::stopped, {}, false, 0);
   fn.instances.remove(inst);
   all_.remove(inst);
   --live_instances_;

@@ -17,6 +17,7 @@
 #include "pool/function.h"
 #include "pool/instance.h"
 #include "pool/invocation.h"
+#include "pool/observer.h"
 
 namespace faasvisor::pool {
 
@@ -52,6 +53,8 @@ class Pool {
   // backend is added.
   void set_network(net::Network *network);
   net::Network *network() const { return network_; }
+  // Told of every instance's start, READY and stop (null: nobody); outlives the pool.
+  void set_observer(PoolObserver *observer) { observer_ = observer; }
   backend::Backend *find_backend(std::string_view name) const;
   const std::vector<std::unique_ptr<backend::Backend>> &backends() const { return backends_; }
 
@@ -131,6 +134,7 @@ class Pool {
   std::vector<std::unique_ptr<backend::Backend>> backends_;
   const secrets::SecretTable *secrets_ = nullptr;
   net::Network *network_ = nullptr;
+  PoolObserver *observer_ = nullptr;
   std::map<std::string, std::shared_ptr<Function>, std::less<>> functions_;
   IntrusiveList<Instance, &Instance::pool_hook> all_;  // every live instance, any function
   uint64_t next_instance_id_ = 1;

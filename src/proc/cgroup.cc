@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -163,8 +164,41 @@ bool in_nested_pid_namespace() {
 }
 }  // namespace
 
+// Every process with a node holds a shared lock on /run/faasvisor/live/<pid> from its first
+// node on (the descriptor is never closed: the kernel drops the lock when the process ends).
+// A program that embeds the node has any name, so its comm cannot tell the sweeps of other
+// nodes that it is alive; the lock can.
+namespace {
+constexpr const char *kLiveDir = "/run/faasvisor/live";
+
+void hold_liveness_lock() {
+  static const bool held = [] {
+    mkdir("/run/faasvisor", 0711);
+    mkdir(kLiveDir, 0755);
+    std::string path = std::string(kLiveDir) + "/" + std::to_string(getpid());
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_SH | LOCK_NB) != 0) {
+      FV_WARN("cannot hold %s (%s): other nodes judge this process by its name only", path.c_str(), std::strerror(errno));
+      if (fd >= 0) close(fd);
+      return false;
+    }
+    return true;
+  }();
+  (void)held;
+}
+}  // namespace
+
 bool node_alive(int pid) {
   if (in_nested_pid_namespace()) return true;  // never sweep what we cannot judge
+  std::string lock = std::string(kLiveDir) + "/" + std::to_string(pid);
+  int lock_fd = open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+  if (lock_fd >= 0) {
+    bool locked = flock(lock_fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (!locked) unlink(lock.c_str());  // its process is gone (or the pid is another's now)
+    close(lock_fd);
+    return locked;
+  }
+  // No lock file: a node from before the lock, judged by its name.
   std::string comm = "/proc/" + std::to_string(pid) + "/comm";
   FILE *f = std::fopen(comm.c_str(), "re");
   if (f == nullptr) return false;
@@ -211,7 +245,9 @@ const char *to_string(CgroupMode mode) {
 }
 
 CgroupTree CgroupTree::detect(std::string_view node_name) {
+  hold_liveness_lock();  // before the sweep: a node sweeping this process's pid must see it alive
   CgroupTree tree;
+  tree.node_name_ = std::string(node_name);
   std::string base = kCgroupMount;
   if (exists(base + "/cgroup.controllers")) {
     // Pure v2. Enable the controllers down to our subtree; instances are leaves.

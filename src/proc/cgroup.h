@@ -23,8 +23,9 @@ namespace faasvisor::proc {
 enum class CgroupMode { none, v1, v2 };
 const char *to_string(CgroupMode mode);
 
-// Whether the node that named its subtree node-<pid> still runs: the pid exists and is a
-// faasvisor program. A pid the kernel gave to something else since counts as dead; one
+// Whether the node that named its subtree node-<pid> still runs: its process holds the lock
+// on /run/faasvisor/live/<pid> (every process with a node does: an embedder has any name),
+// or, without that file, the pid exists and is a faasvisor program. A pid the kernel gave to something else since counts as dead; one
 // that is again some faasvisor process counts as alive (never touch what might be live).
 // In a nested pid namespace every node counts as alive: its pids are not the ones in the
 // names, and a wrong "dead" would kill a live node's instances.
@@ -68,6 +69,9 @@ class CgroupTree {
   CgroupMode mode() const { return mode_; }
   const std::string &why_none() const { return why_none_; }
   const std::vector<std::string> &roots() const { return roots_; }
+  // The node's name (node-<pid>[-<n>]), which names its subtree, and its run dir also when
+  // there are no cgroups (mode none).
+  const std::string &node_name() const { return node_name_; }
 
   // The directories of an instance cgroup named instance_name. No system call: the sandbox
   // creates them (src/stem/stem.c), limits them and joins them.
@@ -92,6 +96,7 @@ class CgroupTree {
  private:
   CgroupMode mode_ = CgroupMode::none;
   std::string why_none_;
+  std::string node_name_;
   std::vector<std::string> roots_;        // node-<pid> directories, one per hierarchy
   std::vector<std::string> controllers_;  // v1: controller of each root
   SweepReport swept_;

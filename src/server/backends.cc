@@ -19,10 +19,10 @@ Status check_backend_options(const NodeOptions &options) {
 
 void add_backends(NodeImpl &node, const NodeOptions &options) {
   backend::ProcessBackendOptions process_options;
-  process_options.stem_path = options.stem_path.empty() ? helper_path("faasvisor-stem") : options.stem_path;
+  process_options.stem_path = options.stem_path.empty() ? helper_path(options, "faasvisor-stem") : options.stem_path;
   process_options.stem_pool_size = options.stem_pool_size;
-  process_options.adapter_path = helper_path("faasvisor-adapter");
-  process_options.template_library = helper_path("libfaasvisor-template.so");
+  process_options.adapter_path = helper_path(options, "faasvisor-adapter");
+  process_options.template_library = helper_path(options, "libfaasvisor-template.so");
   if (access(process_options.template_library.c_str(), R_OK) != 0) process_options.template_library.clear();
   node.pool->add_backend(
       std::make_unique<backend::ProcessBackend>(node.cgroups, *node.ring, *node.timers, process_options));

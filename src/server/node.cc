@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cstdio>
 #include <cstring>
 
 #include "server/backends.h"
+#include "server/embed.h"
 #include "server/node_impl.h"
 #include "store/etcd_store.h"
 #include "store/file_store.h"
@@ -80,6 +82,17 @@ void raise_fd_limit() {
 }
 
 void arm_accept(NodeImpl &node) { node.ring->accept_multishot(node.accept_op, node.listen_fd); }
+
+// Nodes made in this process so far: the first is node-<pid> (the name dead-node sweeps and
+// scripts know), later ones node-<pid>-<n>, so that each has its own cgroups and run dir.
+std::atomic<uint32_t> nodes_created{0};
+
+std::string make_node_name() {
+  uint32_t n = ++nodes_created;
+  std::string name = "node-" + std::to_string(getpid());
+  if (n > 1) name += "-" + std::to_string(n);
+  return name;
+}
 
 void on_accept(io::Completion &c, int result, uint32_t flags) {
   auto &node = c.owner_as<NodeImpl>();
@@ -185,8 +198,10 @@ Status open_async(NodeImpl &node) {
 
 }  // namespace
 
-// The helpers (faasvisor-stem, faasvisor-unpack) are installed beside the daemon.
-std::string helper_path(const char *name) {
+// The helpers (faasvisor-stem, faasvisor-unpack, ...) are installed beside the daemon, or
+// where an embedder says (helper_dir).
+std::string helper_path(const NodeOptions &options, const char *name) {
+  if (!options.helper_dir.empty()) return options.helper_dir + "/" + name;
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return name;
@@ -198,9 +213,11 @@ void NodeImpl::begin_shutdown() {
   if (phase != Phase::running) return;
   phase = Phase::draining;
   timers->stop(accept_retry_timer);
-  ring->cancel(accept_op);
-  ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
-  listen_fd = -1;
+  if (listen_fd >= 0) {
+    ring->cancel(accept_op);
+    ::close(listen_fd);  // stop accepting: new connections are refused by the kernel
+    listen_fd = -1;
+  }
   async->begin_shutdown();  // calls not done stay in the journal for the next start
   pool->begin_shutdown();
   images->shutdown();  // deploys waiting for an image are answered 503 as their helpers die
@@ -252,9 +269,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   impl->started_ns = monotonic_ns();
   impl->http_limits.max_header_bytes = options.max_header_bytes;
   impl->http_limits.max_body_bytes = options.max_body_bytes;
-  impl->node_name = "node-" + std::to_string(getpid());
+  impl->node_name = make_node_name();
 
-  auto addr = parse_listen(options.listen);
+  // No listener: the node is driven through the embedding API only (loopback rules apply).
+  bool listening = !options.listen.empty();
+  auto addr = parse_listen(listening ? options.listen : "127.0.0.1:0");
   if (!addr) {
     *error = addr.error().message();
     return nullptr;
@@ -263,8 +282,9 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     *error = st.error().message();
     return nullptr;
   }
-  raise_fd_limit();
-  signal(SIGPIPE, SIG_IGN);
+  // Process-wide changes, only when asked (faasvisord asks).
+  if (options.raise_fd_limit) raise_fd_limit();
+  if (options.ignore_sigpipe) signal(SIGPIPE, SIG_IGN);
 
   if (Status st = check_backend_options(options); !st.ok()) {
     *error = st.error().message();
@@ -296,22 +316,24 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     impl->state = std::move(*state);
   }
 
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = listening ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0) : -1;
   int one = 1;
   // Not on a failed socket(): setsockopt's EBADF would replace the reason (EMFILE) in errno.
   if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&*addr), sizeof *addr) < 0 ||
-      listen(fd, 4096) < 0) {
+  if (listening && (fd < 0 || bind(fd, reinterpret_cast<sockaddr *>(&*addr), sizeof *addr) < 0 ||
+                    listen(fd, 4096) < 0)) {
     *error = "cannot listen on " + options.listen + ": " + std::strerror(errno);
     if (fd >= 0) ::close(fd);
     return nullptr;
   }
-  sockaddr_in bound{};
-  socklen_t len = sizeof bound;
-  getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &len);
-  char host[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
-  impl->bound_address = std::string(host) + ":" + std::to_string(ntohs(bound.sin_port));
+  if (listening) {
+    sockaddr_in bound{};
+    socklen_t len = sizeof bound;
+    getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &len);
+    char host[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
+    impl->bound_address = std::string(host) + ":" + std::to_string(ntohs(bound.sin_port));
+  }
   impl->listen_fd = fd;
   impl->advertised = options.advertise.empty() ? impl->bound_address : options.advertise;
   if (!options.store.empty()) {
@@ -324,7 +346,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
                           : Result<std::unique_ptr<store::EtcdStore>>(endpoints.error());
     if (!etcd) {
       *error = etcd.error().message();
-      ::close(fd);
+      if (fd >= 0) ::close(fd);
       return nullptr;
     }
     NodeImpl *node = impl.get();
@@ -348,18 +370,22 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   impl->pool = std::make_unique<pool::Pool>(*impl->ring, *impl->timers, pool_options);
   impl->pool->set_secrets(&impl->secret_table);
   net::NetworkOptions net_options;
-  net_options.helper_path = options.network_helper_path.empty() ? helper_path("faasvisor-net") : options.network_helper_path;
+  net_options.helper_path = options.network_helper_path.empty() ? helper_path(options, "faasvisor-net") : options.network_helper_path;
   net_options.dns = options.dns;
   net_options.subnet = options.network_subnet;
+  if (!options.instance_network)
+    net_options.disabled = "the embedder turned instance networking off (NodeOptions::instance_network)";
+  else if (impl->node_name.find('-', 5) != std::string::npos)
+    net_options.disabled = "another node in this process has the instance network (faasvisor-net names it by the pid)";
   impl->network = std::make_unique<net::Network>(*impl->ring, *impl->timers, net_options);
   {
     std::string why;
-    if (!impl->network->available(&why)) FV_WARN("instances cannot have a network (faasvisor.network=egress): %s", why.c_str());
+    if (options.instance_network && !impl->network->available(&why)) FV_WARN("instances cannot have a network (faasvisor.network=egress): %s", why.c_str());
   }
   impl->pool->set_network(impl->network.get());
   image::StoreOptions image_options;
   image_options.cache_dir = options.image_cache_dir;
-  image_options.helper_path = options.unpack_path.empty() ? helper_path("faasvisor-unpack") : options.unpack_path;
+  image_options.helper_path = options.unpack_path.empty() ? helper_path(options, "faasvisor-unpack") : options.unpack_path;
   image_options.registry_auth = options.registry_auth;
   image_options.insecure_registries = options.insecure_registries;
   image_options.cache_max_bytes = options.image_cache_max_bytes;
@@ -390,6 +416,10 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     return nullptr;
   }
   impl->state->watch(*impl);
+  if (std::string e = start_embedding(*impl); !e.empty()) {
+    *error = e;
+    return nullptr;
+  }
 
   if (options.handle_signals) {
     sigset_t mask;
@@ -412,7 +442,7 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
   impl->accept_op.callback = &on_accept;
   impl->accept_retry_timer.owner = impl.get();
   impl->accept_retry_timer.callback = &on_accept_retry;
-  arm_accept(*impl);
+  if (impl->listen_fd >= 0) arm_accept(*impl);
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
 
@@ -422,7 +452,7 @@ Node::~Node() {
   NodeImpl &node = *impl_;
   if (node.phase != NodeImpl::Phase::stopped) {
     // Destroyed without run() finishing: stop everything now, synchronously.
-    request_stop();
+    node.begin_shutdown();
     node.phase = NodeImpl::Phase::stopping;
     node.pool->stop_all("node destroyed");
     while (node.phase != NodeImpl::Phase::stopped) {
@@ -438,8 +468,9 @@ Node::~Node() {
   node.images->shutdown();
   node.state->close();
   node.network->shutdown();
+  stop_embedding(node);
   while (node.signal_op.in_flight || node.accept_op.in_flight || !node.images->idle() || !node.state->idle() ||
-         !node.async->idle() || !node.network->idle()) {
+         !node.async->idle() || !node.network->idle() || !node.embed->idle()) {
     node.timers->sync_kernel_timeout();  // the store's requests have deadlines
     node.ring->run_once();
   }
@@ -453,19 +484,17 @@ Node::~Node() {
 }
 
 std::string Node::listen_address() const { return impl_->bound_address; }
-
-void Node::request_stop() { impl_->begin_shutdown(); }
+std::string Node::id() const { return impl_->node_name; }
+std::vector<std::string> Node::cgroup_roots() const { return impl_->cgroups.roots(); }
+std::string Node::run_dir() const { return "/run/faasvisor/" + impl_->node_name; }
 
 int Node::run() {
   NodeImpl &node = *impl_;
-  // Always printed, whatever the log level: scripts started with port 0 read it.
-  std::fprintf(stderr, "faasvisord: listening on %s (cgroups: %s)\n", node.bound_address.c_str(),
-               proc::to_string(node.cgroups.mode()));
-  while (node.phase != NodeImpl::Phase::stopped) {
-    node.timers->sync_kernel_timeout();
-    node.ring->run_once();
-    if (node.phase != NodeImpl::Phase::running) node.step_shutdown();
-  }
+  // Printed whatever the log level when asked (faasvisord): scripts started with port 0 read it.
+  if (node.options.print_banner)
+    std::fprintf(stderr, "faasvisord: listening on %s (cgroups: %s)\n", node.bound_address.c_str(),
+                 proc::to_string(node.cgroups.mode()));
+  while (node.phase != NodeImpl::Phase::stopped) turn_loop(node, true);
   FV_INFO("stopped");
   return node.exit_code;
 }

@@ -31,9 +31,11 @@
 namespace faasvisor {
 
 struct NodeImpl;
+struct EmbedState;  // server/embed.h
 std::string render_metrics(NodeImpl &node);  // server/metrics.cc
-// A helper program (faasvisor-stem, -unpack, -adapter) beside the running one (server/node.cc).
-std::string helper_path(const char *name);
+// A helper program (faasvisor-stem, -unpack, -adapter) beside the running one, or in
+// options.helper_dir (server/node.cc).
+std::string helper_path(const NodeOptions &options, const char *name);
 // The headers an invocation's answer carries for OpenFaaS (server/openfaas.cc): X-Call-Id and
 // X-Start-Time as the function saw them unless it set its own, and X-OpenFaaS-Internal on an
 // answer the node made itself.
@@ -75,6 +77,9 @@ struct NodeImpl final : store::ChangeListener {
   NodeOptions options;
   std::unique_ptr<io::Ring> ring;
   std::unique_ptr<io::TimerQueue> timers;
+  // The embedding API's state (server/embed.h): declared before the pool, so destroyed after
+  // it; the pool reports to it until then.
+  std::unique_ptr<EmbedState> embed;
   proc::CgroupTree cgroups;
   // Declared before the pool: destroyed after it, once no instance holds a namespace.
   std::unique_ptr<net::Network> network;  // faasvisor.network=egress (net/network.h)

@@ -87,6 +87,7 @@
 #define GO_MAX_ITEMS 1024u
 #include "adopt.h"
 #include "seccomp.h"
+#include "../util/write_all.h"
 
 enum { MODE_EXEC = 0, MODE_TEMPLATE = 1, MODE_ADOPT = 2 };
 static int g_template_stem; /* --template: the sandbox of a function's template */
@@ -741,13 +742,7 @@ static void write_secret(int dir, const char *name, const unsigned char *value, 
                          uint32_t uid, uint32_t gid) {
   int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
   if (fd < 0) fail("create a secret file");
-  while (len > 0) {
-    ssize_t n = write(fd, value, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("write a secret file");
-    value += n;
-    len -= (uint32_t)n;
-  }
+  if (fv_write_all(fd, value, len) < 0) fail("write a secret file");
   if (fchown(fd, uid, gid) < 0) fail("chown a secret file");
   close(fd);
 }

@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "faasvisor/frame.h"
+#include "../util/write_all.h"
 
 #define SPEC_MAX 4096
 #define MAX_ARGS 64
@@ -68,29 +69,21 @@ static char g_cmdline[SPEC_MAX * 3 + 2048];
  * plain text rather than as LOG frames. */
 static int g_plain;
 
-static void write_all(int fd, const void *data, size_t len) {
-  const char *p = data;
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    p += n;
-    len -= (size_t)n;
-  }
-}
+/* The console: a failed write has nowhere to be reported, so its result is not looked at. */
+static void write_tty(const void *data, size_t len) { (void)fv_write_all(g_tty, data, len); }
 
 /* One LOG frame on the protocol stream (only between frames). */
 static void send_log(const char *line, size_t len) {
   uint8_t header[FV_FRAME_HEADER_SIZE];
   if (len > LOG_LINE_MAX) len = LOG_LINE_MAX;
   if (g_plain) {
-    write_all(g_tty, line, len);
-    write_all(g_tty, "\n", 1);
+    write_tty(line, len);
+    write_tty("\n", 1);
     return;
   }
   fv_frame_header_write(header, FV_FRAME_LOG, (uint32_t)len);
-  write_all(g_tty, header, sizeof header);
-  write_all(g_tty, line, len);
+  write_tty(header, sizeof header);
+  write_tty(line, len);
 }
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -297,12 +290,12 @@ static int at_frame_boundary(void) {
 static void relay_out(const uint8_t *p, size_t n) {
   while (n > 0) {
     if (g_out.passthrough) {
-      write_all(g_tty, p, n);
+      write_tty(p, n);
       return;
     }
     if (g_out.remaining > 0) {
       size_t take = n < g_out.remaining ? n : (size_t)g_out.remaining;
-      write_all(g_tty, p, take);
+      write_tty(p, take);
       g_out.remaining -= take;
       p += take;
       n -= take;
@@ -320,7 +313,7 @@ static void relay_out(const uint8_t *p, size_t n) {
       g_out.passthrough = 1;
     else
       g_out.remaining = h.length;
-    write_all(g_tty, g_out.header, FV_FRAME_HEADER_SIZE);
+    write_tty(g_out.header, FV_FRAME_HEADER_SIZE);
     g_out.header_len = 0;
   }
 }
@@ -368,17 +361,6 @@ static void read_tty_exact(void *buf, size_t len) {
   }
 }
 
-static int write_file_all(int fd, const char *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
 /* The function's secrets, as the process and container backends present them: one file
  * per secret, 0400, in a tmpfs at /var/openfaas/secrets that is read-only once written. The
  * node sends them only when asked, after this agent has made ttyS0 raw (bytes sent earlier
@@ -389,7 +371,7 @@ static void install_secrets(void) {
   static struct fv_secrets_view view;
   uint8_t header[FV_FRAME_HEADER_SIZE];
   fv_frame_header_write(header, FV_FRAME_GET_SECRETS, 0);
-  write_all(g_tty, header, sizeof header);
+  write_tty(header, sizeof header);
   read_tty_exact(header, sizeof header);
   struct fv_frame_header h;
   if (fv_frame_header_parse(header, sizeof header, FV_SECRETS_PAYLOAD_MAX, &h) != FV_OK ||
@@ -415,7 +397,7 @@ static void install_secrets(void) {
       memcpy(name, view.entries[i].name.ptr, view.entries[i].name.len);
       name[view.entries[i].name.len] = '\0';
       int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
-      if (fd < 0 || write_file_all(fd, view.entries[i].value.ptr, view.entries[i].value.len) < 0)
+      if (fd < 0 || fv_write_all(fd, view.entries[i].value.ptr, view.entries[i].value.len) < 0)
         die("write a secret file");
       close(fd);
     }

@@ -62,6 +62,22 @@ class FaultTests(DaemonTestCase):
         error = self.check_fault("f-hang", "mode=hang", 504, "timed out")
         self.assertIn(str(EXEC_TIMEOUT_MS), error)
 
+    def test_timeout_on_a_cold_instance_says_so(self):
+        # The 504 of a call that started the instance names it cold and says how much of the
+        # timeout went waiting for the start (docs/soak.md: a slow start under load).
+        d = self.daemon
+        self.deploy_misbehave("f-cold-hang")
+        r = d.invoke("f-cold-hang", b"x", query="mode=hang", timeout=scaled(60))
+        error = self.assertJsonError(r, 504, "timed out")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "cold", r)
+        self.assertRegex(error, r"^the invocation timed out after %d ms"
+                                r"( \(\d+ ms of it waiting for this instance to start\))?$" % EXEC_TIMEOUT_MS)
+        warm = d.invoke("f-cold-hang", b"warm")
+        self.assertEqual(warm.header("X-Faasvisor-Start"), "cold")  # the hung one was killed
+        r = d.invoke("f-cold-hang", b"x", query="mode=hang", timeout=scaled(60))
+        self.assertJsonError(r, 504, "timed out")
+        self.assertEqual(r.header("X-Faasvisor-Start"), "warm", r)
+
     def test_garbage_output(self):
         self.check_fault("f-garbage", "mode=garbage", 502, "protocol")
 
