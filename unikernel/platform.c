@@ -26,6 +26,12 @@ long fv_platform_read(void *buf, size_t len) {
   return (long)len;
 }
 
+/* The port cannot say what is waiting: exactly `need` bytes. */
+long fv_platform_read_at_least(void *buf, size_t need, size_t cap) {
+  (void)cap;
+  return fv_platform_read(buf, need);
+}
+
 int fv_platform_write(const void *buf, size_t len) {
   if (on_virtio)
     uk_vconsole_write(buf, len);

@@ -229,15 +229,24 @@ class Channel:
     def __init__(self, in_fd, out_fd):
         self.in_fd = in_fd
         self.out_fd = out_fd
+        # Bytes read past the last frame asked for: each read takes at least 4 KiB when the
+        # stream has them, so a small REQUEST (header and payload) costs one read(), not two.
+        self.pending = b""
 
     def read_exact(self, n):
         """n bytes, or fewer only at end of stream."""
-        chunks = []
-        left = n
+        if len(self.pending) >= n:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out
+        chunks = [self.pending]
+        left = n - len(self.pending)
+        self.pending = b""
         while left > 0:
-            chunk = os.read(self.in_fd, min(left, 1 << 20))
+            chunk = os.read(self.in_fd, min(max(left, 4096), 1 << 20))
             if not chunk:
                 break
+            if len(chunk) > left:
+                chunk, self.pending = chunk[:left], chunk[left:]
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)

@@ -51,6 +51,9 @@ class Backend {
   virtual Status cleanup(Launched &launched) = 0;
   // The instance's current memory footprint (its whole sandbox), if the backend can tell.
   virtual Result<uint64_t> memory_usage(const Launched &) const { return plain_error("not measured"); }
+  // The files memory_usage reads, so the pool can read them through the ring instead
+  // (sampling 64 instances' smaps_rollup on the loop stalled it). Empty: call memory_usage.
+  virtual proc::MemoryFiles memory_files(const Launched &) const { return {}; }
   // The signal that ends an instance at once (SIGKILL unless the launched process is a
   // supervisor that must take its children with it).
   virtual int kill_signal() const { return SIGKILL; }

@@ -78,6 +78,9 @@ class OciBackend final : public Backend {
   Result<uint64_t> memory_usage(const Launched &launched) const override {
     return cgroups_.memory_usage(launched.cgroup);
   }
+  proc::MemoryFiles memory_files(const Launched &launched) const override {
+    return cgroups_.memory_files(launched.cgroup, false);
+  }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }

@@ -67,6 +67,9 @@ class ProcessBackend final : public Backend {
   Result<uint64_t> memory_usage(const Launched &launched) const override {
     return sandbox_memory(cgroups_, launched);
   }
+  proc::MemoryFiles memory_files(const Launched &launched) const override {
+    return cgroups_.memory_files(launched.cgroup, true);
+  }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }

@@ -104,6 +104,9 @@ class QemuBackend final : public Backend {
   bool idle() const override { return reaper_.idle(); }
   // The PSS of the instance's cgroup: guest RAM QEMU touched, the translation cache, QEMU.
   Result<uint64_t> memory_usage(const Launched &launched) const override;
+  proc::MemoryFiles memory_files(const Launched &launched) const override {
+    return cgroups_.memory_files(launched.cgroup, true);
+  }
   bool out_of_memory(const Launched &launched) const override {
     return cgroups_.oom_kills(launched.cgroup) > 0;
   }

@@ -98,7 +98,7 @@ Instance::~Instance() {
 
 bool Instance::finished() const {
   return state_ == InstanceState::stopping && reaped_ && cleaned_ && !read_op_.in_flight &&
-         !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight;
+         !write_op_.in_flight && !log_op_.in_flight && !exit_op_.in_flight && !meter_.busy();
 }
 
 void Instance::set_state(InstanceState next) {
@@ -140,8 +140,16 @@ void Instance::set_state(InstanceState next) {
 
 void Instance::sample_memory() {
   if (state_ == InstanceState::stopping) return;
+  proc::MemoryFiles files = function_->backend().memory_files(launched_);
+  if (!files.empty()) return meter_.start(pool_.ring(), std::move(files));
   auto usage = function_->backend().memory_usage(launched_);
   if (usage) memory_bytes_ = *usage;
+}
+
+void Instance::on_measured(MemoryMeter &meter, bool measured, uint64_t bytes) {
+  auto &self = meter.owner_as<Instance>();
+  if (measured && self.state_ != InstanceState::stopping) self.memory_bytes_ = bytes;
+  self.maybe_release();  // the meter's chain may have been the last thing a stopped one waited for
 }
 
 Status Instance::start(uint64_t now_ns) {
@@ -653,6 +661,7 @@ void Instance::after_exit() {
   pool_.ring().cancel(read_op_);
   pool_.ring().cancel(write_op_);
   pool_.ring().cancel(log_op_);
+  meter_.cancel(pool_.ring());
   try_cleanup();
 }
 

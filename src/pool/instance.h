@@ -17,6 +17,7 @@
 #include "io/ring.h"
 #include "io/timer.h"
 #include "pool/invocation.h"
+#include "pool/memory_meter.h"
 #include "util/intrusive_list.h"
 
 namespace faasvisor::pool {
@@ -68,6 +69,8 @@ class Instance {
   uint64_t state_since_ns() const { return state_since_ns_; }
   // Measured footprint (the cgroup's usage), refreshed by the pool's sampler; 0 until then.
   uint64_t memory_bytes() const { return memory_bytes_; }
+  // Starts a measurement: through the ring where the backend names its files (the figure
+  // arrives a few loop turns later), else the backend's own (synchronous) reading.
   void sample_memory();
   // Memory held against the node's budget: the function's limit when the instance started.
   uint64_t reserved_bytes() const { return reserved_bytes_; }
@@ -83,6 +86,7 @@ class Instance {
   static void on_log(io::Completion &c, int result, uint32_t flags);
   static void on_exit(io::Completion &c, int result, uint32_t flags);
   static void on_timer(io::Timer &t);
+  static void on_measured(MemoryMeter &meter, bool measured, uint64_t bytes);
 
   void set_state(InstanceState next);
   uint64_t last_resort_delay_ns() const;
@@ -117,6 +121,7 @@ class Instance {
   bool seen_frame_ = false;
 
   io::Completion read_op_{}, write_op_{}, log_op_{}, exit_op_{};
+  MemoryMeter meter_{this, &Instance::on_measured};
   io::Timer timer_;  // boot deadline, exec deadline, stop grace, cleanup retry: one at a time
   io::Timer eof_timer_;  // output closed: wait briefly for the exit status
   enum class TimerPurpose { none, boot, exec, idle, stop_grace, cleanup_retry } timer_purpose_ = TimerPurpose::none;

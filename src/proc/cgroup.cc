@@ -327,6 +327,14 @@ Result<uint64_t> CgroupTree::memory_usage(const InstanceCgroup &cg) const {
   return static_cast<uint64_t>(std::strtoull(text.c_str(), nullptr, 10));
 }
 
+MemoryFiles CgroupTree::memory_files(const InstanceCgroup &cg, bool pss) const {
+  if (mode_ == CgroupMode::none || cg.dirs.empty()) return {};
+  MemoryFiles files;
+  if (pss) files.procs = cg.dirs[0] + "/cgroup.procs";
+  files.usage = cg.dirs[0] + (mode_ == CgroupMode::v2 ? "/memory.current" : "/memory.usage_in_bytes");
+  return files;
+}
+
 Result<uint64_t> CgroupTree::process_pss(const InstanceCgroup &cg) const {
   if (mode_ == CgroupMode::none || cg.dirs.empty()) return plain_error("no cgroup");
   FILE *procs = std::fopen((cg.dirs[0] + "/cgroup.procs").c_str(), "re");

@@ -60,6 +60,15 @@ struct InstanceCgroup {
   bool empty() const { return dirs.empty(); }
 };
 
+// Where an instance's memory is read without blocking the loop (pool/memory_meter.h reads
+// them through the ring): the PSS of the processes listed in `procs` (their smaps_rollup),
+// else the number in `usage`. Empty strings: not that way.
+struct MemoryFiles {
+  std::string procs;
+  std::string usage;
+  bool empty() const { return procs.empty() && usage.empty(); }
+};
+
 class CgroupTree {
  public:
   // Detects the layout and creates this node's subtree. Mode none (with a reason) if the
@@ -88,6 +97,8 @@ class CgroupTree {
   Result<uint64_t> process_pss(const InstanceCgroup &cg) const;
   // Reads the memory usage of an instance (bytes), or an error.
   Result<uint64_t> memory_usage(const InstanceCgroup &cg) const;
+  // The files process_pss (with pss) and memory_usage read, for a reader on the ring.
+  MemoryFiles memory_files(const InstanceCgroup &cg, bool pss) const;
   // Removes the node's subtree (and "faasvisor" if it is then empty).
   void remove_roots() const;
   // What detect() found left by dead nodes and removed.

@@ -14,10 +14,10 @@
 
 /* ---- transport ---- */
 
-long fv_platform_read(void *buf, size_t len) {
+long fv_platform_read_at_least(void *buf, size_t need, size_t cap) {
   size_t done = 0;
-  while (done < len) {
-    ssize_t n = read(STDIN_FILENO, (char *)buf + done, len - done);
+  while (done < need) {
+    ssize_t n = read(STDIN_FILENO, (char *)buf + done, cap - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -1;
     if (n == 0) break;
@@ -25,6 +25,8 @@ long fv_platform_read(void *buf, size_t len) {
   }
   return (long)done;
 }
+
+long fv_platform_read(void *buf, size_t len) { return fv_platform_read_at_least(buf, len, len); }
 
 /* EPIPE once the node is gone: SIGPIPE is ignored so that is an error, not a silent death. */
 int fv_platform_write(const void *buf, size_t len) {

@@ -20,6 +20,12 @@
  * stream) or -1 on an I/O error. */
 long fv_platform_read(void *buf, size_t len);
 
+/* Reads at least `need` bytes and at most `cap` (need <= cap): what the stream already has,
+ * so one call usually takes a whole frame. Returns the bytes read (< need only at end of
+ * stream) or -1 on an I/O error. A platform that cannot tell what is waiting reads exactly
+ * `need`. */
+long fv_platform_read_at_least(void *buf, size_t need, size_t cap);
+
 /* Writes all len bytes. Returns 0, or -1 on an I/O error. */
 int fv_platform_write(const void *buf, size_t len);
 

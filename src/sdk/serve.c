@@ -157,8 +157,51 @@ static void serve_request(const uint8_t *payload, uint32_t len, struct buffer *o
 
 /* ---- frames in ---- */
 
+/* What the stream delivered beyond what was asked for: a read takes up to this much, so a
+ * small REQUEST (header and payload) costs one read() rather than two. The node sends one
+ * frame and waits for the answer, so this rarely holds more than the frame being read. */
+#define FV_STASH_BYTES 4096u
+static struct {
+  uint8_t data[FV_STASH_BYTES];
+  size_t start, end; /* data[start..end) is unread */
+} g_stash;
+
+/* Copies up to len stashed bytes to dst; returns how many. */
+static size_t take_stashed(uint8_t *dst, size_t len) {
+  size_t have = g_stash.end - g_stash.start;
+  size_t n = have < len ? have : len;
+  memcpy(dst, g_stash.data + g_stash.start, n);
+  g_stash.start += n;
+  if (g_stash.start == g_stash.end) g_stash.start = g_stash.end = 0;
+  return n;
+}
+
+/* Reads len bytes: the stash first, then the stream (payloads larger than the stash go
+ * straight to their buffer). Returns the bytes read, < len only at end of stream, -1 on an
+ * I/O error. */
+static long read_exact(void *buf, size_t len) {
+  size_t done = take_stashed((uint8_t *)buf, len);
+  if (done == len) return (long)done;
+  long n = fv_platform_read((uint8_t *)buf + done, len - done);
+  return n < 0 ? -1 : (long)done + n;
+}
+
+/* Makes the stash hold at least need bytes (need <= FV_STASH_BYTES), reading what the
+ * stream has. Returns the bytes stashed (< need only at end of stream), -1 on an error. */
+static long fill_stash(size_t need) {
+  size_t have = g_stash.end - g_stash.start;
+  if (have >= need) return (long)have;
+  memmove(g_stash.data, g_stash.data + g_stash.start, have);
+  g_stash.start = 0;
+  g_stash.end = have;
+  long n = fv_platform_read_at_least(g_stash.data + have, need - have, FV_STASH_BYTES - have);
+  if (n < 0) return -1;
+  g_stash.end += (size_t)n;
+  return (long)g_stash.end;
+}
+
 static void read_or_die(void *buf, size_t len, const char *cut) {
-  long n = fv_platform_read(buf, len);
+  long n = read_exact(buf, len);
   if (n < 0) fv_platform_exit(FV_EXIT_PROTOCOL, "reading a frame payload", fv_platform_io_error());
   if ((size_t)n < len) die_protocol(cut);
 }
@@ -179,10 +222,11 @@ enum { FRAME_END = 0, FRAME_SKIPPED = 0x100 };
  * fault exits. */
 static int read_header(uint32_t max_payload, struct fv_frame_header *h) {
   uint8_t header[FV_FRAME_HEADER_SIZE];
-  long n = fv_platform_read(header, sizeof header);
+  long n = fill_stash(sizeof header);
   if (n < 0) fv_platform_exit(FV_EXIT_PROTOCOL, "reading a frame header", fv_platform_io_error());
   if (n == 0) return 0;
   if ((size_t)n < sizeof header) die_protocol("end of stream inside a frame header");
+  take_stashed(header, sizeof header);
   int rc = fv_frame_header_parse(header, sizeof header, max_payload, h);
   if (rc != FV_OK) die_protocol(fv_frame_strerror(rc));
   return 1;
