@@ -62,7 +62,7 @@ Route route(std::string_view method, std::string_view path) {
   if (path == "/system/images")
     return by_method(method, "GET, POST", {{"GET", RouteKind::list_images}, {"POST", RouteKind::upload_image}});
   if (starts_with(path, "/system/images/")) {
-    Route r = by_method(method, "DELETE", {{"DELETE", RouteKind::remove_image}});
+    Route r = by_method(method, "GET, DELETE", {{"GET", RouteKind::get_image}, {"DELETE", RouteKind::remove_image}});
     r.name = path.substr(15);
     if (r.name.empty() || r.name.find('/') != std::string_view::npos) r.kind = RouteKind::not_found;
     return r;

@@ -29,6 +29,7 @@ enum class RouteKind {
   upload_image,     // POST /system/images (an OCI layout tar, streamed)
   list_images,      // GET /system/images
   remove_image,     // DELETE /system/images/sha256:HEX
+  get_image,        // GET /system/images/sha256:HEX (its layout tar, for peers)
   not_found,
   method_not_allowed,
 };

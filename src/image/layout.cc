@@ -389,4 +389,8 @@ Result<Resolved> decode_resolved(std::string_view json) {
   return r;
 }
 
+std::string layout_tar_path(const std::string &cache_dir, std::string_view digest) {
+  return cache_dir + "/sha256/" + std::string(digest_hex(digest)) + "/layout.tar";
+}
+
 }  // namespace faasvisor::image

@@ -71,6 +71,9 @@ Result<Reference> parse_reference(std::string_view image);
 
 bool valid_digest(std::string_view digest);         // sha256:<64 lowercase hex>
 std::string_view digest_hex(std::string_view digest);  // the part after "sha256:"
+// An uploaded (or peer-fetched) image's layout, the tar it came in, kept beside its rootfs
+// so that peers can fetch it (GET /system/images/DIGEST serves it): CACHE/sha256/<hex>/layout.tar.
+std::string layout_tar_path(const std::string &cache_dir, std::string_view digest);
 
 // The one image manifest an index names (a single manifest, or the linux/amd64 one).
 Result<Descriptor> parse_index(std::string_view json);

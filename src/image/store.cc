@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 
 #include "proc/spawn.h"
@@ -49,6 +50,11 @@ Status Store::resolve(const std::string &image, Waiter &w) {
   std::vector<std::string> args{options_.helper_path};
   if (!options_.registry_auth.empty()) args.insert(args.end(), {"--authfile", options_.registry_auth});
   for (const std::string &host : options_.insecure_registries) args.insert(args.end(), {"--insecure-registry", host});
+  if (valid_digest(image) && options_.peers) {
+    // The helper looks in the cache first; the peers matter only if the image is not there.
+    for (const std::string &peer : options_.peers()) args.insert(args.end(), {"--peer", peer});
+    args.insert(args.end(), {"--max-bytes", std::to_string(options_.max_fetch_bytes)});
+  }
   args.push_back(options_.cache_dir);
   args.push_back(image);
   return start(image, std::move(args), -1, w);
@@ -98,7 +104,11 @@ Status Store::start(const std::string &key, std::vector<std::string> args, int s
   std::vector<char *> argv;
   for (std::string &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  auto child = proc::spawn_with_pidfd(args[0].c_str(), setup, argv.data(), kHelperEnv);
+  // The peers' credentials, for a fetch (never in argv: /proc/PID/cmdline is world-readable).
+  std::string auth = "FAASVISOR_PEER_AUTHORIZATION=" + options_.peer_authorization;
+  char *env_with_auth[] = {kHelperEnv[0], auth.data(), nullptr};
+  bool fetch = !options_.peer_authorization.empty() && std::find(args.begin(), args.end(), "--peer") != args.end();
+  auto child = proc::spawn_with_pidfd(args[0].c_str(), setup, argv.data(), fetch ? env_with_auth : kHelperEnv);
   if (devnull >= 0) close(devnull);
   close(fds[1]);
   if (!child) {

@@ -45,6 +45,14 @@ struct StoreOptions {
   // in_use lists the digests functions use now (they are never evicted).
   uint64_t cache_max_bytes = 0;
   std::function<std::vector<std::string>()> in_use;
+  // A cluster (docs/cluster.md): an uploaded image ("sha256:...") missing from the cache is
+  // fetched from these nodes ("HOST:PORT", asked at each resolve), with this Authorization
+  // header value (the node's own credentials; empty: none), at most max_fetch_bytes. The
+  // header reaches the helper in its environment (FAASVISOR_PEER_AUTHORIZATION), which
+  // only root can read, not in its argv, which every user can.
+  std::function<std::vector<std::string>()> peers;
+  std::string peer_authorization;
+  uint64_t max_fetch_bytes = 2ull << 30;
 };
 
 struct StoreStats {

@@ -1,5 +1,6 @@
 #include "image/unpack.h"
 
+#include "image/peer_fetch.h"
 #include "image/pull.h"
 
 #include <archive.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <unordered_set>
@@ -509,6 +511,22 @@ Status apply_layer(int root_fd, int layer_fd, std::string_view digest, uint64_t 
 }
 
 namespace {
+// The tar an image came in, linked beside its rootfs for peers to fetch (layout_tar_path).
+// A link is one step, so a peer sees the whole file or none; it is made durable first. Best
+// effort: without it the image still serves here, peers just cannot fetch it from this node.
+void keep_layout(const std::string &cache_dir, std::string_view digest, const std::string &tar) {
+  std::string dest = layout_tar_path(cache_dir, digest);
+  Fd fd(open(tar.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.ok() || fsync(fd.fd) < 0 || (link(tar.c_str(), dest.c_str()) < 0 && errno != EEXIST)) {
+    std::fprintf(stderr, "faasvisor-unpack: cannot keep %s's layout for peers: %s\n", std::string(digest).c_str(),
+                 std::strerror(errno));
+    return;
+  }
+  std::string dir = dest.substr(0, dest.rfind('/'));
+  Fd dir_fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.ok()) fsync(dir_fd.fd);
+}
+
 // The cache's recency: an image's directory mtime is set at each use, the oldest go first.
 void mark_used(const std::string &dir) { utimensat(AT_FDCWD, dir.c_str(), nullptr, 0); }
 }  // namespace
@@ -616,12 +634,57 @@ Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t ma
   if (receive_aborted()) return plain_error("image", "the upload was abandoned");
   out = Fd();
   auto resolved = unpack_image(cache_dir, tar);
-  if (resolved) return resolved;
+  if (resolved) {
+    keep_layout(cache_dir, resolved->digest, tar);
+    return resolved;
+  }
   // The client knows no temp path: "the upload" is what it sent.
   std::string why = resolved.error().message();
   if (why.rfind("image: ", 0) == 0) why.erase(0, 7);
   for (size_t at; (at = why.find(tar)) != std::string::npos;) why.replace(at, tar.size(), "the upload");
   return plain_error("upload", why);
+}
+
+Result<Resolved> fetch_image(const std::string &cache_dir, std::string_view digest, const FetchOptions &options) {
+  if (!valid_digest(digest)) return plain_error("image", std::string(digest) + " is not a sha256 digest");
+  auto cached = cached_image(cache_dir, digest);
+  if (cached || options.peers.empty()) return cached;
+  for (const std::string &dir : {cache_dir, cache_dir + "/sha256", cache_dir + "/tmp"})
+    if (Status st = make_dir(dir, 0700); !st.ok()) return st.error();
+  sweep_stale(cache_dir + "/tmp");
+  std::string tried;  // each peer and why it did not do
+  for (const std::string &peer : options.peers) {
+    TempDir work;  // removed, with the fetched tar, whatever happens
+    if (auto t = make_temp(work, cache_dir + "/tmp", "fetch"); !t) return t.error();
+    std::string tar = work.path + "/image.tar";
+    Fd out(open(tar.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out.ok()) return Error{errno, "open", tar};
+    PeerGet req{peer, "/system/images/" + std::string(digest), options.authorization, options.max_bytes,
+                options.timeout_ms};
+    auto got = peer_get(req, out.fd);
+    out = Fd();
+    std::string why;
+    if (!got) why = got.error().message();
+    else if (got->status == 404) why = "does not have it";
+    else if (got->status != 200) why = "answered " + std::to_string(got->status) + " " + got->error;
+    if (why.empty()) {
+      auto resolved = unpack_image(cache_dir, tar, {}, nullptr, digest);
+      if (resolved) {
+        keep_layout(cache_dir, resolved->digest, tar);
+        std::fprintf(stderr, "faasvisor-unpack: %s fetched from peer %s (%llu bytes), digests checked\n",
+                     std::string(digest).c_str(), peer.c_str(), static_cast<unsigned long long>(got->bytes));
+        return resolved;
+      }
+      why = "sent an image that is refused: " + resolved.error().message();
+      for (size_t at; (at = why.find(tar)) != std::string::npos;) why.replace(at, tar.size(), "its answer");
+    }
+    if (!got || got->status != 404)
+      std::fprintf(stderr, "faasvisor-unpack: error: %s from peer %s: %s\n", std::string(digest).c_str(), peer.c_str(),
+                   why.c_str());
+    tried += (tried.empty() ? "" : "; ") + peer + " " + why;
+  }
+  return plain_error("image", std::string(digest) + " is not in this node's image cache and no peer gave a good copy (" +
+                                  tried + ")");
 }
 
 Result<Resolved> remove_image(const std::string &cache_dir, std::string_view digest) {
@@ -639,7 +702,7 @@ Result<Resolved> remove_image(const std::string &cache_dir, std::string_view dig
 }
 
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image, const UnpackLimits &limits,
-                              const PullOptions *pull) {
+                              const PullOptions *pull, std::string_view expected_digest) {
   if (valid_digest(image)) return cached_image(cache_dir, image);
   // Root only: an image may hold setuid binaries, which no host user may reach through the
   // cache (the runtimes, which do, run as root; in the container noNewPrivileges holds).
@@ -679,6 +742,9 @@ Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &i
   if (!index_text) return plain_error("image", image + ": index.json is larger than 4 MiB");
   auto manifest_desc = parse_index(*index_text);
   if (!manifest_desc) return manifest_desc.error();
+  if (!expected_digest.empty() && manifest_desc->digest != expected_digest)
+    return plain_error("digest mismatch", "the layout's manifest is " + manifest_desc->digest + ", not " +
+                                              std::string(expected_digest));
   auto manifest_text = read_blob(layout_fd.fd, *manifest_desc, "manifest");
   if (!manifest_text) return manifest_text.error();
   auto manifest = parse_manifest(*manifest_text);

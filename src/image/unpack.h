@@ -35,9 +35,12 @@ struct UnpackLimits {
 // Resolves `image` (an OCI layout directory, a tar archive of one, or a registry reference
 // pulled first with `pull`, image/pull.h) to its cached rootfs, unpacking it first if the
 // cache does not have it.
+// `expected_digest` (an image fetched from a peer): refused, before any layer is read, unless
+// the layout's manifest has this digest.
 struct PullOptions;
 Result<Resolved> unpack_image(const std::string &cache_dir, const std::string &image,
-                              const UnpackLimits &limits = {}, const PullOptions *pull = nullptr);
+                              const UnpackLimits &limits = {}, const PullOptions *pull = nullptr,
+                              std::string_view expected_digest = {});
 
 // An image already in the cache, by its manifest digest ("sha256:...": an uploaded image).
 Result<Resolved> cached_image(const std::string &cache_dir, std::string_view digest);
@@ -46,6 +49,19 @@ Result<Resolved> cached_image(const std::string &cache_dir, std::string_view dig
 // as it arrives) into a file in CACHE/tmp, at most max_bytes (*too_large is set past them),
 // then unpacks it like any archive.
 Result<Resolved> receive_image(const std::string &cache_dir, int fd, uint64_t max_bytes, bool *too_large);
+
+// A node that lacks an uploaded image ("image": "sha256:...") fetches it from a peer that has
+// it (docs/cluster.md): each peer in turn, its answer streamed into CACHE/tmp (at most
+// max_bytes), then unpacked as an upload is, refused unless its manifest has `digest` and
+// every blob its own digest. The first peer that gives a good copy wins; each failure is
+// logged on stderr and named in the error if all fail.
+struct FetchOptions {
+  std::vector<std::string> peers;  // "HOST:PORT", in the order to try
+  std::string authorization;       // the peers' basic auth header value, or empty
+  uint64_t max_bytes = 2ull << 30;
+  uint64_t timeout_ms = 30'000;    // per wait for bytes
+};
+Result<Resolved> fetch_image(const std::string &cache_dir, std::string_view digest, const FetchOptions &options);
 
 // DELETE /system/images/DIGEST: the image's directory is renamed out of the cache (no deploy
 // finds it from then on) and removed.

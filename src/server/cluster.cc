@@ -43,6 +43,7 @@ void NodeImpl::record_put(const store::Record &rec) {
     refill_image(std::move(*spec), record.generation);
     return;
   }
+  drop_refill(rec.key);  // an older record's image wait: this one has its image here
   pool::PoolError err = fn != nullptr ? pool->update(*spec) : pool->deploy(*spec);
   if (err.outcome != pool::Outcome::ok) {
     FV_ERROR("cluster: cannot apply function %s from the store: %s", rec.key.c_str(), err.message.c_str());
@@ -84,6 +85,7 @@ void NodeImpl::apply_remote_secret(const std::string &name, const std::string *v
 
 void NodeImpl::record_removed(std::string_view kind, std::string_view key) {
   if (kind == store::kind::secret) return apply_remote_secret(std::string(key), nullptr);
+  if (kind == store::kind::function) drop_refill(key);  // it was waiting for its image here
   if (kind != store::kind::function || pool->find(key) == nullptr) return;
   pool::PoolError err = pool->remove(key);
   if (err.outcome == pool::Outcome::ok) FV_INFO("cluster: function %.*s removed through the store", int(key.size()), key.data());

@@ -42,6 +42,8 @@ Connection::Connection(NodeImpl &node, int fd)
   parser_.set_body_policy(this);
   upload_op_.owner = this;
   upload_op_.callback = &Connection::on_upload_write;
+  file_op_.owner = this;
+  file_op_.callback = &Connection::on_file;
   recv_op_.owner = send_op_.owner = this;
   recv_op_.callback = &Connection::on_recv;
   send_op_.callback = &Connection::on_send;
@@ -51,8 +53,9 @@ Connection::Connection(NodeImpl &node, int fd)
 }
 
 Connection::~Connection() {
-  assert(!recv_op_.in_flight && !send_op_.in_flight && !upload_op_.in_flight);
+  assert(!recv_op_.in_flight && !send_op_.in_flight && !upload_op_.in_flight && !file_op_.in_flight);
   if (upload_fd_ >= 0) ::close(upload_fd_);
+  close_file();
   node_.timers->stop(idle_timer_);
   if (fd_ >= 0) ::close(fd_);
 }
@@ -341,6 +344,7 @@ void Connection::on_send(io::Completion &c, int result, uint32_t) {
     return self.maybe_free();
   }
   self.flush();
+  if (self.file_fd_ >= 0) self.read_file_chunk();  // a file being sent: its next chunk
   // Pipelined requests held back while the output was backlogged.
   self.process_input();
   self.arm_recv();
@@ -393,6 +397,8 @@ void Connection::close() {
   if (upload_op_.in_flight) node_.ring->cancel(upload_op_);
   if (upload_fd_ >= 0) ::close(upload_fd_);
   upload_fd_ = -1;
+  if (file_op_.in_flight) node_.ring->cancel(file_op_);
+  else close_file();
   pending_deploy_.reset();
   request_active_ = false;
   node_.timers->stop(idle_timer_);
@@ -403,7 +409,8 @@ void Connection::close() {
 }
 
 void Connection::maybe_free() {
-  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight || upload_op_.in_flight) return;
+  if (!closing_ || freed_ || recv_op_.in_flight || send_op_.in_flight || upload_op_.in_flight || file_op_.in_flight)
+    return;
   freed_ = true;
   node_.connection_closed(*this);  // unlinks and deletes this
 }

@@ -66,6 +66,11 @@ class Connection final : public pool::InvocationSink,
   uint64_t stream_limit(const http::Request &head) override;
   void finish_upload();
   bool upload_streamed() const { return parser_.streaming(); }
+  // GET /system/images/DIGEST (server/file_send.cc): the file at `path` as the response
+  // body, opened and read on the ring one chunk at a time, the next read only once the
+  // output has drained, so the node holds at most two chunks of it. 404 with `missing` if
+  // there is no such file.
+  void send_file(std::string path, std::string_view content_type, std::string missing);
   // DELETE /system/images/DIGEST: answered when the helper has removed it.
   void await_removal() { removing_ = true; }
   // A change waiting to be durable: the returned Done answers the current request with
@@ -86,6 +91,9 @@ class Connection final : public pool::InvocationSink,
   static void on_send(io::Completion &c, int result, uint32_t flags);
   static void on_idle(io::Timer &t);
   static void on_upload_write(io::Completion &c, int result, uint32_t flags);
+  static void on_file(io::Completion &c, int result, uint32_t flags);
+  void read_file_chunk();
+  void close_file();
   bool stream_upload();
   void start_upload_helper();  // false: a write to the helper is in flight, feed no more
   void write_upload();
@@ -134,6 +142,13 @@ class Connection final : public pool::InvocationSink,
   io::Completion upload_op_{};
   std::string upload_chunk_;
   size_t upload_written_ = 0;
+  // A file being sent (send_file): its fd, the bytes still to send, the chunk the kernel is
+  // reading into until file_op_'s CQE.
+  io::Completion file_op_{};
+  int file_fd_ = -1;
+  uint64_t file_left_ = 0;
+  std::string file_path_, file_missing_, file_type_;
+  std::vector<char> file_chunk_;
   bool removing_ = false;
   bool uploading_ = false;        // a helper was started (or failed to start) for this body
   bool upload_dropping_ = false;  // the helper stopped reading: the rest of the body is dropped

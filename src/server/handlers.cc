@@ -5,6 +5,7 @@
 #include "api/deploy.h"
 #include "util/json.h"
 #include "api/router.h"
+#include "image/layout.h"
 #include "server/node_impl.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -246,6 +247,14 @@ void NodeImpl::handle_images(Connection &conn, const api::Route &r) {
     });
     return names;
   };
+  if (r.kind == api::RouteKind::get_image) {
+    // For peers (docs/cluster.md): the tar an uploaded image came in, which a node that
+    // lacks the image unpacks with every digest checked. Streamed from disk on the ring.
+    std::string digest(r.name);
+    if (!image::valid_digest(digest)) return conn.respond_error(400, "'" + digest + "' is not a sha256:<64 hex> digest");
+    return conn.send_file(image::layout_tar_path(images->options().cache_dir, digest), "application/x-tar",
+                          "image " + digest + " is not on this node as an uploaded layout");
+  }
   if (r.kind == api::RouteKind::remove_image) {
     std::string digest(r.name);
     if (!image::valid_digest(digest)) return conn.respond_error(400, "'" + digest + "' is not a sha256:<64 hex> digest");
@@ -399,6 +408,7 @@ void NodeImpl::handle(Connection &conn, http::Request &req, pool::Invocation &in
       return conn.finish_upload();
     case api::RouteKind::list_images:
     case api::RouteKind::remove_image:
+    case api::RouteKind::get_image:
       return handle_images(conn, r);
     case api::RouteKind::metrics:
       return conn.respond(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*this));

@@ -17,6 +17,7 @@
 #include "server/node_impl.h"
 #include "store/etcd_store.h"
 #include "store/file_store.h"
+#include "util/base64.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -395,6 +396,11 @@ std::unique_ptr<Node> Node::create(const NodeOptions &options, std::string *erro
     });
     return digests;
   };
+  image_options.peers = [node = impl.get()] { return node->state->peers(); };
+  if (impl->basic_auth)  // the nodes of a cluster share credentials: its own open its peers
+    image_options.peer_authorization =
+        "Basic " + base64_encode(impl->basic_auth->user + ":" + impl->basic_auth->password);
+  image_options.max_fetch_bytes = options.max_image_bytes;
   impl->images = std::make_unique<image::Store>(*impl->ring, *impl->timers, image_options);
   add_backends(*impl, options);
 

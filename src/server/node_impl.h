@@ -51,13 +51,23 @@ std::string openfaas_response_headers(const http::Request &req, bool node_error,
 // A function restored from the store whose OCI image's rootfs is gone from the image cache
 // (wiped, or another --image-cache): the image is resolved again in the background
 // (server/state.cc).
+// In a cluster the same holds for a function whose uploaded image ("sha256:...") this node
+// lacks: the helper fetches it from a peer; until one attempt succeeds the function's
+// invocations here answer 503 naming the image (find_invoked), and failed attempts are
+// retried, backed off (docs/cluster.md).
 struct ImageRefill final : image::Waiter {
-  ImageRefill(NodeImpl &n, std::shared_ptr<FunctionSpec> s, uint64_t gen) : node(n), spec(std::move(s)), generation(gen) {}
+  ImageRefill(NodeImpl &n, std::shared_ptr<FunctionSpec> s, uint64_t gen);
+  ~ImageRefill();
   void image_ready(Result<image::Resolved> &result, bool image_fault) override;
+  Status start();
+  static void on_retry(io::Timer &t);
   NodeImpl &node;
   std::shared_ptr<FunctionSpec> spec;  // as restored, waiting for its image
   uint64_t generation;
   uint64_t replicas = 0;  // its scale record, if any
+  io::Timer retry;        // the next attempt (uploaded images only)
+  uint32_t attempts = 0;
+  std::string last_error;  // why the last attempt failed, for the 503
 };
 
 // NodeImpl hears other nodes' changes through a shared store (server/cluster.cc).
@@ -159,6 +169,9 @@ struct NodeImpl final : store::ChangeListener {
   void apply_remote_secret(const std::string &name, const std::string *value);  // null: deleted
   void restore_scale(const store::Record &rec, bool has_function_record);
   void refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation);
+  // The function waiting for its image here, if any; dropped when its record changes or goes.
+  ImageRefill *find_refill(std::string_view name);
+  void drop_refill(std::string_view name);
 
   void begin_shutdown();
   friend std::string render_metrics(NodeImpl &node);

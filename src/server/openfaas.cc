@@ -89,6 +89,13 @@ pool::Function *NodeImpl::find_invoked(Connection &conn, std::string_view full_n
   pool::Function *fn = nullptr;
   if (q.namespace_name.empty() || q.namespace_name == api::kNamespace) fn = pool->find(q.name);
   if (fn != nullptr) return fn;
+  if (ImageRefill *waiting = find_refill(q.name); waiting != nullptr && q.namespace_name.empty()) {
+    // Deployed in the cluster, but its image is not on this node yet (docs/cluster.md).
+    conn.respond_error(503, "function '" + std::string(q.name) + "' is waiting for its image " + waiting->spec->image +
+                                " on this node" + (waiting->last_error.empty() ? ": fetching it from a peer" : ": " + waiting->last_error),
+                       std::string("Retry-After: 1\r\n") + std::string(kInternalMark));
+    return nullptr;
+  }
   std::string what = "function '" + std::string(q.name) + "' not found";
   if (!q.namespace_name.empty()) what += " in namespace '" + std::string(q.namespace_name) + "'";
   conn.respond_error(404, what, kInternalMark);

@@ -63,16 +63,59 @@ void NodeImpl::persist_scale(Connection &conn, std::string_view name, uint64_t r
     conn.respond_error(503, "the scale is in effect but could not be made durable: " + st.error().message());
 }
 
+namespace {
+// Attempts to fetch an uploaded image from the peers: 0.5 s, 1 s, 2 s, ... at most 8 s apart.
+constexpr uint64_t kRefillRetryNs = 500'000'000, kRefillRetryMaxNs = 8'000'000'000;
+}  // namespace
+
+ImageRefill::ImageRefill(NodeImpl &n, std::shared_ptr<FunctionSpec> s, uint64_t gen)
+    : node(n), spec(std::move(s)), generation(gen) {
+  retry.owner = this;
+  retry.callback = &ImageRefill::on_retry;
+}
+
+ImageRefill::~ImageRefill() {
+  node.images->cancel(*this);
+  node.timers->stop(retry);
+}
+
+Status ImageRefill::start() { return node.images->resolve(spec->image, *this); }
+
+void ImageRefill::on_retry(io::Timer &t) {
+  auto &self = t.owner_as<ImageRefill>();
+  if (Status st = self.start(); !st.ok()) {
+    Result<image::Resolved> failed = st.error();
+    self.image_ready(failed, false);
+  }
+}
+
+ImageRefill *NodeImpl::find_refill(std::string_view name) {
+  for (auto &r : refills)
+    if (r->spec->name == name) return r.get();
+  return nullptr;
+}
+
+void NodeImpl::drop_refill(std::string_view name) {
+  refills.erase(std::remove_if(refills.begin(), refills.end(), [&](const auto &r) { return r->spec->name == name; }),
+                refills.end());
+}
+
 void NodeImpl::refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generation) {
   // The backend cannot take the function without its rootfs: it comes back once the image is
-  // unpacked again (seconds), not before the node serves.
-  FV_WARN("state: function %s: its image's rootfs %s is gone from the cache: unpacking %s again",
-          spec->name.c_str(), spec->rootfs.c_str(), spec->image.c_str());
+  // unpacked again (seconds), or fetched from a peer, not before the node serves.
+  FV_WARN("state: function %s: its image's rootfs %s is not in the cache: %s %s", spec->name.c_str(),
+          spec->rootfs.c_str(), image::valid_digest(spec->image) ? "fetching from a peer" : "unpacking again",
+          spec->image.c_str());
+  drop_refill(spec->name);  // an older record's wait
   auto waiter = std::make_unique<ImageRefill>(*this, std::move(spec), generation);
-  if (Status st = images->resolve(waiter->spec->image, *waiter); !st.ok()) {
-    FV_ERROR("state: function %s not restored: cannot unpack its image again (%s)", waiter->spec->name.c_str(),
-             st.error().message().c_str());
-    return;
+  if (Status st = waiter->start(); !st.ok()) {
+    if (!image::valid_digest(waiter->spec->image)) {
+      FV_ERROR("state: function %s not restored: cannot unpack its image again (%s)", waiter->spec->name.c_str(),
+               st.error().message().c_str());
+      return;
+    }
+    waiter->last_error = st.error().message();
+    timers->start(waiter->retry, monotonic_ns() + kRefillRetryNs);
   }
   refills.push_back(std::move(waiter));
 }
@@ -80,15 +123,27 @@ void NodeImpl::refill_image(std::shared_ptr<FunctionSpec> spec, uint64_t generat
 void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
   NodeImpl &n = node;
   const std::string &name = spec->name;
+  if (!result && image::valid_digest(spec->image) && n.phase == NodeImpl::Phase::running) {
+    // An uploaded image no peer could give yet (none has it, one sent a bad copy, one was
+    // down): the function answers 503 here until a later attempt succeeds.
+    last_error = result.error().message();
+    uint64_t delay = std::min(kRefillRetryMaxNs, kRefillRetryNs << std::min<uint32_t>(attempts, 5));
+    if (attempts++ == 0 || delay == kRefillRetryMaxNs)
+      FV_ERROR("state: function %s waits for its image %s (attempt %u; next in %.1f s): %s", name.c_str(),
+               spec->image.c_str(), attempts, static_cast<double>(delay) / 1e9, last_error.c_str());
+    n.timers->start(retry, monotonic_ns() + delay);
+    return;
+  }
   if (!result) {
     FV_ERROR("state: function %s not restored: its image could not be unpacked again: %s", name.c_str(),
              result.error().message().c_str());
   } else if (n.pool->find(name) != nullptr) {
     FV_INFO("state: function %s was deployed anew while its image was unpacked", name.c_str());
   } else {
-    // The image as it is now (another cache directory, or a changed image at that path), as
-    // a redeploy would take it: argv comes from envProcess or the new image's config.
-    bool changed = result->rootfs != spec->rootfs || result->digest != spec->image_digest;
+    // The image as it is now (a changed image at that path), as a redeploy would take it:
+    // argv comes from envProcess or the new image's config. Only a new digest is a change
+    // worth recording: the rootfs path is this node's (spec_from_record), not the record's.
+    bool changed = result->digest != spec->image_digest;
     auto parsed = parse_deploy(spec->deploy_json, DeployLimits{});
     spec->argv = parsed ? (*parsed)->argv : std::vector<std::string>{};
     Status st = image::apply_image(*spec, *result);
@@ -107,7 +162,7 @@ void ImageRefill::image_ready(Result<image::Resolved> &result, bool) {
       }
     }
   }
-  // Last: frees this.
+  // Last: frees this. (Not drop_refill: a newer wait for the same name is not this one.)
   for (auto it = n.refills.begin(); it != n.refills.end(); ++it) {
     if (it->get() == this) {
       n.refills.erase(it);
@@ -128,6 +183,10 @@ Result<std::shared_ptr<FunctionSpec>> NodeImpl::spec_from_record(const store::Re
   refill = false;
   if (spec && !record.image_json.empty()) {
     auto image = image::decode_resolved(record.image_json);
+    // This node's copy: the record carries the rootfs path of the node that resolved it, and
+    // each node has its own cache (on one machine, another node's cache would do, silently).
+    if (image && image::valid_digest(image->digest))
+      image->rootfs = options.image_cache_dir + "/sha256/" + std::string(image::digest_hex(image->digest)) + "/rootfs";
     Status applied = image ? image::apply_image(**spec, *image) : Status(image.error());
     if (!applied.ok()) spec = applied.error();
     else refill = access(image->rootfs.c_str(), F_OK) != 0;

@@ -141,8 +141,19 @@ bool EtcdStore::split_key(std::string_view k, std::string &kind, std::string &ke
   return std::find(kinds->begin(), kinds->end(), kind) != kinds->end() && valid_key(key);
 }
 
+// PREFIX/members/NAME of another node.
+bool EtcdStore::member_name(std::string_view k, std::string &name) const {
+  std::string members = options_.prefix + "/members/";
+  if (k.size() <= members.size() || k.substr(0, members.size()) != members) return false;
+  name = std::string(k.substr(members.size()));
+  return name != options_.member && name.find('/') == std::string::npos;
+}
+
+std::vector<std::string> EtcdStore::peers() const { return {members_.begin(), members_.end()}; }
+
 // The records of a range answer (this node's kinds only) and the revision it was read at.
-Result<std::vector<Record>> EtcdStore::parse_range(std::string_view body, uint64_t &revision) const {
+Result<std::vector<Record>> EtcdStore::parse_range(std::string_view body, uint64_t &revision,
+                                                   std::set<std::string> *members) const {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   if (parser.parse(body).get(doc) != simdjson::SUCCESS) return plain_error("etcd", "range answer is not JSON");
@@ -157,7 +168,8 @@ Result<std::vector<Record>> EtcdStore::parse_range(std::string_view body, uint64
     get_optional(kv["value"], v64);
     auto k = base64_decode(k64);
     auto v = base64_decode(v64);
-    std::string kind, key;
+    std::string kind, key, member;
+    if (k && members != nullptr && member_name(*k, member)) members->insert(std::move(member));
     if (!k || !v || !split_key(*k, kind, key)) continue;
     out.push_back(Record{std::move(kind), std::move(key), std::move(*v)});
   }
@@ -179,7 +191,8 @@ Result<LoadReport> EtcdStore::load_all() {
       continue;
     }
     uint64_t revision = 0;
-    auto records = parse_range(resp->body, revision);
+    members_.clear();
+    auto records = parse_range(resp->body, revision, &members_);
     if (!records) {
       last = records.error();
       continue;
@@ -416,7 +429,12 @@ void EtcdStore::watch_body(std::string &body) {
       if (kv["key"].get(k64) != simdjson::SUCCESS) continue;
       auto k = base64_decode(k64);
       auto v = base64_decode(v64);
-      std::string kind, key;
+      std::string kind, key, member;
+      if (k && member_name(*k, member)) {
+        if (type == "DELETE") members_.erase(member);
+        else members_.insert(std::move(member));
+        continue;
+      }
       if (!k || !v || !split_key(*k, kind, key)) continue;
       if (!shared(kind)) continue;  // this node's own records: it wrote them
       ++etcd_stats_.watch_events;
@@ -449,7 +467,8 @@ void EtcdStore::deliver(std::string kind, std::string key, std::optional<std::st
 // delivered, and the watch goes on from the read's revision.
 void EtcdStore::apply_range(std::string_view body) {
   uint64_t revision = 0;
-  auto records = parse_range(body, revision);
+  std::set<std::string> members;
+  auto records = parse_range(body, revision, &members);
   if (!records) {
     FV_WARN("etcd: the re-read answer is not JSON; trying again");
     timers_.start(watch_retry_, monotonic_ns() + kTickNs);
@@ -469,6 +488,7 @@ void EtcdStore::apply_range(std::string_view body) {
     size_t slash = id.find('/');
     deliver(id.substr(0, slash), id.substr(slash + 1), std::move(value));
   }
+  members_ = std::move(members);
   revision_ = revision;
   etcd_stats_.revision = revision_;
   ++etcd_stats_.resyncs;

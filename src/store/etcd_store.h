@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -71,6 +72,7 @@ class EtcdStore final : public Store {
   void watch(ChangeListener &listener) override;
   std::string unavailable() const override;
   void close() override;
+  std::vector<std::string> peers() const override;
   const EtcdStats &etcd_stats() const { return etcd_stats_; }
 
  private:
@@ -103,7 +105,10 @@ class EtcdStore final : public Store {
   Result<std::string> etcd_key(std::string_view kind, std::string_view key) const;
   bool split_key(std::string_view etcd_key, std::string &kind, std::string &key) const;
   bool shared(std::string_view kind) const;
-  Result<std::vector<Record>> parse_range(std::string_view body, uint64_t &revision) const;
+  // members: the membership names the range holds (other than this node's), if asked.
+  Result<std::vector<Record>> parse_range(std::string_view body, uint64_t &revision,
+                                          std::set<std::string> *members = nullptr) const;
+  bool member_name(std::string_view etcd_key, std::string &name) const;
   Status issue(Change change, std::optional<std::string> believed);
   void pump();
   void fail_queue(const Error &error);
@@ -136,6 +141,7 @@ class EtcdStore final : public Store {
   // What this node believes each shared key holds (issued by it, or seen): a watch event
   // that repeats it is this node's own change coming back, not delivered.
   std::unordered_map<std::string, std::string> known_;
+  std::set<std::string> members_;  // the other nodes' membership records, by name (PREFIX/members/NAME)
   uint64_t revision_ = 0;
   bool reachable_ = true;
   std::string unreachable_why_;

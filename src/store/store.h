@@ -118,6 +118,9 @@ class Store {
   // Why no change can be made durable now (the shared store is unreachable), or empty: the
   // node answers changes 503 with this instead of changing anything.
   virtual std::string unavailable() const { return {}; }
+  // The other nodes sharing this store (their membership names, "HOST:PORT": where they
+  // serve), as last seen; empty for local stores. Peers an image may be fetched from.
+  virtual std::vector<std::string> peers() const { return {}; }
   // Stops background work (watches, membership) when the node begins to shut down (changes
   // already issued complete; new ones are refused); idle() then turns true once nothing is
   // in flight. Called again before the node is destroyed.

@@ -150,7 +150,7 @@ TEST_CASE("the JSON writer places commas and escapes strings") {
   CHECK(out == R"({"a":1,"b":"x\"y","c":[1,"z"],"d":{}})");
 }
 
-TEST_CASE("image routes: upload, list and remove by digest") {
+TEST_CASE("image routes: upload, list, fetch (for peers) and remove by digest") {
   using faasvisor::api::route;
   using faasvisor::api::RouteKind;
   CHECK(route("POST", "/system/images").kind == RouteKind::upload_image);
@@ -160,4 +160,11 @@ TEST_CASE("image routes: upload, list and remove by digest") {
   CHECK(r.name == "sha256:abc");
   CHECK(route("PUT", "/system/images").kind == RouteKind::method_not_allowed);
   CHECK(route("DELETE", "/system/images/").kind == RouteKind::not_found);
+  auto g = route("GET", "/system/images/sha256:abc");
+  CHECK(g.kind == RouteKind::get_image);
+  CHECK(g.name == "sha256:abc");
+  CHECK(route("GET", "/system/images/sha256:abc/x").kind == RouteKind::not_found);
+  auto put = route("PUT", "/system/images/sha256:abc");
+  CHECK(put.kind == RouteKind::method_not_allowed);
+  CHECK(std::string_view(put.allow) == "GET, DELETE");
 }
