@@ -85,6 +85,7 @@ class Driver {
                 "instances left after stop_all");
     }
     if (ok()) final_checks();
+    uint64_t launched = backend_->launched();  // the pool owns the backend: read it first
     if (ok()) {
       pool_.reset();  // asserts nothing is live
       if (world_.timers.size() != 0) fail("timers left behind by the pool: " + std::to_string(world_.timers.size()));
@@ -92,7 +93,7 @@ class Driver {
     SeedResult r;
     r.steps = world_.events_run();
     r.invocations = calls_.size();
-    r.instances = backend_->launched();
+    r.instances = launched;
     if (!ok()) {
       r.ok = false;
       r.failure = "seed " + std::to_string(seed_) + ": " + failure_;
