@@ -100,28 +100,15 @@ void JsonWriter::comma() {
   }
 }
 
-JsonWriter &JsonWriter::begin_object() {
+JsonWriter &JsonWriter::open(char bracket) {
   comma();
-  out_ += '{';
+  out_ += bracket;
   first_.push_back(true);
   return *this;
 }
 
-JsonWriter &JsonWriter::end_object() {
-  out_ += '}';
-  first_.pop_back();
-  return *this;
-}
-
-JsonWriter &JsonWriter::begin_array() {
-  comma();
-  out_ += '[';
-  first_.push_back(true);
-  return *this;
-}
-
-JsonWriter &JsonWriter::end_array() {
-  out_ += ']';
+JsonWriter &JsonWriter::close(char bracket) {
+  out_ += bracket;
   first_.pop_back();
   return *this;
 }

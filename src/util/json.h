@@ -17,10 +17,10 @@ class JsonWriter {
  public:
   explicit JsonWriter(std::string &out) : out_(out) {}
 
-  JsonWriter &begin_object();
-  JsonWriter &end_object();
-  JsonWriter &begin_array();
-  JsonWriter &end_array();
+  JsonWriter &begin_object() { return open('{'); }
+  JsonWriter &end_object() { return close('}'); }
+  JsonWriter &begin_array() { return open('['); }
+  JsonWriter &end_array() { return close(']'); }
   JsonWriter &key(std::string_view k);
   JsonWriter &string(std::string_view v);
   JsonWriter &number(uint64_t v);
@@ -47,6 +47,8 @@ class JsonWriter {
     else return number(static_cast<uint64_t>(v));
   }
   void comma();
+  JsonWriter &open(char bracket);   // a nested object or array starts: no member yet
+  JsonWriter &close(char bracket);
 
   std::string &out_;
   std::vector<bool> first_{};  // per open container: no element written yet
